@@ -1,0 +1,133 @@
+//! `#[derive(Case)]`: an enum of unit variants becomes a case variable, routed by variant name, by `#[case(rename = "...")]`, or with `#[case(int)]` by discriminant.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{Data, DeriveInput, Expr, Fields, Lit, Meta};
+
+use crate::ctxt::Ctxt;
+
+pub fn expand(input: TokenStream) -> TokenStream {
+    let input: DeriveInput = match syn::parse2(input) {
+        Ok(input) => input,
+        Err(e) => return e.to_compile_error(),
+    };
+    let mut cx = Ctxt::default();
+    let Data::Enum(data) = &input.data else {
+        cx.error_spanned(
+            &input.ident,
+            "#[derive(Case)] works on enums of unit variants; for a struct, return one of its fields as the case",
+        );
+        return cx.into_compile_errors();
+    };
+    if !input.generics.params.is_empty() {
+        cx.error_spanned(
+            &input.generics,
+            "#[derive(Case)] does not support generic enums",
+        );
+    }
+    if data.variants.is_empty() {
+        cx.error_spanned(
+            &input.ident,
+            "an enum without variants has no case to route",
+        );
+    }
+    let mut int = false;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("case")) {
+        match &attr.meta {
+            Meta::List(list) => {
+                let parsed = list.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("int") {
+                        int = true;
+                        Ok(())
+                    } else {
+                        Err(meta.error("unknown enum option; `#[case(int)]` routes by discriminant (variants take `#[case(rename = \"...\")]`)"))
+                    }
+                });
+                if let Err(e) = parsed {
+                    cx.push(e);
+                }
+            }
+            other => cx.error_spanned(other, "expected `#[case(int)]`"),
+        }
+    }
+
+    let ident = &input.ident;
+    let mut arms = Vec::new();
+    let mut values = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for variant in &data.variants {
+        if !matches!(variant.fields, Fields::Unit) {
+            cx.error_spanned(
+                &variant.fields,
+                format!(
+                    "case variants carry no data: make `{}` a unit variant",
+                    variant.ident
+                ),
+            );
+            continue;
+        }
+        let mut rename: Option<syn::LitStr> = None;
+        for attr in variant.attrs.iter().filter(|a| a.path().is_ident("case")) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("rename") {
+                    let value: Expr = meta.value()?.parse()?;
+                    match value {
+                        Expr::Lit(syn::ExprLit {
+                            lit: Lit::Str(s), ..
+                        }) => {
+                            rename = Some(s);
+                            Ok(())
+                        }
+                        other => Err(syn::Error::new_spanned(
+                            other,
+                            "`rename` takes a string literal, e.g. `#[case(rename = \"spam\")]`",
+                        )),
+                    }
+                } else {
+                    Err(meta.error("unknown variant option; the option is `rename = \"...\"`"))
+                }
+            });
+            if let Err(e) = parsed {
+                cx.push(e);
+            }
+        }
+        let name = &variant.ident;
+        if int {
+            if let Some(rename) = &rename {
+                cx.error_spanned(rename, "`rename` names a string case, but `#[case(int)]` routes this enum by discriminant; remove one of them");
+            }
+            arms.push(quote!(Self::#name => ::slingshot::CaseValue::Int(Self::#name as i128)));
+            values.push(quote!(::slingshot::CaseValue::Int(Self::#name as i128)));
+        } else {
+            let text = rename
+                .as_ref()
+                .map(syn::LitStr::value)
+                .unwrap_or_else(|| name.to_string());
+            if seen.contains(&text) {
+                cx.error_spanned(
+                    rename
+                        .as_ref()
+                        .map(|r| quote!(#r))
+                        .unwrap_or_else(|| quote!(#name)),
+                    format!("case {text:?} is produced by two variants; rename one of them"),
+                );
+            }
+            seen.push(text.clone());
+            arms.push(quote!(Self::#name => ::slingshot::CaseValue::Str(::std::borrow::Cow::Borrowed(#text))));
+            values.push(quote!(::slingshot::CaseValue::Str(::std::borrow::Cow::Borrowed(#text))));
+        }
+    }
+    if cx.has_errors() {
+        return cx.into_compile_errors();
+    }
+    quote! {
+        impl ::slingshot::Case for #ident {
+            fn to_case(&self) -> ::slingshot::CaseValue {
+                match self { #(#arms,)* }
+            }
+            fn domain() -> ::slingshot::CaseDomain {
+                ::slingshot::CaseDomain::OneOf(::std::vec![#(#values),*])
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The message broker seam: declaring queues, consuming with acknowledgements, and confirmed publishing.
+//!
+//! Implementations: [`memory::MemoryBroker`] (in-process, the embedded
+//! default). The worker never sees which one it talks to.
+
+pub mod memory;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+/// A failure of the broker or of the connection to it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The connection or channel is gone; the operation may succeed after reconnecting.
+    #[error("connection lost: {0}")]
+    Disconnected(String),
+    /// The broker refused the operation.
+    #[error("{op} {queue:?} refused: {message}")]
+    Refused {
+        /// The operation.
+        op: &'static str,
+        /// The queue.
+        queue: String,
+        /// What the broker said.
+        message: String,
+    },
+    /// The broker did not confirm a publish.
+    #[error("publish to {queue:?} was not confirmed: {message}")]
+    NotConfirmed {
+        /// The queue.
+        queue: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A header value carried with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    /// Text.
+    Str(String),
+    /// A signed integer.
+    Int(i64),
+}
+
+impl HeaderValue {
+    /// The value as text, if it is text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            HeaderValue::Str(s) => Some(s),
+            HeaderValue::Int(_) => None,
+        }
+    }
+
+    /// The value as an integer, if it is one.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            HeaderValue::Int(i) => Some(*i),
+            HeaderValue::Str(_) => None,
+        }
+    }
+}
+
+/// Message headers.
+pub type Headers = BTreeMap<String, HeaderValue>;
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The body: for requests, the ID in decimal ASCII.
+    pub body: Vec<u8>,
+    /// Headers (attempt count, trace ID, dead-letter reasons).
+    pub headers: Headers,
+}
+
+impl Message {
+    /// A request message: `id` in decimal ASCII, as the original crate sends it.
+    pub fn id(id: u64) -> Self {
+        Message {
+            body: id.to_string().into_bytes(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: HeaderValue) -> Self {
+        self.headers.insert(name.to_string(), value);
+        self
+    }
+}
+
+/// Settles one delivery. Dropping it unsettled leaves the message with the
+/// broker, which redelivers it when the consumer goes away.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Acknowledges: the broker forgets the message.
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
+    /// Rejects: `requeue` puts it back, otherwise the broker drops it.
+    async fn reject(self: Box<Self>, requeue: bool) -> Result<(), BrokerError>;
+}
+
+/// A message received from a queue.
+pub struct Delivery {
+    /// The message.
+    pub message: Message,
+    /// Whether the broker delivered it before.
+    pub redelivered: bool,
+    /// How to settle it.
+    pub acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("redelivered", &self.redelivered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream of deliveries from one queue, at most `prefetch` unsettled.
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; `None` when the consumer was cancelled (the queue
+    /// was deleted or the broker closed it).
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>>;
+}
+
+/// The seam to a message broker.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Declares `queue` durable. A queue that already exists with other
+    /// arguments is used as it is.
+    async fn declare(&self, queue: &str) -> Result<(), BrokerError>;
+
+    /// Starts consuming `queue` with at most `prefetch` unacknowledged deliveries.
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BrokerError>;
+
+    /// Publishes persistently to `queue` through the default exchange and
+    /// returns once the broker confirmed it. Calls may run concurrently;
+    /// confirms are then pipelined.
+    async fn publish(&self, queue: &str, message: Message) -> Result<(), BrokerError>;
+
+    /// Takes one message from `queue` without a consumer, if there is one.
+    async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError>;
+
+    /// How many messages are ready in `queue` (not counting unacknowledged ones).
+    async fn ready_count(&self, queue: &str) -> Result<u64, BrokerError>;
+
+    /// One line naming the broker, for logs (never credentials).
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,366 @@
+//! The runtime: builds the backends a sys-map names, starts services on them, and runs several services of one process side by side.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{Broker, Message};
+use crate::db::{percent_encode, ConnectionKind, DbError, DbTarget};
+use crate::error::Error;
+use crate::routing::RouteTable;
+use crate::service::{Backing, Executed, Executor, Failure, Job, ServiceDef};
+use crate::settings::Settings;
+use crate::storage::dir::DirStore;
+use crate::storage::ObjectStore;
+use crate::sysmap::{
+    secrets, BrokerBackend, DatabaseBackend, ObjectsBackend, ServiceWiring, SysMap,
+};
+use crate::worker::{dead_letter_queue, Stats, Worker};
+
+/// The backends of one process, and the services running on them.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), slingshot::Error> {
+/// use slingshot::{Runtime, ServiceDef, Settings};
+/// let runtime = Runtime::connect("file:examples/pipeline.sysmap.json", Settings::from_env()?).await?;
+/// let ingest = runtime.start(ServiceDef::find("ingest")?).await?;
+/// runtime.send("ingest", 1..=10).await?;
+/// runtime.run_until_idle(&[&ingest]).await?;
+/// # Ok(()) }
+/// ```
+pub struct Runtime {
+    sysmap: SysMap,
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn ObjectStore>,
+    settings: Settings,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("sysmap", &self.sysmap.describe())
+            .field("broker", &self.broker.describe())
+            .field("store", &self.store.describe())
+            .finish()
+    }
+}
+
+/// A service started by [`Runtime::start`].
+pub struct RunningService {
+    /// The service's definition.
+    pub def: &'static ServiceDef,
+    /// Its wiring, as the sys-map gave it.
+    pub wiring: ServiceWiring,
+    /// Its live counters.
+    pub stats: Arc<Stats>,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl std::fmt::Debug for RunningService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningService")
+            .field("name", &self.def.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningService {
+    /// Waits until the service stops: `Ok` after a requested shutdown, `Err`
+    /// if it failed. Call it again only if an earlier call was cancelled
+    /// before it returned.
+    pub async fn finished(&mut self) -> Result<(), Error> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Config(format!(
+                "service {} crashed: {e}",
+                self.def.name
+            ))),
+        }
+    }
+
+    /// Whether the service's task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// What a service did for one request run with [`Runtime::invoke`].
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// Outputs and uploaded objects.
+    pub executed: Executed,
+    /// `(queue, id)` the outputs route to (not sent by `invoke`).
+    pub routes: Vec<(String, u64)>,
+    /// Outputs whose case has no route.
+    pub unrouted: Vec<(u64, crate::case::CaseValue)>,
+}
+
+impl Runtime {
+    /// Opens the sys-map at `location` and builds the backends it names.
+    pub async fn connect(location: &str, settings: Settings) -> Result<Runtime, Error> {
+        let sysmap = SysMap::open(location)?;
+        Self::with_sysmap(sysmap, settings).await
+    }
+
+    /// Builds the backends `sysmap` names.
+    pub async fn with_sysmap(sysmap: SysMap, settings: Settings) -> Result<Runtime, Error> {
+        let backends = sysmap.backends();
+        let broker: Arc<dyn Broker> = match backends.broker {
+            BrokerBackend::Memory => Arc::new(MemoryBroker::new()),
+            BrokerBackend::RabbitMq => {
+                return Err(Error::Config(
+                    "the RabbitMQ backend is not part of this build yet".into(),
+                ))
+            }
+        };
+        let store: Arc<dyn ObjectStore> = match backends.objects {
+            ObjectsBackend::Dir(root) => Arc::new(DirStore::new(root)),
+            ObjectsBackend::S3 => {
+                return Err(Error::Config(
+                    "the S3 backend is not part of this build yet".into(),
+                ))
+            }
+        };
+        Ok(Self::from_parts(sysmap, broker, store, settings))
+    }
+
+    /// A runtime on backends built by the caller (tests, custom setups).
+    pub fn from_parts(
+        sysmap: SysMap,
+        broker: Arc<dyn Broker>,
+        store: Arc<dyn ObjectStore>,
+        settings: Settings,
+    ) -> Runtime {
+        Runtime {
+            sysmap,
+            broker,
+            store,
+            settings,
+            shutdown: watch::Sender::new(false),
+        }
+    }
+
+    /// The broker all services of this runtime share.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// The object store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The sys-map client.
+    pub fn sysmap(&self) -> &SysMap {
+        &self.sysmap
+    }
+
+    /// The settings services start with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    async fn database_for(&self, def: &ServiceDef) -> Result<Option<DbTarget>, Error> {
+        let configured = self.sysmap.backends().database;
+        let postgres = || async {
+            let db = self.sysmap.db().await?;
+            let pass = resolve_secret(db.pass.clone()).await?;
+            let display = format!(
+                "postgres://{}@{}:{}/{}",
+                db.username, db.host, db.port, db.database
+            );
+            let url = format!(
+                "postgres://{}:{}@{}:{}/{}",
+                percent_encode(&db.username),
+                percent_encode(&pass),
+                db.host,
+                db.port,
+                percent_encode(&db.database)
+            );
+            Ok::<_, Error>(DbTarget::Postgres { url, display })
+        };
+        Ok(match (def.connection, configured) {
+            (ConnectionKind::None, _) => None,
+            (ConnectionKind::Postgres, _) | (ConnectionKind::Any, DatabaseBackend::Postgres) => Some(postgres().await?),
+            (ConnectionKind::Sqlite | ConnectionKind::Any, DatabaseBackend::Sqlite(path)) => Some(DbTarget::Sqlite(path)),
+            (ConnectionKind::Sqlite, DatabaseBackend::Postgres) => {
+                return Err(DbError::Mismatch(format!(
+                    "`{}` takes `&mut SqliteConnection`, but {} configures PostgreSQL; take `&mut PgConnection` or `&mut slingshot::AnyConnection`",
+                    def.function,
+                    self.sysmap.describe()
+                ))
+                .into())
+            }
+        })
+    }
+
+    /// Everything `def` needs before it can process: wiring, routes checked
+    /// against its case type, queues declared, the executor with its pool.
+    async fn prepare(
+        &self,
+        def: &'static ServiceDef,
+    ) -> Result<(ServiceWiring, Arc<RouteTable>, Arc<dyn Executor>), Error> {
+        let wiring = self.sysmap.service(def.name).await?;
+        let routes = Arc::new(RouteTable::new(&wiring));
+        match (def.case_domain)() {
+            Some(domain) => {
+                for route in routes.unreachable(&domain) {
+                    tracing::warn!(
+                        service = def.name,
+                        case = %route.case,
+                        queues = ?route.queues,
+                        "sys-map route can never match: `{}` returns cases of {domain}",
+                        def.function
+                    );
+                }
+            }
+            None => tracing::debug!(
+                service = def.name,
+                "case type not nameable (impl Trait); routes not checked"
+            ),
+        }
+        self.broker.declare(&wiring.inbound).await?;
+        self.broker
+            .declare(&dead_letter_queue(&wiring.inbound))
+            .await?;
+        for queue in routes.outbound_queues() {
+            self.broker.declare(queue).await?;
+        }
+        let backing = Backing {
+            name: def.name,
+            sysmap: self.sysmap.clone(),
+            store: self.store.clone(),
+            database: self.database_for(def).await?,
+            pool_size: u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX),
+            staging_dir: self.settings.staging_dir.clone(),
+            handle: tokio::runtime::Handle::current(),
+        };
+        let prepare = def.prepare;
+        let executor = tokio::task::spawn_blocking(move || prepare(backing))
+            .await
+            .map_err(|e| Error::Config(format!("preparing {} failed: {e}", def.name)))??;
+        Ok((wiring, routes, executor))
+    }
+
+    /// Starts consuming for `def`. It runs until [`Runtime::shutdown`].
+    pub async fn start(&self, def: &'static ServiceDef) -> Result<RunningService, Error> {
+        let (wiring, routes, executor) = self.prepare(def).await?;
+        tracing::info!(
+            service = def.name,
+            inbound = %wiring.inbound,
+            broker = %self.broker.describe(),
+            objects = %self.store.describe(),
+            sys_map = %self.sysmap.describe(),
+            "started"
+        );
+        let stats = Arc::new(Stats::default());
+        let worker = Arc::new(Worker {
+            name: def.name,
+            inbound: wiring.inbound.clone(),
+            executor,
+            broker: self.broker.clone(),
+            routes,
+            settings: self.settings.clone(),
+            stats: stats.clone(),
+        });
+        let shutdown = self.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            worker
+                .run(shutdown)
+                .await
+                .map_err(|e| Error::Config(e.to_string()))
+        });
+        Ok(RunningService {
+            def,
+            wiring,
+            stats,
+            task,
+        })
+    }
+
+    /// Processes `ids` with `def` here and now, without consuming or
+    /// publishing: `process` runs, its files are uploaded, and the routes the
+    /// outputs would take are returned.
+    pub async fn invoke(
+        &self,
+        def: &'static ServiceDef,
+        ids: &[u64],
+    ) -> Result<Vec<Result<Invocation, Failure>>, Error> {
+        let (_wiring, routes, executor) = self.prepare(def).await?;
+        let mut results = Vec::with_capacity(ids.len());
+        for &request in ids {
+            let job = Job {
+                request,
+                attempt: 1,
+                redelivered: false,
+                trace_id: format!("invoke-{request}"),
+            };
+            results.push(executor.clone().execute(job).await.map(|executed| {
+                let plan = routes.plan(&executed.outputs);
+                Invocation {
+                    executed,
+                    routes: plan.sends,
+                    unrouted: plan.unrouted,
+                }
+            }));
+        }
+        Ok(results)
+    }
+
+    /// Publishes each ID to `queue` (declaring it first).
+    pub async fn send(&self, queue: &str, ids: impl IntoIterator<Item = u64>) -> Result<(), Error> {
+        self.broker.declare(queue).await?;
+        let publishes: Vec<_> = ids
+            .into_iter()
+            .map(|id| self.broker.publish(queue, Message::id(id)))
+            .collect();
+        futures::future::try_join_all(publishes).await?;
+        Ok(())
+    }
+
+    /// Asks every service of this runtime to stop taking work and finish.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits until `services` have nothing left to do (their inbound queues
+    /// are empty and nothing is in flight, twice in a row), then shuts them
+    /// down and waits for them. For local runs and tests of finite work.
+    pub async fn run_until_idle(&self, services: &[&RunningService]) -> Result<(), Error> {
+        let mut quiet_rounds = 0;
+        while quiet_rounds < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(stopped) = services.iter().find(|s| s.is_finished()) {
+                return Err(Error::Config(format!(
+                    "service {} stopped on its own",
+                    stopped.def.name
+                )));
+            }
+            let mut busy = false;
+            for service in services {
+                busy |= service.stats.in_flight.load(Ordering::Relaxed) > 0
+                    || service.stats.consumed.load(Ordering::Relaxed)
+                        > service.stats.processed.load(Ordering::Relaxed)
+                            + service.stats.retried.load(Ordering::Relaxed)
+                            + service.stats.dead_lettered.load(Ordering::Relaxed)
+                    || self.broker.ready_count(&service.wiring.inbound).await? > 0;
+            }
+            quiet_rounds = if busy { 0 } else { quiet_rounds + 1 };
+        }
+        self.shutdown();
+        Ok(())
+    }
+}
+
+/// Resolves a secret reference off the async threads.
+pub(crate) async fn resolve_secret(reference: String) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || secrets::resolve(&reference))
+        .await
+        .map_err(|e| Error::Config(format!("secret resolution crashed: {e}")))?
+        .map_err(|e| Error::SysMap(e.into()))
+}

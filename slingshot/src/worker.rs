@@ -1,0 +1,426 @@
+//! The consume loop of one service: bounded concurrency, ack after upload and confirmed publishes, retries with backoff, dead-lettering.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::try_join_all;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::broker::{Broker, BrokerError, Delivery, HeaderValue, Message};
+use crate::routing::RouteTable;
+use crate::service::{error_chain, Executed, Executor, Failure, FailureKind, Job};
+use crate::settings::Settings;
+
+/// Header carrying the attempt number of a retried request.
+pub const ATTEMPT_HEADER: &str = "x-slingshot-attempt";
+/// Header carrying the trace ID of a request through the pipeline.
+pub const TRACE_HEADER: &str = "x-slingshot-trace-id";
+/// Dead-letter header: the last error.
+pub const ERROR_HEADER: &str = "x-slingshot-error";
+/// Dead-letter header: the kind of the last error (`malformed`, `panic`, ...).
+pub const ERROR_KIND_HEADER: &str = "x-slingshot-error-kind";
+/// Dead-letter header: the service that gave up.
+pub const SERVICE_HEADER: &str = "x-slingshot-service";
+/// Dead-letter header: the queue the message came from.
+pub const QUEUE_HEADER: &str = "x-slingshot-queue";
+/// Dead-letter header: when it was dead-lettered, Unix seconds.
+pub const FAILED_AT_HEADER: &str = "x-slingshot-failed-at";
+
+/// The dead-letter queue of `inbound`.
+pub fn dead_letter_queue(inbound: &str) -> String {
+    format!("{inbound}.dead-letter")
+}
+
+/// Counters of one service, shared with whoever started it.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Deliveries taken from the inbound queue.
+    pub consumed: AtomicU64,
+    /// Requests processed and acknowledged.
+    pub processed: AtomicU64,
+    /// Requests scheduled for another attempt.
+    pub retried: AtomicU64,
+    /// Requests sent to the dead-letter queue.
+    pub dead_lettered: AtomicU64,
+    /// Messages published to outbound queues (confirmed).
+    pub published: AtomicU64,
+    /// Outputs whose case had no route.
+    pub unrouted: AtomicU64,
+    /// Objects uploaded.
+    pub objects_written: AtomicU64,
+    /// Bytes uploaded.
+    pub bytes_written: AtomicU64,
+    /// Requests being processed now.
+    pub in_flight: AtomicU64,
+    routes: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl Stats {
+    /// How many outputs went to each `(case, queue)`, and to `(case, "")` when unrouted.
+    pub fn routes(&self) -> BTreeMap<(String, String), u64> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn count_route(&self, case: String, queue: &str) {
+        *self
+            .routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((case, queue.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A service's consumer and everything it needs.
+pub(crate) struct Worker {
+    pub name: &'static str,
+    pub inbound: String,
+    pub executor: Arc<dyn Executor>,
+    pub broker: Arc<dyn Broker>,
+    pub routes: Arc<RouteTable>,
+    pub settings: Settings,
+    pub stats: Arc<Stats>,
+}
+
+/// Why a worker stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Stopped {
+    #[error("the broker cancelled the consumer of {0:?} (queue deleted?)")]
+    Cancelled(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl Worker {
+    /// Consumes until `shutdown` turns true (then finishes in-flight requests
+    /// within the deadline) or the consumer fails.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let mut consumer = self
+            .broker
+            .consume(&self.inbound, self.settings.prefetch)
+            .await?;
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut tasks = JoinSet::new();
+        tracing::info!(
+            service = self.name,
+            queue = %self.inbound,
+            concurrency = self.settings.concurrency,
+            prefetch = self.settings.prefetch,
+            "consuming"
+        );
+        let result = loop {
+            while tasks.try_join_next().is_some() {}
+            let slot = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break Ok(()),
+                },
+            };
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
+                next = consumer.next() => next,
+            };
+            match next {
+                None => break Err(Stopped::Cancelled(self.inbound.clone())),
+                Some(Err(e)) => break Err(e.into()),
+                Some(Ok(delivery)) => {
+                    self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(self.clone().handle(delivery, slot, shutdown.clone()));
+                }
+            }
+        };
+        let deadline = self.settings.shutdown_deadline;
+        if !tasks.is_empty() {
+            tracing::info!(
+                service = self.name,
+                in_flight = tasks.len(),
+                ?deadline,
+                "finishing in-flight requests"
+            );
+        }
+        let finished = tokio::time::timeout(deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                service = self.name,
+                left = tasks.len(),
+                "shutdown deadline passed; unfinished requests return to the queue"
+            );
+            tasks.abort_all();
+        }
+        // Dropping the consumer returns every unsettled delivery to the queue.
+        drop(consumer);
+        result
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        delivery: Delivery,
+        slot: OwnedSemaphorePermit,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let headers = &delivery.message.headers;
+        let attempt = headers
+            .get(ATTEMPT_HEADER)
+            .and_then(HeaderValue::as_int)
+            .and_then(|a| u32::try_from(a).ok())
+            .filter(|a| *a >= 1)
+            .unwrap_or(1);
+        let request = match parse_id(&delivery.message.body) {
+            Ok(id) => id,
+            Err(reason) => {
+                drop(slot);
+                return self
+                    .dead_letter(
+                        delivery,
+                        Failure::new(FailureKind::Malformed, reason),
+                        attempt,
+                    )
+                    .await;
+            }
+        };
+        let trace_id = headers
+            .get(TRACE_HEADER)
+            .and_then(HeaderValue::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| new_trace_id(request));
+        let job = Job {
+            request,
+            attempt,
+            redelivered: delivery.redelivered,
+            trace_id: trace_id.clone(),
+        };
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = match self.executor.clone().execute(job).await {
+            Ok(executed) => self.route(request, &executed, &trace_id).await,
+            Err(failure) => Err(failure),
+        };
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
+        match result {
+            Ok(()) => {
+                match delivery.acker.ack().await {
+                    Ok(()) => {
+                        self.stats.processed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The broker will redeliver it; the outputs were sent, so downstream may see them twice.
+                    Err(e) => {
+                        tracing::warn!(service = self.name, request, error = %e, "ack failed; the request will be redelivered")
+                    }
+                }
+            }
+            Err(failure) if attempt >= self.settings.max_attempts => {
+                tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
+                self.dead_letter(delivery, failure, attempt).await;
+            }
+            Err(failure) => {
+                self.retry(delivery, request, attempt, failure, shutdown)
+                    .await
+            }
+        }
+    }
+
+    /// Routes the outputs: publishes every `(queue, id)` concurrently and
+    /// waits for all the confirms.
+    async fn route(
+        &self,
+        request: u64,
+        executed: &Executed,
+        trace_id: &str,
+    ) -> Result<(), Failure> {
+        let plan = self.routes.plan(&executed.outputs);
+        for (id, case) in &plan.unrouted {
+            self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            self.stats.count_route(case.to_string(), "");
+            tracing::warn!(service = self.name, request, output = id, %case, "no route for this case; output dropped");
+        }
+        let publishes = plan.sends.iter().map(|(queue, id)| {
+            let message =
+                Message::id(*id).with_header(TRACE_HEADER, HeaderValue::Str(trace_id.to_string()));
+            self.broker.publish(queue, message)
+        });
+        try_join_all(publishes)
+            .await
+            .map_err(|e| Failure::new(FailureKind::Broker, error_chain(&e)))?;
+        self.stats
+            .published
+            .fetch_add(plan.sends.len() as u64, Ordering::Relaxed);
+        for (id, case) in &executed.outputs {
+            if let Some(queues) = self.routes.queues(case) {
+                for queue in queues {
+                    self.stats.count_route(case.to_string(), queue);
+                }
+                tracing::info!(service = self.name, request, output = id, %case, queues = ?queues, "routed");
+            }
+        }
+        for object in &executed.written {
+            self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .bytes_written
+                .fetch_add(object.size, Ordering::Relaxed);
+            tracing::info!(service = self.name, request, bucket = %object.bucket, key = %object.key, bytes = object.size, "object written");
+        }
+        Ok(())
+    }
+
+    /// Waits out the backoff, then sends the request back to the inbound
+    /// queue with its attempt count raised, then acks this delivery. The
+    /// count travels in the message, so it survives restarts.
+    async fn retry(
+        &self,
+        delivery: Delivery,
+        request: u64,
+        attempt: u32,
+        failure: Failure,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let delay = self.settings.backoff(attempt);
+        tracing::warn!(service = self.name, request, attempt, error = %failure, ?delay, "failed; will retry");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            // Shutting down: hand the retry back to the queue now.
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+        let mut message = delivery.message.clone();
+        message.headers.insert(
+            ATTEMPT_HEADER.into(),
+            HeaderValue::Int(i64::from(attempt) + 1),
+        );
+        message.headers.insert(
+            ERROR_HEADER.into(),
+            HeaderValue::Str(failure.message.clone()),
+        );
+        message.headers.insert(
+            ERROR_KIND_HEADER.into(),
+            HeaderValue::Str(failure.kind.as_str().into()),
+        );
+        self.forward(delivery, &self.inbound.clone(), message).await;
+        self.stats.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn dead_letter(&self, delivery: Delivery, failure: Failure, attempt: u32) {
+        let mut message = delivery.message.clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        for (name, value) in [
+            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
+            (
+                ERROR_KIND_HEADER,
+                HeaderValue::Str(failure.kind.as_str().into()),
+            ),
+            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(attempt))),
+            (SERVICE_HEADER, HeaderValue::Str(self.name.into())),
+            (QUEUE_HEADER, HeaderValue::Str(self.inbound.clone())),
+            (
+                FAILED_AT_HEADER,
+                HeaderValue::Int(i64::try_from(now).unwrap_or(i64::MAX)),
+            ),
+        ] {
+            message.headers.insert(name.into(), value);
+        }
+        tracing::warn!(service = self.name, kind = failure.kind.as_str(), error = %failure.message, "dead-lettered");
+        if self
+            .forward(delivery, &dead_letter_queue(&self.inbound), message)
+            .await
+        {
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes `message` to `queue`, then acks `delivery`; if the publish
+    /// is not confirmed the delivery is requeued instead, so nothing is lost.
+    async fn forward(&self, delivery: Delivery, queue: &str, message: Message) -> bool {
+        match self.broker.publish(queue, message).await {
+            Ok(()) => {
+                if let Err(e) = delivery.acker.ack().await {
+                    tracing::warn!(service = self.name, error = %e, "ack after forwarding failed; the broker will redeliver");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(service = self.name, queue, error = %e, "forwarding failed; returning the message to its queue");
+                if let Err(e) = delivery.acker.reject(true).await {
+                    tracing::warn!(service = self.name, error = %e, "requeue failed; the broker will redeliver");
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Parses a request body: the ID in decimal ASCII (surrounding whitespace allowed).
+pub fn parse_id(body: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| format!("body is not UTF-8 ({} bytes)", body.len()))?;
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        let shown: String = digits.chars().take(40).collect();
+        return Err(format!("body {shown:?} is not a decimal u64"));
+    }
+    digits
+        .parse()
+        .map_err(|_| format!("body {digits:?} is out of range for a u64"))
+}
+
+fn new_trace_id(request: u64) -> String {
+    use std::sync::atomic::AtomicU64;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos() as u64;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:016x}{:08x}{:08x}",
+        nanos ^ request.rotate_left(17),
+        std::process::id(),
+        seq as u32
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_strictly() {
+        assert_eq!(parse_id(b"42"), Ok(42));
+        assert_eq!(parse_id(b" 42\n"), Ok(42));
+        assert_eq!(parse_id(b"18446744073709551615"), Ok(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"4 2",
+            b"0x10",
+            b"1.0",
+            b"abc",
+            b"18446744073709551616",
+            b"\xff\xfe",
+        ] {
+            assert!(parse_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_id(b"\xff").unwrap_err().contains("not UTF-8"));
+    }
+}
