@@ -364,21 +364,24 @@ fn generate(
         quote!(#fn_name(#(#args),*))
     };
     let output = &service.output;
-    let convert = if service.returns_result {
-        quote_spanned!(output.span()=> #private::outcome_of_result::<#output>(__slingshot_returned))
+    // Named with a turbofish where possible, so the check happens at the
+    // user's return type; an `impl Trait` type is left to inference.
+    let constructor = if service.returns_result {
+        quote!(returns_result)
     } else {
-        quote_spanned!(output.span()=> #private::outcome_of_outputs::<#output>(__slingshot_returned))
+        quote!(returns_outputs)
     };
+    let returns = if service.opaque_output {
+        quote_spanned!(output.span()=> #private::#constructor())
+    } else {
+        quote_spanned!(output.span()=> #private::#constructor::<#output>())
+    };
+    // An `impl Trait` return type cannot be named outside the function, so
+    // its case type is unknown at start-up and the route check is skipped.
     let domain = if service.opaque_output {
         quote!(::core::option::Option::None)
-    } else if service.returns_result {
-        quote_spanned!(output.span()=> ::core::option::Option::Some(
-            <<<#output as #private::ResultLike>::Ok as #private::Outputs>::Case as #private::Case>::domain()
-        ))
     } else {
-        quote_spanned!(output.span()=> ::core::option::Option::Some(
-            <<#output as #private::Outputs>::Case as #private::Case>::domain()
-        ))
+        quote!(::core::option::Option::Some(#returns.domain()))
     };
     let generated_main = main.then(|| {
         quote! {
@@ -408,7 +411,7 @@ fn generate(
                 __slingshot_connection: &mut Self::Connection,
             ) -> #private::Outcome {
                 let __slingshot_returned = #call;
-                #convert
+                #returns.convert(__slingshot_returned)
             }
 
             fn case_domain() -> ::core::option::Option<#private::CaseDomain> {

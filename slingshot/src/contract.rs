@@ -5,7 +5,7 @@
 //! checked by rustc through the traits here, whose `on_unimplemented`
 //! messages are what a user sees for a wrong parameter or return type.
 
-use crate::case::{Case, CaseValue};
+use crate::case::{Case, CaseDomain, CaseValue};
 use crate::error::AnyError;
 use crate::storage::{ObjectError, ObjectReader, ObjectWriter};
 
@@ -162,22 +162,51 @@ where
 /// A `process` return value made uniform: the outputs, or the error.
 pub type Outcome = Result<Vec<(u64, CaseValue)>, AnyError>;
 
-/// Converts a `Result<C, E>` return value.
+/// How generated code handles a return type `R`: converting a value and
+/// naming the case type's domain. Built by one generic function per return
+/// form, so a wrong type is reported once, at the user's return type.
 #[doc(hidden)]
-pub fn outcome_of_result<R>(value: R) -> Outcome
+pub struct Returns<R> {
+    convert: fn(R) -> Outcome,
+    domain: fn() -> CaseDomain,
+}
+
+impl<R> Returns<R> {
+    /// Converts a returned value.
+    pub fn convert(&self, value: R) -> Outcome {
+        (self.convert)(value)
+    }
+
+    /// The values the case type can take.
+    pub fn domain(&self) -> CaseDomain {
+        (self.domain)()
+    }
+}
+
+/// For `Result<C, E>` return types (aliases such as `anyhow::Result<C>` included).
+#[doc(hidden)]
+pub fn returns_result<R>() -> Returns<R>
 where
     R: ResultLike,
     R::Ok: Outputs,
     R::Err: ProcessError,
 {
-    value
-        .into_result()
-        .map(Outputs::into_outputs)
-        .map_err(ProcessError::into_any)
+    Returns {
+        convert: |value| {
+            value
+                .into_result()
+                .map(Outputs::into_outputs)
+                .map_err(ProcessError::into_any)
+        },
+        domain: <<R::Ok as Outputs>::Case as Case>::domain,
+    }
 }
 
-/// Converts a plain collection return value.
+/// For return types that are the outputs themselves.
 #[doc(hidden)]
-pub fn outcome_of_outputs<C: Outputs>(value: C) -> Outcome {
-    Ok(value.into_outputs())
+pub fn returns_outputs<C: Outputs>() -> Returns<C> {
+    Returns {
+        convert: |value| Ok(value.into_outputs()),
+        domain: <C::Case as Case>::domain,
+    }
 }

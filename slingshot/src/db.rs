@@ -155,14 +155,7 @@ fn open_r2d2<C>(target: &DbTarget, size: u32) -> Result<Pool<ConnectionManager<C
 where
     C: diesel::r2d2::R2D2Connection + diesel::connection::SimpleConnection + Send + 'static,
 {
-    if let DbTarget::Sqlite(path) = target {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| DbError::Connect {
-                target: target.display(),
-                message: format!("cannot create {}: {e}", dir.display()),
-            })?;
-        }
-    }
+    create_sqlite_dir(target)?;
     let mut builder = Pool::builder()
         .max_size(size.max(1))
         .min_idle(Some(1))
@@ -230,6 +223,39 @@ pooled_connection!(
     |_: &DbTarget| true,
     "a database"
 );
+
+/// Creates the directory of a SQLite file, so a fresh checkout just runs.
+fn create_sqlite_dir(target: &DbTarget) -> Result<(), DbError> {
+    if let DbTarget::Sqlite(path) = target {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| DbError::Connect {
+                target: target.display(),
+                message: format!("cannot create {}: {e}", dir.display()),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens one connection to `target` outside any pool. Blocking.
+pub(crate) fn establish_any(target: &DbTarget) -> Result<AnyConnection, DbError> {
+    use diesel::Connection;
+    create_sqlite_dir(target)?;
+    let mut connection = AnyConnection::establish(&target.url()).map_err(|e| DbError::Connect {
+        target: target.display(),
+        message: e.to_string(),
+    })?;
+    if matches!(target, DbTarget::Sqlite(_)) {
+        use diesel::connection::SimpleConnection;
+        connection
+            .batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
+            .map_err(|e| DbError::Connect {
+                target: target.display(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(connection)
+}
 
 /// Percent-encodes `text` for the user-info or path part of a URL.
 pub(crate) fn percent_encode(text: &str) -> String {

@@ -53,7 +53,7 @@ pub mod __private {
     pub use crate::bridge::block_on_local;
     pub use crate::case::{Case, CaseDomain, CaseValue};
     pub use crate::contract::{
-        outcome_of_outputs, outcome_of_result, Outcome, Outputs, Parts, ProcessError, RefParam,
+        returns_outputs, returns_result, Outcome, Returns, Outputs, Parts, ProcessError, RefParam,
         RequestId, ResultLike,
     };
     pub use crate::db::{ConnectionKind, DbConnection, NoConnection};

@@ -165,7 +165,24 @@ impl Runtime {
         &self.settings
     }
 
+    /// A connection to the database the sys-map configures, for set-up work
+    /// such as migrations (services get theirs from their pool).
+    pub async fn connect_database(&self) -> Result<crate::db::AnyConnection, Error> {
+        let target = self.database_target(ConnectionKind::Any, "set-up").await?;
+        let Some(target) = target else {
+            return Err(Error::Config("no database is configured".into()));
+        };
+        tokio::task::spawn_blocking(move || crate::db::establish_any(&target))
+            .await
+            .map_err(|e| Error::Config(format!("database set-up crashed: {e}")))?
+            .map_err(Error::from)
+    }
+
     async fn database_for(&self, def: &ServiceDef) -> Result<Option<DbTarget>, Error> {
+        self.database_target(def.connection, def.function).await
+    }
+
+    async fn database_target(&self, kind: ConnectionKind, function: &str) -> Result<Option<DbTarget>, Error> {
         let configured = self.sysmap.backends().database;
         let postgres = || async {
             let db = self.sysmap.db().await?;
@@ -184,14 +201,14 @@ impl Runtime {
             );
             Ok::<_, Error>(DbTarget::Postgres { url, display })
         };
-        Ok(match (def.connection, configured) {
+        Ok(match (kind, configured) {
             (ConnectionKind::None, _) => None,
             (ConnectionKind::Postgres, _) | (ConnectionKind::Any, DatabaseBackend::Postgres) => Some(postgres().await?),
             (ConnectionKind::Sqlite | ConnectionKind::Any, DatabaseBackend::Sqlite(path)) => Some(DbTarget::Sqlite(path)),
             (ConnectionKind::Sqlite, DatabaseBackend::Postgres) => {
                 return Err(DbError::Mismatch(format!(
                     "`{}` takes `&mut SqliteConnection`, but {} configures PostgreSQL; take `&mut PgConnection` or `&mut slingshot::AnyConnection`",
-                    def.function,
+                    function,
                     self.sysmap.describe()
                 ))
                 .into())

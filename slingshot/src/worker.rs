@@ -147,6 +147,7 @@ impl Worker {
             }
         };
         let deadline = self.settings.shutdown_deadline;
+        while tasks.try_join_next().is_some() {}
         if !tasks.is_empty() {
             tracing::info!(
                 service = self.name,

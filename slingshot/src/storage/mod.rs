@@ -145,6 +145,26 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// there. Readers never see a partly written object.
     async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), ObjectError>;
 
+    /// Stores `bytes` as `bucket/key` (seeding inputs, tools, tests).
+    async fn put_bytes(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError> {
+        let io_err = |source| ObjectError::Io {
+            op: "stage",
+            bucket: bucket.into(),
+            key: key.into(),
+            source,
+        };
+        let staged = tokio::task::spawn_blocking(move || -> io::Result<tempfile::NamedTempFile> {
+            let mut file = tempfile::NamedTempFile::new()?;
+            file.write_all(&bytes)?;
+            file.flush()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| io_err(io::Error::other(e)))?
+        .map_err(io_err)?;
+        self.put_file(bucket, key, staged.path()).await
+    }
+
     /// One line naming the store, for logs (never credentials).
     fn describe(&self) -> String;
 }

@@ -1,0 +1,6 @@
+#[derive(slingshot::Case)]
+struct Verdict {
+    spam: bool,
+}
+
+fn main() {}

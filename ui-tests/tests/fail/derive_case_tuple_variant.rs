@@ -1,0 +1,7 @@
+#[derive(slingshot::Case)]
+enum Verdict {
+    Ham,
+    Spam(f32),
+}
+
+fn main() {}

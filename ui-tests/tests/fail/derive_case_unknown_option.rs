@@ -1,0 +1,8 @@
+#[derive(slingshot::Case)]
+enum Verdict {
+    #[case(alias = "junk")]
+    Spam,
+    Ham,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use slingshot::ReadFileFn;
+
+#[slingshot::microservice(name = "thumbnailer", sys_map = "sys-map.example.com")]
+fn process<'a>(request: u64, read_file: &'a ReadFileFn) -> Vec<(u64, bool)> {
+    vec![(request, read_file("in", request).is_ok())]
+}

@@ -1,0 +1,6 @@
+#[slingshot::microservice(name = "thumbnailer", sys_map = "sys-map.example.com", main = "no")]
+fn process(request: u64) -> Vec<(u64, bool)> {
+    vec![(request, true)]
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[slingshot::microservice(sys_map = "sys-map.example.com")]
+fn process(request: u64) -> Vec<(u64, bool)> {
+    vec![(request, true)]
+}

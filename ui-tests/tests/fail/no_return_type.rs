@@ -1,0 +1,4 @@
+#[slingshot::microservice(name = "thumbnailer", sys_map = "sys-map.example.com")]
+fn process(request: u64) {
+    let _ = request;
+}
