@@ -58,6 +58,9 @@ pub struct RunningService {
     pub wiring: ServiceWiring,
     /// Its live counters.
     pub stats: Arc<Stats>,
+    /// Routes of the sys-map whose case the function can never return
+    /// (reported at start-up; the service runs regardless).
+    pub unreachable: Vec<crate::sysmap::Route>,
     task: JoinHandle<Result<(), Error>>,
 }
 
@@ -98,6 +101,14 @@ pub struct Invocation {
     pub routes: Vec<(String, u64)>,
     /// Outputs whose case has no route.
     pub unrouted: Vec<(u64, crate::case::CaseValue)>,
+}
+
+/// A service ready to consume.
+struct Prepared {
+    wiring: ServiceWiring,
+    routes: Arc<RouteTable>,
+    executor: Arc<dyn Executor>,
+    unreachable: Vec<crate::sysmap::Route>,
 }
 
 impl Runtime {
@@ -182,7 +193,11 @@ impl Runtime {
         self.database_target(def.connection, def.function).await
     }
 
-    async fn database_target(&self, kind: ConnectionKind, function: &str) -> Result<Option<DbTarget>, Error> {
+    async fn database_target(
+        &self,
+        kind: ConnectionKind,
+        function: &str,
+    ) -> Result<Option<DbTarget>, Error> {
         let configured = self.sysmap.backends().database;
         let postgres = || async {
             let db = self.sysmap.db().await?;
@@ -218,15 +233,14 @@ impl Runtime {
 
     /// Everything `def` needs before it can process: wiring, routes checked
     /// against its case type, queues declared, the executor with its pool.
-    async fn prepare(
-        &self,
-        def: &'static ServiceDef,
-    ) -> Result<(ServiceWiring, Arc<RouteTable>, Arc<dyn Executor>), Error> {
+    async fn prepare(&self, def: &'static ServiceDef) -> Result<Prepared, Error> {
         let wiring = self.sysmap.service(def.name).await?;
         let routes = Arc::new(RouteTable::new(&wiring));
+        let mut unreachable = Vec::new();
         match (def.case_domain)() {
             Some(domain) => {
                 for route in routes.unreachable(&domain) {
+                    unreachable.push(route.clone());
                     tracing::warn!(
                         service = def.name,
                         case = %route.case,
@@ -261,12 +275,22 @@ impl Runtime {
         let executor = tokio::task::spawn_blocking(move || prepare(backing))
             .await
             .map_err(|e| Error::Config(format!("preparing {} failed: {e}", def.name)))??;
-        Ok((wiring, routes, executor))
+        Ok(Prepared {
+            wiring,
+            routes,
+            executor,
+            unreachable,
+        })
     }
 
     /// Starts consuming for `def`. It runs until [`Runtime::shutdown`].
     pub async fn start(&self, def: &'static ServiceDef) -> Result<RunningService, Error> {
-        let (wiring, routes, executor) = self.prepare(def).await?;
+        let Prepared {
+            wiring,
+            routes,
+            executor,
+            unreachable,
+        } = self.prepare(def).await?;
         tracing::info!(
             service = def.name,
             inbound = %wiring.inbound,
@@ -296,6 +320,7 @@ impl Runtime {
             def,
             wiring,
             stats,
+            unreachable,
             task,
         })
     }
@@ -308,7 +333,9 @@ impl Runtime {
         def: &'static ServiceDef,
         ids: &[u64],
     ) -> Result<Vec<Result<Invocation, Failure>>, Error> {
-        let (_wiring, routes, executor) = self.prepare(def).await?;
+        let Prepared {
+            routes, executor, ..
+        } = self.prepare(def).await?;
         let mut results = Vec::with_capacity(ids.len());
         for &request in ids {
             let job = Job {

@@ -18,7 +18,16 @@ use slingshot::{Runtime, ServiceDef, Settings};
 
 const DEFAULT_SYS_MAP: &str = "file:examples/sysmaps/pipeline.json";
 const WORDS: &[&str] = &[
-    "slingshot", "queue", "rabbit", "object", "bucket", "route", "case", "stage", "pipeline", "request",
+    "slingshot",
+    "queue",
+    "rabbit",
+    "object",
+    "bucket",
+    "route",
+    "case",
+    "stage",
+    "pipeline",
+    "request",
 ];
 
 /// A deterministic sample document; every seventh one is blank (rejected by ingest).
@@ -47,13 +56,20 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let count: u64 = match std::env::args().nth(1) {
-        Some(arg) => arg.parse().map_err(|_| format!("{arg:?} is not a number of documents"))?,
+        Some(arg) => arg
+            .parse()
+            .map_err(|_| format!("{arg:?} is not a number of documents"))?,
         None => 24,
     };
     let location = std::env::var("SLINGSHOT_SYS_MAP").unwrap_or_else(|_| DEFAULT_SYS_MAP.into());
     let runtime = Runtime::connect(&location, Settings::from_env()?).await?;
     println!("pipeline: {count} documents through ingest -> tokenize -> catalog");
-    println!("  sys-map {}, broker {}, objects {}", runtime.sysmap().describe(), runtime.broker().describe(), runtime.store().describe());
+    println!(
+        "  sys-map {}, broker {}, objects {}",
+        runtime.sysmap().describe(),
+        runtime.broker().describe(),
+        runtime.store().describe()
+    );
 
     let mut connection = runtime.connect_database().await?;
     let ids: Vec<u64> = (1..=count).collect();
@@ -67,7 +83,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     let uploads = runtime.sysmap().bucket("ingest", "in").await?;
     for &id in &ids {
-        runtime.store().put_bytes(&uploads, &id.to_string(), document(id).into_bytes()).await?;
+        runtime
+            .store()
+            .put_bytes(&uploads, &id.to_string(), document(id).into_bytes())
+            .await?;
     }
 
     let mut running = Vec::new();
@@ -76,7 +95,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let started = std::time::Instant::now();
     runtime.send("ingest", ids.iter().copied()).await?;
-    runtime.run_until_idle(&running.iter().collect::<Vec<_>>()).await?;
+    runtime
+        .run_until_idle(&running.iter().collect::<Vec<_>>())
+        .await?;
     let elapsed = started.elapsed();
 
     println!("\nstage      processed  retried  dead-lettered  objects  bytes written");
@@ -95,7 +116,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("\nroutes taken (stage: case -> queue = outputs)");
     for service in &running {
         for ((case, queue), n) in service.stats.routes() {
-            let queue = if queue.is_empty() { "(no route)".to_string() } else { queue };
+            let queue = if queue.is_empty() {
+                "(no route)".to_string()
+            } else {
+                queue
+            };
             println!("  {}: {case} -> {queue} = {n}", service.def.name);
         }
     }
@@ -126,7 +151,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let published = runtime.broker().ready_count("published").await?;
     let featured = runtime.broker().ready_count("featured").await?;
     let rejected = runtime.broker().ready_count("rejected").await?;
-    println!("\ndownstream queues: published {published}, featured {featured}, rejected {rejected}");
+    println!(
+        "\ndownstream queues: published {published}, featured {featured}, rejected {rejected}"
+    );
     println!("done in {:.2}s", elapsed.as_secs_f64());
 
     let expected_rejected = ids.iter().filter(|id| *id % 7 == 0).count() as u64;

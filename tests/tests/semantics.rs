@@ -1,0 +1,589 @@
+//! Delivery semantics through the seams, run against every backend: routing,
+//! staging, acknowledgement and redelivery, retries, dead letters,
+//! concurrency, the database, and local invocation.
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use slingshot::broker::{HeaderValue, Message};
+use slingshot::worker::{
+    dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SERVICE_HEADER,
+};
+use slingshot::{AnyConnection, AnyError, ReadFileFn, RequestContext, ServiceDef, WriteFileFn};
+use slingshot_tests::{drain, drain_ids, wait_for_count, Backend, Fixture};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+// ---- services under test -------------------------------------------------
+
+#[slingshot::microservice(name = "kind-bool", sys_map = "file:unused.json", main = false)]
+fn kind_bool(request: u64) -> Vec<(u64, bool)> {
+    vec![(request, true), (request + 1000, false)]
+}
+
+#[slingshot::microservice(name = "kind-string", sys_map = "file:unused.json", main = false)]
+fn kind_string(request: u64) -> Vec<(u64, &'static str)> {
+    vec![(request, "true")]
+}
+
+#[slingshot::microservice(name = "kind-int", sys_map = "file:unused.json", main = false)]
+fn kind_int(request: u64) -> Option<(u64, i32)> {
+    Some((request, 1))
+}
+
+/// Copies `in` to `out`; fails after writing when the input says "fail",
+/// panics after writing when it says "panic".
+#[slingshot::microservice(name = "copier", sys_map = "file:unused.json", main = false)]
+fn copier(
+    request: u64,
+    read_file: &ReadFileFn,
+    write_file: &WriteFileFn,
+) -> Result<Vec<(u64, bool)>, AnyError> {
+    let mut text = String::new();
+    read_file("in", request)?.read_to_string(&mut text)?;
+    write_file("out", request)?.write_all(text.to_uppercase().as_bytes())?;
+    match text.as_str() {
+        "fail" => Err("asked to fail".into()),
+        "panic" => panic!("asked to panic"),
+        _ => Ok(vec![(request, true)]),
+    }
+}
+
+/// Fails on the first attempt of even IDs, succeeds on the retry.
+#[slingshot::microservice(name = "flaky", sys_map = "file:unused.json", main = false)]
+fn flaky(request: u64, context: &RequestContext) -> Result<Vec<(u64, bool)>, AnyError> {
+    if request % 2 == 0 && context.attempt == 1 {
+        return Err(format!("transient failure of {request}").into());
+    }
+    Ok(vec![(request, context.attempt > 1)])
+}
+
+/// Always fails.
+#[slingshot::microservice(name = "doomed", sys_map = "file:unused.json", main = false)]
+fn doomed(request: u64) -> Result<Vec<(u64, bool)>, std::io::Error> {
+    Err(std::io::Error::other(format!("cannot handle {request}")))
+}
+
+/// Request 0 takes two seconds; the rest are instant.
+#[slingshot::microservice(name = "sleepy", sys_map = "file:unused.json", main = false)]
+async fn sleepy(request: u64) -> Vec<(u64, bool)> {
+    if request == 0 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    vec![(request, true)]
+}
+
+diesel::table! {
+    seen (id) {
+        id -> BigInt,
+        attempt -> Integer,
+    }
+}
+
+/// Records each request in the database.
+#[slingshot::microservice(name = "recorder", sys_map = "file:unused.json", main = false)]
+fn recorder(
+    request: u64,
+    context: &RequestContext,
+    connection: &mut AnyConnection,
+) -> Result<Vec<(u64, bool)>, AnyError> {
+    use diesel::prelude::*;
+    diesel::sql_query(
+        "CREATE TABLE IF NOT EXISTS seen (id BIGINT PRIMARY KEY, attempt INTEGER NOT NULL)",
+    )
+    .execute(connection)?;
+    let id = i64::try_from(request)?;
+    diesel::delete(seen::table.find(id)).execute(connection)?;
+    diesel::insert_into(seen::table)
+        .values((seen::id.eq(id), seen::attempt.eq(context.attempt as i32)))
+        .execute(connection)?;
+    Ok(vec![(request, true)])
+}
+
+// ---- the suite, once per backend ----------------------------------------
+
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(slingshot_tests::Backend::Embedded).await
+            })*
+        }
+    };
+}
+
+on_every_backend!(
+    cases_match_by_kind_and_value_and_fan_out,
+    staged_files_are_uploaded_only_after_success,
+    unacked_messages_are_redelivered,
+    prefetch_bounds_unacked_deliveries,
+    failures_are_retried_with_the_attempt_counted,
+    exhausted_requests_are_dead_lettered_with_reasons,
+    malformed_bodies_are_dead_lettered_at_once,
+    a_slow_request_does_not_stall_the_others,
+    database_writes_are_visible,
+    invoke_runs_one_request_without_publishing,
+    unreachable_routes_are_reported,
+);
+
+fn wiring(f: &Fixture, inbound: &str, out: serde_json::Value) -> serde_json::Value {
+    json!({"in": f.q(inbound), "out": out})
+}
+
+async fn cases_match_by_kind_and_value_and_fan_out(backend: Backend) {
+    let f = Fixture::new(backend, "kinds");
+    let out = json!([
+        {"case": true, "queues": [f.q("bool-a"), f.q("bool-b")]},
+        {"case": "true", "queues": [f.q("string")]},
+        {"case": 1, "queues": [f.q("int")]},
+    ]);
+    let runtime = f
+        .runtime(json!({
+            "kind-bool": wiring(&f, "in-bool", out.clone()),
+            "kind-string": wiring(&f, "in-string", out.clone()),
+            "kind-int": wiring(&f, "in-int", out),
+        }))
+        .await;
+    let mut services = Vec::new();
+    for name in ["kind-bool", "kind-string", "kind-int"] {
+        services.push(
+            runtime
+                .start(ServiceDef::find(name).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    runtime.send(&f.q("in-bool"), [1, 2]).await.unwrap();
+    runtime.send(&f.q("in-string"), [3]).await.unwrap();
+    runtime.send(&f.q("in-int"), [4]).await.unwrap();
+    let broker = runtime.broker().as_ref();
+    for queue in ["bool-a", "bool-b"] {
+        wait_for_count(broker, &f.q(queue), 2, WAIT).await;
+    }
+    wait_for_count(broker, &f.q("string"), 1, WAIT).await;
+    wait_for_count(broker, &f.q("int"), 1, WAIT).await;
+    runtime
+        .run_until_idle(&services.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    let mut fanned = drain_ids(broker, &f.q("bool-a")).await;
+    fanned.sort();
+    assert_eq!(fanned, [1, 2]);
+    assert_eq!(
+        drain_ids(broker, &f.q("string")).await,
+        [3],
+        "\"true\" is not true"
+    );
+    assert_eq!(drain_ids(broker, &f.q("int")).await, [4], "1 is not true");
+    // `false` has no route: counted, not sent anywhere, not an error.
+    let bool_stats = &services[0].stats;
+    assert_eq!(bool_stats.unrouted.load(Ordering::Relaxed), 2);
+    assert_eq!(bool_stats.processed.load(Ordering::Relaxed), 2);
+    assert_eq!(bool_stats.dead_lettered.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        bool_stats.routes().get(&("false".into(), String::new())),
+        Some(&2)
+    );
+}
+
+async fn staged_files_are_uploaded_only_after_success(backend: Backend) {
+    let f = Fixture::new(backend, "staging");
+    let (input, output) = (f.bucket("in"), f.bucket("out"));
+    let mut settings = f.settings();
+    settings.max_attempts = 1;
+    let runtime = f
+        .runtime_with(
+            json!({
+                "copier": wiring(&f, "in", json!([{"case": true, "queues": [f.q("done")]}])),
+                "copier/in": input,
+                "copier/out": output,
+            }),
+            settings,
+        )
+        .await;
+    let store = runtime.store().clone();
+    for (id, text) in [(1, "hello"), (2, "fail"), (3, "panic"), (4, "world")] {
+        store
+            .put_bytes(&input, &id.to_string(), text.into())
+            .await
+            .unwrap();
+    }
+    let service = runtime
+        .start(ServiceDef::find("copier").unwrap())
+        .await
+        .unwrap();
+    runtime.send(&f.q("in"), [1, 2, 3, 4]).await.unwrap();
+    runtime.run_until_idle(&[&service]).await.unwrap();
+
+    assert_eq!(
+        read_object(&store, &output, 1).await.as_deref(),
+        Some(&b"HELLO"[..])
+    );
+    assert_eq!(
+        read_object(&store, &output, 4).await.as_deref(),
+        Some(&b"WORLD"[..])
+    );
+    assert_eq!(
+        read_object(&store, &output, 2).await,
+        None,
+        "an error must upload nothing"
+    );
+    assert_eq!(
+        read_object(&store, &output, 3).await,
+        None,
+        "a panic must upload nothing"
+    );
+    let mut done = drain_ids(runtime.broker().as_ref(), &f.q("done")).await;
+    done.sort();
+    assert_eq!(done, [1, 4]);
+    let dead = drain(runtime.broker().as_ref(), &dead_letter_queue(&f.q("in"))).await;
+    let kinds: Vec<_> = dead
+        .iter()
+        .map(|d| header(&d.message, ERROR_KIND_HEADER))
+        .collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(kinds.contains(&"process-error".to_string()), "{kinds:?}");
+    assert!(kinds.contains(&"panic".to_string()), "{kinds:?}");
+    // Every request's staged files are gone, whatever happened to it.
+    let leftovers: Vec<_> = std::fs::read_dir(f.staging_dir())
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "staged files left behind: {leftovers:?}"
+    );
+    assert_eq!(service.stats.objects_written.load(Ordering::Relaxed), 2);
+}
+
+async fn unacked_messages_are_redelivered(backend: Backend) {
+    let f = Fixture::new(backend, "redeliver");
+    let runtime = f.runtime(json!({})).await;
+    let broker = runtime.broker().clone();
+    let queue = f.q("work");
+    broker.declare(&queue).await.unwrap();
+    for id in [1, 2, 3] {
+        broker.publish(&queue, Message::id(id)).await.unwrap();
+    }
+    let mut consumer = broker.consume(&queue, 2).await.unwrap();
+    let first = consumer.next().await.unwrap().unwrap();
+    let second = consumer.next().await.unwrap().unwrap();
+    assert_eq!(
+        (first.message.body.as_slice(), first.redelivered),
+        (&b"1"[..], false)
+    );
+    first.acker.ack().await.unwrap();
+    // `second` is neither acked nor rejected when its consumer goes away.
+    std::mem::forget(second.acker);
+    drop(consumer);
+
+    let mut consumer = broker.consume(&queue, 2).await.unwrap();
+    let again = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.message.body, b"2");
+    assert!(
+        again.redelivered,
+        "an unacked message comes back marked redelivered"
+    );
+    let third = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (third.message.body.as_slice(), third.redelivered),
+        (&b"3"[..], false)
+    );
+    again.acker.ack().await.unwrap();
+    third.acker.ack().await.unwrap();
+    drop(consumer);
+    assert_eq!(broker.ready_count(&queue).await.unwrap(), 0);
+}
+
+async fn prefetch_bounds_unacked_deliveries(backend: Backend) {
+    let f = Fixture::new(backend, "prefetch");
+    let runtime = f.runtime(json!({})).await;
+    let broker = runtime.broker().clone();
+    let queue = f.q("work");
+    broker.declare(&queue).await.unwrap();
+    for id in 0..5 {
+        broker.publish(&queue, Message::id(id)).await.unwrap();
+    }
+    let mut consumer = broker.consume(&queue, 2).await.unwrap();
+    let a = consumer.next().await.unwrap().unwrap();
+    let _b = consumer.next().await.unwrap().unwrap();
+    let blocked = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+    assert!(
+        blocked.is_err(),
+        "a third delivery arrived with two unacked and prefetch 2"
+    );
+    a.acker.ack().await.unwrap();
+    let c = tokio::time::timeout(WAIT, consumer.next()).await;
+    assert!(
+        matches!(c, Ok(Some(Ok(_)))),
+        "acking one must let the next through"
+    );
+}
+
+async fn failures_are_retried_with_the_attempt_counted(backend: Backend) {
+    let f = Fixture::new(backend, "retry");
+    let runtime = f
+        .runtime(json!({
+            "flaky": wiring(&f, "in", json!([
+                {"case": false, "queues": [f.q("first-try")]},
+                {"case": true, "queues": [f.q("retried")]},
+            ])),
+        }))
+        .await;
+    let service = runtime
+        .start(ServiceDef::find("flaky").unwrap())
+        .await
+        .unwrap();
+    runtime.send(&f.q("in"), 1..=10).await.unwrap();
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    let broker = runtime.broker().as_ref();
+    let mut first = drain_ids(broker, &f.q("first-try")).await;
+    let mut retried = drain_ids(broker, &f.q("retried")).await;
+    first.sort();
+    retried.sort();
+    assert_eq!(first, [1, 3, 5, 7, 9]);
+    assert_eq!(retried, [2, 4, 6, 8, 10], "even IDs succeed on attempt 2");
+    assert_eq!(service.stats.retried.load(Ordering::Relaxed), 5);
+    assert_eq!(service.stats.dead_lettered.load(Ordering::Relaxed), 0);
+}
+
+async fn exhausted_requests_are_dead_lettered_with_reasons(backend: Backend) {
+    let f = Fixture::new(backend, "exhaust");
+    let runtime = f
+        .runtime(json!({"doomed": wiring(&f, "in", json!([]))}))
+        .await;
+    let service = runtime
+        .start(ServiceDef::find("doomed").unwrap())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    runtime.send(&f.q("in"), [7, 8]).await.unwrap();
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    let dead = drain(runtime.broker().as_ref(), &dead_letter_queue(&f.q("in"))).await;
+    assert_eq!(dead.len(), 2);
+    for d in &dead {
+        let id = std::str::from_utf8(&d.message.body).unwrap();
+        assert_eq!(
+            header(&d.message, ERROR_HEADER),
+            format!("cannot handle {id}")
+        );
+        assert_eq!(header(&d.message, ERROR_KIND_HEADER), "process-error");
+        assert_eq!(header(&d.message, SERVICE_HEADER), "doomed");
+        assert_eq!(
+            d.message.headers.get(ATTEMPT_HEADER),
+            Some(&HeaderValue::Int(3))
+        );
+    }
+    assert_eq!(
+        service.stats.retried.load(Ordering::Relaxed),
+        4,
+        "two retries each before giving up"
+    );
+    // Backoff 20 ms then 40 ms: the retries waited rather than spun.
+    assert!(started.elapsed() >= Duration::from_millis(60));
+}
+
+async fn malformed_bodies_are_dead_lettered_at_once(backend: Backend) {
+    let f = Fixture::new(backend, "malformed");
+    let runtime = f
+        .runtime(
+            json!({"kind-bool": wiring(&f, "in", json!([{"case": true, "queues": [f.q("ok")]}]))}),
+        )
+        .await;
+    let service = runtime
+        .start(ServiceDef::find("kind-bool").unwrap())
+        .await
+        .unwrap();
+    let broker = runtime.broker().clone();
+    let bodies: [&[u8]; 5] = [b"\xff\xfe", b"twelve", b"-3", b"18446744073709551616", b""];
+    for body in bodies {
+        broker
+            .publish(
+                &f.q("in"),
+                Message {
+                    body: body.to_vec(),
+                    headers: Default::default(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    runtime.send(&f.q("in"), [5]).await.unwrap();
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    assert_eq!(
+        drain_ids(broker.as_ref(), &f.q("ok")).await,
+        [5],
+        "good messages still flow"
+    );
+    let dead = drain(broker.as_ref(), &dead_letter_queue(&f.q("in"))).await;
+    assert_eq!(dead.len(), bodies.len());
+    for d in &dead {
+        assert_eq!(header(&d.message, ERROR_KIND_HEADER), "malformed");
+        assert_eq!(
+            d.message.headers.get(ATTEMPT_HEADER),
+            Some(&HeaderValue::Int(1)),
+            "no retries for a malformed body"
+        );
+    }
+    assert!(dead
+        .iter()
+        .any(|d| header(&d.message, ERROR_HEADER).contains("not UTF-8")));
+    assert!(dead
+        .iter()
+        .any(|d| header(&d.message, ERROR_HEADER).contains("out of range")));
+    assert_eq!(service.stats.retried.load(Ordering::Relaxed), 0);
+}
+
+async fn a_slow_request_does_not_stall_the_others(backend: Backend) {
+    let f = Fixture::new(backend, "slow");
+    let runtime = f
+        .runtime(
+            json!({"sleepy": wiring(&f, "in", json!([{"case": true, "queues": [f.q("out")]}]))}),
+        )
+        .await;
+    let service = runtime
+        .start(ServiceDef::find("sleepy").unwrap())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    runtime.send(&f.q("in"), 0..20).await.unwrap();
+    wait_for_count(runtime.broker().as_ref(), &f.q("out"), 19, WAIT).await;
+    let fast = started.elapsed();
+    assert!(
+        fast < Duration::from_millis(1500),
+        "19 fast requests took {fast:?} behind one slow one"
+    );
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    assert_eq!(
+        drain_ids(runtime.broker().as_ref(), &f.q("out"))
+            .await
+            .len(),
+        20
+    );
+}
+
+async fn database_writes_are_visible(backend: Backend) {
+    use diesel::prelude::*;
+    let f = Fixture::new(backend, "database");
+    let runtime = f
+        .runtime(json!({"recorder": wiring(&f, "in", json!([]))}))
+        .await;
+    let service = runtime
+        .start(ServiceDef::find("recorder").unwrap())
+        .await
+        .unwrap();
+    runtime.send(&f.q("in"), 100..150).await.unwrap();
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    let mut connection = runtime.connect_database().await.unwrap();
+    let rows: Vec<(i64, i32)> = tokio::task::spawn_blocking(move || {
+        seen::table
+            .filter(seen::id.between(100, 149))
+            .order_by(seen::id)
+            .load(&mut connection)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(rows.len(), 50);
+    assert_eq!(rows[0], (100, 1));
+    assert_eq!(rows[49], (149, 1));
+}
+
+async fn invoke_runs_one_request_without_publishing(backend: Backend) {
+    let f = Fixture::new(backend, "invoke");
+    let (input, output) = (f.bucket("in"), f.bucket("out"));
+    let runtime = f
+        .runtime(json!({
+            "copier": wiring(&f, "in", json!([{"case": true, "queues": [f.q("done")]}])),
+            "copier/in": input,
+            "copier/out": output,
+        }))
+        .await;
+    runtime
+        .store()
+        .put_bytes(&input, "9", b"local".to_vec())
+        .await
+        .unwrap();
+    let results = runtime
+        .invoke(ServiceDef::find("copier").unwrap(), &[9, 10])
+        .await
+        .unwrap();
+    let ok = results[0].as_ref().unwrap();
+    assert_eq!(ok.routes, [(f.q("done"), 9)]);
+    assert_eq!(ok.executed.written.len(), 1);
+    assert_eq!(ok.executed.written[0].size, 5);
+    let missing = results[1].as_ref().unwrap_err();
+    assert_eq!(missing.kind, slingshot::FailureKind::Storage, "{missing}");
+    assert!(missing.message.contains("not found"), "{missing}");
+    assert_eq!(
+        read_object(runtime.store(), &output, 9).await.as_deref(),
+        Some(&b"LOCAL"[..])
+    );
+    assert_eq!(
+        runtime.broker().ready_count(&f.q("done")).await.unwrap(),
+        0,
+        "invoke publishes nothing"
+    );
+}
+
+async fn unreachable_routes_are_reported(backend: Backend) {
+    let f = Fixture::new(backend, "unreachable");
+    let runtime = f
+        .runtime(json!({"kind-int": wiring(&f, "in", json!([
+            {"case": 1, "queues": [f.q("one")]},
+            {"case": true, "queues": [f.q("never-bool")]},
+            {"case": 5000000000_i64, "queues": [f.q("never-big")]},
+        ]))}))
+        .await;
+    let service = runtime
+        .start(ServiceDef::find("kind-int").unwrap())
+        .await
+        .unwrap();
+    let cases: Vec<String> = service
+        .unreachable
+        .iter()
+        .map(|r| r.case.to_string())
+        .collect();
+    assert_eq!(cases, ["true", "5000000000"], "an i32 can produce neither");
+    runtime.shutdown();
+}
+
+// ---- helpers -------------------------------------------------------------
+
+fn header(message: &Message, name: &str) -> String {
+    match message.headers.get(name) {
+        Some(HeaderValue::Str(s)) => s.clone(),
+        other => panic!("header {name} is {other:?}"),
+    }
+}
+
+async fn read_object(
+    store: &std::sync::Arc<dyn slingshot::storage::ObjectStore>,
+    bucket: &str,
+    id: u64,
+) -> Option<Vec<u8>> {
+    match store.open(bucket, &id.to_string()).await {
+        Ok(mut reader) => Some(
+            tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                reader.read_to_end(&mut bytes).map(|_| bytes)
+            })
+            .await
+            .unwrap()
+            .unwrap(),
+        ),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => panic!("reading {bucket}/{id}: {e}"),
+    }
+}
