@@ -1,0 +1,165 @@
+//! The example binaries run as users run them: the generated `main` with
+//! `invoke` and `--help`, and the pipeline end to end. Each runs on a copy of
+//! its sys-map in a temporary directory so its state stays there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Copies `examples/sysmaps/{name}` to the same place under `dir` (its relative
+/// backend paths, `../../.slingshot/...`, then
+/// resolve inside `dir`) and returns its `file:` location.
+fn sysmap_copy(dir: &Path, name: &str) -> String {
+    let target = dir.join("examples/sysmaps").join(name);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::copy(workspace().join("examples/sysmaps").join(name), &target).unwrap();
+    format!("file:{}", target.display())
+}
+
+fn run(binary: &str, sysmap: &str, args: &[&str]) -> Output {
+    Command::new(binary)
+        .args(args)
+        .current_dir(workspace())
+        .env("SLINGSHOT_SYS_MAP", sysmap)
+        .env("SLINGSHOT_LOG", "warn")
+        .output()
+        .expect("the example binary runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn simple_service_invokes_ids_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let sysmap = sysmap_copy(dir.path(), "simple.json");
+    let inputs = dir.path().join(".slingshot/simple/objects/simple-in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::write(inputs.join("1"), "odd").unwrap();
+    std::fs::write(inputs.join("2"), "even").unwrap();
+
+    let output = run(
+        env!("CARGO_BIN_EXE_simple"),
+        &sysmap,
+        &["invoke", "1", "2", "3"],
+    );
+    let shown = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "request 3 has no input: {shown}"
+    );
+    assert!(shown.contains("request 1: ok"), "{shown}");
+    assert!(
+        shown.contains("output 1 case \"case_b\" -> case_b_outbound"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("output 2 case \"case_a\" -> case_a_outbound_1, case_a_outbound_2"),
+        "{shown}"
+    );
+    assert!(shown.contains("wrote simple-out/2 (4 bytes)"), "{shown}");
+    assert!(
+        shown.contains("request 3: FAILED storage: object \"3\" not found"),
+        "{shown}"
+    );
+    let written = dir.path().join(".slingshot/simple/objects/simple-out/2");
+    assert_eq!(std::fs::read_to_string(written).unwrap(), "even");
+}
+
+#[test]
+fn classifier_routes_by_bool() {
+    let dir = tempfile::tempdir().unwrap();
+    let sysmap = sysmap_copy(dir.path(), "classifier.json");
+    let inputs = dir.path().join(".slingshot/classifier/objects/documents");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::write(inputs.join("10"), "Slingshot routes this").unwrap();
+    std::fs::write(inputs.join("11"), "nothing to see").unwrap();
+    let output = run(
+        env!("CARGO_BIN_EXE_classifier"),
+        &sysmap,
+        &["invoke", "10", "11"],
+    );
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    assert!(
+        shown.contains("output 10 case true -> binary-classification-true-outbound"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("output 11 case false -> binary-classification-false-outbound"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn help_lists_commands_and_environment() {
+    let output = run(
+        env!("CARGO_BIN_EXE_simple"),
+        "file:unused.json",
+        &["--help"],
+    );
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    for needle in [
+        "invoke ID...",
+        "SLINGSHOT_SYS_MAP",
+        "SLINGSHOT_CONCURRENCY",
+        "SLINGSHOT_SECRETS_DIR",
+    ] {
+        assert!(shown.contains(needle), "--help lacks {needle}: {shown}");
+    }
+    let bad = run(
+        env!("CARGO_BIN_EXE_simple"),
+        "file:unused.json",
+        &["invoke", "seven"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad).contains("\"seven\" is not a request ID"),
+        "{}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn a_bad_sys_map_fails_fast_with_the_path() {
+    let output = run(
+        env!("CARGO_BIN_EXE_simple"),
+        "file:/nonexistent/sysmap.json",
+        &[],
+    );
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("/nonexistent/sysmap.json"), "{shown}");
+}
+
+#[test]
+fn pipeline_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let sysmap = sysmap_copy(dir.path(), "pipeline.json");
+    let output = run(env!("CARGO_BIN_EXE_pipeline"), &sysmap, &["50"]);
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    // 50 documents, every seventh blank: 7 rejected, 43 through all stages.
+    assert!(shown.contains("downstream queues: published 43"), "{shown}");
+    assert!(shown.contains("rejected 7"), "{shown}");
+    assert!(shown.contains("ingest: false -> rejected = 7"), "{shown}");
+    assert!(shown.contains("cataloged  43"), "{shown}");
+    assert!(dir
+        .path()
+        .join(".slingshot/pipeline/objects/catalog/1")
+        .exists());
+}
