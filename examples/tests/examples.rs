@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Copies `examples/sysmaps/{name}` to the same place under `dir` (its relative
@@ -50,22 +47,11 @@ fn simple_service_invokes_ids_locally() {
     std::fs::write(inputs.join("1"), "odd").unwrap();
     std::fs::write(inputs.join("2"), "even").unwrap();
 
-    let output = run(
-        env!("CARGO_BIN_EXE_simple"),
-        &sysmap,
-        &["invoke", "1", "2", "3"],
-    );
+    let output = run(env!("CARGO_BIN_EXE_simple"), &sysmap, &["invoke", "1", "2", "3"]);
     let shown = text(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "request 3 has no input: {shown}"
-    );
+    assert_eq!(output.status.code(), Some(1), "request 3 has no input: {shown}");
     assert!(shown.contains("request 1: ok"), "{shown}");
-    assert!(
-        shown.contains("output 1 case \"case_b\" -> case_b_outbound"),
-        "{shown}"
-    );
+    assert!(shown.contains("output 1 case \"case_b\" -> case_b_outbound"), "{shown}");
     assert!(
         shown.contains("output 2 case \"case_a\" -> case_a_outbound_1, case_a_outbound_2"),
         "{shown}"
@@ -87,11 +73,7 @@ fn classifier_routes_by_bool() {
     std::fs::create_dir_all(&inputs).unwrap();
     std::fs::write(inputs.join("10"), "Slingshot routes this").unwrap();
     std::fs::write(inputs.join("11"), "nothing to see").unwrap();
-    let output = run(
-        env!("CARGO_BIN_EXE_classifier"),
-        &sysmap,
-        &["invoke", "10", "11"],
-    );
+    let output = run(env!("CARGO_BIN_EXE_classifier"), &sysmap, &["invoke", "10", "11"]);
     let shown = text(&output);
     assert!(output.status.success(), "{shown}");
     assert!(
@@ -106,11 +88,7 @@ fn classifier_routes_by_bool() {
 
 #[test]
 fn help_lists_commands_and_environment() {
-    let output = run(
-        env!("CARGO_BIN_EXE_simple"),
-        "file:unused.json",
-        &["--help"],
-    );
+    let output = run(env!("CARGO_BIN_EXE_simple"), "file:unused.json", &["--help"]);
     let shown = text(&output);
     assert!(output.status.success(), "{shown}");
     for needle in [
@@ -121,26 +99,14 @@ fn help_lists_commands_and_environment() {
     ] {
         assert!(shown.contains(needle), "--help lacks {needle}: {shown}");
     }
-    let bad = run(
-        env!("CARGO_BIN_EXE_simple"),
-        "file:unused.json",
-        &["invoke", "seven"],
-    );
+    let bad = run(env!("CARGO_BIN_EXE_simple"), "file:unused.json", &["invoke", "seven"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        text(&bad).contains("\"seven\" is not a request ID"),
-        "{}",
-        text(&bad)
-    );
+    assert!(text(&bad).contains("\"seven\" is not a request ID"), "{}", text(&bad));
 }
 
 #[test]
 fn a_bad_sys_map_fails_fast_with_the_path() {
-    let output = run(
-        env!("CARGO_BIN_EXE_simple"),
-        "file:/nonexistent/sysmap.json",
-        &[],
-    );
+    let output = run(env!("CARGO_BIN_EXE_simple"), "file:/nonexistent/sysmap.json", &[]);
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(1), "{shown}");
     assert!(shown.contains("/nonexistent/sysmap.json"), "{shown}");
@@ -158,8 +124,5 @@ fn pipeline_runs_end_to_end() {
     assert!(shown.contains("rejected 7"), "{shown}");
     assert!(shown.contains("ingest: false -> rejected = 7"), "{shown}");
     assert!(shown.contains("cataloged  43"), "{shown}");
-    assert!(dir
-        .path()
-        .join(".slingshot/pipeline/objects/catalog/1")
-        .exists());
+    assert!(dir.path().join(".slingshot/pipeline/objects/catalog/1").exists());
 }

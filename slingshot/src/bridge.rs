@@ -43,10 +43,7 @@ thread_local! {
 pub fn block_on_local<F: Future>(future: F) -> F::Output {
     LOCAL.with(|cell| {
         let runtime = cell.get_or_init(|| {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 // Building a current-thread runtime only fails if the OS refuses
                 // an epoll/eventfd: the process cannot do async work at all.

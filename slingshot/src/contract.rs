@@ -57,18 +57,21 @@ pub trait RefParam {
     fn from_parts<'a>(parts: &Parts<'a>) -> &'a Self;
 }
 
+#[diagnostic::do_not_recommend]
 impl RefParam for ReadFileFn {
     fn from_parts<'a>(parts: &Parts<'a>) -> &'a Self {
         parts.read_file
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl RefParam for WriteFileFn {
     fn from_parts<'a>(parts: &Parts<'a>) -> &'a Self {
         parts.write_file
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl RefParam for RequestContext {
     fn from_parts<'a>(parts: &Parts<'a>) -> &'a Self {
         parts.context
@@ -86,6 +89,7 @@ pub trait RequestId {
     fn from_id(id: u64) -> Self;
 }
 
+#[diagnostic::do_not_recommend]
 impl RequestId for u64 {
     fn from_id(id: u64) -> Self {
         id
@@ -115,9 +119,7 @@ where
 {
     type Case = K;
     fn into_outputs(self) -> Vec<(u64, CaseValue)> {
-        self.into_iter()
-            .map(|(id, case)| (id, case.to_case()))
-            .collect()
+        self.into_iter().map(|(id, case)| (id, case.to_case())).collect()
     }
 }
 

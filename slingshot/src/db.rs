@@ -140,14 +140,10 @@ impl DbConnection for NoConnection {
 #[derive(Debug)]
 struct SqliteSetup;
 
-impl<C: diesel::connection::SimpleConnection> CustomizeConnection<C, diesel::r2d2::Error>
-    for SqliteSetup
-{
+impl<C: diesel::connection::SimpleConnection> CustomizeConnection<C, diesel::r2d2::Error> for SqliteSetup {
     fn on_acquire(&self, conn: &mut C) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(
-            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(diesel::r2d2::Error::QueryError)
+        conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -174,6 +170,7 @@ where
 
 macro_rules! pooled_connection {
     ($ty:ty, $kind:expr, $accepts:expr, $needs:literal) => {
+        #[diagnostic::do_not_recommend]
         impl DbConnection for $ty {
             const KIND: ConnectionKind = $kind;
             type Pool = (Pool<ConnectionManager<$ty>>, String);
@@ -217,12 +214,7 @@ pooled_connection!(
     |t: &DbTarget| matches!(t, DbTarget::Sqlite(_)),
     "SQLite"
 );
-pooled_connection!(
-    AnyConnection,
-    ConnectionKind::Any,
-    |_: &DbTarget| true,
-    "a database"
-);
+pooled_connection!(AnyConnection, ConnectionKind::Any, |_: &DbTarget| true, "a database");
 
 /// Creates the directory of a SQLite file, so a fresh checkout just runs.
 fn create_sqlite_dir(target: &DbTarget) -> Result<(), DbError> {
@@ -283,20 +275,16 @@ mod tests {
 
     #[test]
     fn a_pg_function_refuses_sqlite() {
-        let err = <diesel::PgConnection as DbConnection>::open_pool(
-            Some(&DbTarget::Sqlite("x.db".into())),
-            1,
-        )
-        .err()
-        .unwrap();
+        let err = <diesel::PgConnection as DbConnection>::open_pool(Some(&DbTarget::Sqlite("x.db".into())), 1)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("needs PostgreSQL"), "{err}");
     }
 
     #[test]
     fn any_connection_opens_sqlite() {
         let dir = tempfile::tempdir().unwrap();
-        let pool =
-            AnyConnection::open_pool(Some(&DbTarget::Sqlite(dir.path().join("t.db"))), 2).unwrap();
+        let pool = AnyConnection::open_pool(Some(&DbTarget::Sqlite(dir.path().join("t.db"))), 2).unwrap();
         let mut conn = AnyConnection::checkout(&pool).unwrap();
         diesel::sql_query("CREATE TABLE t (x INTEGER)")
             .execute(&mut *conn)

@@ -26,10 +26,7 @@ fn usage(def: &ServiceDef) -> String {
     for (var, meaning) in ENVIRONMENT {
         text.push_str(&format!("    {var:<26} {meaning}\n"));
     }
-    text.push_str(&format!(
-        "\nThe sys-map given in the source is {:?}.\n",
-        def.sys_map
-    ));
+    text.push_str(&format!("\nThe sys-map given in the source is {:?}.\n", def.sys_map));
     text
 }
 
@@ -78,10 +75,7 @@ pub fn main(def: &'static ServiceDef) -> ExitCode {
         print!("{}", usage(def));
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -157,21 +151,14 @@ async fn invoke(def: &'static ServiceDef, ids: &[u64]) -> Result<ExitCode, Error
                         .filter(|(_, routed)| routed == output)
                         .map(|(q, _)| q.as_str())
                         .collect();
-                    if invocation
-                        .unrouted
-                        .iter()
-                        .any(|(u, c)| u == output && c == case)
-                    {
+                    if invocation.unrouted.iter().any(|(u, c)| u == output && c == case) {
                         println!("  output {output} case {case} -> (no route)");
                     } else {
                         println!("  output {output} case {case} -> {}", queues.join(", "));
                     }
                 }
                 for object in &invocation.executed.written {
-                    println!(
-                        "  wrote {}/{} ({} bytes)",
-                        object.bucket, object.key, object.size
-                    );
+                    println!("  wrote {}/{} ({} bytes)", object.bucket, object.key, object.size);
                 }
             }
             Err(failure) => {
@@ -200,15 +187,9 @@ mod tests {
         assert!(matches!(parse(&args(&[])), Ok(Command::Run)));
         assert!(matches!(parse(&args(&["run"])), Ok(Command::Run)));
         assert!(matches!(parse(&args(&["--help"])), Ok(Command::Help)));
-        assert!(
-            matches!(parse(&args(&["invoke", "1", "2"])), Ok(Command::Invoke(ids)) if ids == [1, 2])
-        );
-        assert!(parse(&args(&["invoke"]))
-            .unwrap_err()
-            .contains("at least one"));
-        assert!(parse(&args(&["invoke", "x"]))
-            .unwrap_err()
-            .contains("\"x\""));
+        assert!(matches!(parse(&args(&["invoke", "1", "2"])), Ok(Command::Invoke(ids)) if ids == [1, 2]));
+        assert!(parse(&args(&["invoke"])).unwrap_err().contains("at least one"));
+        assert!(parse(&args(&["invoke", "x"])).unwrap_err().contains("\"x\""));
         assert!(parse(&args(&["serve"])).unwrap_err().contains("serve"));
         assert!(parse(&args(&["run", "extra"])).is_err());
     }

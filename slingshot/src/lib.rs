@@ -53,8 +53,8 @@ pub mod __private {
     pub use crate::bridge::block_on_local;
     pub use crate::case::{Case, CaseDomain, CaseValue};
     pub use crate::contract::{
-        returns_outputs, returns_result, Outcome, Outputs, Parts, ProcessError, RefParam,
-        RequestId, ResultLike, Returns,
+        returns_outputs, returns_result, Outcome, Outputs, Parts, ProcessError, RefParam, RequestId, ResultLike,
+        Returns,
     };
     pub use crate::db::{ConnectionKind, DbConnection, NoConnection};
     pub use crate::entry::main;

@@ -62,10 +62,7 @@ impl RouteTable {
 
     /// Configured routes whose case a function with `domain` can never produce.
     pub fn unreachable(&self, domain: &CaseDomain) -> Vec<&Route> {
-        self.routes
-            .iter()
-            .filter(|r| !domain.contains(&r.case))
-            .collect()
+        self.routes.iter().filter(|r| !domain.contains(&r.case)).collect()
     }
 }
 
@@ -101,12 +98,7 @@ mod tests {
         ]);
         assert_eq!(
             plan.sends,
-            [
-                ("a".into(), 1),
-                ("b".into(), 1),
-                ("s".into(), 2),
-                ("i".into(), 3)
-            ]
+            [("a".into(), 1), ("b".into(), 1), ("s".into(), 2), ("i".into(), 3)]
         );
         assert_eq!(plan.unrouted, [(4, CaseValue::Bool(false))]);
     }
@@ -116,12 +108,7 @@ mod tests {
         let t = table(
             r#"[{"case": true, "queues": ["a"]}, {"case": "yes", "queues": ["b"]}, {"case": 300, "queues": ["c"]}]"#,
         );
-        let cases = |d: CaseDomain| {
-            t.unreachable(&d)
-                .iter()
-                .map(|r| r.case.to_string())
-                .collect::<Vec<_>>()
-        };
+        let cases = |d: CaseDomain| t.unreachable(&d).iter().map(|r| r.case.to_string()).collect::<Vec<_>>();
         assert_eq!(cases(bool::domain()), ["\"yes\"", "300"]);
         assert_eq!(cases(u8::domain()), ["true", "\"yes\"", "300"]);
         assert_eq!(cases(u16::domain()), ["true", "\"yes\""]);

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::memory::MemoryBroker;
+use crate::broker::rabbitmq::RabbitMq;
 use crate::broker::{Broker, Message};
 use crate::db::{percent_encode, ConnectionKind, DbError, DbTarget};
 use crate::error::Error;
@@ -15,10 +16,9 @@ use crate::routing::RouteTable;
 use crate::service::{Backing, Executed, Executor, Failure, Job, ServiceDef};
 use crate::settings::Settings;
 use crate::storage::dir::DirStore;
+use crate::storage::s3::{S3Config, S3Store};
 use crate::storage::ObjectStore;
-use crate::sysmap::{
-    secrets, BrokerBackend, DatabaseBackend, ObjectsBackend, ServiceWiring, SysMap,
-};
+use crate::sysmap::{secrets, BrokerBackend, DatabaseBackend, ObjectsBackend, ServiceWiring, SysMap};
 use crate::worker::{dead_letter_queue, Stats, Worker};
 
 /// The backends of one process, and the services running on them.
@@ -79,10 +79,7 @@ impl RunningService {
     pub async fn finished(&mut self) -> Result<(), Error> {
         match (&mut self.task).await {
             Ok(result) => result,
-            Err(e) => Err(Error::Config(format!(
-                "service {} crashed: {e}",
-                self.def.name
-            ))),
+            Err(e) => Err(Error::Config(format!("service {} crashed: {e}", self.def.name))),
         }
     }
 
@@ -123,19 +120,11 @@ impl Runtime {
         let backends = sysmap.backends();
         let broker: Arc<dyn Broker> = match backends.broker {
             BrokerBackend::Memory => Arc::new(MemoryBroker::new()),
-            BrokerBackend::RabbitMq => {
-                return Err(Error::Config(
-                    "the RabbitMQ backend is not part of this build yet".into(),
-                ))
-            }
+            BrokerBackend::RabbitMq => Arc::new(rabbitmq_from(&sysmap).await?),
         };
         let store: Arc<dyn ObjectStore> = match backends.objects {
             ObjectsBackend::Dir(root) => Arc::new(DirStore::new(root)),
-            ObjectsBackend::S3 => {
-                return Err(Error::Config(
-                    "the S3 backend is not part of this build yet".into(),
-                ))
-            }
+            ObjectsBackend::S3 => Arc::new(S3Store::new(&s3_config_from(&sysmap).await?)),
         };
         Ok(Self::from_parts(sysmap, broker, store, settings))
     }
@@ -193,19 +182,12 @@ impl Runtime {
         self.database_target(def.connection, def.function).await
     }
 
-    async fn database_target(
-        &self,
-        kind: ConnectionKind,
-        function: &str,
-    ) -> Result<Option<DbTarget>, Error> {
+    async fn database_target(&self, kind: ConnectionKind, function: &str) -> Result<Option<DbTarget>, Error> {
         let configured = self.sysmap.backends().database;
         let postgres = || async {
             let db = self.sysmap.db().await?;
             let pass = resolve_secret(db.pass.clone()).await?;
-            let display = format!(
-                "postgres://{}@{}:{}/{}",
-                db.username, db.host, db.port, db.database
-            );
+            let display = format!("postgres://{}@{}:{}/{}", db.username, db.host, db.port, db.database);
             let url = format!(
                 "postgres://{}:{}@{}:{}/{}",
                 percent_encode(&db.username),
@@ -255,12 +237,8 @@ impl Runtime {
                 "case type not nameable (impl Trait); routes not checked"
             ),
         }
-        self.broker.declare(&wiring.inbound).await?;
-        self.broker
-            .declare(&dead_letter_queue(&wiring.inbound))
-            .await?;
-        for queue in routes.outbound_queues() {
-            self.broker.declare(queue).await?;
+        for queue in self.queues_of(&wiring) {
+            self.broker.declare(&queue).await?;
         }
         let backing = Backing {
             name: def.name,
@@ -281,6 +259,15 @@ impl Runtime {
             executor,
             unreachable,
         })
+    }
+
+    /// Every queue a service declares: inbound, its dead letters, outbound.
+    fn queues_of(&self, wiring: &ServiceWiring) -> Vec<String> {
+        let mut queues = vec![wiring.inbound.clone(), dead_letter_queue(&wiring.inbound)];
+        queues.extend(wiring.routes.iter().flat_map(|r| r.queues.iter().cloned()));
+        queues.sort();
+        queues.dedup();
+        queues
     }
 
     /// Starts consuming for `def`. It runs until [`Runtime::shutdown`].
@@ -310,12 +297,8 @@ impl Runtime {
             stats: stats.clone(),
         });
         let shutdown = self.shutdown.subscribe();
-        let task = tokio::spawn(async move {
-            worker
-                .run(shutdown)
-                .await
-                .map_err(|e| Error::Config(e.to_string()))
-        });
+        let queues = self.queues_of(&wiring);
+        let task = tokio::spawn(keep_consuming(worker, queues, shutdown));
         Ok(RunningService {
             def,
             wiring,
@@ -333,9 +316,7 @@ impl Runtime {
         def: &'static ServiceDef,
         ids: &[u64],
     ) -> Result<Vec<Result<Invocation, Failure>>, Error> {
-        let Prepared {
-            routes, executor, ..
-        } = self.prepare(def).await?;
+        let Prepared { routes, executor, .. } = self.prepare(def).await?;
         let mut results = Vec::with_capacity(ids.len());
         for &request in ids {
             let job = Job {
@@ -399,6 +380,97 @@ impl Runtime {
         self.shutdown();
         Ok(())
     }
+}
+
+/// Runs a worker until shutdown. When its consumer fails (connection lost,
+/// consumer cancelled because the queue was deleted) it waits, redeclares the
+/// queues and consumes again: the service never stops on its own.
+async fn keep_consuming(
+    worker: Arc<Worker>,
+    queues: Vec<String>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    const FIRST_DELAY: Duration = Duration::from_millis(250);
+    const MAX_DELAY: Duration = Duration::from_secs(15);
+    let mut delay = FIRST_DELAY;
+    loop {
+        let started = std::time::Instant::now();
+        let stopped = match worker.clone().run(shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(stopped) => stopped,
+        };
+        if started.elapsed() > MAX_DELAY {
+            delay = FIRST_DELAY;
+        }
+        tracing::error!(service = worker.name, error = %stopped, ?delay, "consumer stopped; resuming");
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            }
+            delay = (delay * 2).min(MAX_DELAY);
+            let mut declared = Ok(());
+            for queue in &queues {
+                declared = worker.broker.declare(queue).await;
+                if declared.is_err() {
+                    break;
+                }
+            }
+            match declared {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet"),
+            }
+        }
+    }
+}
+
+/// The broker of the sys-map's `rabbitmq` endpoint, connected.
+async fn rabbitmq_from(sysmap: &SysMap) -> Result<RabbitMq, Error> {
+    let endpoint = sysmap.rabbitmq().await?;
+    let pass = resolve_secret(endpoint.pass.clone()).await?;
+    let vhost = std::env::var("SLINGSHOT_AMQP_VHOST").unwrap_or_else(|_| "/".into());
+    let url = format!(
+        "amqp://{}:{}@{}:{}/{}",
+        percent_encode(&endpoint.username),
+        percent_encode(&pass),
+        endpoint.host,
+        endpoint.port,
+        percent_encode(&vhost)
+    );
+    let display = format!(
+        "amqp://{}@{}:{}/{}",
+        endpoint.username,
+        endpoint.host,
+        endpoint.port,
+        percent_encode(&vhost)
+    );
+    let broker = RabbitMq::new(url, display, "slingshot");
+    broker.connect().await?;
+    Ok(broker)
+}
+
+/// The S3 settings of the sys-map's `object-storage` endpoint. A host
+/// without a scheme gets `SLINGSHOT_S3_SCHEME` (default `https`); the region
+/// is `SLINGSHOT_S3_REGION` (default `garage`).
+async fn s3_config_from(sysmap: &SysMap) -> Result<S3Config, Error> {
+    let endpoint = sysmap.object_storage().await?;
+    let scheme = std::env::var("SLINGSHOT_S3_SCHEME").unwrap_or_else(|_| "https".into());
+    if scheme != "http" && scheme != "https" {
+        return Err(Error::Config(format!(
+            "SLINGSHOT_S3_SCHEME={scheme:?} must be http or https"
+        )));
+    }
+    let url = if endpoint.host.starts_with("http://") || endpoint.host.starts_with("https://") {
+        endpoint.host.clone()
+    } else {
+        format!("{scheme}://{}", endpoint.host)
+    };
+    Ok(S3Config {
+        endpoint: url,
+        region: std::env::var("SLINGSHOT_S3_REGION").unwrap_or_else(|_| "garage".into()),
+        access_key: resolve_secret(endpoint.access_key).await?,
+        secret_key: resolve_secret(endpoint.secret_key).await?,
+    })
 }
 
 /// Resolves a secret reference off the async threads.

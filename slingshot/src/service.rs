@@ -66,9 +66,7 @@ impl ServiceDef {
 
     /// The service called `name`, if one is linked in.
     pub fn named(name: &str) -> Option<&'static ServiceDef> {
-        inventory::iter::<ServiceDef>
-            .into_iter()
-            .find(|d| d.name == name)
+        inventory::iter::<ServiceDef>.into_iter().find(|d| d.name == name)
     }
 
     /// Like [`ServiceDef::named`], with an error that lists the services there are.
@@ -172,9 +170,7 @@ impl Failure {
     fn from_process(error: AnyError) -> Self {
         let kind = if error.downcast_ref::<ObjectError>().is_some() {
             FailureKind::Storage
-        } else if error.downcast_ref::<diesel::result::Error>().is_some()
-            || error.downcast_ref::<DbError>().is_some()
-        {
+        } else if error.downcast_ref::<diesel::result::Error>().is_some() || error.downcast_ref::<DbError>().is_some() {
             FailureKind::Database
         } else {
             FailureKind::Process
@@ -230,8 +226,7 @@ impl<H: Handler> Executor for Execution<H> {
             let staging = Arc::new(Staging::new(&self.backing.staging_dir));
             let this = self.clone();
             let staged = staging.clone();
-            let outcome =
-                tokio::task::spawn_blocking(move || this.call_blocking(&job, staged)).await;
+            let outcome = tokio::task::spawn_blocking(move || this.call_blocking(&job, staged)).await;
             let outputs = match outcome {
                 Ok(Ok(outputs)) => outputs,
                 Ok(Err(failure)) => return Err(failure),
@@ -254,27 +249,20 @@ impl<H: Handler> Executor for Execution<H> {
 }
 
 impl<H: Handler> Execution<H> {
-    fn call_blocking(
-        &self,
-        job: &Job,
-        staging: Arc<Staging>,
-    ) -> Result<Vec<(u64, CaseValue)>, Failure> {
-        let mut connection = H::Connection::checkout(&self.pool)
-            .map_err(|e| Failure::new(FailureKind::Database, e.to_string()))?;
+    fn call_blocking(&self, job: &Job, staging: Arc<Staging>) -> Result<Vec<(u64, CaseValue)>, Failure> {
+        let mut connection =
+            H::Connection::checkout(&self.pool).map_err(|e| Failure::new(FailureKind::Database, e.to_string()))?;
         let b = &self.backing;
-        let (sysmap, name, handle, store) =
-            (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
+        let (sysmap, name, handle, store) = (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
         let read_file = move |key: &str, id: u64| -> Result<ObjectReader, ObjectError> {
             let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
             let store = store.clone();
             let key = id.to_string();
-            bridge::wait(&handle, async move { store.open(&bucket, &key).await }).map_err(|e| {
-                ObjectError::Backend {
-                    op: "read",
-                    bucket: String::new(),
-                    key: id.to_string(),
-                    message: e.to_string(),
-                }
+            bridge::wait(&handle, async move { store.open(&bucket, &key).await }).map_err(|e| ObjectError::Backend {
+                op: "read",
+                bucket: String::new(),
+                key: id.to_string(),
+                message: e.to_string(),
             })?
         };
         let (sysmap, handle) = (b.sysmap.clone(), b.handle.clone());
@@ -300,12 +288,7 @@ impl<H: Handler> Execution<H> {
     }
 }
 
-fn resolve_bucket(
-    sysmap: &SysMap,
-    service: &str,
-    reference: &str,
-    handle: &Handle,
-) -> Result<String, ObjectError> {
+fn resolve_bucket(sysmap: &SysMap, service: &str, reference: &str, handle: &Handle) -> Result<String, ObjectError> {
     if let Some(hit) = sysmap.cached_bucket(service, reference) {
         return Ok(hit);
     }

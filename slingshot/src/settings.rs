@@ -62,10 +62,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "SLINGSHOT_RETRY_BASE_MS",
         "first retry delay in ms, doubling per attempt (default 500)",
     ),
-    (
-        "SLINGSHOT_RETRY_MAX_MS",
-        "longest retry delay in ms (default 30000)",
-    ),
+    ("SLINGSHOT_RETRY_MAX_MS", "longest retry delay in ms (default 30000)"),
     (
         "SLINGSHOT_STAGING_DIR",
         "directory for files staged by write_file (default the system temp dir)",
@@ -111,43 +108,31 @@ impl Settings {
             }
         }
         let defaults = Settings::default();
-        let concurrency: usize = parse(
-            &get,
-            "SLINGSHOT_CONCURRENCY",
-            "a whole number from 1 to 1024",
-        )?
-        .unwrap_or(defaults.concurrency);
+        let concurrency: usize =
+            parse(&get, "SLINGSHOT_CONCURRENCY", "a whole number from 1 to 1024")?.unwrap_or(defaults.concurrency);
         if !(1..=1024).contains(&concurrency) {
             return Err(Error::Config(format!(
                 "SLINGSHOT_CONCURRENCY={concurrency} must be from 1 to 1024"
             )));
         }
-        let prefetch: u16 =
-            match parse::<u16>(&get, "SLINGSHOT_PREFETCH", "a whole number from 1 to 65535")? {
-                Some(0) => {
-                    return Err(Error::Config(
-                        "SLINGSHOT_PREFETCH=0 would mean unlimited; give a bound from 1 to 65535"
-                            .into(),
-                    ))
-                }
-                Some(p) => p,
-                None => u16::try_from(concurrency * 2).unwrap_or(u16::MAX),
-            };
+        let prefetch: u16 = match parse::<u16>(&get, "SLINGSHOT_PREFETCH", "a whole number from 1 to 65535")? {
+            Some(0) => {
+                return Err(Error::Config(
+                    "SLINGSHOT_PREFETCH=0 would mean unlimited; give a bound from 1 to 65535".into(),
+                ))
+            }
+            Some(p) => p,
+            None => u16::try_from(concurrency * 2).unwrap_or(u16::MAX),
+        };
         if usize::from(prefetch) < concurrency {
             return Err(Error::Config(format!(
                 "SLINGSHOT_PREFETCH={prefetch} is below SLINGSHOT_CONCURRENCY={concurrency}; workers would sit idle"
             )));
         }
-        let max_attempts: u32 = parse(
-            &get,
-            "SLINGSHOT_MAX_ATTEMPTS",
-            "a whole number of at least 1",
-        )?
-        .unwrap_or(defaults.max_attempts);
+        let max_attempts: u32 =
+            parse(&get, "SLINGSHOT_MAX_ATTEMPTS", "a whole number of at least 1")?.unwrap_or(defaults.max_attempts);
         if max_attempts == 0 {
-            return Err(Error::Config(
-                "SLINGSHOT_MAX_ATTEMPTS must be at least 1".into(),
-            ));
+            return Err(Error::Config("SLINGSHOT_MAX_ATTEMPTS must be at least 1".into()));
         }
         let ms = |name, default: Duration| -> Result<Duration, Error> {
             Ok(parse::<u64>(&get, name, "a number of milliseconds")?
@@ -161,10 +146,9 @@ impl Settings {
                 "SLINGSHOT_RETRY_MAX_MS is below SLINGSHOT_RETRY_BASE_MS".into(),
             ));
         }
-        let shutdown_deadline =
-            parse::<u64>(&get, "SLINGSHOT_SHUTDOWN_SECS", "a number of seconds")?
-                .map(Duration::from_secs)
-                .unwrap_or(defaults.shutdown_deadline);
+        let shutdown_deadline = parse::<u64>(&get, "SLINGSHOT_SHUTDOWN_SECS", "a number of seconds")?
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.shutdown_deadline);
         Ok(Settings {
             concurrency,
             prefetch,
@@ -191,20 +175,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Settings, Error> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::from_lookup(|k| map.get(k).cloned())
     }
 
     #[test]
     fn defaults_and_derived_prefetch() {
         assert_eq!(with(&[]).unwrap().prefetch, 8);
-        assert_eq!(
-            with(&[("SLINGSHOT_CONCURRENCY", "16")]).unwrap().prefetch,
-            32
-        );
+        assert_eq!(with(&[("SLINGSHOT_CONCURRENCY", "16")]).unwrap().prefetch, 32);
     }
 
     #[test]
@@ -222,10 +200,7 @@ mod tests {
             ),
             (vec![("SLINGSHOT_MAX_ATTEMPTS", "0")], "at least 1"),
             (
-                vec![
-                    ("SLINGSHOT_RETRY_BASE_MS", "10"),
-                    ("SLINGSHOT_RETRY_MAX_MS", "5"),
-                ],
+                vec![("SLINGSHOT_RETRY_BASE_MS", "10"), ("SLINGSHOT_RETRY_MAX_MS", "5")],
                 "below",
             ),
         ] {
@@ -236,11 +211,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_then_caps() {
-        let s = with(&[
-            ("SLINGSHOT_RETRY_BASE_MS", "100"),
-            ("SLINGSHOT_RETRY_MAX_MS", "350"),
-        ])
-        .unwrap();
+        let s = with(&[("SLINGSHOT_RETRY_BASE_MS", "100"), ("SLINGSHOT_RETRY_MAX_MS", "350")]).unwrap();
         let delays: Vec<u128> = (1..=5).map(|a| s.backoff(a).as_millis()).collect();
         assert_eq!(delays, [100, 200, 350, 350, 350]);
         assert_eq!(s.backoff(u32::MAX).as_millis(), 350);

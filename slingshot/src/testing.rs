@@ -50,10 +50,7 @@ impl Harness {
             Ok(def) => def,
             Err(e) => panic!("{e}"),
         };
-        let dir = match tempfile::Builder::new()
-            .prefix("slingshot-harness-")
-            .tempdir()
-        {
+        let dir = match tempfile::Builder::new().prefix("slingshot-harness-").tempdir() {
             Ok(dir) => dir,
             Err(e) => panic!("cannot create the harness's temporary directory: {e}"),
         };
@@ -67,27 +64,21 @@ impl Harness {
 
     /// Routes outputs with `case` to `queues`.
     pub fn route(mut self, case: impl Case, queues: &[&str]) -> Self {
-        self.routes.push((
-            case.to_case(),
-            queues.iter().map(|q| q.to_string()).collect(),
-        ));
+        self.routes
+            .push((case.to_case(), queues.iter().map(|q| q.to_string()).collect()));
         self
     }
 
     /// Maps bucket reference `reference` to `bucket` (by default a reference
     /// `r` maps to bucket `test-r`).
     pub fn bucket(mut self, reference: &str, bucket: &str) -> Self {
-        self.buckets
-            .insert(reference.into(), Value::String(bucket.into()));
+        self.buckets.insert(reference.into(), Value::String(bucket.into()));
         self
     }
 
     /// Stores `content` as object `id` of the bucket behind `reference`.
     pub fn object(self, reference: &str, id: u64, content: impl AsRef<[u8]>) -> Self {
-        let path = self
-            .objects_dir()
-            .join(self.bucket_of(reference))
-            .join(id.to_string());
+        let path = self.objects_dir().join(self.bucket_of(reference)).join(id.to_string());
         let written = path
             .parent()
             .map(std::fs::create_dir_all)
@@ -101,12 +92,7 @@ impl Harness {
 
     /// The bytes of object `id` in the bucket behind `reference`, if it exists.
     pub fn read(&self, reference: &str, id: u64) -> Option<Vec<u8>> {
-        std::fs::read(
-            self.objects_dir()
-                .join(self.bucket_of(reference))
-                .join(id.to_string()),
-        )
-        .ok()
+        std::fs::read(self.objects_dir().join(self.bucket_of(reference)).join(id.to_string())).ok()
     }
 
     /// The SQLite file behind `SqliteConnection`/`AnyConnection`, to inspect or prepare.
@@ -149,10 +135,7 @@ impl Harness {
             .map(|r| r.to_string())
             .chain(self.buckets.keys().cloned())
         {
-            endpoints.insert(
-                format!("{name}/{reference}"),
-                Value::String(self.bucket_of(&reference)),
-            );
+            endpoints.insert(format!("{name}/{reference}"), Value::String(self.bucket_of(&reference)));
         }
         let doc = json!({
             "backends": {
@@ -179,12 +162,7 @@ impl Harness {
             staging_dir: self.dir.path().join("staging"),
             ..Settings::default()
         };
-        let runtime = Runtime::from_parts(
-            self.sysmap(),
-            Arc::new(MemoryBroker::new()),
-            store,
-            settings,
-        );
+        let runtime = Runtime::from_parts(self.sysmap(), Arc::new(MemoryBroker::new()), store, settings);
         match runtime.invoke(self.def, &[id]).await {
             Ok(mut results) => results.remove(0),
             Err(e) => panic!("the harness could not prepare {}: {e}", self.def.name),

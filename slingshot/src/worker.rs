@@ -61,10 +61,7 @@ pub struct Stats {
 impl Stats {
     /// How many outputs went to each `(case, queue)`, and to `(case, "")` when unrouted.
     pub fn routes(&self) -> BTreeMap<(String, String), u64> {
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn count_route(&self, case: String, queue: &str) {
@@ -105,14 +102,8 @@ pub(crate) enum Stopped {
 impl Worker {
     /// Consumes until `shutdown` turns true (then finishes in-flight requests
     /// within the deadline) or the consumer fails.
-    pub(crate) async fn run(
-        self: Arc<Self>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), Stopped> {
-        let mut consumer = self
-            .broker
-            .consume(&self.inbound, self.settings.prefetch)
-            .await?;
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Stopped> {
+        let mut consumer = self.broker.consume(&self.inbound, self.settings.prefetch).await?;
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut tasks = JoinSet::new();
         tracing::info!(
@@ -156,10 +147,7 @@ impl Worker {
                 "finishing in-flight requests"
             );
         }
-        let finished = tokio::time::timeout(deadline, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let finished = tokio::time::timeout(deadline, async { while tasks.join_next().await.is_some() {} }).await;
         if finished.is_err() {
             tracing::warn!(
                 service = self.name,
@@ -173,12 +161,7 @@ impl Worker {
         result
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        delivery: Delivery,
-        slot: OwnedSemaphorePermit,
-        shutdown: watch::Receiver<bool>,
-    ) {
+    async fn handle(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit, shutdown: watch::Receiver<bool>) {
         let headers = &delivery.message.headers;
         let attempt = headers
             .get(ATTEMPT_HEADER)
@@ -191,11 +174,7 @@ impl Worker {
             Err(reason) => {
                 drop(slot);
                 return self
-                    .dead_letter(
-                        delivery,
-                        Failure::new(FailureKind::Malformed, reason),
-                        attempt,
-                    )
+                    .dead_letter(delivery, Failure::new(FailureKind::Malformed, reason), attempt)
                     .await;
             }
         };
@@ -233,21 +212,13 @@ impl Worker {
                 tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
                 self.dead_letter(delivery, failure, attempt).await;
             }
-            Err(failure) => {
-                self.retry(delivery, request, attempt, failure, shutdown)
-                    .await
-            }
+            Err(failure) => self.retry(delivery, request, attempt, failure, shutdown).await,
         }
     }
 
     /// Routes the outputs: publishes every `(queue, id)` concurrently and
     /// waits for all the confirms.
-    async fn route(
-        &self,
-        request: u64,
-        executed: &Executed,
-        trace_id: &str,
-    ) -> Result<(), Failure> {
+    async fn route(&self, request: u64, executed: &Executed, trace_id: &str) -> Result<(), Failure> {
         let plan = self.routes.plan(&executed.outputs);
         for (id, case) in &plan.unrouted {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -255,8 +226,7 @@ impl Worker {
             tracing::warn!(service = self.name, request, output = id, %case, "no route for this case; output dropped");
         }
         let publishes = plan.sends.iter().map(|(queue, id)| {
-            let message =
-                Message::id(*id).with_header(TRACE_HEADER, HeaderValue::Str(trace_id.to_string()));
+            let message = Message::id(*id).with_header(TRACE_HEADER, HeaderValue::Str(trace_id.to_string()));
             self.broker.publish(queue, message)
         });
         try_join_all(publishes)
@@ -275,9 +245,7 @@ impl Worker {
         }
         for object in &executed.written {
             self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .bytes_written
-                .fetch_add(object.size, Ordering::Relaxed);
+            self.stats.bytes_written.fetch_add(object.size, Ordering::Relaxed);
             tracing::info!(service = self.name, request, bucket = %object.bucket, key = %object.key, bytes = object.size, "object written");
         }
         Ok(())
@@ -302,18 +270,15 @@ impl Worker {
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
         let mut message = delivery.message.clone();
-        message.headers.insert(
-            ATTEMPT_HEADER.into(),
-            HeaderValue::Int(i64::from(attempt) + 1),
-        );
-        message.headers.insert(
-            ERROR_HEADER.into(),
-            HeaderValue::Str(failure.message.clone()),
-        );
-        message.headers.insert(
-            ERROR_KIND_HEADER.into(),
-            HeaderValue::Str(failure.kind.as_str().into()),
-        );
+        message
+            .headers
+            .insert(ATTEMPT_HEADER.into(), HeaderValue::Int(i64::from(attempt) + 1));
+        message
+            .headers
+            .insert(ERROR_HEADER.into(), HeaderValue::Str(failure.message.clone()));
+        message
+            .headers
+            .insert(ERROR_KIND_HEADER.into(), HeaderValue::Str(failure.kind.as_str().into()));
         self.forward(delivery, &self.inbound.clone(), message).await;
         self.stats.retried.fetch_add(1, Ordering::Relaxed);
     }
@@ -326,10 +291,7 @@ impl Worker {
             .as_secs();
         for (name, value) in [
             (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
-            (
-                ERROR_KIND_HEADER,
-                HeaderValue::Str(failure.kind.as_str().into()),
-            ),
+            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
             (ATTEMPT_HEADER, HeaderValue::Int(i64::from(attempt))),
             (SERVICE_HEADER, HeaderValue::Str(self.name.into())),
             (QUEUE_HEADER, HeaderValue::Str(self.inbound.clone())),
@@ -341,10 +303,7 @@ impl Worker {
             message.headers.insert(name.into(), value);
         }
         tracing::warn!(service = self.name, kind = failure.kind.as_str(), error = %failure.message, "dead-lettered");
-        if self
-            .forward(delivery, &dead_letter_queue(&self.inbound), message)
-            .await
-        {
+        if self.forward(delivery, &dead_letter_queue(&self.inbound), message).await {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -372,8 +331,7 @@ impl Worker {
 
 /// Parses a request body: the ID in decimal ASCII (surrounding whitespace allowed).
 pub fn parse_id(body: &[u8]) -> Result<u64, String> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| format!("body is not UTF-8 ({} bytes)", body.len()))?;
+    let text = std::str::from_utf8(body).map_err(|_| format!("body is not UTF-8 ({} bytes)", body.len()))?;
     let digits = text.trim();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         let shown: String = digits.chars().take(40).collect();

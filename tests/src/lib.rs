@@ -22,6 +22,98 @@ use slingshot::{Runtime, Settings};
 pub enum Backend {
     /// In-process broker, directory store, SQLite.
     Embedded,
+    /// RabbitMQ, Garage (S3) and PostgreSQL, wired by an HTTP sys-map.
+    Real,
+}
+
+/// The real services, as `scripts/services.sh` describes them in its env file.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub amqp: Url,
+    pub postgres: Url,
+    pub s3_endpoint: String,
+    pub s3_region: String,
+}
+
+/// The parts of `scheme://user:pass@host:port/path` the tests need.
+#[derive(Debug, Clone)]
+pub struct Url {
+    pub user: String,
+    pub pass: String,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(url: &str) -> Url {
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+        let (auth, rest) = rest.split_once('@').unwrap_or(("", rest));
+        let (user, pass) = auth.split_once(':').unwrap_or((auth, ""));
+        let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = hostport.rsplit_once(':').expect("URL with a port");
+        Url {
+            user: user.into(),
+            pass: pass.into(),
+            host: host.into(),
+            port: port.parse().expect("numeric port"),
+            path: path.into(),
+        }
+    }
+}
+
+/// Secret references the real fixture's sys-map uses; `scripts/test.sh`
+/// exports their `SLINGSHOT_SECRET_*` variables.
+pub const SECRET_REFS: [&str; 4] = [
+    "test/rabbitmq",
+    "test/postgres",
+    "test/s3-access-key",
+    "test/s3-secret-key",
+];
+
+fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: the real-service tests need RabbitMQ, PostgreSQL and Garage. \
+             Run them with scripts/test.sh, which starts the services and exports their addresses."
+        )
+    })
+}
+
+impl Services {
+    /// The services from the environment; panics, saying how to get them, if absent.
+    pub fn from_env() -> Services {
+        for reference in SECRET_REFS {
+            required(&slingshot::sysmap::secrets::env_var_name(reference));
+        }
+        Services {
+            amqp: Url::parse(&required("SLINGSHOT_TEST_AMQP_URL")),
+            postgres: Url::parse(&required("SLINGSHOT_TEST_PG_URL")),
+            s3_endpoint: required("SLINGSHOT_TEST_S3_ENDPOINT"),
+            s3_region: required("SLINGSHOT_TEST_S3_REGION"),
+        }
+    }
+
+    /// The `rabbitmq`, `db` and `object-storage` endpoints for these services.
+    pub fn endpoints(&self) -> Value {
+        json!({
+            "rabbitmq": {"host": [self.amqp.host], "port": [self.amqp.port], "username": [self.amqp.user], "pass": ["test/rabbitmq"]},
+            "db": {"host": [self.postgres.host], "port": [self.postgres.port], "username": [self.postgres.user],
+                   "database": [self.postgres.path], "pass": ["test/postgres"]},
+            "object-storage": {"host": [self.s3_endpoint], "pass:access-key": ["test/s3-access-key"],
+                               "pass:secret-key": ["test/s3-secret-key"]},
+        })
+    }
+
+    /// An S3 client with the test key (which may create buckets).
+    pub fn s3(&self) -> slingshot::storage::s3::S3Store {
+        slingshot::storage::s3::S3Store::new(&slingshot::storage::s3::S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key: required("SLINGSHOT_TEST_S3_ACCESS_KEY"),
+            secret_key: required("SLINGSHOT_TEST_S3_SECRET_KEY"),
+        })
+    }
 }
 
 /// One test's world: unique names, a temp directory, and a runtime.
@@ -29,6 +121,15 @@ pub struct Fixture {
     pub backend: Backend,
     pub dir: tempfile::TempDir,
     prefix: String,
+    server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.lock().ok().and_then(|mut s| s.take()) {
+            server.abort();
+        }
+    }
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -46,6 +147,7 @@ impl Fixture {
                 .tempdir()
                 .expect("temp dir"),
             prefix,
+            server: std::sync::Mutex::new(None),
         }
     }
 
@@ -95,14 +197,45 @@ impl Fixture {
                     },
                     "endpoints": endpoints,
                 });
-                let map = FileSysMap::parse(&doc.to_string(), self.dir.path(), "fixture")
-                    .expect("fixture sys-map");
+                let map = FileSysMap::parse(&doc.to_string(), self.dir.path(), "fixture").expect("fixture sys-map");
                 let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-                let store: Arc<dyn ObjectStore> =
-                    Arc::new(DirStore::new(self.dir.path().join("objects")));
+                let store: Arc<dyn ObjectStore> = Arc::new(DirStore::new(self.dir.path().join("objects")));
                 Runtime::from_parts(SysMap::new(Arc::new(map)), broker, store, settings)
             }
+            Backend::Real => {
+                let url = self.serve_sysmap(endpoints).await;
+                Runtime::connect(&url, settings)
+                    .await
+                    .expect("runtime on the real services")
+            }
         }
+    }
+
+    /// Serves `endpoints` plus the real services' endpoints over HTTP on
+    /// loopback (creating every bucket they name) and returns the base URL.
+    pub async fn serve_sysmap(&self, endpoints: Value) -> String {
+        let services = Services::from_env();
+        let mut all = services.endpoints();
+        let s3 = services.s3();
+        for (path, body) in endpoints.as_object().expect("endpoints object") {
+            if let (true, Value::String(bucket)) = (path.contains('/'), body) {
+                s3.create_bucket(bucket).await.expect("create test bucket");
+            }
+            all[path] = body.clone();
+        }
+        let doc = json!({"endpoints": all});
+        let map = FileSysMap::parse(&doc.to_string(), self.dir.path(), "fixture").expect("fixture sys-map");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sys-map server");
+        let port = listener.local_addr().expect("local addr").port();
+        let server = tokio::spawn(async move {
+            let _ = slingshot::sysmap::server::serve(map, listener).await;
+        });
+        if let Some(old) = self.server.lock().expect("server slot").replace(server) {
+            old.abort();
+        }
+        format!("http://127.0.0.1:{port}")
     }
 }
 

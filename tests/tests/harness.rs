@@ -14,19 +14,11 @@ enum Mood {
 }
 
 #[slingshot::microservice(name = "shout", sys_map = "file:unused.json", main = false)]
-fn shout(
-    request: u64,
-    read_file: &ReadFileFn,
-    write_file: &WriteFileFn,
-) -> Result<Vec<(u64, Mood)>, AnyError> {
+fn shout(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Result<Vec<(u64, Mood)>, AnyError> {
     let mut text = String::new();
     read_file("in", request)?.read_to_string(&mut text)?;
     write_file("out", request)?.write_all(text.to_uppercase().as_bytes())?;
-    let mood = if text.ends_with('!') {
-        Mood::Loud
-    } else {
-        Mood::Quiet
-    };
+    let mood = if text.ends_with('!') { Mood::Loud } else { Mood::Quiet };
     Ok(vec![(request, mood), (request + 1, Mood::Quiet)])
 }
 
@@ -36,10 +28,7 @@ fn routes_and_objects_are_recorded() {
         .route(Mood::Loud, &["megaphone", "archive"])
         .object("in", 7, "hello!");
     let run = harness.invoke(7).unwrap();
-    assert_eq!(
-        run.routes,
-        [("megaphone".to_string(), 7), ("archive".to_string(), 7)]
-    );
+    assert_eq!(run.routes, [("megaphone".to_string(), 7), ("archive".to_string(), 7)]);
     assert_eq!(run.unrouted, [(8, CaseValue::Str("Quiet".into()))]);
     assert_eq!(harness.read("out", 7).unwrap(), b"HELLO!");
     assert_eq!(run.executed.written[0].size, 6);

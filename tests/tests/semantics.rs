@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use slingshot::broker::{HeaderValue, Message};
-use slingshot::worker::{
-    dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SERVICE_HEADER,
-};
+use slingshot::worker::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SERVICE_HEADER};
 use slingshot::{AnyConnection, AnyError, ReadFileFn, RequestContext, ServiceDef, WriteFileFn};
 use slingshot_tests::{drain, drain_ids, wait_for_count, Backend, Fixture};
 
@@ -36,11 +34,7 @@ fn kind_int(request: u64) -> Option<(u64, i32)> {
 /// Copies `in` to `out`; fails after writing when the input says "fail",
 /// panics after writing when it says "panic".
 #[slingshot::microservice(name = "copier", sys_map = "file:unused.json", main = false)]
-fn copier(
-    request: u64,
-    read_file: &ReadFileFn,
-    write_file: &WriteFileFn,
-) -> Result<Vec<(u64, bool)>, AnyError> {
+fn copier(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Result<Vec<(u64, bool)>, AnyError> {
     let mut text = String::new();
     read_file("in", request)?.read_to_string(&mut text)?;
     write_file("out", request)?.write_all(text.to_uppercase().as_bytes())?;
@@ -90,10 +84,8 @@ fn recorder(
     connection: &mut AnyConnection,
 ) -> Result<Vec<(u64, bool)>, AnyError> {
     use diesel::prelude::*;
-    diesel::sql_query(
-        "CREATE TABLE IF NOT EXISTS seen (id BIGINT PRIMARY KEY, attempt INTEGER NOT NULL)",
-    )
-    .execute(connection)?;
+    diesel::sql_query("CREATE TABLE IF NOT EXISTS seen (id BIGINT PRIMARY KEY, attempt INTEGER NOT NULL)")
+        .execute(connection)?;
     let id = i64::try_from(request)?;
     diesel::delete(seen::table.find(id)).execute(connection)?;
     diesel::insert_into(seen::table)
@@ -110,6 +102,12 @@ macro_rules! on_every_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
                 super::$test(slingshot_tests::Backend::Embedded).await
+            })*
+        }
+        mod real {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(slingshot_tests::Backend::Real).await
             })*
         }
     };
@@ -149,12 +147,7 @@ async fn cases_match_by_kind_and_value_and_fan_out(backend: Backend) {
         .await;
     let mut services = Vec::new();
     for name in ["kind-bool", "kind-string", "kind-int"] {
-        services.push(
-            runtime
-                .start(ServiceDef::find(name).unwrap())
-                .await
-                .unwrap(),
-        );
+        services.push(runtime.start(ServiceDef::find(name).unwrap()).await.unwrap());
     }
     runtime.send(&f.q("in-bool"), [1, 2]).await.unwrap();
     runtime.send(&f.q("in-string"), [3]).await.unwrap();
@@ -173,21 +166,14 @@ async fn cases_match_by_kind_and_value_and_fan_out(backend: Backend) {
     let mut fanned = drain_ids(broker, &f.q("bool-a")).await;
     fanned.sort();
     assert_eq!(fanned, [1, 2]);
-    assert_eq!(
-        drain_ids(broker, &f.q("string")).await,
-        [3],
-        "\"true\" is not true"
-    );
+    assert_eq!(drain_ids(broker, &f.q("string")).await, [3], "\"true\" is not true");
     assert_eq!(drain_ids(broker, &f.q("int")).await, [4], "1 is not true");
     // `false` has no route: counted, not sent anywhere, not an error.
     let bool_stats = &services[0].stats;
     assert_eq!(bool_stats.unrouted.load(Ordering::Relaxed), 2);
     assert_eq!(bool_stats.processed.load(Ordering::Relaxed), 2);
     assert_eq!(bool_stats.dead_lettered.load(Ordering::Relaxed), 0);
-    assert_eq!(
-        bool_stats.routes().get(&("false".into(), String::new())),
-        Some(&2)
-    );
+    assert_eq!(bool_stats.routes().get(&("false".into(), String::new())), Some(&2));
 }
 
 async fn staged_files_are_uploaded_only_after_success(backend: Backend) {
@@ -207,26 +193,14 @@ async fn staged_files_are_uploaded_only_after_success(backend: Backend) {
         .await;
     let store = runtime.store().clone();
     for (id, text) in [(1, "hello"), (2, "fail"), (3, "panic"), (4, "world")] {
-        store
-            .put_bytes(&input, &id.to_string(), text.into())
-            .await
-            .unwrap();
+        store.put_bytes(&input, &id.to_string(), text.into()).await.unwrap();
     }
-    let service = runtime
-        .start(ServiceDef::find("copier").unwrap())
-        .await
-        .unwrap();
+    let service = runtime.start(ServiceDef::find("copier").unwrap()).await.unwrap();
     runtime.send(&f.q("in"), [1, 2, 3, 4]).await.unwrap();
     runtime.run_until_idle(&[&service]).await.unwrap();
 
-    assert_eq!(
-        read_object(&store, &output, 1).await.as_deref(),
-        Some(&b"HELLO"[..])
-    );
-    assert_eq!(
-        read_object(&store, &output, 4).await.as_deref(),
-        Some(&b"WORLD"[..])
-    );
+    assert_eq!(read_object(&store, &output, 1).await.as_deref(), Some(&b"HELLO"[..]));
+    assert_eq!(read_object(&store, &output, 4).await.as_deref(), Some(&b"WORLD"[..]));
     assert_eq!(
         read_object(&store, &output, 2).await,
         None,
@@ -241,10 +215,7 @@ async fn staged_files_are_uploaded_only_after_success(backend: Backend) {
     done.sort();
     assert_eq!(done, [1, 4]);
     let dead = drain(runtime.broker().as_ref(), &dead_letter_queue(&f.q("in"))).await;
-    let kinds: Vec<_> = dead
-        .iter()
-        .map(|d| header(&d.message, ERROR_KIND_HEADER))
-        .collect();
+    let kinds: Vec<_> = dead.iter().map(|d| header(&d.message, ERROR_KIND_HEADER)).collect();
     assert_eq!(kinds.len(), 2);
     assert!(kinds.contains(&"process-error".to_string()), "{kinds:?}");
     assert!(kinds.contains(&"panic".to_string()), "{kinds:?}");
@@ -252,10 +223,7 @@ async fn staged_files_are_uploaded_only_after_success(backend: Backend) {
     let leftovers: Vec<_> = std::fs::read_dir(f.staging_dir())
         .map(|dir| dir.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    assert!(
-        leftovers.is_empty(),
-        "staged files left behind: {leftovers:?}"
-    );
+    assert!(leftovers.is_empty(), "staged files left behind: {leftovers:?}");
     assert_eq!(service.stats.objects_written.load(Ordering::Relaxed), 2);
 }
 
@@ -271,10 +239,7 @@ async fn unacked_messages_are_redelivered(backend: Backend) {
     let mut consumer = broker.consume(&queue, 2).await.unwrap();
     let first = consumer.next().await.unwrap().unwrap();
     let second = consumer.next().await.unwrap().unwrap();
-    assert_eq!(
-        (first.message.body.as_slice(), first.redelivered),
-        (&b"1"[..], false)
-    );
+    assert_eq!((first.message.body.as_slice(), first.redelivered), (&b"1"[..], false));
     first.acker.ack().await.unwrap();
     // `second` is neither acked nor rejected when its consumer goes away.
     std::mem::forget(second.acker);
@@ -287,23 +252,24 @@ async fn unacked_messages_are_redelivered(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(again.message.body, b"2");
-    assert!(
-        again.redelivered,
-        "an unacked message comes back marked redelivered"
-    );
+    assert!(again.redelivered, "an unacked message comes back marked redelivered");
+    // "3" may or may not have been pushed into the first consumer's freed
+    // prefetch slot before it closed (RabbitMQ does, the in-process broker
+    // does not), so only its arrival is certain, not its flag.
     let third = tokio::time::timeout(WAIT, consumer.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(
-        (third.message.body.as_slice(), third.redelivered),
-        (&b"3"[..], false)
-    );
+    assert_eq!(third.message.body, b"3");
     again.acker.ack().await.unwrap();
     third.acker.ack().await.unwrap();
     drop(consumer);
-    assert_eq!(broker.ready_count(&queue).await.unwrap(), 0);
+    assert_eq!(
+        broker.ready_count(&queue).await.unwrap(),
+        0,
+        "the acked \"1\" never comes back"
+    );
 }
 
 async fn prefetch_bounds_unacked_deliveries(backend: Backend) {
@@ -325,10 +291,7 @@ async fn prefetch_bounds_unacked_deliveries(backend: Backend) {
     );
     a.acker.ack().await.unwrap();
     let c = tokio::time::timeout(WAIT, consumer.next()).await;
-    assert!(
-        matches!(c, Ok(Some(Ok(_)))),
-        "acking one must let the next through"
-    );
+    assert!(matches!(c, Ok(Some(Ok(_)))), "acking one must let the next through");
 }
 
 async fn failures_are_retried_with_the_attempt_counted(backend: Backend) {
@@ -341,10 +304,7 @@ async fn failures_are_retried_with_the_attempt_counted(backend: Backend) {
             ])),
         }))
         .await;
-    let service = runtime
-        .start(ServiceDef::find("flaky").unwrap())
-        .await
-        .unwrap();
+    let service = runtime.start(ServiceDef::find("flaky").unwrap()).await.unwrap();
     runtime.send(&f.q("in"), 1..=10).await.unwrap();
     runtime.run_until_idle(&[&service]).await.unwrap();
     let broker = runtime.broker().as_ref();
@@ -360,13 +320,8 @@ async fn failures_are_retried_with_the_attempt_counted(backend: Backend) {
 
 async fn exhausted_requests_are_dead_lettered_with_reasons(backend: Backend) {
     let f = Fixture::new(backend, "exhaust");
-    let runtime = f
-        .runtime(json!({"doomed": wiring(&f, "in", json!([]))}))
-        .await;
-    let service = runtime
-        .start(ServiceDef::find("doomed").unwrap())
-        .await
-        .unwrap();
+    let runtime = f.runtime(json!({"doomed": wiring(&f, "in", json!([]))})).await;
+    let service = runtime.start(ServiceDef::find("doomed").unwrap()).await.unwrap();
     let started = Instant::now();
     runtime.send(&f.q("in"), [7, 8]).await.unwrap();
     runtime.run_until_idle(&[&service]).await.unwrap();
@@ -374,16 +329,10 @@ async fn exhausted_requests_are_dead_lettered_with_reasons(backend: Backend) {
     assert_eq!(dead.len(), 2);
     for d in &dead {
         let id = std::str::from_utf8(&d.message.body).unwrap();
-        assert_eq!(
-            header(&d.message, ERROR_HEADER),
-            format!("cannot handle {id}")
-        );
+        assert_eq!(header(&d.message, ERROR_HEADER), format!("cannot handle {id}"));
         assert_eq!(header(&d.message, ERROR_KIND_HEADER), "process-error");
         assert_eq!(header(&d.message, SERVICE_HEADER), "doomed");
-        assert_eq!(
-            d.message.headers.get(ATTEMPT_HEADER),
-            Some(&HeaderValue::Int(3))
-        );
+        assert_eq!(d.message.headers.get(ATTEMPT_HEADER), Some(&HeaderValue::Int(3)));
     }
     assert_eq!(
         service.stats.retried.load(Ordering::Relaxed),
@@ -397,14 +346,9 @@ async fn exhausted_requests_are_dead_lettered_with_reasons(backend: Backend) {
 async fn malformed_bodies_are_dead_lettered_at_once(backend: Backend) {
     let f = Fixture::new(backend, "malformed");
     let runtime = f
-        .runtime(
-            json!({"kind-bool": wiring(&f, "in", json!([{"case": true, "queues": [f.q("ok")]}]))}),
-        )
+        .runtime(json!({"kind-bool": wiring(&f, "in", json!([{"case": true, "queues": [f.q("ok")]}]))}))
         .await;
-    let service = runtime
-        .start(ServiceDef::find("kind-bool").unwrap())
-        .await
-        .unwrap();
+    let service = runtime.start(ServiceDef::find("kind-bool").unwrap()).await.unwrap();
     let broker = runtime.broker().clone();
     let bodies: [&[u8]; 5] = [b"\xff\xfe", b"twelve", b"-3", b"18446744073709551616", b""];
     for body in bodies {
@@ -448,14 +392,9 @@ async fn malformed_bodies_are_dead_lettered_at_once(backend: Backend) {
 async fn a_slow_request_does_not_stall_the_others(backend: Backend) {
     let f = Fixture::new(backend, "slow");
     let runtime = f
-        .runtime(
-            json!({"sleepy": wiring(&f, "in", json!([{"case": true, "queues": [f.q("out")]}]))}),
-        )
+        .runtime(json!({"sleepy": wiring(&f, "in", json!([{"case": true, "queues": [f.q("out")]}]))}))
         .await;
-    let service = runtime
-        .start(ServiceDef::find("sleepy").unwrap())
-        .await
-        .unwrap();
+    let service = runtime.start(ServiceDef::find("sleepy").unwrap()).await.unwrap();
     let started = Instant::now();
     runtime.send(&f.q("in"), 0..20).await.unwrap();
     wait_for_count(runtime.broker().as_ref(), &f.q("out"), 19, WAIT).await;
@@ -465,24 +404,14 @@ async fn a_slow_request_does_not_stall_the_others(backend: Backend) {
         "19 fast requests took {fast:?} behind one slow one"
     );
     runtime.run_until_idle(&[&service]).await.unwrap();
-    assert_eq!(
-        drain_ids(runtime.broker().as_ref(), &f.q("out"))
-            .await
-            .len(),
-        20
-    );
+    assert_eq!(drain_ids(runtime.broker().as_ref(), &f.q("out")).await.len(), 20);
 }
 
 async fn database_writes_are_visible(backend: Backend) {
     use diesel::prelude::*;
     let f = Fixture::new(backend, "database");
-    let runtime = f
-        .runtime(json!({"recorder": wiring(&f, "in", json!([]))}))
-        .await;
-    let service = runtime
-        .start(ServiceDef::find("recorder").unwrap())
-        .await
-        .unwrap();
+    let runtime = f.runtime(json!({"recorder": wiring(&f, "in", json!([]))})).await;
+    let service = runtime.start(ServiceDef::find("recorder").unwrap()).await.unwrap();
     runtime.send(&f.q("in"), 100..150).await.unwrap();
     runtime.run_until_idle(&[&service]).await.unwrap();
     let mut connection = runtime.connect_database().await.unwrap();
@@ -510,11 +439,7 @@ async fn invoke_runs_one_request_without_publishing(backend: Backend) {
             "copier/out": output,
         }))
         .await;
-    runtime
-        .store()
-        .put_bytes(&input, "9", b"local".to_vec())
-        .await
-        .unwrap();
+    runtime.store().put_bytes(&input, "9", b"local".to_vec()).await.unwrap();
     let results = runtime
         .invoke(ServiceDef::find("copier").unwrap(), &[9, 10])
         .await
@@ -546,15 +471,8 @@ async fn unreachable_routes_are_reported(backend: Backend) {
             {"case": 5000000000_i64, "queues": [f.q("never-big")]},
         ]))}))
         .await;
-    let service = runtime
-        .start(ServiceDef::find("kind-int").unwrap())
-        .await
-        .unwrap();
-    let cases: Vec<String> = service
-        .unreachable
-        .iter()
-        .map(|r| r.case.to_string())
-        .collect();
+    let service = runtime.start(ServiceDef::find("kind-int").unwrap()).await.unwrap();
+    let cases: Vec<String> = service.unreachable.iter().map(|r| r.case.to_string()).collect();
     assert_eq!(cases, ["true", "5000000000"], "an i32 can produce neither");
     runtime.shutdown();
 }

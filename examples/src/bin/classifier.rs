@@ -4,10 +4,7 @@
 use slingshot::{AnyError, ReadFileFn};
 use std::io::Read;
 
-#[slingshot::microservice(
-    name = "binary-classification",
-    sys_map = "file:examples/sysmaps/classifier.json"
-)]
+#[slingshot::microservice(name = "binary-classification", sys_map = "file:examples/sysmaps/classifier.json")]
 fn classify(request: u64, read_file: &ReadFileFn) -> Result<[(u64, bool); 1], AnyError> {
     let mut text = String::new();
     read_file("in", request)?.read_to_string(&mut text)?;

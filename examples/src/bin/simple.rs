@@ -10,10 +10,7 @@ use diesel::SqliteConnection;
 use slingshot::{AnyError, ReadFileFn, WriteFileFn};
 use std::io::{Read, Write};
 
-#[slingshot::microservice(
-    name = "simple-microservice",
-    sys_map = "file:examples/sysmaps/simple.json"
-)]
+#[slingshot::microservice(name = "simple-microservice", sys_map = "file:examples/sysmaps/simple.json")]
 fn process(
     request: u64,
     read_file: &ReadFileFn,
@@ -25,10 +22,6 @@ fn process(
     reader.read_to_string(&mut input)?;
     let mut writer = write_file("out", request)?;
     writer.write_all(input.as_bytes())?;
-    let case = if input.len() % 2 == 0 {
-        "case_a"
-    } else {
-        "case_b"
-    };
+    let case = if input.len() % 2 == 0 { "case_a" } else { "case_b" };
     Ok(vec![(request, case.to_string())])
 }

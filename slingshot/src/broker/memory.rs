@@ -110,10 +110,7 @@ impl Broker for MemoryBroker {
     async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError> {
         let stored = {
             let mut state = self.lock();
-            let q = state
-                .queues
-                .get_mut(queue)
-                .ok_or_else(|| Self::missing("get", queue))?;
+            let q = state.queues.get_mut(queue).ok_or_else(|| Self::missing("get", queue))?;
             q.ready.pop_front()
         };
         Ok(stored.map(|stored| {
@@ -133,10 +130,7 @@ impl Broker for MemoryBroker {
 
     async fn ready_count(&self, queue: &str) -> Result<u64, BrokerError> {
         let state = self.lock();
-        let q = state
-            .queues
-            .get(queue)
-            .ok_or_else(|| Self::missing("count", queue))?;
+        let q = state.queues.get(queue).ok_or_else(|| Self::missing("count", queue))?;
         Ok(q.ready.len() as u64)
     }
 

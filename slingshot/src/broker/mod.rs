@@ -4,6 +4,7 @@
 //! default). The worker never sees which one it talks to.
 
 pub mod memory;
+pub mod rabbitmq;
 
 use std::collections::BTreeMap;
 

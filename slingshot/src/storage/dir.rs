@@ -45,9 +45,7 @@ impl ObjectStore for DirStore {
     async fn open(&self, bucket: &str, key: &str) -> Result<ObjectReader, ObjectError> {
         let path = self.object_path(bucket, key)?;
         match tokio::fs::File::open(&path).await {
-            Ok(file) => Ok(ObjectReader::new(std::io::BufReader::new(
-                file.into_std().await,
-            ))),
+            Ok(file) => Ok(ObjectReader::new(std::io::BufReader::new(file.into_std().await))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ObjectError::NotFound {
                 bucket: bucket.into(),
                 key: key.into(),
@@ -80,9 +78,7 @@ impl ObjectStore for DirStore {
             let mut input = std::fs::File::open(&source).map_err(|e| ("read staged file", e))?;
             std::io::copy(&mut input, partial.as_file_mut()).map_err(|e| ("write", e))?;
             partial.as_file().sync_data().map_err(|e| ("sync", e))?;
-            partial
-                .persist(&target)
-                .map_err(|e| ("rename into place", e.error))?;
+            partial.persist(&target).map_err(|e| ("rename into place", e.error))?;
             Ok(())
         })
         .await

@@ -4,6 +4,7 @@
 //! default). Staging of `write_file` output lives in [`staging`].
 
 pub mod dir;
+pub mod s3;
 pub mod staging;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -84,9 +85,7 @@ pub struct ObjectReader {
 impl ObjectReader {
     /// Wraps any reader; object stores use this to hand out their streams.
     pub fn new(inner: impl Read + Send + 'static) -> Self {
-        ObjectReader {
-            inner: Box::new(inner),
-        }
+        ObjectReader { inner: Box::new(inner) }
     }
 }
 

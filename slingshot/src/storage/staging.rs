@@ -51,9 +51,7 @@ impl Staging {
             return Ok(dir.path());
         }
         std::fs::create_dir_all(&self.base)?;
-        let created = tempfile::Builder::new()
-            .prefix("slingshot-")
-            .tempdir_in(&self.base)?;
+        let created = tempfile::Builder::new().prefix("slingshot-").tempdir_in(&self.base)?;
         // Only the request's own thread stages files, so a lost race is
         // impossible; if it happened the spare directory is simply dropped.
         Ok(self.dir.get_or_init(|| created).path())
@@ -67,9 +65,7 @@ impl Staging {
             key: key.into(),
             source,
         };
-        let dir = self
-            .dir()
-            .map_err(|e| io_err("create staging directory", e))?;
+        let dir = self.dir().map_err(|e| io_err("create staging directory", e))?;
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let path = match files.iter().find(|s| s.bucket == bucket && s.key == key) {
             Some(existing) => existing.path.clone(),
@@ -88,10 +84,7 @@ impl Staging {
     }
 
     /// Uploads every staged file, concurrently, and reports what was written.
-    pub(crate) async fn upload(
-        &self,
-        store: &dyn ObjectStore,
-    ) -> Result<Vec<WrittenObject>, ObjectError> {
+    pub(crate) async fn upload(&self, store: &dyn ObjectStore) -> Result<Vec<WrittenObject>, ObjectError> {
         let staged: Vec<(String, String, PathBuf)> = {
             let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
             files
@@ -145,16 +138,8 @@ mod tests {
     fn writing_the_same_object_twice_stages_it_once() {
         let base = tempfile::tempdir().unwrap();
         let staging = Staging::new(base.path());
-        staging
-            .create("out", "1")
-            .unwrap()
-            .write_all(b"first")
-            .unwrap();
-        staging
-            .create("out", "1")
-            .unwrap()
-            .write_all(b"second")
-            .unwrap();
+        staging.create("out", "1").unwrap().write_all(b"first").unwrap();
+        staging.create("out", "1").unwrap().write_all(b"second").unwrap();
         let files = staging.files.lock().unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(std::fs::read(&files[0].path).unwrap(), b"second");

@@ -61,8 +61,7 @@ impl FileSysMap {
             got,
             expected: expected.into(),
         };
-        let doc: Value =
-            serde_json::from_str(text).map_err(|e| invalid(e.to_string(), "a JSON document"))?;
+        let doc: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string(), "a JSON document"))?;
         let Value::Object(mut doc) = doc else {
             return Err(invalid(
                 "a non-object".into(),
@@ -93,9 +92,7 @@ impl FileSysMap {
                 objects: ObjectsBackend::Dir(base.join(".slingshot/objects")),
                 database: DatabaseBackend::Sqlite(base.join(".slingshot/slingshot.db")),
             },
-            Some(v) => {
-                parse_backends(&v, base).map_err(|expected| invalid(v.to_string(), &expected))?
-            }
+            Some(v) => parse_backends(&v, base).map_err(|expected| invalid(v.to_string(), &expected))?,
         };
         Ok(FileSysMap {
             path: PathBuf::from(name),
@@ -111,12 +108,10 @@ impl FileSysMap {
 
     /// The body of `path`, if the file defines it (what the HTTP server sends).
     pub fn body(&self, path: &str) -> Option<String> {
-        self.endpoints
-            .get(path.trim_start_matches('/'))
-            .map(|v| match v {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            })
+        self.endpoints.get(path.trim_start_matches('/')).map(|v| match v {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
     }
 }
 
@@ -129,9 +124,8 @@ fn parse_backends(value: &Value, base: &Path) -> Result<Backends, String> {
     {
         return Err(format!("{SHAPE}; unknown key {key:?}"));
     }
-    let path_in = |v: Option<&Value>, key: &str| -> Option<PathBuf> {
-        v?.as_object()?.get(key)?.as_str().map(|p| base.join(p))
-    };
+    let path_in =
+        |v: Option<&Value>, key: &str| -> Option<PathBuf> { v?.as_object()?.get(key)?.as_str().map(|p| base.join(p)) };
     let broker = match object.get("broker").and_then(Value::as_str) {
         None | Some("memory") => BrokerBackend::Memory,
         Some("rabbitmq") => BrokerBackend::RabbitMq,
@@ -145,16 +139,16 @@ fn parse_backends(value: &Value, base: &Path) -> Result<Backends, String> {
         None => ObjectsBackend::Dir(base.join(".slingshot/objects")),
         Some(Value::String(s)) if s == "s3" => ObjectsBackend::S3,
         v => ObjectsBackend::Dir(
-            path_in(v, "dir")
-                .ok_or_else(|| format!("{SHAPE}; objects must be {{\"dir\": PATH}} or \"s3\""))?,
+            path_in(v, "dir").ok_or_else(|| format!("{SHAPE}; objects must be {{\"dir\": PATH}} or \"s3\""))?,
         ),
     };
     let database = match object.get("database") {
         None => DatabaseBackend::Sqlite(base.join(".slingshot/slingshot.db")),
         Some(Value::String(s)) if s == "postgres" => DatabaseBackend::Postgres,
-        v => DatabaseBackend::Sqlite(path_in(v, "sqlite").ok_or_else(|| {
-            format!("{SHAPE}; database must be {{\"sqlite\": PATH}} or \"postgres\"")
-        })?),
+        v => DatabaseBackend::Sqlite(
+            path_in(v, "sqlite")
+                .ok_or_else(|| format!("{SHAPE}; database must be {{\"sqlite\": PATH}} or \"postgres\""))?,
+        ),
     };
     Ok(Backends {
         broker,
@@ -230,22 +224,14 @@ mod tests {
             ("[]", "an object"),
             (r#"{"endpoint": {}}"#, "only the keys"),
             (r#"{"backends": {}}"#, "endpoints"),
-            (
-                r#"{"backends": {"broker": "kafka"}, "endpoints": {}}"#,
-                "kafka",
-            ),
+            (r#"{"backends": {"broker": "kafka"}, "endpoints": {}}"#, "kafka"),
             (
                 r#"{"backends": {"objects": "gcs"}, "endpoints": {}}"#,
                 "objects must be",
             ),
-            (
-                r#"{"backends": {"cache": 1}, "endpoints": {}}"#,
-                "unknown key",
-            ),
+            (r#"{"backends": {"cache": 1}, "endpoints": {}}"#, "unknown key"),
         ] {
-            let err = FileSysMap::parse(doc, Path::new("."), "t")
-                .unwrap_err()
-                .to_string();
+            let err = FileSysMap::parse(doc, Path::new("."), "t").unwrap_err().to_string();
             assert!(err.contains(needle), "{doc}: {err}");
         }
     }

@@ -6,7 +6,9 @@
 //! service are held to exactly the same protocol.
 
 pub mod file;
+pub mod http;
 pub mod secrets;
+pub mod server;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -198,17 +200,10 @@ impl SysMap {
     /// `.json`) reads a local file; `http://…` and `https://…` are used as
     /// they are; anything else is a host and gets `https://` in front.
     pub fn open(location: &str) -> Result<SysMap, SysMapError> {
-        let source: Arc<dyn SysMapSource> =
-            match file_location(location) {
-                Some(path) => Arc::new(file::FileSysMap::load(path)?),
-                None => return Err(SysMapError::Unavailable {
-                    source_name: http_url(location),
-                    path: String::new(),
-                    message:
-                        "the HTTP sys-map client is not part of this build yet; use a file: sys-map"
-                            .into(),
-                }),
-            };
+        let source: Arc<dyn SysMapSource> = match file_location(location) {
+            Some(path) => Arc::new(file::FileSysMap::load(path)?),
+            None => Arc::new(http::HttpSysMap::new(&http_url(location))?),
+        };
         Ok(SysMap::new(source))
     }
 
@@ -265,9 +260,7 @@ impl SysMap {
 
     /// The bucket behind `key`, if it was looked up before.
     pub fn cached_bucket(&self, name: &str, key: &str) -> Option<String> {
-        self.lock_buckets()
-            .get(&(name.to_string(), key.to_string()))
-            .cloned()
+        self.lock_buckets().get(&(name.to_string(), key.to_string())).cloned()
     }
 
     fn lock_buckets(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
@@ -356,19 +349,14 @@ impl<'a> Fields<'a> {
         match self.object.get(field) {
             None => Err(self.map.invalid(
                 self.path,
-                &format!(
-                    "an object with fields {:?}",
-                    self.object.keys().collect::<Vec<_>>()
-                ),
+                &format!("an object with fields {:?}", self.object.keys().collect::<Vec<_>>()),
                 expected(),
             )),
             Some(Value::Array(items)) if items.len() == 1 => Ok(&items[0]),
             // Field values may hold secret references; show only their shape.
-            Some(other) => Err(self.map.invalid(
-                self.path,
-                &format!("{field:?}: {}", shape(other)),
-                expected(),
-            )),
+            Some(other) => Err(self
+                .map
+                .invalid(self.path, &format!("{field:?}: {}", shape(other)), expected())),
         }
     }
 
@@ -425,7 +413,8 @@ fn shorten(text: &str) -> String {
 }
 
 fn parse_wiring(value: &Value) -> Result<ServiceWiring, String> {
-    const SHAPE: &str = r#"{"in": "<queue>", "out": [{"case": <bool|integer|string>, "queues": ["<queue>", ...]}, ...]}"#;
+    const SHAPE: &str =
+        r#"{"in": "<queue>", "out": [{"case": <bool|integer|string>, "queues": ["<queue>", ...]}, ...]}"#;
     let object = value.as_object().ok_or_else(|| SHAPE.to_string())?;
     let inbound = match object.get("in") {
         Some(Value::String(q)) => q.clone(),
@@ -474,9 +463,7 @@ pub fn check_queue_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} is longer than 255 bytes"));
     }
     if name.starts_with("amq.") {
-        return Err(format!(
-            "{name:?} starts with \"amq.\", which RabbitMQ reserves"
-        ));
+        return Err(format!("{name:?} starts with \"amq.\", which RabbitMQ reserves"));
     }
     if let Some(c) = name.chars().find(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!("{name:?} contains {c:?}"));
@@ -499,24 +486,12 @@ mod tests {
 
     #[test]
     fn locations() {
-        assert_eq!(
-            file_location("file:examples/a.json"),
-            Some("examples/a.json")
-        );
-        assert_eq!(
-            file_location("file:///etc/sysmap.json"),
-            Some("/etc/sysmap.json")
-        );
-        assert_eq!(
-            file_location("local/sysmap.json"),
-            Some("local/sysmap.json")
-        );
+        assert_eq!(file_location("file:examples/a.json"), Some("examples/a.json"));
+        assert_eq!(file_location("file:///etc/sysmap.json"), Some("/etc/sysmap.json"));
+        assert_eq!(file_location("local/sysmap.json"), Some("local/sysmap.json"));
         assert_eq!(file_location("sys-map.example.com"), None);
         assert_eq!(file_location("http://host/x.json"), None);
-        assert_eq!(
-            http_url("sys-map.example.com"),
-            "https://sys-map.example.com"
-        );
+        assert_eq!(http_url("sys-map.example.com"), "https://sys-map.example.com");
         assert_eq!(http_url("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
     }
 
@@ -542,22 +517,10 @@ mod tests {
             (r#"{"out": []}"#, "field \"in\""),
             (r#"{"in": ""}"#, "cannot be empty"),
             (r#"{"in": "a", "out": {}}"#, "\"out\" must be an array"),
-            (
-                r#"{"in": "a", "out": [{"case": 1.5, "queues": []}]}"#,
-                "out[0].case",
-            ),
-            (
-                r#"{"in": "a", "out": [{"case": null, "queues": []}]}"#,
-                "out[0].case",
-            ),
-            (
-                r#"{"in": "a", "out": [{"case": 1, "queues": "q"}]}"#,
-                "out[0].queues",
-            ),
-            (
-                r#"{"in": "a", "out": [{"case": 1, "queues": [1]}]}"#,
-                "only strings",
-            ),
+            (r#"{"in": "a", "out": [{"case": 1.5, "queues": []}]}"#, "out[0].case"),
+            (r#"{"in": "a", "out": [{"case": null, "queues": []}]}"#, "out[0].case"),
+            (r#"{"in": "a", "out": [{"case": 1, "queues": "q"}]}"#, "out[0].queues"),
+            (r#"{"in": "a", "out": [{"case": 1, "queues": [1]}]}"#, "only strings"),
             (
                 r#"{"in": "a", "out": [{"case": 1, "queues": []}, {"case": 1, "queues": []}]}"#,
                 "appears again",

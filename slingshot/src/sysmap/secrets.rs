@@ -57,9 +57,7 @@ pub fn resolve(reference: &str) -> Result<String, SecretError> {
 
     let dir = secrets_dir();
     let relative = Path::new(reference);
-    let safe = relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)));
+    let safe = relative.components().all(|c| matches!(c, Component::Normal(_)));
     if safe {
         let file = dir.join(relative);
         match std::fs::read_to_string(&file) {
@@ -67,17 +65,10 @@ pub fn resolve(reference: &str) -> Result<String, SecretError> {
             Err(e) => tried.push(format!("{}: {e}", file.display())),
         }
     } else {
-        tried.push(format!(
-            "{}: reference is not a plain relative path",
-            dir.display()
-        ));
+        tried.push(format!("{}: reference is not a plain relative path", dir.display()));
     }
 
-    match std::process::Command::new("pass")
-        .arg("show")
-        .arg(reference)
-        .output()
-    {
+    match std::process::Command::new("pass").arg("show").arg(reference).output() {
         Ok(out) if out.status.success() => match String::from_utf8(out.stdout) {
             Ok(text) => return Ok(first_line(&text)),
             Err(_) => tried.push("`pass show` printed something that is not UTF-8".into()),
@@ -119,8 +110,7 @@ mod tests {
         let err = resolve("unit-test/../nowhere").unwrap_err();
         assert_eq!(err.tried.len(), 3, "{err}");
         assert!(
-            err.to_string()
-                .contains("SLINGSHOT_SECRET_UNIT_TEST____NOWHERE"),
+            err.to_string().contains("SLINGSHOT_SECRET_UNIT_TEST____NOWHERE"),
             "{err}"
         );
     }

@@ -95,9 +95,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let started = std::time::Instant::now();
     runtime.send("ingest", ids.iter().copied()).await?;
-    runtime
-        .run_until_idle(&running.iter().collect::<Vec<_>>())
-        .await?;
+    runtime.run_until_idle(&running.iter().collect::<Vec<_>>()).await?;
     let elapsed = started.elapsed();
 
     println!("\nstage      processed  retried  dead-lettered  objects  bytes written");
@@ -151,9 +149,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let published = runtime.broker().ready_count("published").await?;
     let featured = runtime.broker().ready_count("featured").await?;
     let rejected = runtime.broker().ready_count("rejected").await?;
-    println!(
-        "\ndownstream queues: published {published}, featured {featured}, rejected {rejected}"
-    );
+    println!("\ndownstream queues: published {published}, featured {featured}, rejected {rejected}");
     println!("done in {:.2}s", elapsed.as_secs_f64());
 
     let expected_rejected = ids.iter().filter(|id| *id % 7 == 0).count() as u64;

@@ -35,11 +35,7 @@ fn db_id(request: u64) -> Result<i64, AnyError> {
 }
 
 /// Stage 1: normalizes the uploaded text; empty documents are rejected.
-#[slingshot::microservice(
-    name = "ingest",
-    sys_map = "file:examples/sysmaps/pipeline.json",
-    main = false
-)]
+#[slingshot::microservice(name = "ingest", sys_map = "file:examples/sysmaps/pipeline.json", main = false)]
 fn ingest(
     request: u64,
     read_file: &ReadFileFn,
@@ -48,11 +44,7 @@ fn ingest(
 ) -> Result<Vec<(u64, bool)>, AnyError> {
     let mut text = String::new();
     read_file("in", request)?.read_to_string(&mut text)?;
-    let normalized = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
+    let normalized = text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
     write_file("out", request)?.write_all(normalized.as_bytes())?;
     let id = db_id(request)?;
     // Delete-then-insert keeps a redelivered request idempotent on both backends.
@@ -79,11 +71,7 @@ pub enum Length {
 }
 
 /// Stage 2: one word per line; long documents also go to review.
-#[slingshot::microservice(
-    name = "tokenize",
-    sys_map = "file:examples/sysmaps/pipeline.json",
-    main = false
-)]
+#[slingshot::microservice(name = "tokenize", sys_map = "file:examples/sysmaps/pipeline.json", main = false)]
 fn tokenize(
     request: u64,
     read_file: &ReadFileFn,
@@ -94,34 +82,20 @@ fn tokenize(
     read_file("in", request)?.read_to_string(&mut text)?;
     let mut out = write_file("out", request)?;
     let mut words = 0i64;
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
+    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         writeln!(out, "{word}")?;
         words += 1;
     }
     diesel::update(documents::table.find(db_id(request)?))
-        .set((
-            documents::words.eq(words),
-            documents::status.eq("tokenized"),
-        ))
+        .set((documents::words.eq(words), documents::status.eq("tokenized")))
         .execute(connection)?;
-    let length = if words > 40 {
-        Length::Long
-    } else {
-        Length::Short
-    };
+    let length = if words > 40 { Length::Long } else { Length::Short };
     Ok(Some((request, length)))
 }
 
 /// Stage 3: finds the most frequent word; documents where it makes up a
 /// fifth or more of the text are featured.
-#[slingshot::microservice(
-    name = "catalog",
-    sys_map = "file:examples/sysmaps/pipeline.json",
-    main = false
-)]
+#[slingshot::microservice(name = "catalog", sys_map = "file:examples/sysmaps/pipeline.json", main = false)]
 fn catalog(
     request: u64,
     read_file: &ReadFileFn,
@@ -144,10 +118,7 @@ fn catalog(
         "{{\"id\": {request}, \"words\": {total}, \"top\": {top:?}}}"
     )?;
     diesel::update(documents::table.find(db_id(request)?))
-        .set((
-            documents::top_word.eq(&top),
-            documents::status.eq("cataloged"),
-        ))
+        .set((documents::top_word.eq(&top), documents::status.eq("cataloged")))
         .execute(connection)?;
     let featured = u8::from(total > 0 && top_count * 5 >= total);
     Ok(vec![(request, featured)])

@@ -1,0 +1,302 @@
+//! The S3 object store (aws-sdk-s3): path-style addressing, streaming reads bridged to a synchronous reader, uploads after success (multipart above a threshold).
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{ObjectError, ObjectReader, ObjectStore};
+
+/// Files larger than this are uploaded in parts.
+pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
+/// Size of each part of a multipart upload (S3's minimum is 5 MiB).
+pub const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Parts uploaded at the same time.
+const PART_CONCURRENCY: usize = 4;
+/// Chunks a reader may have buffered ahead of `read` (each at most a few tens of KiB).
+const READ_AHEAD: usize = 4;
+
+/// Where and how to reach an S3 service.
+#[derive(Clone)]
+pub struct S3Config {
+    /// Endpoint URL with scheme, e.g. `http://127.0.0.1:3900`.
+    pub endpoint: String,
+    /// Region (Garage's is `garage`).
+    pub region: String,
+    /// Access key ID.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An S3 bucket store.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: Client,
+    endpoint: String,
+}
+
+impl S3Store {
+    /// A store for `config`. Checksums are computed only when an operation
+    /// requires them, which S3-compatible servers such as Garage need over
+    /// plain HTTP.
+    pub fn new(config: &S3Config) -> Self {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .endpoint_url(config.endpoint.clone())
+            .credentials_provider(Credentials::new(
+                config.access_key.clone(),
+                config.secret_key.clone(),
+                None,
+                None,
+                "slingshot-sys-map",
+            ))
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        S3Store {
+            client: Client::from_conf(conf),
+            endpoint: config.endpoint.clone(),
+        }
+    }
+
+    /// The SDK client, for operations beyond the seam (tools, tests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates `bucket` if it does not exist (tools and tests; services expect their buckets).
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        match self.client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
+            Err(e) => Err(backend("create bucket", bucket, "", e)),
+        }
+    }
+
+    /// Checks that `bucket` exists and the credentials may use it.
+    pub async fn check_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        self.client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| backend("check bucket", bucket, "", e))
+    }
+
+    async fn put_multipart(&self, bucket: &str, key: &str, path: &Path, size: u64) -> Result<(), ObjectError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| backend("start multipart upload", bucket, key, e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(ObjectError::Backend {
+                op: "start multipart upload",
+                bucket: bucket.into(),
+                key: key.into(),
+                message: "the service returned no upload ID".into(),
+            });
+        };
+        let parts = size.div_ceil(PART_SIZE);
+        let uploaded = futures::stream::iter(0..parts)
+            .map(|index| {
+                let upload_id = upload_id.clone();
+                async move {
+                    let offset = index * PART_SIZE;
+                    let length = PART_SIZE.min(size - offset);
+                    let body = ByteStream::read_from()
+                        .path(path)
+                        .offset(offset)
+                        .length(Length::Exact(length))
+                        .build()
+                        .await
+                        .map_err(|e| io_err("read staged part", bucket, key, io::Error::other(e)))?;
+                    let part_number = i32::try_from(index + 1).map_err(|_| ObjectError::Backend {
+                        op: "upload part",
+                        bucket: bucket.into(),
+                        key: key.into(),
+                        message: "more than 2^31 parts".into(),
+                    })?;
+                    let part = self
+                        .client
+                        .upload_part()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(&upload_id)
+                        .part_number(part_number)
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|e| backend("upload part", bucket, key, e))?;
+                    Ok::<_, ObjectError>(
+                        CompletedPart::builder()
+                            .part_number(part_number)
+                            .set_e_tag(part.e_tag().map(str::to_string))
+                            .build(),
+                    )
+                }
+            })
+            .buffered(PART_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await;
+        let completed = match uploaded {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| backend("complete multipart upload", bucket, key, e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Free the parts already stored; the request will be retried whole.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        completed
+    }
+}
+
+fn backend<E: std::error::Error + 'static>(op: &'static str, bucket: &str, key: &str, e: E) -> ObjectError {
+    ObjectError::Backend {
+        op,
+        bucket: bucket.into(),
+        key: key.into(),
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+fn io_err(op: &'static str, bucket: &str, key: &str, source: io::Error) -> ObjectError {
+    ObjectError::Io {
+        op,
+        bucket: bucket.into(),
+        key: key.into(),
+        source,
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn open(&self, bucket: &str, key: &str) -> Result<ObjectReader, ObjectError> {
+        let output = match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(ObjectError::NotFound {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                })
+            }
+            Err(e) => return Err(backend("read", bucket, key, e)),
+        };
+        // A task pulls the body and hands chunks to the synchronous reader
+        // through a small bounded channel: memory stays flat whatever the size.
+        let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
+        let mut body = output.body;
+        tokio::spawn(async move {
+            loop {
+                let chunk = match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => break,
+                    Err(e) => Err(io::Error::other(e)),
+                };
+                let failed = chunk.is_err();
+                // The reader was dropped: stop downloading.
+                if tx.send(chunk).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(ObjectReader::new(ChunkReader {
+            chunks: rx,
+            current: bytes_empty(),
+        }))
+    }
+
+    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), ObjectError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| io_err("stat staged file", bucket, key, e))?
+            .len();
+        if size > MULTIPART_THRESHOLD {
+            return self.put_multipart(bucket, key, path, size).await;
+        }
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| io_err("read staged file", bucket, key, io::Error::other(e)))?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| backend("upload", bucket, key, e))
+    }
+
+    fn describe(&self) -> String {
+        format!("S3 {}", self.endpoint)
+    }
+}
+
+fn bytes_empty() -> bytes::Bytes {
+    bytes::Bytes::new()
+}
+
+/// A synchronous reader over chunks sent by the download task.
+struct ChunkReader {
+    chunks: mpsc::Receiver<io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(e)) => return Err(e),
+                // The task finished: end of object.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
