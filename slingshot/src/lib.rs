@@ -40,6 +40,7 @@ pub use case::{Case, CaseDomain, CaseValue};
 pub use contract::{ReadFileFn, RequestContext, WriteFileFn};
 pub use db::AnyConnection;
 pub use diesel;
+pub use entry::{main, main_with_args};
 pub use error::{AnyError, Error};
 pub use runtime::{Invocation, RunningService, Runtime};
 pub use service::{Failure, FailureKind, ServiceDef};

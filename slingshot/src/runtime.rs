@@ -179,22 +179,25 @@ impl Runtime {
     }
 
     async fn database_for(&self, def: &ServiceDef) -> Result<Option<DbTarget>, Error> {
-        self.database_target(def.connection, def.function).await
+        self.database_target(def.connection, def.name).await
     }
 
-    async fn database_target(&self, kind: ConnectionKind, function: &str) -> Result<Option<DbTarget>, Error> {
+    /// The database a connection of `kind` uses; `service` labels its
+    /// PostgreSQL connections (`application_name`, seen in `pg_stat_activity`).
+    async fn database_target(&self, kind: ConnectionKind, service: &str) -> Result<Option<DbTarget>, Error> {
         let configured = self.sysmap.backends().database;
         let postgres = || async {
             let db = self.sysmap.db().await?;
             let pass = resolve_secret(db.pass.clone()).await?;
             let display = format!("postgres://{}@{}:{}/{}", db.username, db.host, db.port, db.database);
             let url = format!(
-                "postgres://{}:{}@{}:{}/{}",
+                "postgres://{}:{}@{}:{}/{}?application_name={}",
                 percent_encode(&db.username),
                 percent_encode(&pass),
                 db.host,
                 db.port,
-                percent_encode(&db.database)
+                percent_encode(&db.database),
+                percent_encode(&format!("slingshot {service}"))
             );
             Ok::<_, Error>(DbTarget::Postgres { url, display })
         };
@@ -204,8 +207,8 @@ impl Runtime {
             (ConnectionKind::Sqlite | ConnectionKind::Any, DatabaseBackend::Sqlite(path)) => Some(DbTarget::Sqlite(path)),
             (ConnectionKind::Sqlite, DatabaseBackend::Postgres) => {
                 return Err(DbError::Mismatch(format!(
-                    "`{}` takes `&mut SqliteConnection`, but {} configures PostgreSQL; take `&mut PgConnection` or `&mut slingshot::AnyConnection`",
-                    function,
+                    "service {} takes `&mut SqliteConnection`, but {} configures PostgreSQL; take `&mut PgConnection` or `&mut slingshot::AnyConnection`",
+                    service,
                     self.sysmap.describe()
                 ))
                 .into())

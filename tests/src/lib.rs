@@ -218,8 +218,15 @@ impl Fixture {
         let mut all = services.endpoints();
         let s3 = services.s3();
         for (path, body) in endpoints.as_object().expect("endpoints object") {
+            // Bucket endpoints; a deliberately invalid name is left for the test to meet.
+            let valid = |b: &str| {
+                b.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            };
             if let (true, Value::String(bucket)) = (path.contains('/'), body) {
-                s3.create_bucket(bucket).await.expect("create test bucket");
+                if valid(bucket) {
+                    s3.create_bucket(bucket).await.expect("create test bucket");
+                }
             }
             all[path] = body.clone();
         }

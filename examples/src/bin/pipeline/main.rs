@@ -6,7 +6,9 @@
 //! `SLINGSHOT_SYS_MAP` pointing at a real sys-map, the same stages run on
 //! RabbitMQ, S3 and PostgreSQL.
 //!
-//! `cargo run -p slingshot-examples --bin pipeline [-- DOCUMENTS]` (default 24).
+//! `cargo run -p slingshot-examples --bin pipeline [-- DOCUMENTS]` (default 24)
+//! runs the demo; `pipeline service NAME [run | invoke ID...]` runs one stage
+//! as its own process, as it would be deployed.
 
 mod stages;
 
@@ -42,10 +44,24 @@ fn document(id: u64) -> String {
         .join(if id % 2 == 0 { " " } else { "\n" })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("service") {
+        let Some(def) = args.get(1).and_then(|name| ServiceDef::named(name)) else {
+            eprintln!("usage: pipeline service (ingest|tokenize|catalog) [run | invoke ID...]");
+            return ExitCode::from(2);
+        };
+        return slingshot::main_with_args(def, args[2..].to_vec());
+    }
     slingshot::telemetry::init();
-    match run().await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.first().cloned())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -54,8 +70,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let count: u64 = match std::env::args().nth(1) {
+async fn run(count: Option<String>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let count: u64 = match count {
         Some(arg) => arg
             .parse()
             .map_err(|_| format!("{arg:?} is not a number of documents"))?,
@@ -94,7 +110,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         running.push(runtime.start(ServiceDef::find(name)?).await?);
     }
     let started = std::time::Instant::now();
-    runtime.send("ingest", ids.iter().copied()).await?;
+    runtime.send(&running[0].wiring.inbound, ids.iter().copied()).await?;
     runtime.run_until_idle(&running.iter().collect::<Vec<_>>()).await?;
     let elapsed = started.elapsed();
 
@@ -122,6 +138,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             println!("  {}: {case} -> {queue} = {n}", service.def.name);
         }
     }
+    // Where finished documents land, as the sys-map routes them.
+    let queue_of = |service: &slingshot::RunningService, case: slingshot::CaseValue, index: usize| {
+        service
+            .wiring
+            .routes
+            .iter()
+            .find(|r| r.case == case)
+            .and_then(|r| r.queues.get(index).cloned())
+            .ok_or_else(|| format!("{} has no route for case {case}", service.def.name))
+    };
+    let rejected_queue = queue_of(&running[0], slingshot::CaseValue::Bool(false), 0)?;
+    let published_queue = queue_of(&running[2], slingshot::CaseValue::Int(0), 0)?;
+    let featured_queue = queue_of(&running[2], slingshot::CaseValue::Int(1), 1)?;
     let mut failed = false;
     for service in running {
         let name = service.def.name;
@@ -146,9 +175,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for (state, n) in &statuses {
         println!("  {state:<10} {n}");
     }
-    let published = runtime.broker().ready_count("published").await?;
-    let featured = runtime.broker().ready_count("featured").await?;
-    let rejected = runtime.broker().ready_count("rejected").await?;
+    let published = runtime.broker().ready_count(&published_queue).await?;
+    let featured = runtime.broker().ready_count(&featured_queue).await?;
+    let rejected = runtime.broker().ready_count(&rejected_queue).await?;
     println!("\ndownstream queues: published {published}, featured {featured}, rejected {rejected}");
     println!("done in {:.2}s", elapsed.as_secs_f64());
 
