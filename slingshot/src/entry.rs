@@ -2,15 +2,18 @@
 
 use std::process::ExitCode;
 
+use crate::deadletter::{self, Selection};
 use crate::error::Error;
 use crate::runtime::Runtime;
 use crate::service::ServiceDef;
 use crate::settings::{Settings, ENVIRONMENT};
+use crate::worker::dead_letter_queue;
 
 #[derive(Debug)]
 enum Command {
     Run,
     Invoke(Vec<u64>),
+    DeadLetters(Option<Selection>),
     Help,
 }
 
@@ -19,6 +22,8 @@ fn usage(def: &ServiceDef) -> String {
         "{name}: a slingshot microservice (function `{function}`)\n\n\
          USAGE:\n    {name} [run]          consume the inbound queue until SIGTERM/SIGINT\n    \
          {name} invoke ID...   process IDs here and now; print routes and written objects\n    \
+         {name} dead-letters list               show the dead-letter queue (messages stay in it)\n    \
+         {name} dead-letters replay --all|ID... send dead letters back to the inbound queue\n    \
          {name} --help\n\nENVIRONMENT:\n",
         name = def.name,
         function = def.function
@@ -48,6 +53,21 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 .collect::<Result<_, _>>()
                 .map(Command::Invoke)
         }
+        Some("dead-letters") => match args.get(1).map(String::as_str) {
+            Some("list") if args.len() == 2 => Ok(Command::DeadLetters(None)),
+            Some("replay") if args.get(2).map(String::as_str) == Some("--all") && args.len() == 3 => {
+                Ok(Command::DeadLetters(Some(Selection::All)))
+            }
+            Some("replay") if args.len() > 2 => args[2..]
+                .iter()
+                .map(|a| {
+                    a.parse::<u64>()
+                        .map_err(|_| format!("{a:?} is not a request ID (a decimal u64)"))
+                })
+                .collect::<Result<_, _>>()
+                .map(|ids| Command::DeadLetters(Some(Selection::Ids(ids)))),
+            _ => Err("use `dead-letters list` or `dead-letters replay --all|ID...`".into()),
+        },
         Some(other) => Err(format!("unexpected argument {other:?}")),
     }
 }
@@ -91,6 +111,7 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Command::Invoke(ids) => invoke(def, &ids).await,
+            Command::DeadLetters(selection) => dead_letters(def, selection).await,
             _ => run(def).await,
         }
     });
@@ -141,6 +162,42 @@ async fn shutdown_signal() -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
     }
+}
+
+async fn dead_letters(def: &'static ServiceDef, selection: Option<Selection>) -> Result<ExitCode, Error> {
+    let runtime = Runtime::connect(&sys_map_location(def), Settings::from_env()?).await?;
+    let inbound = runtime.sysmap().service(def.name).await?.inbound;
+    let broker = runtime.broker().as_ref();
+    match selection {
+        None => {
+            let letters = deadletter::list(broker, &inbound).await?;
+            println!(
+                "{}: {} dead letter(s) in {}",
+                def.name,
+                letters.len(),
+                dead_letter_queue(&inbound)
+            );
+            for letter in letters {
+                let id = match letter.id {
+                    Some(id) => id.to_string(),
+                    None => format!("{:?}", String::from_utf8_lossy(&letter.body)),
+                };
+                println!(
+                    "  {id}  kind={} attempts={} failed_at={}  {}",
+                    letter.kind, letter.attempts, letter.failed_at, letter.error
+                );
+            }
+        }
+        Some(selection) => {
+            let (replayed, left) = deadletter::replay(broker, &inbound, &selection).await?;
+            println!(
+                "{}: replayed {replayed} to {inbound}; {left} left in {}",
+                def.name,
+                dead_letter_queue(&inbound)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn invoke(def: &'static ServiceDef, ids: &[u64]) -> Result<ExitCode, Error> {
@@ -198,5 +255,19 @@ mod tests {
         assert!(parse(&args(&["invoke", "x"])).unwrap_err().contains("\"x\""));
         assert!(parse(&args(&["serve"])).unwrap_err().contains("serve"));
         assert!(parse(&args(&["run", "extra"])).is_err());
+        assert!(matches!(
+            parse(&args(&["dead-letters", "list"])),
+            Ok(Command::DeadLetters(None))
+        ));
+        assert!(matches!(
+            parse(&args(&["dead-letters", "replay", "--all"])),
+            Ok(Command::DeadLetters(Some(Selection::All)))
+        ));
+        assert!(matches!(
+            parse(&args(&["dead-letters", "replay", "4", "5"])),
+            Ok(Command::DeadLetters(Some(Selection::Ids(ids)))) if ids == [4, 5]
+        ));
+        assert!(parse(&args(&["dead-letters"])).is_err());
+        assert!(parse(&args(&["dead-letters", "replay"])).is_err());
     }
 }

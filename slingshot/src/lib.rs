@@ -24,6 +24,7 @@ pub mod broker;
 pub mod case;
 pub mod contract;
 pub mod db;
+pub mod deadletter;
 mod entry;
 mod error;
 pub mod routing;

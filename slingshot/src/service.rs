@@ -155,27 +155,76 @@ pub struct Failure {
     pub kind: FailureKind,
     /// The error, with its causes.
     pub message: String,
+    /// Whether an outside system failed (S3, the database, the broker) rather
+    /// than this request: such failures are retried until the system is back
+    /// and do not count towards `SLINGSHOT_MAX_ATTEMPTS`.
+    pub transient: bool,
 }
 
 impl Failure {
+    /// A failure of this request.
     pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Failure {
             kind,
             message: message.into(),
+            transient: false,
         }
     }
 
-    /// Classifies an error `process` returned: storage and database errors
-    /// that it passed on with `?` keep their kind.
+    /// A failure of an outside system.
+    pub(crate) fn outage(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure {
+            transient: true,
+            ..Failure::new(kind, message)
+        }
+    }
+
+    /// Classifies an error `process` returned. Storage and database errors it
+    /// passed on with `?` (anywhere in the error's chain) keep their kind, and
+    /// count as outages when the system failed rather than the request.
     fn from_process(error: AnyError) -> Self {
-        let kind = if error.downcast_ref::<ObjectError>().is_some() {
-            FailureKind::Storage
-        } else if error.downcast_ref::<diesel::result::Error>().is_some() || error.downcast_ref::<DbError>().is_some() {
-            FailureKind::Database
-        } else {
-            FailureKind::Process
-        };
-        Failure::new(kind, error_chain(&*error))
+        let message = error_chain(&*error);
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+        while let Some(e) = cause {
+            if let Some(object) = e.downcast_ref::<ObjectError>() {
+                return Failure {
+                    transient: object.is_transient(),
+                    ..Failure::new(FailureKind::Storage, message)
+                };
+            }
+            if let Some(db) = e.downcast_ref::<DbError>() {
+                return Failure {
+                    transient: matches!(db, DbError::Connect { .. }),
+                    ..Failure::new(FailureKind::Database, message)
+                };
+            }
+            if let Some(query) = e.downcast_ref::<diesel::result::Error>() {
+                return Failure {
+                    transient: is_lost_connection(query),
+                    ..Failure::new(FailureKind::Database, message)
+                };
+            }
+            cause = e.source();
+        }
+        Failure::new(FailureKind::Process, message)
+    }
+}
+
+/// Whether a diesel error means the connection, not the query, failed.
+fn is_lost_connection(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => true,
+        Error::BrokenTransactionManager => true,
+        // libpq reports a server that went away mid-query this way.
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let text = info.message();
+            text.contains("server closed the connection")
+                || text.contains("terminating connection")
+                || text.contains("no connection to the server")
+                || text.contains("could not connect")
+        }
+        _ => false,
     }
 }
 
@@ -238,10 +287,10 @@ impl<H: Handler> Executor for Execution<H> {
                     return Err(Failure::new(FailureKind::Panic, message));
                 }
             };
-            let written = staging
-                .upload(&*self.backing.store)
-                .await
-                .map_err(|e| Failure::new(FailureKind::Storage, error_chain(&e)))?;
+            let written = staging.upload(&*self.backing.store).await.map_err(|e| Failure {
+                transient: e.is_transient(),
+                ..Failure::new(FailureKind::Storage, error_chain(&e))
+            })?;
             Ok(Executed { outputs, written })
             // `staging` drops here (or on any early return): the files go.
         })
@@ -251,7 +300,7 @@ impl<H: Handler> Executor for Execution<H> {
 impl<H: Handler> Execution<H> {
     fn call_blocking(&self, job: &Job, staging: Arc<Staging>) -> Result<Vec<(u64, CaseValue)>, Failure> {
         let mut connection =
-            H::Connection::checkout(&self.pool).map_err(|e| Failure::new(FailureKind::Database, e.to_string()))?;
+            H::Connection::checkout(&self.pool).map_err(|e| Failure::outage(FailureKind::Database, e.to_string()))?;
         let b = &self.backing;
         let (sysmap, name, handle, store) = (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
         let read_file = move |key: &str, id: u64| -> Result<ObjectReader, ObjectError> {

@@ -16,6 +16,9 @@ use crate::settings::Settings;
 
 /// Header carrying the attempt number of a retried request.
 pub const ATTEMPT_HEADER: &str = "x-slingshot-attempt";
+/// Header counting retries caused by outages of S3, the database or the
+/// broker; they do not use up attempts, but their backoff grows with it.
+pub const OUTAGES_HEADER: &str = "x-slingshot-outages";
 /// Header carrying the trace ID of a request through the pipeline.
 pub const TRACE_HEADER: &str = "x-slingshot-trace-id";
 /// Dead-letter header: the last error.
@@ -163,12 +166,7 @@ impl Worker {
 
     async fn handle(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit, shutdown: watch::Receiver<bool>) {
         let headers = &delivery.message.headers;
-        let attempt = headers
-            .get(ATTEMPT_HEADER)
-            .and_then(HeaderValue::as_int)
-            .and_then(|a| u32::try_from(a).ok())
-            .filter(|a| *a >= 1)
-            .unwrap_or(1);
+        let attempt = header_count(&delivery.message, ATTEMPT_HEADER).max(1);
         let request = match parse_id(&delivery.message.body) {
             Ok(id) => id,
             Err(reason) => {
@@ -208,6 +206,8 @@ impl Worker {
                     }
                 }
             }
+            // An outside system failed: retry until it is back, without using up attempts.
+            Err(failure) if failure.transient => self.retry(delivery, request, attempt, failure, shutdown).await,
             Err(failure) if attempt >= self.settings.max_attempts => {
                 tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
                 self.dead_letter(delivery, failure, attempt).await;
@@ -231,7 +231,7 @@ impl Worker {
         });
         try_join_all(publishes)
             .await
-            .map_err(|e| Failure::new(FailureKind::Broker, error_chain(&e)))?;
+            .map_err(|e| Failure::outage(FailureKind::Broker, error_chain(&e)))?;
         self.stats
             .published
             .fetch_add(plan.sends.len() as u64, Ordering::Relaxed);
@@ -262,23 +262,35 @@ impl Worker {
         failure: Failure,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let delay = self.settings.backoff(attempt);
-        tracing::warn!(service = self.name, request, attempt, error = %failure, ?delay, "failed; will retry");
+        let outages = header_count(&delivery.message, OUTAGES_HEADER);
+        let (next_attempt, outages, delay) = if failure.transient {
+            (attempt, outages + 1, self.settings.backoff(outages + 1))
+        } else {
+            (attempt + 1, outages, self.settings.backoff(attempt))
+        };
+        tracing::warn!(
+            service = self.name,
+            request,
+            attempt,
+            transient = failure.transient,
+            error = %failure,
+            ?delay,
+            "failed; will retry"
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             // Shutting down: hand the retry back to the queue now.
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
         let mut message = delivery.message.clone();
-        message
-            .headers
-            .insert(ATTEMPT_HEADER.into(), HeaderValue::Int(i64::from(attempt) + 1));
-        message
-            .headers
-            .insert(ERROR_HEADER.into(), HeaderValue::Str(failure.message.clone()));
-        message
-            .headers
-            .insert(ERROR_KIND_HEADER.into(), HeaderValue::Str(failure.kind.as_str().into()));
+        for (name, value) in [
+            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(next_attempt))),
+            (OUTAGES_HEADER, HeaderValue::Int(i64::from(outages))),
+            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
+            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
+        ] {
+            message.headers.insert(name.into(), value);
+        }
         self.forward(delivery, &self.inbound.clone(), message).await;
         self.stats.retried.fetch_add(1, Ordering::Relaxed);
     }
@@ -327,6 +339,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// A non-negative count carried in a header (0 when absent or malformed).
+fn header_count(message: &Message, name: &str) -> u32 {
+    message
+        .headers
+        .get(name)
+        .and_then(HeaderValue::as_int)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
 }
 
 /// Parses a request body: the ID in decimal ASCII (surrounding whitespace allowed).

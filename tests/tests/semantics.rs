@@ -2,6 +2,7 @@
 //! staging, acknowledgement and redelivery, retries, dead letters,
 //! concurrency, the database, and local invocation.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -69,6 +70,30 @@ async fn sleepy(request: u64) -> Vec<(u64, bool)> {
     vec![(request, true)]
 }
 
+/// Calls per request of `outage-sim`, across the whole test binary.
+static CALLS: std::sync::Mutex<BTreeMap<u64, u32>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Behaves as if S3 were down for the first two calls of every request.
+#[slingshot::microservice(name = "outage-sim", sys_map = "file:unused.json", main = false)]
+fn outage_sim(request: u64) -> Result<Vec<(u64, bool)>, AnyError> {
+    let calls = {
+        let mut calls = CALLS.lock().unwrap();
+        let n = calls.entry(request).or_default();
+        *n += 1;
+        *n
+    };
+    if calls <= 2 {
+        return Err(slingshot::ObjectError::Backend {
+            op: "read",
+            bucket: "b".into(),
+            key: request.to_string(),
+            message: "connection refused".into(),
+        }
+        .into());
+    }
+    Ok(vec![(request, true)])
+}
+
 diesel::table! {
     seen (id) {
         id -> BigInt,
@@ -125,6 +150,8 @@ on_every_backend!(
     database_writes_are_visible,
     invoke_runs_one_request_without_publishing,
     unreachable_routes_are_reported,
+    outages_are_retried_without_using_up_attempts,
+    dead_letters_can_be_listed_and_replayed,
 );
 
 fn wiring(f: &Fixture, inbound: &str, out: serde_json::Value) -> serde_json::Value {
@@ -475,6 +502,86 @@ async fn unreachable_routes_are_reported(backend: Backend) {
     let cases: Vec<String> = service.unreachable.iter().map(|r| r.case.to_string()).collect();
     assert_eq!(cases, ["true", "5000000000"], "an i32 can produce neither");
     runtime.shutdown();
+}
+
+async fn outages_are_retried_without_using_up_attempts(backend: Backend) {
+    let f = Fixture::new(backend, "outage");
+    let mut settings = f.settings();
+    // A single attempt: were outages counted, every request would be dead-lettered.
+    settings.max_attempts = 1;
+    let runtime = f
+        .runtime_with(
+            json!({"outage-sim": wiring(&f, "in", json!([{"case": true, "queues": [f.q("ok")]}]))}),
+            settings,
+        )
+        .await;
+    let service = runtime.start(ServiceDef::find("outage-sim").unwrap()).await.unwrap();
+    let base = match backend {
+        Backend::Embedded => 0,
+        Backend::Real => 1_000_000,
+    };
+    runtime.send(&f.q("in"), base..base + 10).await.unwrap();
+    wait_for_count(runtime.broker().as_ref(), &f.q("ok"), 10, WAIT).await;
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    assert_eq!(service.stats.dead_lettered.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        service.stats.retried.load(Ordering::Relaxed),
+        20,
+        "two outage retries per request"
+    );
+}
+
+async fn dead_letters_can_be_listed_and_replayed(backend: Backend) {
+    use slingshot::deadletter::{self, Selection};
+    let f = Fixture::new(backend, "replay");
+    let mut settings = f.settings();
+    settings.max_attempts = 1;
+    let runtime = f
+        .runtime_with(json!({"doomed": wiring(&f, "in", json!([]))}), settings)
+        .await;
+    let service = runtime.start(ServiceDef::find("doomed").unwrap()).await.unwrap();
+    runtime.send(&f.q("in"), [1, 2, 3]).await.unwrap();
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    let broker = runtime.broker().as_ref();
+    let inbound = f.q("in");
+
+    let letters = deadletter::list(broker, &inbound).await.unwrap();
+    let mut ids: Vec<_> = letters.iter().map(|l| l.id.unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3]);
+    for letter in &letters {
+        assert_eq!(
+            (letter.kind.as_str(), letter.attempts, letter.service.as_str()),
+            ("process-error", 1, "doomed")
+        );
+        assert_eq!(letter.error, format!("cannot handle {}", letter.id.unwrap()));
+        assert!(letter.failed_at > 1_700_000_000);
+    }
+    assert_eq!(
+        deadletter::list(broker, &inbound).await.unwrap().len(),
+        3,
+        "listing leaves them in place"
+    );
+
+    assert_eq!(
+        deadletter::replay(broker, &inbound, &Selection::Ids(vec![2]))
+            .await
+            .unwrap(),
+        (1, 2)
+    );
+    let replayed = drain(broker, &inbound).await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].message.body, b"2");
+    assert_eq!(
+        replayed[0].message.headers.get(ATTEMPT_HEADER),
+        None,
+        "a replay starts with fresh attempts"
+    );
+    assert_eq!(
+        deadletter::replay(broker, &inbound, &Selection::All).await.unwrap(),
+        (2, 0)
+    );
+    assert!(deadletter::list(broker, &inbound).await.unwrap().is_empty());
 }
 
 // ---- helpers -------------------------------------------------------------

@@ -25,6 +25,8 @@ pub struct RabbitMq {
     display: String,
     name: String,
     session: Mutex<Option<Arc<Session>>>,
+    /// Channel of `basic_get`: messages taken with it are settled on it.
+    getter: Mutex<Option<Channel>>,
 }
 
 struct Session {
@@ -49,6 +51,7 @@ impl RabbitMq {
             display,
             name: name.to_string(),
             session: Mutex::new(None),
+            getter: Mutex::new(None),
         }
     }
 
@@ -236,7 +239,17 @@ impl Broker for RabbitMq {
     }
 
     async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError> {
-        let channel = self.channel().await?;
+        let channel = {
+            let mut getter = self.getter.lock().await;
+            match getter.as_ref().filter(|c| c.status().connected()) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let channel = self.channel().await?;
+                    *getter = Some(channel.clone());
+                    channel
+                }
+            }
+        };
         let got = channel
             .basic_get(ShortString::from(queue), BasicGetOptions::default())
             .await
@@ -249,10 +262,7 @@ impl Broker for RabbitMq {
                     body: delivery.data,
                 },
                 redelivered: delivery.redelivered,
-                acker: Box::new(RabbitAcker {
-                    acker: delivery.acker,
-                    _channel: Some(channel),
-                }),
+                acker: Box::new(RabbitAcker { acker: delivery.acker }),
             }
         }))
     }
@@ -294,10 +304,7 @@ impl Consumer for RabbitConsumer {
                     body: delivery.data,
                 },
                 redelivered: delivery.redelivered,
-                acker: Box::new(RabbitAcker {
-                    acker: delivery.acker,
-                    _channel: None,
-                }),
+                acker: Box::new(RabbitAcker { acker: delivery.acker }),
             })),
             Err(e) => Some(Err(BrokerError::Disconnected(format!(
                 "consumer of {:?}: {e}",
@@ -323,8 +330,6 @@ impl Drop for RabbitConsumer {
 
 struct RabbitAcker {
     acker: lapin::Acker,
-    /// For `basic_get` deliveries: the channel they must be settled on.
-    _channel: Option<Channel>,
 }
 
 #[async_trait]

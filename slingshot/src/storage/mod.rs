@@ -75,6 +75,12 @@ impl ObjectError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, ObjectError::NotFound { .. })
     }
+
+    /// Whether the store (or the local disk) failed, so that the same request
+    /// may succeed later; a missing object or bucket reference will not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ObjectError::Io { .. } | ObjectError::Backend { .. })
+    }
 }
 
 /// A streaming, synchronous reader of one object, returned by `read_file`.
