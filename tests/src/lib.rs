@@ -4,6 +4,8 @@
 //! [`Backend`], so the embedded implementations and the real services are
 //! held to the same behaviour.
 
+pub mod private;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -310,4 +312,88 @@ impl slingshot::broker::Acker for Settled {
     async fn reject(self: Box<Self>, _: bool) -> Result<(), slingshot::broker::BrokerError> {
         Ok(())
     }
+}
+
+/// Consumes a queue in the background and counts every ID that arrives,
+/// through broker restarts. A message the collector itself received before
+/// (a redelivery after its own connection broke) is not counted twice; a
+/// duplicate *published* by a service arrives fresh and is.
+pub struct Collector {
+    seen: Arc<std::sync::Mutex<std::collections::HashMap<u64, u32>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    pub fn start(broker: Arc<dyn Broker>, queue: String) -> Collector {
+        let seen: Arc<std::sync::Mutex<std::collections::HashMap<u64, u32>>> = Arc::default();
+        let counts = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(mut consumer) = broker.consume(&queue, 1000).await {
+                    while let Some(Ok(delivery)) = consumer.next().await {
+                        let id: u64 = std::str::from_utf8(&delivery.message.body)
+                            .ok()
+                            .and_then(|b| b.parse().ok())
+                            .expect("collected a body that is not an ID");
+                        {
+                            let mut seen = counts.lock().unwrap();
+                            if !(delivery.redelivered && seen.contains_key(&id)) {
+                                *seen.entry(id).or_default() += 1;
+                            }
+                        }
+                        let _ = delivery.acker.ack().await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Collector { seen, task }
+    }
+
+    /// Distinct IDs received.
+    pub fn unique(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The count of every ID received.
+    pub fn counts(&self) -> std::collections::HashMap<u64, u32> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` distinct IDs arrived, or panics after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        while self.unique() < n {
+            assert!(
+                start.elapsed() < timeout,
+                "only {} of {n} IDs arrived within {timeout:?}",
+                self.unique()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A broker client of its own for a test (to send and collect), at `amqp_url`.
+pub async fn test_broker(amqp_url: &str) -> Arc<dyn Broker> {
+    let broker =
+        slingshot::broker::rabbitmq::RabbitMq::new(amqp_url.to_string(), "test broker".into(), "slingshot-test");
+    broker.connect().await.expect("the test's broker connection");
+    Arc::new(broker)
+}
+
+/// Sends a signal to a process (`kill(2)`).
+pub fn signal(pid: u32, signal: i32) {
+    extern "C" {
+        fn kill(pid: i32, signal: i32) -> i32;
+    }
+    let pid = i32::try_from(pid).expect("pid fits i32");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(unsafe { kill(pid, signal) }, 0, "kill({pid}, {signal}) failed");
 }

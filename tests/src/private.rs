@@ -1,0 +1,349 @@
+//! Private instances of RabbitMQ, PostgreSQL and Garage that fault tests may stop and start without disturbing the shared services.
+//!
+//! Each is torn down when dropped, pass or fail; a stopped one is started
+//! again by its owner test or simply discarded with it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run(what: &str, command: &mut Command) -> String {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "{what} not ready after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+}
+
+fn chown(dir: &Path, user: &str) {
+    run(
+        "chown",
+        Command::new("chown").arg("-R").arg(format!("{user}:{user}")).arg(dir),
+    );
+}
+
+fn private_dir(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("slingshot-{name}-"))
+        .tempdir_in("/var/tmp")
+        .expect("private instance directory");
+    // Services run as their own users; they must reach the directory.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A second RabbitMQ node on port 5673 (see `shared/services.md`).
+pub struct PrivateRabbit {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl PrivateRabbit {
+    pub const NODE: &'static str = "slingshot-fault@localhost";
+    pub const PORT: u16 = 5673;
+
+    pub fn start() -> PrivateRabbit {
+        assert!(
+            std::env::var("SLINGSHOT_TEST_RABBITMQ_PRIVATE_OK").is_ok(),
+            "a private RabbitMQ node needs the rabbitmq OS user; run the tests with scripts/test.sh"
+        );
+        // A node left over by a crashed run would hold the port.
+        let _ = Command::new("rabbitmqctl").args(["-n", Self::NODE, "stop"]).output();
+        let dir = private_dir("rabbit");
+        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
+        // Its own config: the machine's may pin the listener to 5672
+        // (RABBITMQ_NODE_PORT does not override a configured listener).
+        std::fs::write(
+            dir.path().join("rabbitmq.conf"),
+            format!(
+                "listeners.tcp.default = 127.0.0.1:{}\nloopback_users = none\n",
+                Self::PORT
+            ),
+        )
+        .unwrap();
+        chown(dir.path(), "rabbitmq");
+        let d = dir.path();
+        let child = Command::new("rabbitmq-server")
+            .env("RABBITMQ_NODENAME", Self::NODE)
+            .env("RABBITMQ_NODE_PORT", Self::PORT.to_string())
+            .env("RABBITMQ_DIST_PORT", "25673")
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_PID_FILE", d.join("pid"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a private rabbitmq-server");
+        let mut rabbit = PrivateRabbit { dir, child };
+        // await_startup fails while the node is not yet registered; retry, but
+        // give up at once if the server process died.
+        wait_until("private RabbitMQ node", Duration::from_secs(120), || {
+            if let Ok(Some(status)) = rabbit.child.try_wait() {
+                panic!(
+                    "the private rabbitmq-server exited with {status}; see {}",
+                    rabbit.dir.path().join("log").display()
+                );
+            }
+            Command::new("rabbitmqctl")
+                .args(["-n", Self::NODE, "-t", "30", "await_startup"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        wait_until("private RabbitMQ port", Duration::from_secs(60), || {
+            port_open(Self::PORT)
+        });
+        rabbit
+    }
+
+    fn ctl(&self, action: &str) {
+        run(
+            &format!("rabbitmqctl {action}"),
+            Command::new("rabbitmqctl").args(["-n", Self::NODE, "-t", "120", action]),
+        );
+    }
+
+    /// Stops the broker application (connections drop; data stays).
+    pub fn stop_app(&self) {
+        self.ctl("stop_app");
+    }
+
+    /// Starts it again.
+    pub fn start_app(&self) {
+        self.ctl("start_app");
+        self.ctl("await_startup");
+    }
+
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", Self::PORT)
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["-n", Self::NODE, "stop"]).output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// A throwaway PostgreSQL cluster on port 5433, trust authentication.
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub const PORT: u16 = 5433;
+
+    pub fn start() -> PrivatePostgres {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql (run scripts/test.sh)")
+            .flatten()
+            .map(|e| e.path())
+            .max()
+            .expect("a PostgreSQL version");
+        let bin = version.join("bin");
+        let dir = private_dir("postgres");
+        chown(dir.path(), "postgres");
+        let data = dir.path().join("data");
+        run(
+            "initdb",
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join("initdb"))
+                .args(["-A", "trust", "-U", "postgres", "-D"])
+                .arg(&data),
+        );
+        let pg = PrivatePostgres { dir, bin };
+        pg.start_server();
+        pg
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let d = self.dir.path();
+        run(
+            &format!("pg_ctl {}", args.join(" ")),
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(d.join("data"))
+                .args(args),
+        );
+    }
+
+    /// Starts the server (again).
+    pub fn start_server(&self) {
+        let d = self.dir.path().display().to_string();
+        let options = format!("-p {} -k {d} -c listen_addresses=127.0.0.1", Self::PORT);
+        let log = format!("{d}/log");
+        self.pg_ctl(&["-o", &options, "-l", &log, "-w", "start"]);
+    }
+
+    /// Stops the server (fast shutdown: connections are cut).
+    pub fn stop_server(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", Self::PORT)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let d = self.dir.path();
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(d.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+/// A single-node Garage on ports 3910 (S3), 3911 (RPC) and 3913 (admin).
+pub struct PrivateGarage {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl PrivateGarage {
+    pub const PORT: u16 = 3910;
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("garage.toml")
+    }
+
+    fn garage(&self) -> Command {
+        let mut command = Command::new("garage");
+        command.arg("-c").arg(self.config());
+        command
+    }
+
+    pub fn start() -> PrivateGarage {
+        let dir = private_dir("garage");
+        let d = dir.path().display();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let secret = format!("{:032x}{:032x}", seed, seed.rotate_left(64) ^ 0x5eed);
+        std::fs::write(
+            dir.path().join("garage.toml"),
+            format!(
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
+                 rpc_bind_addr = \"127.0.0.1:3911\"\nrpc_public_addr = \"127.0.0.1:3911\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{}\"\nroot_domain = \".s3.garage.localhost\"\n\
+                 [admin]\napi_bind_addr = \"127.0.0.1:3913\"\n",
+                Self::PORT
+            ),
+        )
+        .unwrap();
+        let mut garage = PrivateGarage {
+            dir,
+            child: None,
+            access_key: String::new(),
+            secret_key: String::new(),
+        };
+        garage.start_server();
+        let node = run("garage node id", garage.garage().args(["node", "id", "-q"]));
+        let node = node.trim().split('@').next().unwrap().to_string();
+        run(
+            "garage layout assign",
+            garage
+                .garage()
+                .args(["layout", "assign", "-z", "dc1", "-c", "1G", &node]),
+        );
+        run(
+            "garage layout apply",
+            garage.garage().args(["layout", "apply", "--version", "1"]),
+        );
+        run("garage key create", garage.garage().args(["key", "create", "fault"]));
+        run(
+            "garage key allow",
+            garage.garage().args(["key", "allow", "--create-bucket", "fault"]),
+        );
+        let info = run(
+            "garage key info",
+            garage.garage().args(["key", "info", "fault", "--show-secret"]),
+        );
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("no {name} in garage key info: {info}"))
+        };
+        garage.access_key = field("Key ID:");
+        garage.secret_key = field("Secret key:");
+        garage
+    }
+
+    /// Starts the server (again) and waits for its S3 port.
+    pub fn start_server(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("garage.log")).unwrap();
+        let child = self
+            .garage()
+            .arg("server")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start a private garage server (is garage installed? run scripts/test.sh)");
+        self.child = Some(child);
+        wait_until("private Garage", Duration::from_secs(60), || {
+            port_open(Self::PORT) && self.garage().arg("status").output().is_ok_and(|o| o.status.success())
+        });
+    }
+
+    /// Kills the server.
+    pub fn stop_server(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        wait_until("private Garage to stop", Duration::from_secs(20), || {
+            !port_open(Self::PORT)
+        });
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", Self::PORT)
+    }
+}
+
+impl Drop for PrivateGarage {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Fault injection against the real services: each test streams 10,000 IDs
+//! through a service process, breaks something in the middle, and counts
+//! what came out. The broken service is a private instance (or the service
+//! process itself), never the shared RabbitMQ, PostgreSQL or Garage.
+//!
+//! Each prints `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use slingshot::broker::{Broker, HeaderValue, Message};
+use slingshot::worker::{dead_letter_queue, ERROR_KIND_HEADER};
+use slingshot_tests::private::{PrivateGarage, PrivatePostgres, PrivateRabbit};
+use slingshot_tests::{drain, signal, test_broker, Backend, Collector, Fixture};
+use tokio::process::{Child, Command};
+
+const N: u64 = 10_000;
+/// The services' prefetch window (concurrency 4, prefetch 8): the most
+/// deliveries that can be unacknowledged when something breaks.
+const PREFETCH: u32 = 8;
+const BREAK_AFTER: usize = 2_500;
+const FINISH: Duration = Duration::from_secs(240);
+const SIGTERM: i32 = 15;
+
+/// One fault test at a time: they are heavy and share ports of private instances.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn shared_amqp() -> String {
+    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
+}
+
+/// Starts `fault-service NAME` against the sys-map at `sysmap`, logging to the fixture's directory.
+fn spawn_service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fault-service"));
+    command
+        .arg(name)
+        .env("SLINGSHOT_SYS_MAP", sysmap)
+        .env("SLINGSHOT_STAGING_DIR", dir)
+        .env("SLINGSHOT_CONCURRENCY", "4")
+        .env("SLINGSHOT_PREFETCH", PREFETCH.to_string())
+        .env("SLINGSHOT_MAX_ATTEMPTS", "3")
+        .env("SLINGSHOT_RETRY_BASE_MS", "50")
+        .env("SLINGSHOT_RETRY_MAX_MS", "1000")
+        .env("SLINGSHOT_SHUTDOWN_SECS", "20")
+        .env("SLINGSHOT_TEST_DELAY_MS", "1")
+        .env("SLINGSHOT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().expect("start fault-service")
+}
+
+fn assert_running(child: &mut Child, name: &str, dir: &Path) {
+    if let Ok(Some(status)) = child.try_wait() {
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        panic!("{name} exited on its own with {status}:\n{log}");
+    }
+}
+
+async fn stop_gracefully(mut child: Child, name: &str) {
+    signal(child.id().expect("running"), SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not stop within 40s of SIGTERM"))
+        .unwrap();
+    assert!(status.success(), "{name} exited with {status} after SIGTERM");
+}
+
+struct Outcome {
+    lost: u64,
+    duplicates: u64,
+    dead_lettered: u64,
+}
+
+/// Counts the stream's outcome, prints the line, and returns it.
+fn report(fault: &str, sent: u64, expected: &[u64], counts: &HashMap<u64, u32>, dead_lettered: u64) -> Outcome {
+    let delivered = expected.iter().filter(|id| counts.contains_key(id)).count() as u64;
+    let lost = expected.len() as u64 - delivered;
+    let duplicates: u64 = counts.values().map(|&n| u64::from(n.saturating_sub(1))).sum();
+    let stray = counts.keys().filter(|id| !expected.contains(id)).count();
+    assert_eq!(stray, 0, "{fault}: IDs arrived that should not have");
+    println!("fault={fault} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}");
+    Outcome {
+        lost,
+        duplicates,
+        dead_lettered,
+    }
+}
+
+fn relay_wiring(f: &Fixture, service: &str, inbound: &str, out: &str) -> (String, Value) {
+    (
+        service.to_string(),
+        json!({"in": f.q(inbound), "out": [{"case": true, "queues": [f.q(out)]}]}),
+    )
+}
+
+async fn declare(broker: &dyn Broker, f: &Fixture, queues: &[&str]) {
+    for q in queues {
+        broker.declare(&f.q(q)).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_then_restart_two_stages() {
+    let _turn = TURN.lock().await;
+    let f = Fixture::new(Backend::Real, "kill9");
+    let (a, wa) = relay_wiring(&f, "relay", "in", "mid");
+    let (b, wb) = relay_wiring(&f, "relay2", "mid", "out");
+    let sysmap = f.serve_sysmap(json!({a: wa, b: wb})).await;
+    let broker = test_broker(&shared_amqp()).await;
+    declare(&*broker, &f, &["in", "mid", "out"]).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let dir = f.dir.path();
+    let mut first = spawn_service("relay", &sysmap, dir, &[]);
+    let mut second = spawn_service("relay2", &sysmap, dir, &[]);
+
+    let sending = {
+        let (broker, inbound) = (broker.clone(), f.q("in"));
+        tokio::spawn(async move { send_ids(&*broker, &inbound, 0..N).await })
+    };
+    collector.wait_for(BREAK_AFTER, FINISH).await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut first = spawn_service("relay", &sysmap, dir, &[]);
+    sending.await.unwrap();
+    collector.wait_for(N as usize, FINISH).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_running(&mut first, "relay", dir);
+    assert_running(&mut second, "relay2", dir);
+    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap()
+        + broker.ready_count(&dead_letter_queue(&f.q("mid"))).await.unwrap();
+    let expected: Vec<u64> = (0..N).collect();
+    let outcome = report("kill-9", N, &expected, &collector.counts(), dead);
+    stop_gracefully(first, "relay").await;
+    stop_gracefully(second, "relay2").await;
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(outcome.dead_lettered, 0);
+    assert!(
+        outcome.duplicates <= u64::from(PREFETCH),
+        "{} duplicates exceed the prefetch window",
+        outcome.duplicates
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_restarted_mid_stream() {
+    let _turn = TURN.lock().await;
+    let rabbit = Arc::new(tokio::task::spawn_blocking(PrivateRabbit::start).await.unwrap());
+    let f = Fixture::new(Backend::Real, "rabbit-restart");
+    let (a, wa) = relay_wiring(&f, "relay", "in", "out");
+    let private =
+        json!({"host": ["127.0.0.1"], "port": [PrivateRabbit::PORT], "username": ["guest"], "pass": ["test/rabbitmq"]});
+    let sysmap = f.serve_sysmap(json!({a: wa, "rabbitmq": private})).await;
+    let broker = test_broker(&rabbit.amqp_url()).await;
+    declare(&*broker, &f, &["in", "out"]).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let dir = f.dir.path();
+    let mut service = spawn_service("relay", &sysmap, dir, &[]);
+    send_ids(&*broker, &f.q("in"), 0..N).await;
+
+    collector.wait_for(BREAK_AFTER, FINISH).await;
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.stop_app()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.start_app()).await.unwrap();
+    collector.wait_for(N as usize, FINISH).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_running(&mut service, "relay", dir);
+    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap();
+    let expected: Vec<u64> = (0..N).collect();
+    let outcome = report("rabbitmq-restart", N, &expected, &collector.counts(), dead);
+    stop_gracefully(service, "relay").await;
+    drop(collector);
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(outcome.dead_lettered, 0);
+    assert!(
+        outcome.duplicates <= u64::from(PREFETCH),
+        "{} duplicates exceed the prefetch window",
+        outcome.duplicates
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garage_stopped_for_10s_mid_stream() {
+    let _turn = TURN.lock().await;
+    let garage = tokio::task::spawn_blocking(PrivateGarage::start).await.unwrap();
+    let f = Fixture::new(Backend::Real, "garage-stop");
+    let bucket = f.bucket("out");
+    slingshot::storage::s3::S3Store::new(&slingshot::storage::s3::S3Config {
+        endpoint: garage.endpoint(),
+        region: "garage".into(),
+        access_key: garage.access_key.clone(),
+        secret_key: garage.secret_key.clone(),
+    })
+    .create_bucket(&bucket)
+    .await
+    .unwrap();
+    let private = json!({"host": [garage.endpoint()], "pass:access-key": ["test/fault-s3-access"],
+                         "pass:secret-key": ["test/fault-s3-secret"]});
+    let (a, wa) = relay_wiring(&f, "objects", "in", "out");
+    let sysmap = f
+        .serve_sysmap(json!({a: wa, "objects/out": bucket, "object-storage": private}))
+        .await;
+    let secrets = [
+        ("SLINGSHOT_SECRET_TEST_FAULT_S3_ACCESS", garage.access_key.clone()),
+        ("SLINGSHOT_SECRET_TEST_FAULT_S3_SECRET", garage.secret_key.clone()),
+    ];
+    let broker = test_broker(&shared_amqp()).await;
+    declare(&*broker, &f, &["in", "out"]).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let dir = f.dir.path();
+    let mut service = spawn_service("objects", &sysmap, dir, &secrets);
+    send_ids(&*broker, &f.q("in"), 0..N).await;
+
+    collector.wait_for(BREAK_AFTER, FINISH).await;
+    let mut garage = tokio::task::spawn_blocking(move || {
+        let mut garage = garage;
+        garage.stop_server();
+        garage
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let garage = tokio::task::spawn_blocking(move || {
+        garage.start_server();
+        garage
+    })
+    .await
+    .unwrap();
+    collector.wait_for(N as usize, FINISH).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_running(&mut service, "objects", dir);
+    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap();
+    let expected: Vec<u64> = (0..N).collect();
+    let outcome = report("garage-stop-10s", N, &expected, &collector.counts(), dead);
+    stop_gracefully(service, "objects").await;
+    drop(garage);
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(
+        outcome.dead_lettered, 0,
+        "an S3 outage must not dead-letter good requests"
+    );
+    assert!(
+        outcome.duplicates <= u64::from(PREFETCH),
+        "{} duplicates exceed the prefetch window",
+        outcome.duplicates
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_for_10s_mid_stream() {
+    use diesel::{Connection, RunQueryDsl};
+    let _turn = TURN.lock().await;
+    let pg = Arc::new(tokio::task::spawn_blocking(PrivatePostgres::start).await.unwrap());
+    let url = pg.url();
+    tokio::task::spawn_blocking(move || {
+        let mut c = diesel::PgConnection::establish(&url).unwrap();
+        diesel::sql_query("CREATE TABLE fault_records (id BIGINT PRIMARY KEY)")
+            .execute(&mut c)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let f = Fixture::new(Backend::Real, "postgres-stop");
+    let private = json!({"host": ["127.0.0.1"], "port": [PrivatePostgres::PORT], "username": ["postgres"],
+                         "database": ["postgres"], "pass": ["test/postgres"]});
+    let (a, wa) = relay_wiring(&f, "records", "in", "out");
+    let sysmap = f.serve_sysmap(json!({a: wa, "db": private})).await;
+    let broker = test_broker(&shared_amqp()).await;
+    declare(&*broker, &f, &["in", "out"]).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let dir = f.dir.path();
+    let mut service = spawn_service("records", &sysmap, dir, &[]);
+    send_ids(&*broker, &f.q("in"), 0..N).await;
+
+    collector.wait_for(BREAK_AFTER, FINISH).await;
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.stop_server()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.start_server()).await.unwrap();
+    collector.wait_for(N as usize, FINISH).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_running(&mut service, "records", dir);
+    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap();
+    let expected: Vec<u64> = (0..N).collect();
+    let outcome = report("postgres-stop-10s", N, &expected, &collector.counts(), dead);
+    stop_gracefully(service, "records").await;
+    let url = pg.url();
+    let rows: i64 = tokio::task::spawn_blocking(move || {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = diesel::PgConnection::establish(&url).unwrap();
+        diesel::sql_query("SELECT count(*) AS n FROM fault_records")
+            .get_result::<Count>(&mut c)
+            .unwrap()
+            .n
+    })
+    .await
+    .unwrap();
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(
+        outcome.dead_lettered, 0,
+        "a database outage must not dead-letter good requests"
+    );
+    assert!(
+        outcome.duplicates <= u64::from(PREFETCH),
+        "{} duplicates exceed the prefetch window",
+        outcome.duplicates
+    );
+    assert_eq!(rows, N as i64, "every request's row is in the database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
+    let _turn = TURN.lock().await;
+    let f = Fixture::new(Backend::Real, "poison");
+    let sysmap = f
+        .serve_sysmap(json!({"poison": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}}))
+        .await;
+    let broker = test_broker(&shared_amqp()).await;
+    declare(&*broker, &f, &["in", "out"]).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let dir = f.dir.path();
+    let mut service = spawn_service("poison", &sysmap, dir, &[]);
+    // Malformed bodies first, in the middle, and last among good IDs.
+    let malformed: Vec<Vec<u8>> = (0..10u8)
+        .map(|i| vec![0xff, 0xfe, i])
+        .chain((0..10).map(|i| format!("id-{i}").into_bytes()))
+        .collect();
+    for (i, body) in malformed.iter().enumerate() {
+        if i == 10 {
+            send_ids(&*broker, &f.q("in"), 0..N).await;
+        }
+        broker
+            .publish(
+                &f.q("in"),
+                Message {
+                    body: body.clone(),
+                    headers: Default::default(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let poison = |id: &u64| matches!(id % 1000, 13 | 17 | 19);
+    let good: Vec<u64> = (0..N).filter(|id| !poison(id)).collect();
+    collector.wait_for(good.len(), FINISH).await;
+    let dlq = dead_letter_queue(&f.q("in"));
+    let expected_dead = (N / 1000) * 2 + malformed.len() as u64;
+    let start = std::time::Instant::now();
+    while broker.ready_count(&dlq).await.unwrap() < expected_dead {
+        assert!(start.elapsed() < FINISH, "dead letters missing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_running(&mut service, "poison", dir);
+
+    let dead = drain(&*broker, &dlq).await;
+    let kind = |m: &Message| match m.headers.get(ERROR_KIND_HEADER) {
+        Some(HeaderValue::Str(k)) => k.clone(),
+        other => panic!("dead letter without a kind: {other:?}"),
+    };
+    let mut by_kind: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for d in &dead {
+        by_kind
+            .entry(kind(&d.message))
+            .or_default()
+            .push(d.message.body.clone());
+    }
+    let ids_of = |k: &str| {
+        let mut ids: Vec<u64> = by_kind[k]
+            .iter()
+            .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(ids_of("panic"), (0..N).filter(|i| i % 1000 == 13).collect::<Vec<_>>());
+    assert_eq!(
+        ids_of("process-error"),
+        (0..N).filter(|i| i % 1000 == 17).collect::<Vec<_>>()
+    );
+    let mut bad = by_kind["malformed"].clone();
+    bad.sort();
+    let mut sent_bad = malformed.clone();
+    sent_bad.sort();
+    assert_eq!(bad, sent_bad, "every malformed body is dead-lettered as malformed");
+    let counts = collector.counts();
+    assert!(
+        (0..N).filter(|i| i % 1000 == 19).all(|i| !counts.contains_key(&i)),
+        "unrouted outputs went somewhere"
+    );
+
+    let outcome = report("poison", N + malformed.len() as u64, &good, &counts, dead.len() as u64);
+    stop_gracefully(service, "poison").await;
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(outcome.dead_lettered, expected_dead);
+    assert!(outcome.duplicates <= u64::from(PREFETCH));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_then_restart() {
+    let _turn = TURN.lock().await;
+    let f = Fixture::new(Backend::Real, "sigterm");
+    let (a, wa) = relay_wiring(&f, "relay", "in", "out");
+    let sysmap = f.serve_sysmap(json!({a: wa})).await;
+    let broker = test_broker(&shared_amqp()).await;
+    declare(&*broker, &f, &["in", "out"]).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let dir = f.dir.path();
+    let service = spawn_service("relay", &sysmap, dir, &[]);
+    send_ids(&*broker, &f.q("in"), 0..N).await;
+
+    collector.wait_for(BREAK_AFTER, FINISH).await;
+    let stopped_at = std::time::Instant::now();
+    stop_gracefully(service, "relay").await;
+    let stop_took = stopped_at.elapsed();
+    let done_before_restart = collector.unique();
+    assert!(
+        done_before_restart < N as usize,
+        "the stream finished before SIGTERM; nothing was tested"
+    );
+    let mut service = spawn_service("relay", &sysmap, dir, &[]);
+    collector.wait_for(N as usize, FINISH).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_running(&mut service, "relay", dir);
+    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap();
+    let expected: Vec<u64> = (0..N).collect();
+    let outcome = report("sigterm", N, &expected, &collector.counts(), dead);
+    println!(
+        "sigterm: the service exited 0 {:.0} ms after SIGTERM",
+        stop_took.as_secs_f64() * 1000.0
+    );
+    stop_gracefully(service, "relay").await;
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(outcome.dead_lettered, 0);
+    assert!(
+        outcome.duplicates <= u64::from(PREFETCH),
+        "{} duplicates exceed the prefetch window",
+        outcome.duplicates
+    );
+}
+
+/// Publishes IDs with confirms, a thousand at a time.
+async fn send_ids(broker: &dyn Broker, queue: &str, ids: std::ops::Range<u64>) {
+    let ids: Vec<u64> = ids.collect();
+    for chunk in ids.chunks(1000) {
+        futures::future::try_join_all(chunk.iter().map(|&id| broker.publish(queue, Message::id(id))))
+            .await
+            .expect("send IDs");
+    }
+}
