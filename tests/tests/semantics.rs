@@ -152,6 +152,7 @@ on_every_backend!(
     unreachable_routes_are_reported,
     outages_are_retried_without_using_up_attempts,
     dead_letters_can_be_listed_and_replayed,
+    requests_in_flight_at_the_shutdown_deadline_return_to_the_queue,
 );
 
 fn wiring(f: &Fixture, inbound: &str, out: serde_json::Value) -> serde_json::Value {
@@ -582,6 +583,29 @@ async fn dead_letters_can_be_listed_and_replayed(backend: Backend) {
         (2, 0)
     );
     assert!(deadletter::list(broker, &inbound).await.unwrap().is_empty());
+}
+
+async fn requests_in_flight_at_the_shutdown_deadline_return_to_the_queue(backend: Backend) {
+    let f = Fixture::new(backend, "deadline");
+    let mut settings = f.settings();
+    settings.shutdown_deadline = Duration::from_millis(200);
+    let runtime = f
+        .runtime_with(json!({"sleepy": wiring(&f, "in", json!([{"case": true, "queues": [f.q("out")]}]))}), settings)
+        .await;
+    let mut service = runtime.start(ServiceDef::find("sleepy").unwrap()).await.unwrap();
+    runtime.send(&f.q("in"), [0]).await.unwrap();
+    let start = Instant::now();
+    while service.stats.in_flight.load(Ordering::Relaxed) == 0 {
+        assert!(start.elapsed() < WAIT, "request 0 never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    runtime.shutdown();
+    service.finished().await.unwrap();
+    assert!(start.elapsed() < Duration::from_millis(1500), "shutdown waited for the 2 s request");
+    // Back in its queue, unprocessed, for the next instance to take.
+    wait_for_count(runtime.broker().as_ref(), &f.q("in"), 1, WAIT).await;
+    assert_eq!(runtime.broker().ready_count(&f.q("out")).await.unwrap(), 0);
+    assert_eq!(service.stats.processed.load(Ordering::Relaxed), 0);
 }
 
 // ---- helpers -------------------------------------------------------------
