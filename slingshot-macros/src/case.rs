@@ -17,19 +17,13 @@ pub fn expand(input: TokenStream) -> TokenStream {
             &input.ident,
             "#[derive(Case)] works on enums of unit variants; for a struct, return one of its fields as the case",
         );
-        return cx.into_compile_errors();
+        return with_errors(cx, &input);
     };
     if !input.generics.params.is_empty() {
-        cx.error_spanned(
-            &input.generics,
-            "#[derive(Case)] does not support generic enums",
-        );
+        cx.error_spanned(&input.generics, "#[derive(Case)] does not support generic enums");
     }
     if data.variants.is_empty() {
-        cx.error_spanned(
-            &input.ident,
-            "an enum without variants has no case to route",
-        );
+        cx.error_spanned(&input.ident, "an enum without variants has no case to route");
     }
     let mut int = false;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("case")) {
@@ -59,10 +53,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
         if !matches!(variant.fields, Fields::Unit) {
             cx.error_spanned(
                 &variant.fields,
-                format!(
-                    "case variants carry no data: make `{}` a unit variant",
-                    variant.ident
-                ),
+                format!("case variants carry no data: make `{}` a unit variant", variant.ident),
             );
             continue;
         }
@@ -70,11 +61,13 @@ pub fn expand(input: TokenStream) -> TokenStream {
         for attr in variant.attrs.iter().filter(|a| a.path().is_ident("case")) {
             let parsed = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("rename") {
-                    let value: Expr = meta.value()?.parse()?;
+                    let mut value: Expr = meta.value()?.parse()?;
+                    // A `$name:literal` from a `macro_rules!` macro comes in an invisible group.
+                    while let Expr::Group(group) = value {
+                        value = *group.expr;
+                    }
                     match value {
-                        Expr::Lit(syn::ExprLit {
-                            lit: Lit::Str(s), ..
-                        }) => {
+                        Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => {
                             rename = Some(s);
                             Ok(())
                         }
@@ -105,10 +98,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
                 .unwrap_or_else(|| name.to_string());
             if seen.contains(&text) {
                 cx.error_spanned(
-                    rename
-                        .as_ref()
-                        .map(|r| quote!(#r))
-                        .unwrap_or_else(|| quote!(#name)),
+                    rename.as_ref().map(|r| quote!(#r)).unwrap_or_else(|| quote!(#name)),
                     format!("case {text:?} is produced by two variants; rename one of them"),
                 );
             }
@@ -118,7 +108,7 @@ pub fn expand(input: TokenStream) -> TokenStream {
         }
     }
     if cx.has_errors() {
-        return cx.into_compile_errors();
+        return with_errors(cx, &input);
     }
     quote! {
         impl ::slingshot::Case for #ident {
@@ -129,5 +119,78 @@ pub fn expand(input: TokenStream) -> TokenStream {
                 ::slingshot::CaseDomain::OneOf(::std::vec![#(#values),*])
             }
         }
+    }
+}
+
+/// The errors, and a placeholder implementation so that uses of the type as a
+/// case are not reported as a second mistake.
+fn with_errors(cx: Ctxt, input: &DeriveInput) -> TokenStream {
+    let errors = cx.into_compile_errors();
+    if !input.generics.params.is_empty() {
+        return errors;
+    }
+    let ident = &input.ident;
+    quote! {
+        #errors
+        impl ::slingshot::Case for #ident {
+            fn to_case(&self) -> ::slingshot::CaseValue {
+                ::core::unreachable!()
+            }
+            fn domain() -> ::slingshot::CaseDomain {
+                ::core::unreachable!()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::microservice::tests::errors;
+    use proc_macro2::{Delimiter, Group, TokenTree};
+
+    #[test]
+    fn variants_route_by_name_or_rename() {
+        let output = expand(quote! {
+            enum Verdict { Accepted, #[case(rename = "spam")] Junk }
+        });
+        assert!(errors(&output).is_empty());
+        let text = output.to_string();
+        assert!(text.contains("\"Accepted\"") && text.contains("\"spam\"") && !text.contains("\"Junk\""));
+    }
+
+    #[test]
+    fn a_rename_from_macro_rules_is_accepted() {
+        let rename = TokenTree::Group(Group::new(Delimiter::None, quote!("spam")));
+        let output = expand(quote! {
+            enum Verdict { #[case(rename = #rename)] Junk }
+        });
+        assert!(errors(&output).is_empty(), "{:?}", errors(&output));
+        assert!(output.to_string().contains("\"spam\""));
+    }
+
+    #[test]
+    fn mistakes_are_reported_together_with_a_placeholder_impl() {
+        let output = expand(quote! {
+            #[case(int)]
+            enum Priority { Low = 1, #[case(rename = "high")] High = 2, Broken(u8) }
+        });
+        let errors = errors(&output);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("`rename` names a string case"));
+        assert!(errors[1].starts_with("case variants carry no data"));
+        // The placeholder keeps uses of `Priority` as a case from failing too.
+        assert!(output.to_string().contains("impl :: slingshot :: Case for Priority"));
+    }
+
+    #[test]
+    fn duplicate_cases_are_reported() {
+        let output = expand(quote! {
+            enum Verdict { #[case(rename = "Ham")] Spam, Ham }
+        });
+        assert_eq!(
+            errors(&output),
+            ["case \"Ham\" is produced by two variants; rename one of them"]
+        );
     }
 }

@@ -37,8 +37,6 @@ impl Ctxt {
 
     /// The recorded errors as `compile_error!` invocations.
     pub fn into_compile_errors(self) -> TokenStream {
-        self.errors
-            .map(|e| e.to_compile_error())
-            .unwrap_or_default()
+        self.errors.map(|e| e.to_compile_error()).unwrap_or_default()
     }
 }

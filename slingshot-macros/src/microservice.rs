@@ -44,36 +44,88 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let function = match syn::parse2::<ItemFn>(item.clone()) {
         Ok(function) => function,
         Err(_) => {
-            cx.error_spanned(
-                &item,
-                "#[slingshot::microservice] goes on a free function: `fn process(request: u64, ...) -> Vec<(u64, Case)>`",
-            );
-            return quote! { #item #[allow(dead_code)] fn main() {} }
-                .into_iter()
-                .chain(cx.into_compile_errors())
-                .collect();
+            not_a_function(&mut cx, &item);
+            // A stub `main` so that rustc does not add "`main` function not
+            // found" to the one mistake.
+            let stub = args.main.then(stub_main);
+            let errors = cx.into_compile_errors();
+            return quote! { #item #stub #errors };
         }
     };
     let service = check_function(&mut cx, &function);
-    if args.main && function.sig.ident == "main" {
+    let named_main = args.main && function.sig.ident == "main";
+    if named_main {
         cx.error_spanned(
             &function.sig.ident,
             "slingshot generates `main` for this service, so the function cannot be called `main`; rename it (e.g. `process`) or add `main = false`",
         );
     }
     if cx.has_errors() {
-        // Keep the user's function so its own errors are reported and the
-        // IDE keeps working, and a stub `main` so rustc does not add a
-        // "main function not found" error on top.
-        let stub = (args.main && function.sig.ident != "main")
-            .then(|| quote! { #[allow(dead_code)] fn main() {} });
-        let errors = cx.into_compile_errors();
-        return quote! { #function #stub #errors };
+        return with_errors(cx, &function, args.main, named_main);
     }
     let (Some(name), Some(sys_map), Some(service)) = (args.name, args.sys_map, service) else {
         unreachable!("a missing argument or invalid function was reported as an error");
     };
     generate(&function, &name, &sys_map, args.main, &service)
+}
+
+/// The output when the input has mistakes: the errors, and the user's
+/// function so that its body's own errors are reported and the IDE keeps
+/// working.
+fn with_errors(cx: Ctxt, function: &ItemFn, main: bool, named_main: bool) -> TokenStream {
+    let errors = cx.into_compile_errors();
+    let in_impl = matches!(function.sig.inputs.first(), Some(FnArg::Receiver(_)));
+    if named_main {
+        // Kept out of the crate root, so that rustc does not also complain
+        // about the signature of `main`; a stub stands in for it.
+        let stub = stub_main();
+        return quote! {
+            const _: () = {
+                #[allow(dead_code)]
+                #function
+            };
+            #stub
+            #errors
+        };
+    }
+    // A stub `main`, so that rustc does not add "`main` function not found";
+    // not inside an `impl`, where it would be an associated function.
+    let stub = (main && !in_impl).then(stub_main);
+    quote! { #function #stub #errors }
+}
+
+/// Two tokens as one span, for errors.
+fn pair(first: impl ToTokens, second: impl ToTokens) -> TokenStream {
+    quote!(#first #second)
+}
+
+fn stub_main() -> TokenStream {
+    quote! {
+        #[allow(dead_code)]
+        fn main() {}
+    }
+}
+
+/// Reports the attribute on something other than a function, at the item's
+/// kind and name (not its whole body).
+fn not_a_function(cx: &mut Ctxt, item: &TokenStream) {
+    let (kind, head) = match syn::parse2::<syn::Item>(item.clone()) {
+        Ok(syn::Item::Struct(s)) => ("a struct", pair(s.struct_token, &s.ident)),
+        Ok(syn::Item::Enum(e)) => ("an enum", pair(e.enum_token, &e.ident)),
+        Ok(syn::Item::Union(u)) => ("a union", pair(u.union_token, &u.ident)),
+        Ok(syn::Item::Impl(i)) => ("an `impl` block", i.impl_token.to_token_stream()),
+        Ok(syn::Item::Trait(t)) => ("a trait", pair(t.trait_token, &t.ident)),
+        Ok(syn::Item::Mod(m)) => ("a module", pair(m.mod_token, &m.ident)),
+        Ok(syn::Item::Const(c)) => ("a const", pair(c.const_token, &c.ident)),
+        Ok(syn::Item::Static(s)) => ("a static", pair(s.static_token, &s.ident)),
+        _ => ("this item", item.clone()),
+    };
+    cx.error_spanned(
+        head,
+        format!(
+            "#[slingshot::microservice] goes on a free function, not on {kind}: `fn process(request: u64, ...) -> Vec<(u64, Case)>`"
+        ),
+    );
 }
 
 fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
@@ -98,20 +150,13 @@ fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
             cx.error_spanned(meta, format!("expected `key = value`; the keys are {KEYS}"));
             continue;
         };
-        let key = pair
-            .path
-            .get_ident()
-            .map(Ident::to_string)
-            .unwrap_or_default();
+        let key = pair.path.get_ident().map(Ident::to_string).unwrap_or_default();
         if seen.contains(&key) {
             cx.error_spanned(&pair.path, format!("`{key}` is given twice; give it once"));
             continue;
         }
         seen.push(key.clone());
-        let literal = match &pair.value {
-            Expr::Lit(lit) => Some(&lit.lit),
-            _ => None,
-        };
+        let literal = literal(&pair.value);
         match (key.as_str(), literal) {
             ("name", Some(Lit::Str(s))) => {
                 if let Err(why) = check_name(&s.value()) {
@@ -130,33 +175,55 @@ fn parse_args(cx: &mut Ctxt, tokens: TokenStream) -> Args {
                 args.sys_map = Some(s.clone());
             }
             ("main", Some(Lit::Bool(b))) => args.main = b.value,
-            ("name" | "sys_map", _) => cx.error_spanned(
+            ("name", _) => cx.error_spanned(
                 &pair.value,
-                format!("`{key}` must be a string literal, e.g. `{key} = \"thumbnailer\"`"),
+                "`name` must be a string literal, e.g. `name = \"thumbnailer\"`",
             ),
-            ("main", _) => cx.error_spanned(&pair.value, "`main` must be `true` or `false`"),
+            ("sys_map", _) => cx.error_spanned(
+                &pair.value,
+                "`sys_map` must be a string literal, e.g. `sys_map = \"sys-map.example.com\"`; to choose it at run time, set `SLINGSHOT_SYS_MAP`",
+            ),
+            ("main", _) => {
+                cx.error_spanned(
+                    &pair.value,
+                    "`main` must be `true` or `false`: `main = false` when the crate defines its own `main`",
+                );
+                // Whoever writes `main = ...` most likely means `false`:
+                // no stub `main` that would clash with theirs.
+                args.main = false;
+            }
             _ => cx.error_spanned(
                 &pair.path,
-                format!(
-                    "unknown key `{}`; the keys are {KEYS}",
-                    pair.path.to_token_stream()
-                ),
+                format!("unknown key `{}`; the keys are {KEYS}", display(&pair.path)),
             ),
         }
     }
-    if args.name.is_none() && !seen.iter().any(|k| k == "name") {
-        cx.error_at(
-            Span::call_site(),
-            "missing `name = \"...\"`: the service's name, which is its endpoint in the sys-map",
-        );
-    }
-    if args.sys_map.is_none() && !seen.iter().any(|k| k == "sys_map") {
-        cx.error_at(
-            Span::call_site(),
+    let missing_name = !seen.iter().any(|k| k == "name");
+    let missing_sys_map = !seen.iter().any(|k| k == "sys_map");
+    let message = match (missing_name, missing_sys_map) {
+        (true, true) => Some(
+            "missing `name` and `sys_map`: write `#[slingshot::microservice(name = \"thumbnailer\", sys_map = \"sys-map.example.com\")]`",
+        ),
+        (true, false) => Some("missing `name = \"...\"`: the service's name, which is its endpoint in the sys-map"),
+        (false, true) => Some(
             "missing `sys_map = \"...\"`: the sys-map host, URL or `file:` path the service reads its wiring from",
-        );
+        ),
+        (false, false) => None,
+    };
+    if let Some(message) = message {
+        cx.error_at(Span::call_site(), message);
     }
     args
+}
+
+/// The literal an attribute value is, also when a `macro_rules!` macro
+/// passed it as a `$value:literal` or `$value:expr` (an invisible group).
+fn literal(value: &Expr) -> Option<&Lit> {
+    match value {
+        Expr::Lit(lit) => Some(&lit.lit),
+        Expr::Group(group) => literal(&group.expr),
+        _ => None,
+    }
 }
 
 /// A service name is a path segment of the sys-map URL and prefixes queue names.
@@ -171,9 +238,7 @@ fn check_name(name: &str) -> Result<(), &'static str> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(
-            "use letters, digits, '-', '_' and '.' only (it is a path segment of the sys-map URL)",
-        );
+        return Err("use letters, digits, '-', '_' and '.' only (it is a path segment of the sys-map URL)");
     }
     if name.starts_with('.') {
         return Err("it cannot start with '.'");
@@ -185,18 +250,18 @@ fn check_function(cx: &mut Ctxt, function: &ItemFn) -> Option<Service> {
     let sig = &function.sig;
     let mut ok = true;
     if let Some(token) = &sig.constness {
-        cx.error_spanned(token, "`process` cannot be a `const fn`");
+        cx.error_spanned(token, "`process` cannot be a `const fn`: remove `const`");
         ok = false;
     }
     if let Some(token) = &sig.unsafety {
         cx.error_spanned(
             token,
-            "`process` cannot be `unsafe`: slingshot calls it for every request",
+            "`process` cannot be `unsafe`: slingshot calls it for every request; remove `unsafe` (and use an `unsafe` block inside if needed)",
         );
         ok = false;
     }
     if let Some(abi) = &sig.abi {
-        cx.error_spanned(abi, "`process` cannot have an `extern` ABI");
+        cx.error_spanned(abi, "`process` cannot have an `extern` ABI: remove it");
         ok = false;
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
@@ -216,80 +281,7 @@ fn check_function(cx: &mut Ctxt, function: &ItemFn) -> Option<Service> {
         ok = false;
     }
 
-    let mut params = Vec::new();
-    let mut connection: Option<Type> = None;
-    let mut shared: Vec<String> = Vec::new();
-    for (index, input) in sig.inputs.iter().enumerate() {
-        let typed = match input {
-            FnArg::Receiver(receiver) => {
-                cx.error_spanned(
-                    receiver,
-                    "`process` cannot take `self`: slingshot calls a free function; move it out of the `impl` block",
-                );
-                ok = false;
-                continue;
-            }
-            FnArg::Typed(typed) => typed,
-        };
-        let ty = &*typed.ty;
-        if index == 0 {
-            if let Type::Reference(_) = ty {
-                cx.error_spanned(
-                    ty,
-                    "the first parameter of `process` is the request ID: put `request: u64` first",
-                );
-                ok = false;
-            } else {
-                params.push(Param::Request(ty.clone()));
-            }
-            continue;
-        }
-        match ty {
-            Type::Reference(reference) if reference.mutability.is_some() => {
-                if let Some(first) = &connection {
-                    cx.error_spanned(
-                        ty,
-                        format!(
-                            "`process` takes one database connection, and already takes `&mut {}`; remove this parameter",
-                            first.to_token_stream()
-                        ),
-                    );
-                    ok = false;
-                } else {
-                    connection = Some((*reference.elem).clone());
-                    params.push(Param::Connection);
-                }
-            }
-            Type::Reference(reference) => {
-                let elem = &*reference.elem;
-                let key = elem.to_token_stream().to_string();
-                if shared.contains(&key) {
-                    cx.error_spanned(
-                        ty,
-                        format!("`process` already takes `&{key}`; each parameter may appear once, remove this one"),
-                    );
-                    ok = false;
-                } else {
-                    shared.push(key);
-                    params.push(Param::Shared(elem.clone()));
-                }
-            }
-            _ => {
-                cx.error_spanned(
-                    ty,
-                    "this parameter is taken by value; after the request ID, `process` takes `&ReadFileFn`, `&WriteFileFn`, `&RequestContext` by reference and the database connection as `&mut` (e.g. `&mut PgConnection`)",
-                );
-                ok = false;
-            }
-        }
-    }
-    if sig.inputs.is_empty() {
-        cx.error_at(
-            sig.paren_token.span.join(),
-            "`process` needs the request ID as its first parameter: `request: u64`",
-        );
-        ok = false;
-    }
+    let params = check_params(cx, sig);
 
     let output = match &sig.output {
         ReturnType::Type(_, ty) => (**ty).clone(),
@@ -301,15 +293,11 @@ fn check_function(cx: &mut Ctxt, function: &ItemFn) -> Option<Service> {
             return None;
         }
     };
-    if !ok {
+    let (Some((params, connection)), true) = (params, ok) else {
         return None;
-    }
+    };
     let returns_result = match &output {
-        Type::Path(path) => path
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "Result"),
+        Type::Path(path) => path.path.segments.last().is_some_and(|s| s.ident == "Result"),
         _ => false,
     };
     Some(Service {
@@ -319,6 +307,163 @@ fn check_function(cx: &mut Ctxt, function: &ItemFn) -> Option<Service> {
         output,
         returns_result,
     })
+}
+
+/// Checks the parameters' shape: the request ID first, then references,
+/// each once, and at most one `&mut` connection. Returns them with the
+/// connection's type.
+fn check_params(cx: &mut Ctxt, sig: &syn::Signature) -> Option<(Vec<Param>, Option<Type>)> {
+    let mut ok = true;
+    let mut typed = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => {
+                cx.error_spanned(
+                    receiver,
+                    "`process` cannot take `self`: slingshot calls a free function; move it out of the `impl` block",
+                );
+                ok = false;
+            }
+            FnArg::Typed(pat_type) => typed.push(pat_type),
+        }
+    }
+    if sig.inputs.is_empty() {
+        cx.error_at(
+            sig.paren_token.span.join(),
+            "`process` needs the request ID as its first parameter: `request: u64`",
+        );
+        return None;
+    }
+    // Only `self`: that mistake is reported; the request comes up once it is fixed.
+    let first = typed.first()?;
+
+    // Which parameter is the request ID: the first, or, when the first is a
+    // reference, a `u64` written later (one mistake: the order).
+    let request = match &*first.ty {
+        Type::Reference(reference) if is_u64(&reference.elem) => {
+            cx.error_spanned(&first.ty, "the request ID is passed by value: write `u64`, without `&`");
+            ok = false;
+            Some(0)
+        }
+        Type::Reference(_) => {
+            let by_value = typed.iter().position(|p| is_u64(&p.ty));
+            match by_value {
+                Some(index) => cx.error_spanned(
+                    typed[index],
+                    format!(
+                        "the request ID is the first parameter of `process`: move `{}` before the others",
+                        display(typed[index])
+                    ),
+                ),
+                None => cx.error_spanned(
+                    &first.ty,
+                    "the first parameter of `process` is the request ID: add `request: u64` before this one",
+                ),
+            }
+            ok = false;
+            by_value
+        }
+        _ => Some(0),
+    };
+
+    let mut params = Vec::new();
+    let mut connection: Option<Type> = None;
+    let mut shared: Vec<String> = Vec::new();
+    for (index, pat_type) in typed.iter().enumerate() {
+        let ty = &*pat_type.ty;
+        if contains_impl_trait(ty) {
+            cx.error_spanned(
+                ty,
+                "`process` cannot take `impl Trait`: slingshot calls it with concrete types; name the type (e.g. `&ReadFileFn`)",
+            );
+            ok = false;
+            continue;
+        }
+        if request == Some(index) {
+            params.push(Param::Request(ty.clone()));
+            continue;
+        }
+        let Type::Reference(reference) = ty else {
+            cx.error_spanned(
+                ty,
+                format!(
+                    "after the request ID, `process` takes its parameters by reference: `&mut {ty}` if this is the database connection, else `&ReadFileFn`, `&WriteFileFn` or `&RequestContext`",
+                    ty = display(ty)
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        if let Some(lifetime) = reference.lifetime.as_ref().filter(|l| l.ident == "static") {
+            cx.error_spanned(
+                lifetime,
+                "remove `'static`: slingshot lends this parameter to `process` for one call only",
+            );
+            ok = false;
+            continue;
+        }
+        let elem = &*reference.elem;
+        if reference.mutability.is_some() {
+            match &connection {
+                Some(first) => {
+                    cx.error_spanned(
+                        ty,
+                        format!(
+                            "`process` takes one database connection and already takes `&mut {}`; remove this parameter",
+                            display(first)
+                        ),
+                    );
+                    ok = false;
+                }
+                None => {
+                    connection = Some(elem.clone());
+                    params.push(Param::Connection);
+                }
+            }
+        } else {
+            let key = display(elem);
+            if shared.contains(&key) {
+                cx.error_spanned(
+                    ty,
+                    format!("`process` already takes `&{key}`; each parameter may appear once, remove this one"),
+                );
+                ok = false;
+            } else {
+                shared.push(key);
+                params.push(Param::Shared(elem.clone()));
+            }
+        }
+    }
+    ok.then_some((params, connection))
+}
+
+/// Whether the type is written `u64`.
+fn is_u64(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.qself.is_none() && path.path.is_ident("u64"))
+}
+
+/// Tokens as a user would write them (`&mut diesel::PgConnection`, not
+/// `& mut diesel :: PgConnection`), for messages.
+fn display(tokens: impl ToTokens) -> String {
+    let mut text = tokens.to_token_stream().to_string();
+    for (from, to) in [
+        (" :: ", "::"),
+        (":: ", "::"),
+        ("& ", "&"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        ("( ", "("),
+        (" )", ")"),
+        ("[ ", "["),
+        (" ]", "]"),
+        (" ;", ";"),
+        (" :", ":"),
+    ] {
+        text = text.replace(from, to);
+    }
+    text
 }
 
 /// Whether `impl Trait` appears anywhere in the type (its case type then has no name).
@@ -366,15 +511,21 @@ fn generate(
     let output = &service.output;
     // Named with a turbofish where possible, so the check happens at the
     // user's return type; an `impl Trait` type is left to inference.
-    let constructor = if service.returns_result {
-        quote!(returns_result)
-    } else {
-        quote!(returns_outputs)
-    };
+    // Every token of the path carries the span of the return type, so that
+    // rustc reports an unsatisfied bound there rather than at the attribute.
+    let span = output.span();
+    let constructor = Ident::new(
+        if service.returns_result {
+            "returns_result"
+        } else {
+            "returns_outputs"
+        },
+        span,
+    );
     let returns = if service.opaque_output {
-        quote_spanned!(output.span()=> #private::#constructor())
+        quote_spanned!(span=> ::slingshot::__private::#constructor())
     } else {
-        quote_spanned!(output.span()=> #private::#constructor::<#output>())
+        quote_spanned!(span=> ::slingshot::__private::#constructor::<#output>())
     };
     // An `impl Trait` return type cannot be named outside the function, so
     // its case type is unknown at start-up and the route check is skipped.
@@ -425,7 +576,14 @@ fn generate(
             name: #name,
             sys_map: #sys_map,
             function: ::core::stringify!(#fn_name),
-            connection: <#connection as #private::DbConnection>::KIND,
+            // Through the handler, so that a type that is not a connection
+            // is reported once, at `type Connection`.
+            connection: {
+                const fn kind<H: #private::Handler>() -> #private::ConnectionKind {
+                    <H::Connection as #private::DbConnection>::KIND
+                }
+                kind::<#handler>()
+            },
             prepare: #private::prepare::<#handler>,
             case_domain: <#handler as #private::Handler>::case_domain,
         };
@@ -433,5 +591,235 @@ fn generate(
         #private::inventory::submit! { #def }
 
         #generated_main
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proc_macro2::{Delimiter, Group, TokenTree};
+
+    /// The messages of the `compile_error!`s in an expansion.
+    pub(crate) fn errors(output: &TokenStream) -> Vec<String> {
+        let tokens: Vec<TokenTree> = output.clone().into_iter().collect();
+        let mut messages = Vec::new();
+        for (i, token) in tokens.iter().enumerate() {
+            if let TokenTree::Ident(ident) = token {
+                if ident == "compile_error" {
+                    if let Some(TokenTree::Group(group)) = tokens.get(i + 2) {
+                        let message: syn::LitStr = syn::parse2(group.stream()).unwrap();
+                        messages.push(message.value());
+                    }
+                }
+            }
+        }
+        messages
+    }
+
+    fn expand_fn(args: TokenStream, function: TokenStream) -> (TokenStream, Vec<String>) {
+        let output = expand(args, function);
+        let errors = errors(&output);
+        (output, errors)
+    }
+
+    fn has_main(output: &TokenStream) -> bool {
+        let file: syn::File = syn::parse2(output.clone()).unwrap();
+        file.items
+            .iter()
+            .any(|item| matches!(item, syn::Item::Fn(f) if f.sig.ident == "main"))
+    }
+
+    #[test]
+    fn a_valid_service_registers_and_gets_a_main() {
+        let (output, errors) = expand_fn(
+            quote!(name = "echo", sys_map = "sys-map.example.com"),
+            quote!(
+                fn process(request: u64) -> Vec<(u64, bool)> {
+                    vec![(request, true)]
+                }
+            ),
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        assert!(has_main(&output));
+        assert!(output.to_string().contains("inventory :: submit"));
+
+        let (output, errors) = expand_fn(
+            quote!(name = "echo", sys_map = "sys-map.example.com", main = false),
+            quote!(
+                fn process(request: u64) -> Vec<(u64, bool)> {
+                    vec![(request, true)]
+                }
+            ),
+        );
+        assert!(errors.is_empty());
+        assert!(!has_main(&output));
+    }
+
+    #[test]
+    fn literals_from_macro_rules_are_accepted() {
+        // `$name:literal` reaches the attribute wrapped in an invisible group.
+        let grouped = |tokens: TokenStream| TokenTree::Group(Group::new(Delimiter::None, tokens));
+        let name = grouped(quote!("echo"));
+        let main = grouped(quote!(false));
+        let (output, errors) = expand_fn(
+            quote!(name = #name, sys_map = "x", main = #main),
+            quote!(
+                fn process(request: u64) -> Vec<(u64, bool)> {
+                    vec![(request, true)]
+                }
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(!has_main(&output));
+    }
+
+    #[test]
+    fn a_misplaced_request_is_one_mistake() {
+        let (_, errors) = expand_fn(
+            quote!(name = "a", sys_map = "b"),
+            quote!(
+                fn process(read_file: &ReadFileFn, request: u64) -> Vec<(u64, bool)> {
+                    todo!()
+                }
+            ),
+        );
+        assert_eq!(
+            errors,
+            ["the request ID is the first parameter of `process`: move `request: u64` before the others"]
+        );
+
+        let (_, errors) = expand_fn(
+            quote!(name = "a", sys_map = "b"),
+            quote!(
+                fn process(read_file: &ReadFileFn, connection: PgConnection) -> Vec<(u64, bool)> {
+                    todo!()
+                }
+            ),
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("add `request: u64` before this one"));
+        assert!(errors[1].contains("`&mut PgConnection` if this is the database connection"));
+    }
+
+    #[test]
+    fn parameters_are_checked_by_shape() {
+        let check = |function: TokenStream| expand_fn(quote!(name = "a", sys_map = "b"), function).1;
+        assert_eq!(
+            check(quote!(
+                fn process(request: &u64) -> Vec<(u64, bool)> {
+                    todo!()
+                }
+            )),
+            ["the request ID is passed by value: write `u64`, without `&`"]
+        );
+        assert!(check(quote!(
+            fn process(request: u64, r: &impl Fn()) -> Vec<(u64, bool)> {
+                todo!()
+            }
+        ))[0]
+            .contains("cannot take `impl Trait`"));
+        assert!(check(quote!(
+            fn process(request: u64, r: &'static ReadFileFn) -> Vec<(u64, bool)> {
+                todo!()
+            }
+        ))[0]
+            .starts_with("remove `'static`"));
+        assert!(check(quote!(
+            fn process(request: u64, r: &'_ ReadFileFn) -> Vec<(u64, bool)> {
+                todo!()
+            }
+        ))
+        .is_empty());
+        assert_eq!(
+            check(quote!(fn process(request: u64, a: &mut diesel::PgConnection, b: &mut Db) -> Vec<(u64, bool)> { todo!() })),
+            ["`process` takes one database connection and already takes `&mut diesel::PgConnection`; remove this parameter"]
+        );
+        assert_eq!(
+            check(quote!(
+                fn process(request: u64, a: &ReadFileFn, b: &ReadFileFn) -> Vec<(u64, bool)> {
+                    todo!()
+                }
+            )),
+            ["`process` already takes `&ReadFileFn`; each parameter may appear once, remove this one"]
+        );
+    }
+
+    #[test]
+    fn errors_keep_the_function_and_avoid_follow_up_errors() {
+        // A bad `main` value: no stub `main` that would clash with the user's.
+        let (output, errors) = expand_fn(
+            quote!(name = "a", sys_map = "b", main = "no"),
+            quote!(
+                fn process(request: u64) -> Vec<(u64, bool)> {
+                    todo!()
+                }
+            ),
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(!has_main(&output));
+
+        // Any other mistake: a stub `main`, so rustc does not add "no main".
+        let (output, errors) = expand_fn(
+            quote!(name = "a b", sys_map = "b"),
+            quote!(
+                fn process(request: u64) -> Vec<(u64, bool)> {
+                    todo!()
+                }
+            ),
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(has_main(&output));
+        assert!(output.to_string().contains("fn process"));
+
+        // A function called `main` is moved out of the crate root.
+        let (output, errors) = expand_fn(
+            quote!(name = "a", sys_map = "b"),
+            quote!(
+                fn main(request: u64) -> Vec<(u64, bool)> {
+                    todo!()
+                }
+            ),
+        );
+        assert_eq!(errors.len(), 1);
+        let file: syn::File = syn::parse2(output).unwrap();
+        assert!(matches!(&file.items[0], syn::Item::Const(_)));
+    }
+
+    #[test]
+    fn the_item_kind_is_named() {
+        let (output, errors) = expand_fn(
+            quote!(name = "a", sys_map = "b"),
+            quote!(
+                struct Process {
+                    request: u64,
+                }
+            ),
+        );
+        assert_eq!(
+            errors,
+            ["#[slingshot::microservice] goes on a free function, not on a struct: `fn process(request: u64, ...) -> Vec<(u64, Case)>`"]
+        );
+        assert!(has_main(&output));
+    }
+
+    #[test]
+    fn types_are_displayed_as_written() {
+        let ty: Type = syn::parse_quote!(&mut diesel::pg::PgConnection);
+        assert_eq!(display(&ty), "&mut diesel::pg::PgConnection");
+        let ty: Type = syn::parse_quote!(Vec<(u64, &'static str)>);
+        assert_eq!(display(&ty), "Vec<(u64, &'static str)>");
+        let ty: Type = syn::parse_quote!(HashMap<u64, Vec<u8>>);
+        assert_eq!(display(&ty), "HashMap<u64, Vec<u8>>");
+    }
+
+    #[test]
+    fn service_names_are_url_segments() {
+        assert!(check_name("thumbnailer").is_ok());
+        assert!(check_name("Image_Resizer-2.v1").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("thumb nailer").is_err());
+        assert!(check_name("images/thumbnailer").is_err());
+        assert!(check_name(".hidden").is_err());
+        assert!(check_name(&"x".repeat(201)).is_err());
     }
 }

@@ -1,0 +1,4 @@
+#[derive(slingshot::Case)]
+enum Verdict {}
+
+fn main() {}

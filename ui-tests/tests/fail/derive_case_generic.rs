@@ -1,0 +1,7 @@
+#[derive(slingshot::Case)]
+enum Verdict<const STRICT: bool> {
+    Ham,
+    Spam,
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[slingshot::microservice(name = "thumbnailer", sys_map = "sys-map.example.com")]
+unsafe fn process(request: u64) -> Vec<(u64, bool)> {
+    vec![(request, true)]
+}
