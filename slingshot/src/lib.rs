@@ -27,6 +27,7 @@ pub mod db;
 pub mod deadletter;
 mod entry;
 mod error;
+pub mod metrics;
 pub mod routing;
 pub mod runtime;
 pub mod service;

@@ -218,7 +218,7 @@ impl Runtime {
 
     /// Everything `def` needs before it can process: wiring, routes checked
     /// against its case type, queues declared, the executor with its pool.
-    async fn prepare(&self, def: &'static ServiceDef) -> Result<Prepared, Error> {
+    async fn prepare(&self, def: &'static ServiceDef, stats: Arc<Stats>) -> Result<Prepared, Error> {
         let wiring = self.sysmap.service(def.name).await?;
         let routes = Arc::new(RouteTable::new(&wiring));
         let mut unreachable = Vec::new();
@@ -251,6 +251,7 @@ impl Runtime {
             pool_size: u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX),
             staging_dir: self.settings.staging_dir.clone(),
             handle: tokio::runtime::Handle::current(),
+            stats,
         };
         let prepare = def.prepare;
         let executor = tokio::task::spawn_blocking(move || prepare(backing))
@@ -275,12 +276,13 @@ impl Runtime {
 
     /// Starts consuming for `def`. It runs until [`Runtime::shutdown`].
     pub async fn start(&self, def: &'static ServiceDef) -> Result<RunningService, Error> {
+        let stats = Arc::new(Stats::default());
         let Prepared {
             wiring,
             routes,
             executor,
             unreachable,
-        } = self.prepare(def).await?;
+        } = self.prepare(def, stats.clone()).await?;
         tracing::info!(
             service = def.name,
             inbound = %wiring.inbound,
@@ -289,7 +291,6 @@ impl Runtime {
             sys_map = %self.sysmap.describe(),
             "started"
         );
-        let stats = Arc::new(Stats::default());
         let worker = Arc::new(Worker {
             name: def.name,
             inbound: wiring.inbound.clone(),
@@ -319,7 +320,7 @@ impl Runtime {
         def: &'static ServiceDef,
         ids: &[u64],
     ) -> Result<Vec<Result<Invocation, Failure>>, Error> {
-        let Prepared { routes, executor, .. } = self.prepare(def).await?;
+        let Prepared { routes, executor, .. } = self.prepare(def, Arc::default()).await?;
         let mut results = Vec::with_capacity(ids.len());
         for &request in ids {
             let job = Job {

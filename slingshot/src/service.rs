@@ -95,6 +95,7 @@ pub struct Backing {
     pub pool_size: u32,
     pub staging_dir: PathBuf,
     pub handle: Handle,
+    pub stats: Arc<crate::metrics::Stats>,
 }
 
 /// One request to execute.
@@ -275,7 +276,9 @@ impl<H: Handler> Executor for Execution<H> {
             let staging = Arc::new(Staging::new(&self.backing.staging_dir));
             let this = self.clone();
             let staged = staging.clone();
+            let started = std::time::Instant::now();
             let outcome = tokio::task::spawn_blocking(move || this.call_blocking(&job, staged)).await;
+            self.backing.stats.process_duration.observe(started.elapsed());
             let outputs = match outcome {
                 Ok(Ok(outputs)) => outputs,
                 Ok(Err(failure)) => return Err(failure),
@@ -303,16 +306,23 @@ impl<H: Handler> Execution<H> {
             H::Connection::checkout(&self.pool).map_err(|e| Failure::outage(FailureKind::Database, e.to_string()))?;
         let b = &self.backing;
         let (sysmap, name, handle, store) = (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
+        let stats = b.stats.clone();
         let read_file = move |key: &str, id: u64| -> Result<ObjectReader, ObjectError> {
             let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
             let store = store.clone();
             let key = id.to_string();
-            bridge::wait(&handle, async move { store.open(&bucket, &key).await }).map_err(|e| ObjectError::Backend {
-                op: "read",
-                bucket: String::new(),
-                key: id.to_string(),
-                message: e.to_string(),
-            })?
+            let reader = bridge::wait(&handle, async move { store.open(&bucket, &key).await }).map_err(|e| {
+                ObjectError::Backend {
+                    op: "read",
+                    bucket: String::new(),
+                    key: id.to_string(),
+                    message: e.to_string(),
+                }
+            })??;
+            Ok(ObjectReader::new(Counted {
+                inner: reader,
+                stats: stats.clone(),
+            }))
         };
         let (sysmap, handle) = (b.sysmap.clone(), b.handle.clone());
         let write_file = move |key: &str, id: u64| -> Result<ObjectWriter, ObjectError> {
@@ -353,6 +363,22 @@ fn resolve_bucket(sysmap: &SysMap, service: &str, reference: &str, handle: &Hand
             reference: reference.into(),
             reason: e.to_string(),
         }),
+    }
+}
+
+/// Counts the bytes `process` reads, for `slingshot_s3_bytes_read_total`.
+struct Counted {
+    inner: ObjectReader,
+    stats: Arc<crate::metrics::Stats>,
+}
+
+impl std::io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.stats
+            .bytes_read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
 }
 

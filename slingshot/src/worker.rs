@@ -1,8 +1,7 @@
 //! The consume loop of one service: bounded concurrency, ack after upload and confirmed publishes, retries with backoff, dead-lettering.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::try_join_all;
@@ -10,6 +9,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::{Broker, BrokerError, Delivery, HeaderValue, Message};
+pub use crate::metrics::Stats;
 use crate::routing::RouteTable;
 use crate::service::{error_chain, Executed, Executor, Failure, FailureKind, Job};
 use crate::settings::Settings;
@@ -37,51 +37,6 @@ pub fn dead_letter_queue(inbound: &str) -> String {
     format!("{inbound}.dead-letter")
 }
 
-/// Counters of one service, shared with whoever started it.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Deliveries taken from the inbound queue.
-    pub consumed: AtomicU64,
-    /// Requests processed and acknowledged.
-    pub processed: AtomicU64,
-    /// Requests scheduled for another attempt.
-    pub retried: AtomicU64,
-    /// Requests sent to the dead-letter queue.
-    pub dead_lettered: AtomicU64,
-    /// Messages published to outbound queues (confirmed).
-    pub published: AtomicU64,
-    /// Outputs whose case had no route.
-    pub unrouted: AtomicU64,
-    /// Objects uploaded.
-    pub objects_written: AtomicU64,
-    /// Bytes uploaded.
-    pub bytes_written: AtomicU64,
-    /// Requests being processed now.
-    pub in_flight: AtomicU64,
-    routes: Mutex<BTreeMap<(String, String), u64>>,
-}
-
-impl Stats {
-    /// How many outputs went to each `(case, queue)`, and to `(case, "")` when unrouted.
-    pub fn routes(&self) -> BTreeMap<(String, String), u64> {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn count_route(&self, case: String, queue: &str) {
-        *self
-            .routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((case, queue.to_string()))
-            .or_default() += 1;
-    }
-
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
-
 /// A service's consumer and everything it needs.
 pub(crate) struct Worker {
     pub name: &'static str,
@@ -107,6 +62,7 @@ impl Worker {
     /// within the deadline) or the consumer fails.
     pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Stopped> {
         let mut consumer = self.broker.consume(&self.inbound, self.settings.prefetch).await?;
+        self.stats.consuming.store(true, Ordering::Relaxed);
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut tasks = JoinSet::new();
         tracing::info!(
@@ -134,12 +90,26 @@ impl Worker {
             match next {
                 None => break Err(Stopped::Cancelled(self.inbound.clone())),
                 Some(Err(e)) => break Err(e.into()),
-                Some(Ok(delivery)) => {
+                Some(Ok(mut delivery)) => {
+                    // The first service a request meets gives it its trace ID.
+                    if !delivery.message.headers.contains_key(TRACE_HEADER) {
+                        let id = parse_id(&delivery.message.body).unwrap_or(0);
+                        delivery
+                            .message
+                            .headers
+                            .insert(TRACE_HEADER.into(), HeaderValue::Str(new_trace_id(id)));
+                    }
                     self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(self.clone().handle(delivery, slot, shutdown.clone()));
+                    let span = request_span(self.name, &delivery);
+                    tasks.spawn(tracing::Instrument::instrument(
+                        self.clone().handle(delivery, slot, shutdown.clone()),
+                        span,
+                    ));
                 }
             }
         };
+        // Not ready from here on: stopping, or about to reconnect.
+        self.stats.consuming.store(false, Ordering::Relaxed);
         let deadline = self.settings.shutdown_deadline;
         while tasks.try_join_next().is_some() {}
         if !tasks.is_empty() {
@@ -222,12 +192,17 @@ impl Worker {
         let plan = self.routes.plan(&executed.outputs);
         for (id, case) in &plan.unrouted {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
-            self.stats.count_route(case.to_string(), "");
+            self.stats.count_route(case, "");
             tracing::warn!(service = self.name, request, output = id, %case, "no route for this case; output dropped");
         }
         let publishes = plan.sends.iter().map(|(queue, id)| {
             let message = Message::id(*id).with_header(TRACE_HEADER, HeaderValue::Str(trace_id.to_string()));
-            self.broker.publish(queue, message)
+            async move {
+                let sent = std::time::Instant::now();
+                let confirmed = self.broker.publish(queue, message).await;
+                self.stats.confirm_latency.observe(sent.elapsed());
+                confirmed
+            }
         });
         try_join_all(publishes)
             .await
@@ -238,7 +213,7 @@ impl Worker {
         for (id, case) in &executed.outputs {
             if let Some(queues) = self.routes.queues(case) {
                 for queue in queues {
-                    self.stats.count_route(case.to_string(), queue);
+                    self.stats.count_route(case, queue);
                 }
                 tracing::info!(service = self.name, request, output = id, %case, queues = ?queues, "routed");
             }
@@ -339,6 +314,21 @@ impl Worker {
             }
         }
     }
+}
+
+/// The span of one request: service, request ID, attempt and trace ID, so
+/// every log line of the request carries them and one ID can be followed
+/// through a pipeline by its trace ID.
+fn request_span(service: &'static str, delivery: &Delivery) -> tracing::Span {
+    let body = std::str::from_utf8(&delivery.message.body).unwrap_or("<not UTF-8>");
+    let trace = delivery.message.headers.get(TRACE_HEADER).and_then(HeaderValue::as_str);
+    tracing::info_span!(
+        "request",
+        service,
+        request = body.trim(),
+        attempt = header_count(&delivery.message, ATTEMPT_HEADER).max(1),
+        trace_id = trace.unwrap_or(""),
+    )
 }
 
 /// A non-negative count carried in a header (0 when absent or malformed).
