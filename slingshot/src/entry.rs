@@ -1,75 +1,99 @@
-//! The generated binary's entry point: argument parsing, the runtime, signals, exit codes.
+//! The generated binary's entry point: its command line (clap), the runtime, the operations endpoint, signals and exit codes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::deadletter::{self, Selection};
 use crate::error::Error;
+use crate::ops::{self, Probe};
 use crate::runtime::Runtime;
 use crate::service::ServiceDef;
 use crate::settings::{Settings, ENVIRONMENT};
+use crate::sysmap::SysMap;
+use crate::topology::Topology;
 use crate::worker::dead_letter_queue;
 
-#[derive(Debug)]
-enum Command {
-    Run,
-    Invoke(Vec<u64>),
-    DeadLetters(Option<Selection>),
-    Help,
+#[derive(Parser, Debug)]
+#[command(disable_version_flag = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn usage(def: &ServiceDef) -> String {
-    let mut text = format!(
-        "{name}: a slingshot microservice (function `{function}`)\n\n\
-         USAGE:\n    {name} [run]          consume the inbound queue until SIGTERM/SIGINT\n    \
-         {name} invoke ID...   process IDs here and now; print routes and written objects\n    \
-         {name} dead-letters list               show the dead-letter queue (messages stay in it)\n    \
-         {name} dead-letters replay --all|ID... send dead letters back to the inbound queue\n    \
-         {name} --help\n\nENVIRONMENT:\n",
-        name = def.name,
-        function = def.function
-    );
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Consume the inbound queue until SIGTERM/SIGINT (the default).
+    Run,
+    /// Process IDs here and now: run `process`, upload what it writes, print
+    /// the routes its outputs would take. Consumes and publishes nothing.
+    Invoke {
+        /// Request IDs.
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+    /// Fetch the sys-map, resolve secrets, connect to each backend and print
+    /// the service's topology; exit 1 with what to fix if anything is wrong.
+    Check,
+    /// Inspect or replay the dead-letter queue.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+    /// Draw the pipeline: this service, or every service of a sys-map file.
+    Topology {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Mermaid)]
+        format: Format,
+        /// Other services to include (their sys-map endpoints).
+        services: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeadLetterAction {
+    /// Show the dead letters; they stay in the queue.
+    List,
+    /// Send dead letters back to the inbound queue with fresh attempts.
+    Replay {
+        /// Replay every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Replay the dead letters of these request IDs.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<u64>,
+    },
+}
+
+/// A topology output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Mermaid flowchart.
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+    /// Standalone SVG.
+    Svg,
+}
+
+fn environment_help() -> String {
+    let mut text = String::from("Environment:\n");
     for (var, meaning) in ENVIRONMENT {
-        text.push_str(&format!("    {var:<26} {meaning}\n"));
+        text.push_str(&format!("  {var:<28} {meaning}\n"));
     }
-    text.push_str(&format!("\nThe sys-map given in the source is {:?}.\n", def.sys_map));
     text
 }
 
-fn parse(args: &[String]) -> Result<Command, String> {
-    match args.first().map(String::as_str) {
-        None => Ok(Command::Run),
-        Some("run") if args.len() == 1 => Ok(Command::Run),
-        Some("-h" | "--help" | "help") => Ok(Command::Help),
-        Some("invoke") => {
-            if args.len() < 2 {
-                return Err("invoke needs at least one request ID".into());
-            }
-            args[1..]
-                .iter()
-                .map(|a| {
-                    a.parse::<u64>()
-                        .map_err(|_| format!("{a:?} is not a request ID (a decimal u64)"))
-                })
-                .collect::<Result<_, _>>()
-                .map(Command::Invoke)
-        }
-        Some("dead-letters") => match args.get(1).map(String::as_str) {
-            Some("list") if args.len() == 2 => Ok(Command::DeadLetters(None)),
-            Some("replay") if args.get(2).map(String::as_str) == Some("--all") && args.len() == 3 => {
-                Ok(Command::DeadLetters(Some(Selection::All)))
-            }
-            Some("replay") if args.len() > 2 => args[2..]
-                .iter()
-                .map(|a| {
-                    a.parse::<u64>()
-                        .map_err(|_| format!("{a:?} is not a request ID (a decimal u64)"))
-                })
-                .collect::<Result<_, _>>()
-                .map(|ids| Command::DeadLetters(Some(Selection::Ids(ids)))),
-            _ => Err("use `dead-letters list` or `dead-letters replay --all|ID...`".into()),
-        },
-        Some(other) => Err(format!("unexpected argument {other:?}")),
-    }
+fn command_for(def: &ServiceDef) -> clap::Command {
+    Cli::command()
+        .name(def.name)
+        .bin_name(def.name)
+        .about(format!(
+            "{}: a slingshot microservice (function `{}`, sys-map {:?} unless SLINGSHOT_SYS_MAP is set)",
+            def.name, def.function, def.sys_map
+        ))
+        .after_help(environment_help())
 }
 
 /// The sys-map location: `SLINGSHOT_SYS_MAP`, else the attribute's.
@@ -89,18 +113,25 @@ pub fn main(def: &'static ServiceDef) -> ExitCode {
 /// Like [`main`], with the arguments given: for binaries that hold several
 /// services and pick one, e.g. `pipeline service ingest invoke 7`.
 pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
-    crate::telemetry::init();
-    let command = match parse(&args) {
-        Ok(command) => command,
-        Err(message) => {
-            eprintln!("error: {message}\n\n{}", usage(def));
+    let matches = match command_for(def).try_get_matches_from(std::iter::once(def.name.to_string()).chain(args)) {
+        Ok(matches) => matches,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let command = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli.command.unwrap_or(Command::Run),
+        Err(e) => {
+            let _ = e.print();
             return ExitCode::from(2);
         }
     };
-    if let Command::Help = command {
-        print!("{}", usage(def));
-        return ExitCode::SUCCESS;
-    }
+    crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -110,9 +141,11 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match command {
-            Command::Invoke(ids) => invoke(def, &ids).await,
-            Command::DeadLetters(selection) => dead_letters(def, selection).await,
-            _ => run(def).await,
+            Command::Run => run(def).await,
+            Command::Invoke { ids } => invoke(def, &ids).await,
+            Command::Check => check(def).await,
+            Command::DeadLetters { action } => dead_letters(def, action).await,
+            Command::Topology { format, services } => topology(def, format, services).await,
         }
     });
     match result {
@@ -125,9 +158,28 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
     }
 }
 
+/// Where the operations endpoint listens: `SLINGSHOT_HTTP_ADDR`, default
+/// `0.0.0.0:9090`; `off` disables it.
+fn ops_address() -> Option<String> {
+    match std::env::var("SLINGSHOT_HTTP_ADDR") {
+        Ok(addr) if addr.eq_ignore_ascii_case("off") => None,
+        Ok(addr) if !addr.trim().is_empty() => Some(addr),
+        _ => Some("0.0.0.0:9090".into()),
+    }
+}
+
 async fn run(def: &'static ServiceDef) -> Result<ExitCode, Error> {
-    let runtime = Runtime::connect(&sys_map_location(def), Settings::from_env()?).await?;
+    let settings = Settings::from_env()?;
+    let probe = Probe::default();
+    if let Some(addr) = ops_address() {
+        let bound = ops::serve(&addr, probe.clone())
+            .await
+            .map_err(|e| Error::Config(format!("SLINGSHOT_HTTP_ADDR={addr}: cannot listen: {e}")))?;
+        tracing::info!(service = def.name, %bound, "metrics on /metrics, probes on /healthz and /readyz");
+    }
+    let runtime = Runtime::connect(&sys_map_location(def), settings).await?;
     let mut service = runtime.start(def).await?;
+    probe.watch(def.name, service.stats.clone());
     tokio::select! {
         result = service.finished() => {
             result?;
@@ -136,6 +188,7 @@ async fn run(def: &'static ServiceDef) -> Result<ExitCode, Error> {
         }
         signal = shutdown_signal() => tracing::info!(service = def.name, signal, "shutting down"),
     }
+    probe.stopping();
     runtime.shutdown();
     service.finished().await?;
     tracing::info!(service = def.name, "stopped cleanly");
@@ -143,33 +196,52 @@ async fn run(def: &'static ServiceDef) -> Result<ExitCode, Error> {
 }
 
 async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
     }
 }
 
-async fn dead_letters(def: &'static ServiceDef, selection: Option<Selection>) -> Result<ExitCode, Error> {
+async fn check(def: &'static ServiceDef) -> Result<ExitCode, Error> {
+    let report = crate::check::check(def, &sys_map_location(def)).await;
+    print!("{report}");
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn topology(def: &'static ServiceDef, format: Format, mut services: Vec<String>) -> Result<ExitCode, Error> {
+    let sysmap = SysMap::open(&sys_map_location(def))?;
+    services.insert(0, def.name.to_string());
+    services.dedup();
+    let references: Vec<String> = crate::check::BUCKET_REFERENCES.iter().map(|r| r.to_string()).collect();
+    let topology = Topology::from_sysmap(&sysmap, &services, &references).await?;
+    print!(
+        "{}",
+        match format {
+            Format::Mermaid => topology.mermaid(),
+            Format::Dot => topology.dot(),
+            Format::Svg => topology.svg(),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dead_letters(def: &'static ServiceDef, action: DeadLetterAction) -> Result<ExitCode, Error> {
     let runtime = Runtime::connect(&sys_map_location(def), Settings::from_env()?).await?;
     let inbound = runtime.sysmap().service(def.name).await?.inbound;
     let broker = runtime.broker().as_ref();
-    match selection {
-        None => {
+    match action {
+        DeadLetterAction::List => {
             let letters = deadletter::list(broker, &inbound).await?;
             println!(
                 "{}: {} dead letter(s) in {}",
@@ -188,7 +260,8 @@ async fn dead_letters(def: &'static ServiceDef, selection: Option<Selection>) ->
                 );
             }
         }
-        Some(selection) => {
+        DeadLetterAction::Replay { all, ids } => {
+            let selection = if all { Selection::All } else { Selection::Ids(ids) };
             let (replayed, left) = deadletter::replay(broker, &inbound, &selection).await?;
             println!(
                 "{}: replayed {replayed} to {inbound}; {left} left in {}",
@@ -202,23 +275,27 @@ async fn dead_letters(def: &'static ServiceDef, selection: Option<Selection>) ->
 
 async fn invoke(def: &'static ServiceDef, ids: &[u64]) -> Result<ExitCode, Error> {
     let runtime = Runtime::connect(&sys_map_location(def), Settings::from_env()?).await?;
+    let progress = ids.len() > 1 && std::io::stderr().is_terminal();
     let mut failed = 0;
-    for (id, result) in ids.iter().zip(runtime.invoke(def, ids).await?) {
+    for (done, (id, result)) in ids.iter().zip(runtime.invoke(def, ids).await?).enumerate() {
+        if progress {
+            eprint!("\r{}: {}/{} invoked", def.name, done + 1, ids.len());
+        }
         match result {
             Ok(invocation) => {
                 println!("{}: request {id}: ok", def.name);
                 for (output, case) in &invocation.executed.outputs {
+                    if invocation.unrouted.iter().any(|(u, c)| u == output && c == case) {
+                        println!("  output {output} case {case} -> (no route)");
+                        continue;
+                    }
                     let queues: Vec<&str> = invocation
                         .routes
                         .iter()
                         .filter(|(_, routed)| routed == output)
                         .map(|(q, _)| q.as_str())
                         .collect();
-                    if invocation.unrouted.iter().any(|(u, c)| u == output && c == case) {
-                        println!("  output {output} case {case} -> (no route)");
-                    } else {
-                        println!("  output {output} case {case} -> {}", queues.join(", "));
-                    }
+                    println!("  output {output} case {case} -> {}", queues.join(", "));
                 }
                 for object in &invocation.executed.written {
                     println!("  wrote {}/{} ({} bytes)", object.bucket, object.key, object.size);
@@ -229,6 +306,9 @@ async fn invoke(def: &'static ServiceDef, ids: &[u64]) -> Result<ExitCode, Error
                 println!("{}: request {id}: FAILED {failure}", def.name);
             }
         }
+    }
+    if progress {
+        eprintln!();
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -241,33 +321,80 @@ async fn invoke(def: &'static ServiceDef, ids: &[u64]) -> Result<ExitCode, Error
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        let def = ServiceDef {
+            name: "svc",
+            sys_map: "file:x.json",
+            function: "process",
+            connection: crate::db::ConnectionKind::None,
+            prepare: |_| Err(Error::Config("unused".into())),
+            case_domain: || None,
+        };
+        let matches = command_for(&def).try_get_matches_from(std::iter::once("svc").chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&matches).map(|cli| cli.command.unwrap_or(Command::Run))
     }
 
     #[test]
     fn commands() {
-        assert!(matches!(parse(&args(&[])), Ok(Command::Run)));
-        assert!(matches!(parse(&args(&["run"])), Ok(Command::Run)));
-        assert!(matches!(parse(&args(&["--help"])), Ok(Command::Help)));
-        assert!(matches!(parse(&args(&["invoke", "1", "2"])), Ok(Command::Invoke(ids)) if ids == [1, 2]));
-        assert!(parse(&args(&["invoke"])).unwrap_err().contains("at least one"));
-        assert!(parse(&args(&["invoke", "x"])).unwrap_err().contains("\"x\""));
-        assert!(parse(&args(&["serve"])).unwrap_err().contains("serve"));
-        assert!(parse(&args(&["run", "extra"])).is_err());
+        assert!(matches!(parse(&[]), Ok(Command::Run)));
+        assert!(matches!(parse(&["run"]), Ok(Command::Run)));
+        assert!(matches!(parse(&["invoke", "1", "2"]), Ok(Command::Invoke { ids }) if ids == [1, 2]));
+        assert!(matches!(parse(&["check"]), Ok(Command::Check)));
         assert!(matches!(
-            parse(&args(&["dead-letters", "list"])),
-            Ok(Command::DeadLetters(None))
+            parse(&["dead-letters", "list"]),
+            Ok(Command::DeadLetters {
+                action: DeadLetterAction::List
+            })
         ));
         assert!(matches!(
-            parse(&args(&["dead-letters", "replay", "--all"])),
-            Ok(Command::DeadLetters(Some(Selection::All)))
+            parse(&["dead-letters", "replay", "--all"]),
+            Ok(Command::DeadLetters {
+                action: DeadLetterAction::Replay { all: true, .. }
+            })
         ));
         assert!(matches!(
-            parse(&args(&["dead-letters", "replay", "4", "5"])),
-            Ok(Command::DeadLetters(Some(Selection::Ids(ids)))) if ids == [4, 5]
+            parse(&["dead-letters", "replay", "4", "5"]),
+            Ok(Command::DeadLetters { action: DeadLetterAction::Replay { all: false, ids } }) if ids == [4, 5]
         ));
-        assert!(parse(&args(&["dead-letters"])).is_err());
-        assert!(parse(&args(&["dead-letters", "replay"])).is_err());
+        assert!(matches!(
+            parse(&["topology", "--format", "svg", "other"]),
+            Ok(Command::Topology { format: Format::Svg, services }) if services == ["other"]
+        ));
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        for args in [
+            &["invoke"][..],
+            &["invoke", "x"],
+            &["serve"],
+            &["run", "extra"],
+            &["dead-letters"],
+            &["dead-letters", "replay"],
+            &["dead-letters", "replay", "--all", "3"],
+            &["topology", "--format", "png"],
+        ] {
+            let err = parse(args).err().unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert!(err.use_stderr(), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_documents_every_environment_variable() {
+        let def = ServiceDef {
+            name: "svc",
+            sys_map: "file:x.json",
+            function: "process",
+            connection: crate::db::ConnectionKind::None,
+            prepare: |_| Err(Error::Config("unused".into())),
+            case_domain: || None,
+        };
+        let help = command_for(&def).render_long_help().to_string();
+        for (var, _) in ENVIRONMENT {
+            assert!(help.contains(var), "--help lacks {var}");
+        }
+        for command in ["run", "invoke", "check", "dead-letters", "topology"] {
+            assert!(help.contains(command), "--help lacks {command}");
+        }
     }
 }

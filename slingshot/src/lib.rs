@@ -22,12 +22,14 @@
 mod bridge;
 pub mod broker;
 pub mod case;
+pub mod check;
 pub mod contract;
 pub mod db;
 pub mod deadletter;
 mod entry;
 mod error;
 pub mod metrics;
+pub mod ops;
 pub mod routing;
 pub mod runtime;
 pub mod service;
@@ -36,6 +38,7 @@ pub mod storage;
 pub mod sysmap;
 pub mod telemetry;
 pub mod testing;
+pub mod topology;
 pub mod worker;
 
 pub use case::{Case, CaseDomain, CaseValue};

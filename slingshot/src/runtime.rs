@@ -168,7 +168,7 @@ impl Runtime {
     /// A connection to the database the sys-map configures, for set-up work
     /// such as migrations (services get theirs from their pool).
     pub async fn connect_database(&self) -> Result<crate::db::AnyConnection, Error> {
-        let target = self.database_target(ConnectionKind::Any, "set-up").await?;
+        let target = database_target(&self.sysmap, ConnectionKind::Any, "set-up").await?;
         let Some(target) = target else {
             return Err(Error::Config("no database is configured".into()));
         };
@@ -179,29 +179,34 @@ impl Runtime {
     }
 
     async fn database_for(&self, def: &ServiceDef) -> Result<Option<DbTarget>, Error> {
-        self.database_target(def.connection, def.name).await
+        database_target(&self.sysmap, def.connection, def.name).await
     }
+}
 
-    /// The database a connection of `kind` uses; `service` labels its
-    /// PostgreSQL connections (`application_name`, seen in `pg_stat_activity`).
-    async fn database_target(&self, kind: ConnectionKind, service: &str) -> Result<Option<DbTarget>, Error> {
-        let configured = self.sysmap.backends().database;
-        let postgres = || async {
-            let db = self.sysmap.db().await?;
-            let pass = resolve_secret(db.pass.clone()).await?;
-            let display = format!("postgres://{}@{}:{}/{}", db.username, db.host, db.port, db.database);
-            let url = format!(
-                "postgres://{}:{}@{}:{}/{}?application_name={}",
-                percent_encode(&db.username),
-                percent_encode(&pass),
-                db.host,
-                db.port,
-                percent_encode(&db.database),
-                percent_encode(&format!("slingshot {service}"))
-            );
-            Ok::<_, Error>(DbTarget::Postgres { url, display })
-        };
-        Ok(match (kind, configured) {
+/// The database a connection of `kind` uses; `service` labels its
+/// PostgreSQL connections (`application_name`, seen in `pg_stat_activity`).
+pub(crate) async fn database_target(
+    sysmap: &SysMap,
+    kind: ConnectionKind,
+    service: &str,
+) -> Result<Option<DbTarget>, Error> {
+    let configured = sysmap.backends().database;
+    let postgres = || async {
+        let db = sysmap.db().await?;
+        let pass = resolve_secret(db.pass.clone()).await?;
+        let display = format!("postgres://{}@{}:{}/{}", db.username, db.host, db.port, db.database);
+        let url = format!(
+            "postgres://{}:{}@{}:{}/{}?application_name={}",
+            percent_encode(&db.username),
+            percent_encode(&pass),
+            db.host,
+            db.port,
+            percent_encode(&db.database),
+            percent_encode(&format!("slingshot {service}"))
+        );
+        Ok::<_, Error>(DbTarget::Postgres { url, display })
+    };
+    Ok(match (kind, configured) {
             (ConnectionKind::None, _) => None,
             (ConnectionKind::Postgres, _) | (ConnectionKind::Any, DatabaseBackend::Postgres) => Some(postgres().await?),
             (ConnectionKind::Sqlite | ConnectionKind::Any, DatabaseBackend::Sqlite(path)) => Some(DbTarget::Sqlite(path)),
@@ -209,13 +214,14 @@ impl Runtime {
                 return Err(DbError::Mismatch(format!(
                     "service {} takes `&mut SqliteConnection`, but {} configures PostgreSQL; take `&mut PgConnection` or `&mut slingshot::AnyConnection`",
                     service,
-                    self.sysmap.describe()
+                    sysmap.describe()
                 ))
                 .into())
             }
         })
-    }
+}
 
+impl Runtime {
     /// Everything `def` needs before it can process: wiring, routes checked
     /// against its case type, queues declared, the executor with its pool.
     async fn prepare(&self, def: &'static ServiceDef, stats: Arc<Stats>) -> Result<Prepared, Error> {
@@ -429,7 +435,7 @@ async fn keep_consuming(
 }
 
 /// The broker of the sys-map's `rabbitmq` endpoint, connected.
-async fn rabbitmq_from(sysmap: &SysMap) -> Result<RabbitMq, Error> {
+pub(crate) async fn rabbitmq_from(sysmap: &SysMap) -> Result<RabbitMq, Error> {
     let endpoint = sysmap.rabbitmq().await?;
     let pass = resolve_secret(endpoint.pass.clone()).await?;
     let vhost = std::env::var("SLINGSHOT_AMQP_VHOST").unwrap_or_else(|_| "/".into());
@@ -456,7 +462,7 @@ async fn rabbitmq_from(sysmap: &SysMap) -> Result<RabbitMq, Error> {
 /// The S3 settings of the sys-map's `object-storage` endpoint. A host
 /// without a scheme gets `SLINGSHOT_S3_SCHEME` (default `https`); the region
 /// is `SLINGSHOT_S3_REGION` (default `garage`).
-async fn s3_config_from(sysmap: &SysMap) -> Result<S3Config, Error> {
+pub(crate) async fn s3_config_from(sysmap: &SysMap) -> Result<S3Config, Error> {
     let endpoint = sysmap.object_storage().await?;
     let scheme = std::env::var("SLINGSHOT_S3_SCHEME").unwrap_or_else(|_| "https".into());
     if scheme != "http" && scheme != "https" {

@@ -72,6 +72,16 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "seconds in-flight requests get to finish on SIGTERM/SIGINT (default 30)",
     ),
     (
+        "SLINGSHOT_HTTP_ADDR",
+        "metrics and probes address (default 0.0.0.0:9090; off to disable)",
+    ),
+    ("SLINGSHOT_AMQP_VHOST", "RabbitMQ virtual host (default /)"),
+    (
+        "SLINGSHOT_S3_SCHEME",
+        "scheme for an object-storage host given without one: https (default) or http",
+    ),
+    ("SLINGSHOT_S3_REGION", "S3 region (default garage)"),
+    (
         "SLINGSHOT_SECRETS_DIR",
         "directory of mounted secrets (default /run/secrets)",
     ),
@@ -82,6 +92,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "SLINGSHOT_LOG",
         "log filter, e.g. info or slingshot=debug (default info)",
+    ),
+    (
+        "SLINGSHOT_LOG_FORMAT",
+        "json for one JSON object per line (default human-readable)",
     ),
 ];
 

@@ -1,0 +1,103 @@
+//! The operations endpoint: Prometheus metrics, liveness and readiness over HTTP.
+//!
+//! - `GET /metrics`: every service's metrics in the Prometheus text format;
+//! - `GET /healthz`: 200 while the process runs (liveness);
+//! - `GET /readyz`: 200 only while every service is consuming; 503 while one
+//!   is reconnecting or the process is shutting down (readiness).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::metrics::{self, Stats};
+
+/// What the endpoint reports on.
+#[derive(Clone, Default)]
+pub struct Probe {
+    services: Arc<std::sync::Mutex<Vec<(&'static str, Arc<Stats>)>>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// Reports on `service` too.
+    pub fn watch(&self, service: &'static str, stats: Arc<Stats>) {
+        self.lock().push((service, stats));
+    }
+
+    /// From now on the process is not ready: it is shutting down.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Arc<Stats>)>> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `None` when ready, else why not.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Some("shutting down".into());
+        }
+        let services = self.lock();
+        if services.is_empty() {
+            return Some("no service started yet".into());
+        }
+        let waiting: Vec<&str> = services
+            .iter()
+            .filter(|(_, stats)| !stats.consuming.load(Ordering::Relaxed))
+            .map(|(name, _)| *name)
+            .collect();
+        (!waiting.is_empty()).then(|| format!("not consuming: {}", waiting.join(", ")))
+    }
+
+    fn metrics(&self) -> String {
+        let services = self.lock();
+        let view: Vec<(&str, &Stats)> = services.iter().map(|(name, stats)| (*name, &**stats)).collect();
+        metrics::render(&view)
+    }
+}
+
+/// The HTTP app serving `probe`.
+pub fn router(probe: Probe) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(probe)
+}
+
+async fn metrics_page(State(probe): State<Probe>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], probe.metrics())
+}
+
+async fn ready(State(probe): State<Probe>) -> impl IntoResponse {
+    match probe.not_ready() {
+        None => (StatusCode::OK, "ready\n".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+/// Binds `addr` now (so a taken port fails start-up) and serves `probe` in
+/// the background. Returns the bound address.
+pub async fn serve(addr: &str, probe: Probe) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(probe)).await {
+            tracing::error!(error = %e, "the operations endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
