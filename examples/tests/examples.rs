@@ -92,16 +92,24 @@ fn help_lists_commands_and_environment() {
     let shown = text(&output);
     assert!(output.status.success(), "{shown}");
     for needle in [
-        "invoke ID...",
+        "invoke",
+        "check",
+        "dead-letters",
+        "topology",
         "SLINGSHOT_SYS_MAP",
         "SLINGSHOT_CONCURRENCY",
         "SLINGSHOT_SECRETS_DIR",
+        "SLINGSHOT_HTTP_ADDR",
     ] {
         assert!(shown.contains(needle), "--help lacks {needle}: {shown}");
     }
     let bad = run(env!("CARGO_BIN_EXE_simple"), "file:unused.json", &["invoke", "seven"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(text(&bad).contains("\"seven\" is not a request ID"), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("invalid value 'seven' for '<IDS>...'"),
+        "{}",
+        text(&bad)
+    );
 }
 
 #[test]
@@ -125,4 +133,30 @@ fn pipeline_runs_end_to_end() {
     assert!(shown.contains("ingest: false -> rejected = 7"), "{shown}");
     assert!(shown.contains("cataloged  43"), "{shown}");
     assert!(dir.path().join(".slingshot/pipeline/objects/catalog/1").exists());
+}
+
+#[test]
+fn the_pipeline_shows_progress_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let sysmap = sysmap_copy(dir.path(), "pipeline.json");
+    // Not a terminal: no progress line.
+    let piped = run(env!("CARGO_BIN_EXE_pipeline"), &sysmap, &["10"]);
+    assert!(piped.status.success(), "{}", text(&piped));
+    assert!(!text(&piped).contains("processed:"), "{}", text(&piped));
+    // A pseudo-terminal (util-linux `script`): progress on stderr.
+    let command = format!("{} 10", env!("CARGO_BIN_EXE_pipeline"));
+    let tty = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(workspace())
+        .env("SLINGSHOT_SYS_MAP", &sysmap)
+        .env("SLINGSHOT_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux script runs");
+    let shown = text(&tty);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("processed: ingest 10 · tokenize 9 · catalog 9 (of 10 documents)"),
+        "{shown}"
+    );
 }

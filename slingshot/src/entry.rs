@@ -131,7 +131,10 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init();
+    crate::telemetry::init_to(match command {
+        Command::Run => crate::telemetry::Output::Stdout,
+        _ => crate::telemetry::Output::Stderr,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

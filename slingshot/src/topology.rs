@@ -302,3 +302,104 @@ impl Topology {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::CaseValue;
+    use crate::sysmap::Route;
+
+    fn two_stages() -> Topology {
+        let route = |case: CaseValue, queues: &[&str]| Route {
+            case,
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+        };
+        Topology {
+            services: vec![
+                ServiceNode {
+                    name: "ingest".into(),
+                    wiring: ServiceWiring {
+                        inbound: "ingest".into(),
+                        routes: vec![
+                            route(CaseValue::Bool(true), &["resize", "audit"]),
+                            route(CaseValue::Bool(false), &["audit"]),
+                        ],
+                    },
+                    buckets: vec![("in".into(), "uploads".into()), ("out".into(), "normalized".into())],
+                },
+                ServiceNode {
+                    name: "resize".into(),
+                    wiring: ServiceWiring {
+                        inbound: "resize".into(),
+                        routes: vec![route(CaseValue::Str("small".into()), &["done"])],
+                    },
+                    buckets: vec![("in".into(), "normalized".into())],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn mermaid() {
+        assert_eq!(
+            two_stages().mermaid(),
+            r##"flowchart LR
+  n0[("ingest")]:::queue
+  n1["ingest"]:::service
+  n2[("audit")]:::queue
+  n3[("resize")]:::queue
+  n4[/"uploads"/]:::bucket
+  n5[/"normalized"/]:::bucket
+  n6["resize"]:::service
+  n7[("done")]:::queue
+  n0 --> n1
+  n1 -- "true, false" --> n2
+  n1 -- "true" --> n3
+  n4 -. "in" .-> n1
+  n1 -. "out" .-> n5
+  n3 --> n6
+  n6 -- "#quot;small#quot;" --> n7
+  n5 -. "in" .-> n6
+  classDef service fill:#dbeafe,stroke:#1d4ed8
+  classDef queue fill:#f1f5f9,stroke:#475569
+  classDef bucket fill:#fef9c3,stroke:#a16207
+"##
+        );
+    }
+
+    #[test]
+    fn dot() {
+        let dot = two_stages().dot();
+        for line in [
+            "digraph pipeline {",
+            "  \"queue:ingest\" [label=\"ingest\", shape=cylinder, style=filled, fillcolor=\"#f1f5f9\"];",
+            "  \"service:ingest\" [label=\"ingest\", shape=box, style=\"rounded,filled\", fillcolor=\"#dbeafe\"];",
+            "  \"bucket:uploads\" [label=\"uploads\", shape=folder, style=filled, fillcolor=\"#fef9c3\"];",
+            "  \"queue:ingest\" -> \"service:ingest\";",
+            "  \"service:ingest\" -> \"queue:audit\" [label=\"true, false\"];",
+            "  \"service:ingest\" -> \"bucket:normalized\" [label=\"out\", style=dashed];",
+            "  \"service:resize\" -> \"queue:done\" [label=\"\\\"small\\\"\"];",
+        ] {
+            assert!(dot.lines().any(|l| l == line), "missing {line:?} in\n{dot}");
+        }
+        assert!(dot.ends_with("}\n"));
+    }
+
+    #[test]
+    fn svg_lays_the_flow_out_left_to_right() {
+        let svg = two_stages().svg();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        let x_of = |label: &str| -> f64 {
+            let text = format!(">{label}</text>");
+            let at = svg.find(&text).unwrap_or_else(|| panic!("no node {label}"));
+            let rect = svg[..at].rfind("<rect x=\"").unwrap();
+            let rest = &svg[rect + 9..];
+            rest[..rest.find('"').unwrap()].parse().unwrap()
+        };
+        // uploads -> ingest -> normalized -> resize -> done
+        assert!(x_of("uploads") < x_of("normalized"));
+        assert!(x_of("normalized") < x_of("done"));
+        assert_eq!(svg.matches("marker-end").count(), 8, "every edge has an arrow");
+    }
+}

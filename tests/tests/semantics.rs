@@ -590,7 +590,10 @@ async fn requests_in_flight_at_the_shutdown_deadline_return_to_the_queue(backend
     let mut settings = f.settings();
     settings.shutdown_deadline = Duration::from_millis(200);
     let runtime = f
-        .runtime_with(json!({"sleepy": wiring(&f, "in", json!([{"case": true, "queues": [f.q("out")]}]))}), settings)
+        .runtime_with(
+            json!({"sleepy": wiring(&f, "in", json!([{"case": true, "queues": [f.q("out")]}]))}),
+            settings,
+        )
         .await;
     let mut service = runtime.start(ServiceDef::find("sleepy").unwrap()).await.unwrap();
     runtime.send(&f.q("in"), [0]).await.unwrap();
@@ -601,7 +604,10 @@ async fn requests_in_flight_at_the_shutdown_deadline_return_to_the_queue(backend
     }
     runtime.shutdown();
     service.finished().await.unwrap();
-    assert!(start.elapsed() < Duration::from_millis(1500), "shutdown waited for the 2 s request");
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "shutdown waited for the 2 s request"
+    );
     // Back in its queue, unprocessed, for the next instance to take.
     wait_for_count(runtime.broker().as_ref(), &f.q("in"), 1, WAIT).await;
     assert_eq!(runtime.broker().ready_count(&f.q("out")).await.unwrap(), 0);

@@ -111,7 +111,29 @@ async fn run(count: Option<String>) -> Result<(), Box<dyn std::error::Error + Se
     }
     let started = std::time::Instant::now();
     runtime.send(&running[0].wiring.inbound, ids.iter().copied()).await?;
+    // On a terminal, a progress line on stderr; in a log or a pipe, nothing.
+    let stats: Vec<_> = running.iter().map(|s| (s.def.name, s.stats.clone())).collect();
+    let progress_line = move || {
+        let stages: Vec<String> = stats
+            .iter()
+            .map(|(name, s)| format!("{name} {}", s.processed.load(Ordering::Relaxed)))
+            .collect();
+        format!("\r  processed: {} (of {count} documents)  ", stages.join(" · "))
+    };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let line = progress_line.clone();
+        tokio::spawn(async move {
+            loop {
+                eprint!("{}", line());
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    });
     runtime.run_until_idle(&running.iter().collect::<Vec<_>>()).await?;
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!("{}", progress_line());
+    }
     let elapsed = started.elapsed();
 
     println!("\nstage      processed  retried  dead-lettered  objects  bytes written");

@@ -1,0 +1,371 @@
+//! Operating a service: metrics after a known workload, readiness across a
+//! broker restart, `check` on good and broken configurations, and one
+//! request's trace followed through two services' logs.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use slingshot_tests::private::PrivateRabbit;
+use slingshot_tests::{signal, test_broker, Backend, Collector, Fixture};
+use tokio::process::{Child, Command};
+
+const SIGTERM: i32 = 15;
+
+fn shared_amqp() -> String {
+    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Command {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fault-service"));
+    command
+        .arg(name)
+        .env("SLINGSHOT_SYS_MAP", sysmap)
+        .env("SLINGSHOT_STAGING_DIR", dir)
+        .env("SLINGSHOT_MAX_ATTEMPTS", "3")
+        .env("SLINGSHOT_RETRY_BASE_MS", "20")
+        .env("SLINGSHOT_RETRY_MAX_MS", "100")
+        .env("SLINGSHOT_HTTP_ADDR", "off")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+async fn wait_status(url: &str, want: u16, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let got = get(url).await;
+        if got.as_ref().map(|(s, _)| *s) == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{url} did not answer {want} within {timeout:?}; last: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of one sample line `name{labels} value` of a Prometheus page.
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{page}"))
+        .parse()
+        .unwrap()
+}
+
+async fn stop(mut child: Child) {
+    signal(child.id().unwrap(), SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit {status} after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_workload() {
+    let f = Fixture::new(Backend::Real, "metrics");
+    let sysmap = f
+        .serve_sysmap(json!({"poison": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}}))
+        .await;
+    let broker = test_broker(&shared_amqp()).await;
+    for q in ["in", "out"] {
+        broker.declare(&f.q(q)).await.unwrap();
+    }
+    let port = free_port();
+    let child = service(
+        "poison",
+        &sysmap,
+        f.dir.path(),
+        &[("SLINGSHOT_HTTP_ADDR", format!("127.0.0.1:{port}"))],
+    )
+    .spawn()
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(30)).await;
+    assert_eq!(
+        get(&format!("{base}/healthz")).await.unwrap(),
+        (200, "ok\n".to_string())
+    );
+
+    // 1000..1100: 1013 panics and 1017 fails (3 attempts each, then dead
+    // letters), 1019 returns an unrouted `false`, the other 97 route `true`.
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    for id in 1000..1100 {
+        broker
+            .publish(&f.q("in"), slingshot::broker::Message::id(id))
+            .await
+            .unwrap();
+    }
+    collector.wait_for(97, Duration::from_secs(60)).await;
+    let dlq = slingshot::worker::dead_letter_queue(&f.q("in"));
+    let start = Instant::now();
+    while broker.ready_count(&dlq).await.unwrap() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "dead letters missing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (status, page) = get(&format!("{base}/metrics")).await.unwrap();
+    assert_eq!(status, 200);
+    let s = "{service=\"poison\"}";
+    assert_eq!(
+        sample(&page, &format!("slingshot_messages_consumed_total{s}")),
+        104.0,
+        "100 + 4 retries"
+    );
+    assert_eq!(sample(&page, &format!("slingshot_messages_acked_total{s}")), 98.0);
+    assert_eq!(sample(&page, &format!("slingshot_messages_retried_total{s}")), 4.0);
+    assert_eq!(
+        sample(&page, &format!("slingshot_messages_dead_lettered_total{s}")),
+        2.0
+    );
+    assert_eq!(sample(&page, &format!("slingshot_outputs_published_total{s}")), 97.0);
+    assert_eq!(sample(&page, &format!("slingshot_in_flight{s}")), 0.0);
+    assert_eq!(sample(&page, &format!("slingshot_ready{s}")), 1.0);
+    let routed = format!(
+        "slingshot_outputs_routed_total{{service=\"poison\",case=\"true\",case_kind=\"bool\",queue=\"{}\"}}",
+        f.q("out")
+    );
+    assert_eq!(sample(&page, &routed), 97.0);
+    assert_eq!(
+        sample(
+            &page,
+            "slingshot_outputs_unrouted_total{service=\"poison\",case=\"false\",case_kind=\"bool\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&page, "slingshot_process_duration_seconds_count{service=\"poison\"}"),
+        104.0
+    );
+    assert_eq!(
+        sample(&page, "slingshot_publish_confirm_seconds_count{service=\"poison\"}"),
+        97.0 + 4.0 + 2.0 - 6.0
+    );
+    stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_broker() {
+    let rabbit = std::sync::Arc::new(tokio::task::spawn_blocking(PrivateRabbit::start).await.unwrap());
+    let f = Fixture::new(Backend::Real, "readiness");
+    let private =
+        json!({"host": ["127.0.0.1"], "port": [PrivateRabbit::PORT], "username": ["guest"], "pass": ["test/rabbitmq"]});
+    let sysmap = f
+        .serve_sysmap(
+            json!({"relay": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}, "rabbitmq": private}),
+        )
+        .await;
+    let port = free_port();
+    let child = service(
+        "relay",
+        &sysmap,
+        f.dir.path(),
+        &[("SLINGSHOT_HTTP_ADDR", format!("127.0.0.1:{port}"))],
+    )
+    .spawn()
+    .unwrap();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    wait_status(&ready, 200, Duration::from_secs(30)).await;
+
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.stop_app()).await.unwrap();
+    wait_status(&ready, 503, Duration::from_secs(30)).await;
+    let (_, why) = get(&ready).await.unwrap();
+    assert!(why.contains("not consuming: relay"), "{why}");
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/healthz")).await.unwrap().0,
+        200,
+        "still alive"
+    );
+
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.start_app()).await.unwrap();
+    wait_status(&ready, 200, Duration::from_secs(60)).await;
+    stop(child).await;
+}
+
+/// Runs `fault-service NAME check` and returns its exit code and output.
+async fn check(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> (i32, String) {
+    let output = service(name, sysmap, dir, env)
+        .arg("check")
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_good_configuration_and_names_each_problem() {
+    let f = Fixture::new(Backend::Real, "check");
+    let bucket = f.bucket("out");
+    let good = json!({
+        "objects": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]},
+        "objects/out": bucket,
+        "records": {"in": f.q("rin"), "out": [{"case": true, "queues": [f.q("rout")]}]},
+    });
+    let sysmap = f.serve_sysmap(good.clone()).await;
+    let dir = f.dir.path();
+
+    let (code, out) = check("objects", &sysmap, dir, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    for needle in [
+        "ok      sys-map",
+        "ok      wiring",
+        "ok      broker: RabbitMQ",
+        "ok      bucket \"out\"",
+        "all 6 checks passed",
+    ] {
+        assert!(out.contains(needle), "lacks {needle:?}:\n{out}");
+    }
+    assert!(out.contains("flowchart LR"), "prints the topology:\n{out}");
+    let (code, out) = check("records", &sysmap, dir, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok      database: postgres://"), "{out}");
+
+    let broken = |patch: Value| {
+        let mut endpoints = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            endpoints[k] = v.clone();
+        }
+        endpoints
+    };
+    let cases: Vec<(&str, Value, Vec<(&str, String)>, &str)> = vec![
+        (
+            "objects",
+            json!({"objects": {"in": f.q("in"), "out": [{"case": 7, "queues": []}]}}),
+            vec![],
+            "FAILED  routes: case 7 (to []) can never match: `objects` returns cases of bool",
+        ),
+        // (A name with a dot: the fixture creates only dotless buckets.)
+        (
+            "objects",
+            json!({"objects/out": format!("{}.never", f.bucket("x"))}),
+            vec![],
+            "FAILED  bucket \"out\"",
+        ),
+        (
+            "objects",
+            json!({"rabbitmq": {"host": ["127.0.0.1"], "port": [5672], "username": ["guest"], "pass": ["test/wrong"]}}),
+            vec![("SLINGSHOT_SECRET_TEST_WRONG", "not-the-password".to_string())],
+            "FAILED  broker",
+        ),
+        (
+            "objects",
+            json!({"rabbitmq": {"host": ["127.0.0.1"], "port": [5672], "username": ["guest"], "pass": ["test/absent"]}}),
+            vec![],
+            "secret \"test/absent\" not found; tried $SLINGSHOT_SECRET_TEST_ABSENT is not set",
+        ),
+        (
+            "objects",
+            json!({"object-storage": {"host": ["http://127.0.0.1:3900"], "pass:access-key": ["test/rabbitmq"]}}),
+            vec![],
+            "FAILED  object storage: sys-map: sys-map",
+        ),
+        (
+            "records",
+            json!({"db": {"host": ["127.0.0.1"], "port": [1], "username": ["slingshot"], "database": ["slingshot"], "pass": ["test/postgres"]}}),
+            vec![],
+            "FAILED  database: database: cannot connect to postgres://slingshot@127.0.0.1:1/slingshot",
+        ),
+    ];
+    for (name, patch, env, needle) in cases {
+        let sysmap = f.serve_sysmap(broken(patch.clone())).await;
+        let (code, out) = check(name, &sysmap, dir, &env).await;
+        assert_eq!(code, 1, "{patch} should fail:\n{out}");
+        assert!(out.contains(needle), "{patch}: lacks {needle:?}:\n{out}");
+        assert!(out.contains("checks failed"), "{out}");
+    }
+    let (code, out) = check("objects", "http://127.0.0.1:9", dir, &[]).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("FAILED  wiring: sys-map http://127.0.0.1:9: cannot read \"objects\": GET http://127.0.0.1:9/objects: cannot connect"), "{out}");
+    let (code, out) = check("objects", &f.serve_sysmap(json!({})).await, dir, &[]).await;
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("no endpoint \"objects\"") && out.contains("add the service's endpoint to the sys-map"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_can_be_followed_through_two_services_by_its_trace_id() {
+    let f = Fixture::new(Backend::Real, "trace");
+    let sysmap = f
+        .serve_sysmap(json!({
+            "relay": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("mid")]}]},
+            "relay2": {"in": f.q("mid"), "out": [{"case": true, "queues": [f.q("out")]}]},
+        }))
+        .await;
+    let broker = test_broker(&shared_amqp()).await;
+    for q in ["in", "mid", "out"] {
+        broker.declare(&f.q(q)).await.unwrap();
+    }
+    let json_logs = [
+        ("SLINGSHOT_LOG_FORMAT", "json".to_string()),
+        ("SLINGSHOT_LOG", "info".to_string()),
+    ];
+    let first = service("relay", &sysmap, f.dir.path(), &json_logs).spawn().unwrap();
+    let second = service("relay2", &sysmap, f.dir.path(), &json_logs).spawn().unwrap();
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    for id in [41, 42, 43] {
+        broker
+            .publish(&f.q("in"), slingshot::broker::Message::id(id))
+            .await
+            .unwrap();
+    }
+    collector.wait_for(3, Duration::from_secs(30)).await;
+    stop(first).await;
+    stop(second).await;
+
+    let events = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(f.dir.path().join(format!("{name}.log")))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let routed_trace = |events: &[Value], request: &str| -> String {
+        events
+            .iter()
+            .find(|e| e["fields"]["message"] == "routed" && e["span"]["request"] == request)
+            .and_then(|e| e["span"]["trace_id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no routed event for request {request}"))
+    };
+    let (one, two) = (events("relay"), events("relay2"));
+    let trace = routed_trace(&one, "42");
+    assert_eq!(trace.len(), 32, "{trace}");
+    assert_eq!(
+        routed_trace(&two, "42"),
+        trace,
+        "the second service logs request 42 under the same trace ID"
+    );
+    assert_ne!(routed_trace(&one, "41"), trace, "each request has its own trace");
+}
