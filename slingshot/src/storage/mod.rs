@@ -45,7 +45,7 @@ pub enum ObjectError {
         reason: String,
     },
     /// Local I/O failed (staging a file, reading the directory store).
-    #[error("{op} {bucket}/{key}: {source}")]
+    #[error("{op} {}: {source}", location(.bucket, .key))]
     Io {
         /// What was being done.
         op: &'static str,
@@ -57,7 +57,7 @@ pub enum ObjectError {
         source: io::Error,
     },
     /// The storage service failed or refused.
-    #[error("{op} {bucket}/{key}: {message}")]
+    #[error("{op} {}: {message}", location(.bucket, .key))]
     Backend {
         /// What was being done.
         op: &'static str,
@@ -68,6 +68,15 @@ pub enum ObjectError {
         /// What the service said.
         message: String,
     },
+}
+
+/// `bucket/key`, or just the bucket for bucket-level operations.
+fn location(bucket: &str, key: &str) -> String {
+    if key.is_empty() {
+        bucket.to_string()
+    } else {
+        format!("{bucket}/{key}")
+    }
 }
 
 impl ObjectError {

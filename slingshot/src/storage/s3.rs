@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -193,12 +194,40 @@ impl S3Store {
     }
 }
 
-fn backend<E: std::error::Error + 'static>(op: &'static str, bucket: &str, key: &str, e: E) -> ObjectError {
+fn backend<E>(op: &'static str, bucket: &str, key: &str, e: SdkError<E>) -> ObjectError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     ObjectError::Backend {
         op,
         bucket: bucket.into(),
         key: key.into(),
-        message: DisplayErrorContext(&e).to_string(),
+        message: sdk_message(&e),
+    }
+}
+
+/// One line for an SDK error: the service's code, message and HTTP status,
+/// or why the service could not be reached.
+fn sdk_message<E>(e: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            let status = service.raw().status().as_u16();
+            match (err.code(), err.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                _ => format!("HTTP {status}"),
+            }
+        }
+        SdkError::TimeoutError(_) => "the request timed out".into(),
+        SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
+            Some(connector) => format!("cannot reach the service: {}", crate::service::error_chain(connector)),
+            None => format!("cannot reach the service: {}", DisplayErrorContext(e)),
+        },
+        other => DisplayErrorContext(other).to_string(),
     }
 }
 
