@@ -95,7 +95,15 @@ impl Stats {
     }
 
     pub(crate) fn count_route(&self, case: &CaseValue, queue: &str) {
-        *self.lock_routes().entry((case.clone(), queue.to_string())).or_default() += 1;
+        let mut routes = self.lock_routes();
+        // The key is usually there already: find it without allocating one.
+        let existing = routes.iter_mut().find(|((c, q), _)| c == case && q == queue);
+        match existing {
+            Some((_, n)) => *n += 1,
+            None => {
+                routes.insert((case.clone(), queue.to_string()), 1);
+            }
+        }
     }
 
     fn lock_routes(&self) -> std::sync::MutexGuard<'_, BTreeMap<(CaseValue, String), u64>> {

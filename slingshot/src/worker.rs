@@ -158,12 +158,16 @@ impl Worker {
             trace_id: trace_id.clone(),
         };
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = match self.executor.clone().execute(job).await {
+        let executed = self.executor.clone().execute(job).await;
+        // The slot bounds concurrent `process` calls and uploads; waiting for
+        // the broker's confirms is not processing, so the next request may
+        // start meanwhile. Unacknowledged messages stay bounded by prefetch.
+        drop(slot);
+        let result = match executed {
             Ok(executed) => self.route(request, &executed, &trace_id).await,
             Err(failure) => Err(failure),
         };
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        drop(slot);
         match result {
             Ok(()) => {
                 match delivery.acker.ack().await {

@@ -24,7 +24,10 @@ pub struct RabbitMq {
     url: String,
     display: String,
     name: String,
-    session: Mutex<Option<Arc<Session>>>,
+    /// The live session, read on every publish without waiting.
+    session: std::sync::RwLock<Option<Arc<Session>>>,
+    /// Held while (re)connecting, so only one task reconnects.
+    connecting: Mutex<()>,
     /// Channel of `basic_get`: messages taken with it are settled on it.
     getter: Mutex<Option<Channel>>,
 }
@@ -50,7 +53,8 @@ impl RabbitMq {
             url,
             display,
             name: name.to_string(),
-            session: Mutex::new(None),
+            session: std::sync::RwLock::new(None),
+            connecting: Mutex::new(()),
             getter: Mutex::new(None),
         }
     }
@@ -60,12 +64,24 @@ impl RabbitMq {
         self.session().await.map(drop)
     }
 
+    /// The current session if it is healthy. Never waits.
+    fn healthy(&self) -> Option<Arc<Session>> {
+        let slot = self.session.read().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref()
+            .filter(|s| s.connection.status().connected() && s.publisher.status().connected())
+            .cloned()
+    }
+
     async fn session(&self) -> Result<Arc<Session>, BrokerError> {
-        let mut slot = self.session.lock().await;
-        if let Some(session) = slot.as_ref() {
-            if session.connection.status().connected() && session.publisher.status().connected() {
-                return Ok(session.clone());
-            }
+        if let Some(session) = self.healthy() {
+            return Ok(session);
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another task may have reconnected while this one waited.
+        if let Some(session) = self.healthy() {
+            return Ok(session);
+        }
+        if self.session.read().unwrap_or_else(|p| p.into_inner()).is_some() {
             tracing::warn!(broker = %self.display, "AMQP connection lost; reconnecting");
         }
         let properties = ConnectionProperties::default().with_connection_name(LongString::from(self.name.clone()));
@@ -78,7 +94,7 @@ impl RabbitMq {
             .await
             .map_err(|e| self.lost(e))?;
         let session = Arc::new(Session { connection, publisher });
-        *slot = Some(session.clone());
+        *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
         tracing::info!(broker = %self.display, "connected");
         Ok(session)
     }

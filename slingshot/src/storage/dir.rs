@@ -59,7 +59,7 @@ impl ObjectStore for DirStore {
         }
     }
 
-    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), ObjectError> {
+    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<u64, ObjectError> {
         let target = self.object_path(bucket, key)?;
         let io_err = |op, source| ObjectError::Io {
             op,
@@ -69,17 +69,17 @@ impl ObjectStore for DirStore {
         };
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         let source = path.to_path_buf();
-        tokio::task::spawn_blocking(move || -> Result<(), (&'static str, std::io::Error)> {
+        tokio::task::spawn_blocking(move || -> Result<u64, (&'static str, std::io::Error)> {
             std::fs::create_dir_all(&dir).map_err(|e| ("create bucket directory", e))?;
             let mut partial = tempfile::Builder::new()
                 .prefix(".partial-")
                 .tempfile_in(&dir)
                 .map_err(|e| ("create", e))?;
             let mut input = std::fs::File::open(&source).map_err(|e| ("read staged file", e))?;
-            std::io::copy(&mut input, partial.as_file_mut()).map_err(|e| ("write", e))?;
+            let size = std::io::copy(&mut input, partial.as_file_mut()).map_err(|e| ("write", e))?;
             partial.as_file().sync_data().map_err(|e| ("sync", e))?;
             partial.persist(&target).map_err(|e| ("rename into place", e.error))?;
-            Ok(())
+            Ok(size)
         })
         .await
         .map_err(|e| io_err("upload", std::io::Error::other(e)))?

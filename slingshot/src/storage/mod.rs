@@ -156,8 +156,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn open(&self, bucket: &str, key: &str) -> Result<ObjectReader, ObjectError>;
 
     /// Uploads the local file at `path` as `bucket/key`, replacing any object
-    /// there. Readers never see a partly written object.
-    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), ObjectError>;
+    /// there, and returns its size. Readers never see a partly written object.
+    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<u64, ObjectError>;
 
     /// Stores `bytes` as `bucket/key` (seeding inputs, tools, tests).
     async fn put_bytes(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError> {
@@ -176,7 +176,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         .await
         .map_err(|e| io_err(io::Error::other(e)))?
         .map_err(io_err)?;
-        self.put_file(bucket, key, staged.path()).await
+        self.put_file(bucket, key, staged.path()).await.map(drop)
     }
 
     /// One line naming the store, for logs (never credentials).

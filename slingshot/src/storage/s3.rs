@@ -23,8 +23,14 @@ pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 pub const PART_SIZE: u64 = 16 * 1024 * 1024;
 /// Parts uploaded at the same time.
 const PART_CONCURRENCY: usize = 4;
-/// Chunks a reader may have buffered ahead of `read` (each at most a few tens of KiB).
+/// Objects up to this size are read or uploaded in one piece from memory;
+/// larger ones stream, so memory stays flat whatever their size.
+pub const IN_MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
+/// Chunks a streaming reader may have buffered ahead of `read`.
 const READ_AHEAD: usize = 4;
+/// Network chunks are coalesced up to this size before crossing to the
+/// reader's thread: one hand-off per 256 KiB instead of one per packet.
+const CHUNK: usize = 256 * 1024;
 
 /// Where and how to reach an S3 service.
 #[derive(Clone)]
@@ -231,6 +237,15 @@ where
     }
 }
 
+fn backend_io(op: &'static str, bucket: &str, key: &str, source: io::Error) -> ObjectError {
+    ObjectError::Backend {
+        op,
+        bucket: bucket.into(),
+        key: key.into(),
+        message: source.to_string(),
+    }
+}
+
 fn io_err(op: &'static str, bucket: &str, key: &str, source: io::Error) -> ObjectError {
     ObjectError::Io {
         op,
@@ -253,21 +268,43 @@ impl ObjectStore for S3Store {
             }
             Err(e) => return Err(backend("read", bucket, key, e)),
         };
-        // A task pulls the body and hands chunks to the synchronous reader
-        // through a small bounded channel: memory stays flat whatever the size.
-        let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
+        let length = output.content_length().and_then(|l| u64::try_from(l).ok());
         let mut body = output.body;
+        if length.is_some_and(|l| l <= IN_MEMORY_LIMIT) {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| backend_io("read", bucket, key, io::Error::other(e)))?
+                .into_bytes();
+            return Ok(ObjectReader::new(io::Cursor::new(bytes)));
+        }
+        // A task pulls the body and hands coalesced chunks to the synchronous
+        // reader through a small bounded channel: memory stays flat whatever
+        // the size.
+        let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
         tokio::spawn(async move {
+            let mut pending = bytes::BytesMut::new();
             loop {
-                let chunk = match body.try_next().await {
-                    Ok(Some(chunk)) => Ok(chunk),
-                    Ok(None) => break,
-                    Err(e) => Err(io::Error::other(e)),
+                let next = body.try_next().await;
+                let (done, failed) = match next {
+                    Ok(Some(chunk)) => {
+                        pending.extend_from_slice(&chunk);
+                        (false, None)
+                    }
+                    Ok(None) => (true, None),
+                    Err(e) => (true, Some(io::Error::other(e))),
                 };
-                let failed = chunk.is_err();
-                // The reader was dropped: stop downloading.
-                if tx.send(chunk).is_err() || failed {
-                    break;
+                if (pending.len() >= CHUNK || done) && !pending.is_empty() {
+                    // The reader was dropped: stop downloading.
+                    if tx.send(Ok(pending.split().freeze())).is_err() {
+                        return;
+                    }
+                }
+                if let Some(e) = failed {
+                    let _ = tx.send(Err(e));
+                }
+                if done {
+                    return;
                 }
             }
         });
@@ -277,17 +314,32 @@ impl ObjectStore for S3Store {
         }))
     }
 
-    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), ObjectError> {
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| io_err("stat staged file", bucket, key, e))?
-            .len();
-        if size > MULTIPART_THRESHOLD {
-            return self.put_multipart(bucket, key, path, size).await;
-        }
-        let body = ByteStream::from_path(path)
-            .await
-            .map_err(|e| io_err("read staged file", bucket, key, io::Error::other(e)))?;
+    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<u64, ObjectError> {
+        // One trip to the blocking pool: the size, and the bytes themselves
+        // when the file is small enough to upload from memory.
+        let file = path.to_path_buf();
+        let staged = tokio::task::spawn_blocking(move || -> io::Result<(u64, Option<Vec<u8>>)> {
+            let size = std::fs::metadata(&file)?.len();
+            let bytes = if size <= IN_MEMORY_LIMIT {
+                Some(std::fs::read(&file)?)
+            } else {
+                None
+            };
+            Ok((size, bytes))
+        })
+        .await
+        .map_err(|e| io_err("read staged file", bucket, key, io::Error::other(e)))?
+        .map_err(|e| io_err("read staged file", bucket, key, e))?;
+        let staged_size = staged.0;
+        let body = match staged {
+            (size, _) if size > MULTIPART_THRESHOLD => {
+                return self.put_multipart(bucket, key, path, size).await.map(|()| size)
+            }
+            (_, Some(bytes)) => ByteStream::from(bytes),
+            (_, None) => ByteStream::from_path(path)
+                .await
+                .map_err(|e| io_err("read staged file", bucket, key, io::Error::other(e)))?,
+        };
         self.client
             .put_object()
             .bucket(bucket)
@@ -295,7 +347,7 @@ impl ObjectStore for S3Store {
             .body(body)
             .send()
             .await
-            .map(drop)
+            .map(|_| staged_size)
             .map_err(|e| backend("upload", bucket, key, e))
     }
 

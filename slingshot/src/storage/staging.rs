@@ -93,16 +93,7 @@ impl Staging {
                 .collect()
         };
         try_join_all(staged.into_iter().map(|(bucket, key, path)| async move {
-            let size = tokio::fs::metadata(&path)
-                .await
-                .map_err(|source| ObjectError::Io {
-                    op: "stat staged file",
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                    source,
-                })?
-                .len();
-            store.put_file(&bucket, &key, &path).await?;
+            let size = store.put_file(&bucket, &key, &path).await?;
             Ok(WrittenObject { bucket, key, size })
         }))
         .await

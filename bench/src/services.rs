@@ -1,0 +1,169 @@
+//! The services measured, and the set-up of their data: objects to read, the table to insert into, the processes whose memory is read.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use diesel::PgConnection;
+use serde_json::json;
+use slingshot::storage::s3::S3Store;
+use slingshot::storage::ObjectStore;
+use slingshot::{AnyError, ReadFileFn, WriteFileFn};
+use slingshot_tests::Fixture;
+
+/// One output per input, nothing else.
+#[slingshot::microservice(name = "bench-noop", sys_map = "file:unused.json", main = false)]
+fn noop(request: u64) -> [(u64, bool); 1] {
+    [(request, true)]
+}
+
+/// Reads object `request` (1 MiB) and writes it back out.
+#[slingshot::microservice(name = "bench-file", sys_map = "file:unused.json", main = false)]
+fn file(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Result<[(u64, bool); 1], AnyError> {
+    let mut bytes = Vec::with_capacity(1 << 20);
+    read_file("in", request)?.read_to_end(&mut bytes)?;
+    write_file("out", request)?.write_all(&bytes)?;
+    Ok([(request, true)])
+}
+
+/// One INSERT per request.
+#[slingshot::microservice(name = "bench-db", sys_map = "file:unused.json", main = false)]
+fn db(request: u64, connection: &mut PgConnection) -> Result<[(u64, bool); 1], AnyError> {
+    use diesel::RunQueryDsl;
+    diesel::sql_query("INSERT INTO bench_rows (id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind::<diesel::sql_types::BigInt, _>(i64::try_from(request)?)
+        .execute(connection)?;
+    Ok([(request, true)])
+}
+
+/// Streams object `request` from `in` to `out` through a 64 KiB buffer.
+#[slingshot::microservice(name = "bench-copy", sys_map = "file:unused.json", main = false)]
+fn copy(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Result<[(u64, bool); 1], AnyError> {
+    let mut reader = read_file("in", request)?;
+    let mut writer = write_file("out", request)?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        writer.write_all(&buffer[..n])?;
+    }
+    Ok([(request, true)])
+}
+
+pub async fn seed_objects(s3: &S3Store, bucket: &str, n: u64, size: usize) -> anyhow::Result<()> {
+    let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let ids: Vec<u64> = (0..n).collect();
+    for chunk in ids.chunks(8) {
+        futures::future::try_join_all(chunk.iter().map(|id| {
+            let body = body.clone();
+            async move { s3.put_bytes(bucket, &id.to_string(), body).await }
+        }))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Empties the table the database stage inserts into (creating it first).
+pub async fn prepare_table(url: &str) -> anyhow::Result<()> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        use diesel::{Connection, RunQueryDsl};
+        let mut c = PgConnection::establish(&url)?;
+        diesel::sql_query("CREATE TABLE IF NOT EXISTS bench_rows (id BIGINT PRIMARY KEY)").execute(&mut c)?;
+        diesel::sql_query("TRUNCATE bench_rows").execute(&mut c)?;
+        Ok(())
+    })
+    .await?
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Memory of service processes, in MiB.
+pub struct Memory {
+    /// Peak RSS while copying a 1 GiB object.
+    pub copy_peak: f64,
+    /// RSS of an idle, consuming service.
+    pub idle: f64,
+    /// Of which anonymous memory (heap and stacks), the rest being the
+    /// executable's code mapped from disk.
+    pub idle_anonymous: f64,
+}
+
+/// Runs the 1 GiB copy and an idle service in their own processes.
+pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<Memory> {
+    const GIB: u64 = 1 << 30;
+    let key = 1_000_000u64;
+    let path = f.dir.path().join("huge");
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&p)?);
+        let chunk: Vec<u8> = (0..1 << 20).map(|i: usize| (i * 7 % 253) as u8).collect();
+        for _ in 0..GIB >> 20 {
+            file.write_all(&chunk)?;
+        }
+        file.flush()
+    })
+    .await??;
+    s3.put_file(bucket, &key.to_string(), &path).await?;
+    std::fs::remove_file(&path)?;
+    let sysmap = f
+        .serve_sysmap(json!({
+            "bench-copy": {"in": f.q("copy-in"), "out": []},
+            "bench-copy/in": bucket, "bench-copy/out": bucket,
+            "bench-noop": {"in": f.q("idle-in"), "out": []},
+        }))
+        .await;
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(&exe)
+        .args(["service", "bench-copy", "invoke", &key.to_string()])
+        .env("SLINGSHOT_SYS_MAP", &sysmap)
+        .env("SLINGSHOT_STAGING_DIR", f.dir.path())
+        .env("SLINGSHOT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let mut peak = 0;
+    let status = loop {
+        peak = peak.max(status_kib(pid, "VmHWM:").unwrap_or(0));
+        if let Ok(status) = tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
+            break status?;
+        }
+    };
+    anyhow::ensure!(status.success(), "the 1 GiB copy failed: {status}");
+    let _ = s3
+        .client()
+        .delete_object()
+        .bucket(bucket)
+        .key(key.to_string())
+        .send()
+        .await;
+
+    let mut idle = tokio::process::Command::new(&exe)
+        .args(["service", "bench-noop", "run"])
+        .env("SLINGSHOT_SYS_MAP", &sysmap)
+        .env("SLINGSHOT_HTTP_ADDR", "off")
+        .env("SLINGSHOT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = idle.id().unwrap_or(0);
+    let (rss, anonymous) = (
+        status_kib(pid, "VmRSS:").unwrap_or(0),
+        status_kib(pid, "RssAnon:").unwrap_or(0),
+    );
+    idle.kill().await?;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    Ok(Memory {
+        copy_peak: mib(peak),
+        idle: mib(rss),
+        idle_anonymous: mib(anonymous),
+    })
+}
