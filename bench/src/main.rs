@@ -421,6 +421,11 @@ async fn latency(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     collector.abort();
+    let retried = running.stats.retried.load(Ordering::Relaxed);
+    let dead = running.stats.dead_lettered.load(Ordering::Relaxed);
+    if retried + dead > 0 {
+        eprintln!("  (latency run: {retried} retried, {dead} dead-lettered)");
+    }
     runtime.shutdown();
     let mut running = running;
     running.finished().await?;

@@ -132,7 +132,8 @@ fn case_labels(case: &CaseValue) -> String {
 /// Renders every service's metrics in the Prometheus text format.
 pub fn render(services: &[(&str, &Stats)]) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&Stats) -> &AtomicU64); 8] = [
+    type Counter = fn(&Stats) -> &AtomicU64;
+    let counters: [(&str, &str, Counter); 8] = [
         (
             "slingshot_messages_consumed_total",
             "Deliveries taken from the inbound queue.",

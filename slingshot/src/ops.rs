@@ -17,10 +17,13 @@ use axum::Router;
 
 use crate::metrics::{self, Stats};
 
+/// The services a probe watches, by name.
+type Watched = Vec<(&'static str, Arc<Stats>)>;
+
 /// What the endpoint reports on.
 #[derive(Clone, Default)]
 pub struct Probe {
-    services: Arc<std::sync::Mutex<Vec<(&'static str, Arc<Stats>)>>>,
+    services: Arc<std::sync::Mutex<Watched>>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -41,7 +44,7 @@ impl Probe {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Arc<Stats>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
         self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -258,7 +258,9 @@ async fn check_passes_a_good_configuration_and_names_each_problem() {
         }
         endpoints
     };
-    let cases: Vec<(&str, Value, Vec<(&str, String)>, &str)> = vec![
+    // (service, sys-map patch, extra environment, what the report must say)
+    type Broken<'a> = (&'a str, Value, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Broken> = vec![
         (
             "objects",
             json!({"objects": {"in": f.q("in"), "out": [{"case": 7, "queues": []}]}}),
