@@ -25,6 +25,7 @@ fn run(binary: &str, sysmap: &str, args: &[&str]) -> Output {
         .current_dir(workspace())
         .env("SLINGSHOT_SYS_MAP", sysmap)
         .env("SLINGSHOT_LOG", "warn")
+        .env("SLINGSHOT_HTTP_ADDR", "off")
         .output()
         .expect("the example binary runs")
 }

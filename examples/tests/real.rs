@@ -110,6 +110,7 @@ async fn three_stages_in_three_processes() {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
                 .args(["service", stage])
                 .env("SLINGSHOT_SYS_MAP", &base)
+                .env("SLINGSHOT_HTTP_ADDR", "off")
                 .env("SLINGSHOT_STAGING_DIR", f.dir.path())
                 .env("SLINGSHOT_LOG", "warn")
                 .stdout(Stdio::null())

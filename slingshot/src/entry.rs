@@ -172,7 +172,9 @@ fn ops_address() -> Option<String> {
 }
 
 async fn run(def: &'static ServiceDef) -> Result<ExitCode, Error> {
+    // Configuration first, so a bad setting or sys-map is what start-up reports.
     let settings = Settings::from_env()?;
+    let runtime = Runtime::connect(&sys_map_location(def), settings).await?;
     let probe = Probe::default();
     if let Some(addr) = ops_address() {
         let bound = ops::serve(&addr, probe.clone())
@@ -180,7 +182,6 @@ async fn run(def: &'static ServiceDef) -> Result<ExitCode, Error> {
             .map_err(|e| Error::Config(format!("SLINGSHOT_HTTP_ADDR={addr}: cannot listen: {e}")))?;
         tracing::info!(service = def.name, %bound, "metrics on /metrics, probes on /healthz and /readyz");
     }
-    let runtime = Runtime::connect(&sys_map_location(def), settings).await?;
     let mut service = runtime.start(def).await?;
     probe.watch(def.name, service.stats.clone());
     tokio::select! {

@@ -52,6 +52,8 @@ fn spawn_service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -
         .env("SLINGSHOT_RETRY_MAX_MS", "1000")
         .env("SLINGSHOT_SHUTDOWN_SECS", "20")
         .env("SLINGSHOT_TEST_DELAY_MS", "1")
+        // Several services run at once here; none needs the ops endpoint.
+        .env("SLINGSHOT_HTTP_ADDR", "off")
         .env("SLINGSHOT_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -113,6 +115,95 @@ async fn declare(broker: &dyn Broker, f: &Fixture, queues: &[&str]) {
     }
 }
 
+/// A single-service stream of `N` IDs through `fault-service NAME`, from
+/// `in` to `out`, waiting to be broken once `BREAK_AFTER` IDs came out.
+struct Stream<'a> {
+    f: &'a Fixture,
+    name: &'static str,
+    sysmap: String,
+    env: Vec<(&'static str, String)>,
+    broker: Arc<dyn Broker>,
+    collector: Collector,
+    service: Option<Child>,
+}
+
+impl<'a> Stream<'a> {
+    /// Starts the service and the collector, sends the IDs, and returns once
+    /// `BREAK_AFTER` have arrived: the moment to break something.
+    async fn start(
+        f: &'a Fixture,
+        name: &'static str,
+        amqp: &str,
+        extra: Value,
+        env: Vec<(&'static str, String)>,
+    ) -> Stream<'a> {
+        let (service, wiring) = relay_wiring(f, name, "in", "out");
+        let mut endpoints = extra;
+        endpoints[service] = wiring;
+        let sysmap = f.serve_sysmap(endpoints).await;
+        let broker = test_broker(amqp).await;
+        declare(&*broker, f, &["in", "out"]).await;
+        let collector = Collector::start(broker.clone(), f.q("out"));
+        let service = spawn_service(name, &sysmap, f.dir.path(), &env);
+        send_ids(&*broker, &f.q("in"), 0..N).await;
+        collector.wait_for(BREAK_AFTER, FINISH).await;
+        Stream {
+            f,
+            name,
+            sysmap,
+            env,
+            broker,
+            collector,
+            service: Some(service),
+        }
+    }
+
+    /// Stops the service with SIGTERM (it must exit 0) and starts it again.
+    async fn restart_gracefully(&mut self) -> Duration {
+        let stopping = std::time::Instant::now();
+        if let Some(service) = self.service.take() {
+            stop_gracefully(service, self.name).await;
+        }
+        let took = stopping.elapsed();
+        assert!(
+            self.collector.unique() < N as usize,
+            "the stream finished before SIGTERM; nothing was tested"
+        );
+        self.service = Some(spawn_service(self.name, &self.sysmap, self.f.dir.path(), &self.env));
+        took
+    }
+
+    /// Waits for every ID, checks the service is still running, prints the
+    /// fault line, stops the service, and asserts nothing was lost.
+    async fn finish(mut self, fault: &str) {
+        self.collector.wait_for(N as usize, FINISH).await;
+        // Late duplicates would arrive now.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut service = self.service.take().expect("a running service");
+        assert_running(&mut service, self.name, self.f.dir.path());
+        let dead = self
+            .broker
+            .ready_count(&dead_letter_queue(&self.f.q("in")))
+            .await
+            .unwrap();
+        let expected: Vec<u64> = (0..N).collect();
+        let outcome = report(fault, N, &expected, &self.collector.counts(), dead);
+        stop_gracefully(service, self.name).await;
+        assert_nothing_lost(&outcome);
+    }
+}
+
+/// No ID lost, none dead-lettered, duplicates within the prefetch window.
+fn assert_nothing_lost(outcome: &Outcome) {
+    assert_eq!(outcome.lost, 0);
+    assert_eq!(outcome.dead_lettered, 0, "an outage must not dead-letter good requests");
+    assert!(
+        outcome.duplicates <= u64::from(PREFETCH),
+        "{} duplicates exceed the prefetch window",
+        outcome.duplicates
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_two_stages() {
     let _turn = TURN.lock().await;
@@ -148,13 +239,7 @@ async fn kill_9_mid_stream_then_restart_two_stages() {
     let outcome = report("kill-9", N, &expected, &collector.counts(), dead);
     stop_gracefully(first, "relay").await;
     stop_gracefully(second, "relay2").await;
-    assert_eq!(outcome.lost, 0);
-    assert_eq!(outcome.dead_lettered, 0);
-    assert!(
-        outcome.duplicates <= u64::from(PREFETCH),
-        "{} duplicates exceed the prefetch window",
-        outcome.duplicates
-    );
+    assert_nothing_lost(&outcome);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,45 +247,21 @@ async fn rabbitmq_restarted_mid_stream() {
     let _turn = TURN.lock().await;
     let rabbit = Arc::new(tokio::task::spawn_blocking(PrivateRabbit::start).await.unwrap());
     let f = Fixture::new(Backend::Real, "rabbit-restart");
-    let (a, wa) = relay_wiring(&f, "relay", "in", "out");
     let private =
         json!({"host": ["127.0.0.1"], "port": [PrivateRabbit::PORT], "username": ["guest"], "pass": ["test/rabbitmq"]});
-    let sysmap = f.serve_sysmap(json!({a: wa, "rabbitmq": private})).await;
-    let broker = test_broker(&rabbit.amqp_url()).await;
-    declare(&*broker, &f, &["in", "out"]).await;
-    let collector = Collector::start(broker.clone(), f.q("out"));
-    let dir = f.dir.path();
-    let mut service = spawn_service("relay", &sysmap, dir, &[]);
-    send_ids(&*broker, &f.q("in"), 0..N).await;
-
-    collector.wait_for(BREAK_AFTER, FINISH).await;
+    let stream = Stream::start(&f, "relay", &rabbit.amqp_url(), json!({"rabbitmq": private}), vec![]).await;
     let r = rabbit.clone();
     tokio::task::spawn_blocking(move || r.stop_app()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let r = rabbit.clone();
     tokio::task::spawn_blocking(move || r.start_app()).await.unwrap();
-    collector.wait_for(N as usize, FINISH).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    assert_running(&mut service, "relay", dir);
-    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap();
-    let expected: Vec<u64> = (0..N).collect();
-    let outcome = report("rabbitmq-restart", N, &expected, &collector.counts(), dead);
-    stop_gracefully(service, "relay").await;
-    drop(collector);
-    assert_eq!(outcome.lost, 0);
-    assert_eq!(outcome.dead_lettered, 0);
-    assert!(
-        outcome.duplicates <= u64::from(PREFETCH),
-        "{} duplicates exceed the prefetch window",
-        outcome.duplicates
-    );
+    stream.finish("rabbitmq-restart").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garage_stopped_for_10s_mid_stream() {
     let _turn = TURN.lock().await;
-    let garage = tokio::task::spawn_blocking(PrivateGarage::start).await.unwrap();
+    let mut garage = tokio::task::spawn_blocking(PrivateGarage::start).await.unwrap();
     let f = Fixture::new(Backend::Real, "garage-stop");
     let bucket = f.bucket("out");
     slingshot::storage::s3::S3Store::new(&slingshot::storage::s3::S3Config {
@@ -214,24 +275,13 @@ async fn garage_stopped_for_10s_mid_stream() {
     .unwrap();
     let private = json!({"host": [garage.endpoint()], "pass:access-key": ["test/fault-s3-access"],
                          "pass:secret-key": ["test/fault-s3-secret"]});
-    let (a, wa) = relay_wiring(&f, "objects", "in", "out");
-    let sysmap = f
-        .serve_sysmap(json!({a: wa, "objects/out": bucket, "object-storage": private}))
-        .await;
-    let secrets = [
+    let secrets = vec![
         ("SLINGSHOT_SECRET_TEST_FAULT_S3_ACCESS", garage.access_key.clone()),
         ("SLINGSHOT_SECRET_TEST_FAULT_S3_SECRET", garage.secret_key.clone()),
     ];
-    let broker = test_broker(&shared_amqp()).await;
-    declare(&*broker, &f, &["in", "out"]).await;
-    let collector = Collector::start(broker.clone(), f.q("out"));
-    let dir = f.dir.path();
-    let mut service = spawn_service("objects", &sysmap, dir, &secrets);
-    send_ids(&*broker, &f.q("in"), 0..N).await;
-
-    collector.wait_for(BREAK_AFTER, FINISH).await;
-    let mut garage = tokio::task::spawn_blocking(move || {
-        let mut garage = garage;
+    let extra = json!({"objects/out": bucket, "object-storage": private});
+    let stream = Stream::start(&f, "objects", &shared_amqp(), extra, secrets).await;
+    garage = tokio::task::spawn_blocking(move || {
         garage.stop_server();
         garage
     })
@@ -244,25 +294,8 @@ async fn garage_stopped_for_10s_mid_stream() {
     })
     .await
     .unwrap();
-    collector.wait_for(N as usize, FINISH).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    assert_running(&mut service, "objects", dir);
-    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap();
-    let expected: Vec<u64> = (0..N).collect();
-    let outcome = report("garage-stop-10s", N, &expected, &collector.counts(), dead);
-    stop_gracefully(service, "objects").await;
+    stream.finish("garage-stop-10s").await;
     drop(garage);
-    assert_eq!(outcome.lost, 0);
-    assert_eq!(
-        outcome.dead_lettered, 0,
-        "an S3 outage must not dead-letter good requests"
-    );
-    assert!(
-        outcome.duplicates <= u64::from(PREFETCH),
-        "{} duplicates exceed the prefetch window",
-        outcome.duplicates
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,29 +315,14 @@ async fn postgres_stopped_for_10s_mid_stream() {
     let f = Fixture::new(Backend::Real, "postgres-stop");
     let private = json!({"host": ["127.0.0.1"], "port": [PrivatePostgres::PORT], "username": ["postgres"],
                          "database": ["postgres"], "pass": ["test/postgres"]});
-    let (a, wa) = relay_wiring(&f, "records", "in", "out");
-    let sysmap = f.serve_sysmap(json!({a: wa, "db": private})).await;
-    let broker = test_broker(&shared_amqp()).await;
-    declare(&*broker, &f, &["in", "out"]).await;
-    let collector = Collector::start(broker.clone(), f.q("out"));
-    let dir = f.dir.path();
-    let mut service = spawn_service("records", &sysmap, dir, &[]);
-    send_ids(&*broker, &f.q("in"), 0..N).await;
-
-    collector.wait_for(BREAK_AFTER, FINISH).await;
+    let stream = Stream::start(&f, "records", &shared_amqp(), json!({"db": private}), vec![]).await;
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.stop_server()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.start_server()).await.unwrap();
-    collector.wait_for(N as usize, FINISH).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stream.finish("postgres-stop-10s").await;
 
-    assert_running(&mut service, "records", dir);
-    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap();
-    let expected: Vec<u64> = (0..N).collect();
-    let outcome = report("postgres-stop-10s", N, &expected, &collector.counts(), dead);
-    stop_gracefully(service, "records").await;
     let url = pg.url();
     let rows: i64 = tokio::task::spawn_blocking(move || {
         #[derive(diesel::QueryableByName)]
@@ -320,16 +338,6 @@ async fn postgres_stopped_for_10s_mid_stream() {
     })
     .await
     .unwrap();
-    assert_eq!(outcome.lost, 0);
-    assert_eq!(
-        outcome.dead_lettered, 0,
-        "a database outage must not dead-letter good requests"
-    );
-    assert!(
-        outcome.duplicates <= u64::from(PREFETCH),
-        "{} duplicates exceed the prefetch window",
-        outcome.duplicates
-    );
     assert_eq!(rows, N as i64, "every request's row is in the database");
 }
 
@@ -425,44 +433,13 @@ async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
 async fn sigterm_under_load_then_restart() {
     let _turn = TURN.lock().await;
     let f = Fixture::new(Backend::Real, "sigterm");
-    let (a, wa) = relay_wiring(&f, "relay", "in", "out");
-    let sysmap = f.serve_sysmap(json!({a: wa})).await;
-    let broker = test_broker(&shared_amqp()).await;
-    declare(&*broker, &f, &["in", "out"]).await;
-    let collector = Collector::start(broker.clone(), f.q("out"));
-    let dir = f.dir.path();
-    let service = spawn_service("relay", &sysmap, dir, &[]);
-    send_ids(&*broker, &f.q("in"), 0..N).await;
-
-    collector.wait_for(BREAK_AFTER, FINISH).await;
-    let stopped_at = std::time::Instant::now();
-    stop_gracefully(service, "relay").await;
-    let stop_took = stopped_at.elapsed();
-    let done_before_restart = collector.unique();
-    assert!(
-        done_before_restart < N as usize,
-        "the stream finished before SIGTERM; nothing was tested"
-    );
-    let mut service = spawn_service("relay", &sysmap, dir, &[]);
-    collector.wait_for(N as usize, FINISH).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    assert_running(&mut service, "relay", dir);
-    let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap();
-    let expected: Vec<u64> = (0..N).collect();
-    let outcome = report("sigterm", N, &expected, &collector.counts(), dead);
+    let mut stream = Stream::start(&f, "relay", &shared_amqp(), json!({}), vec![]).await;
+    let took = stream.restart_gracefully().await;
     println!(
         "sigterm: the service exited 0 {:.0} ms after SIGTERM",
-        stop_took.as_secs_f64() * 1000.0
+        took.as_secs_f64() * 1000.0
     );
-    stop_gracefully(service, "relay").await;
-    assert_eq!(outcome.lost, 0);
-    assert_eq!(outcome.dead_lettered, 0);
-    assert!(
-        outcome.duplicates <= u64::from(PREFETCH),
-        "{} duplicates exceed the prefetch window",
-        outcome.duplicates
-    );
+    stream.finish("sigterm").await;
 }
 
 /// Publishes IDs with confirms, a thousand at a time.
