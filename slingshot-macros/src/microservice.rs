@@ -679,7 +679,7 @@ pub(crate) mod tests {
             quote!(name = "a", sys_map = "b"),
             quote!(
                 fn process(read_file: &ReadFileFn, request: u64) -> Vec<(u64, bool)> {
-                    todo!()
+                    vec![]
                 }
             ),
         );
@@ -692,7 +692,7 @@ pub(crate) mod tests {
             quote!(name = "a", sys_map = "b"),
             quote!(
                 fn process(read_file: &ReadFileFn, connection: PgConnection) -> Vec<(u64, bool)> {
-                    todo!()
+                    vec![]
                 }
             ),
         );
@@ -707,37 +707,37 @@ pub(crate) mod tests {
         assert_eq!(
             check(quote!(
                 fn process(request: &u64) -> Vec<(u64, bool)> {
-                    todo!()
+                    vec![]
                 }
             )),
             ["the request ID is passed by value: write `u64`, without `&`"]
         );
         assert!(check(quote!(
             fn process(request: u64, r: &impl Fn()) -> Vec<(u64, bool)> {
-                todo!()
+                vec![]
             }
         ))[0]
             .contains("cannot take `impl Trait`"));
         assert!(check(quote!(
             fn process(request: u64, r: &'static ReadFileFn) -> Vec<(u64, bool)> {
-                todo!()
+                vec![]
             }
         ))[0]
             .starts_with("remove `'static`"));
         assert!(check(quote!(
             fn process(request: u64, r: &'_ ReadFileFn) -> Vec<(u64, bool)> {
-                todo!()
+                vec![]
             }
         ))
         .is_empty());
         assert_eq!(
-            check(quote!(fn process(request: u64, a: &mut diesel::PgConnection, b: &mut Db) -> Vec<(u64, bool)> { todo!() })),
+            check(quote!(fn process(request: u64, a: &mut diesel::PgConnection, b: &mut Db) -> Vec<(u64, bool)> { vec![] })),
             ["`process` takes one database connection and already takes `&mut diesel::PgConnection`; remove this parameter"]
         );
         assert_eq!(
             check(quote!(
                 fn process(request: u64, a: &ReadFileFn, b: &ReadFileFn) -> Vec<(u64, bool)> {
-                    todo!()
+                    vec![]
                 }
             )),
             ["`process` already takes `&ReadFileFn`; each parameter may appear once, remove this one"]
@@ -751,7 +751,7 @@ pub(crate) mod tests {
             quote!(name = "a", sys_map = "b", main = "no"),
             quote!(
                 fn process(request: u64) -> Vec<(u64, bool)> {
-                    todo!()
+                    vec![]
                 }
             ),
         );
@@ -763,7 +763,7 @@ pub(crate) mod tests {
             quote!(name = "a b", sys_map = "b"),
             quote!(
                 fn process(request: u64) -> Vec<(u64, bool)> {
-                    todo!()
+                    vec![]
                 }
             ),
         );
@@ -776,7 +776,7 @@ pub(crate) mod tests {
             quote!(name = "a", sys_map = "b"),
             quote!(
                 fn main(request: u64) -> Vec<(u64, bool)> {
-                    todo!()
+                    vec![]
                 }
             ),
         );
