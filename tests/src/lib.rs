@@ -397,3 +397,37 @@ pub fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     assert_eq!(unsafe { kill(pid, signal) }, 0, "kill({pid}, {signal}) failed");
 }
+
+/// The command of a service process (`binary NAME`) for a test: the given
+/// sys-map, staging in `dir`, output appended to `dir/NAME.log`, three
+/// attempts, no ops endpoint, killed if the test drops it. `env` comes last
+/// and may override any of these.
+pub fn service_command(
+    binary: &str,
+    name: &str,
+    sysmap: &str,
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> tokio::process::Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("service log file");
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg(name)
+        .env("SLINGSHOT_SYS_MAP", sysmap)
+        .env("SLINGSHOT_STAGING_DIR", dir)
+        .env("SLINGSHOT_MAX_ATTEMPTS", "3")
+        .env("SLINGSHOT_HTTP_ADDR", "off")
+        .env("SLINGSHOT_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("service log file"))
+        .stderr(log)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}

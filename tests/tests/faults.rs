@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +14,8 @@ use serde_json::{json, Value};
 use slingshot::broker::{Broker, HeaderValue, Message};
 use slingshot::worker::{dead_letter_queue, ERROR_KIND_HEADER};
 use slingshot_tests::private::{PrivateGarage, PrivatePostgres, PrivateRabbit};
-use slingshot_tests::{drain, signal, test_broker, Backend, Collector, Fixture};
-use tokio::process::{Child, Command};
+use slingshot_tests::{drain, service_command, signal, test_broker, Backend, Collector, Fixture};
+use tokio::process::Child;
 
 const N: u64 = 10_000;
 /// The services' prefetch window (concurrency 4, prefetch 8): the most
@@ -33,36 +32,21 @@ fn shared_amqp() -> String {
     std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
 }
 
-/// Starts `fault-service NAME` against the sys-map at `sysmap`, logging to the fixture's directory.
+/// Starts `fault-service NAME` against the sys-map at `sysmap`: concurrency
+/// 4, prefetch 8, quick retries, 1 ms per request.
 fn spawn_service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{name}.log")))
-        .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fault-service"));
-    command
-        .arg(name)
-        .env("SLINGSHOT_SYS_MAP", sysmap)
-        .env("SLINGSHOT_STAGING_DIR", dir)
-        .env("SLINGSHOT_CONCURRENCY", "4")
-        .env("SLINGSHOT_PREFETCH", PREFETCH.to_string())
-        .env("SLINGSHOT_MAX_ATTEMPTS", "3")
-        .env("SLINGSHOT_RETRY_BASE_MS", "50")
-        .env("SLINGSHOT_RETRY_MAX_MS", "1000")
-        .env("SLINGSHOT_SHUTDOWN_SECS", "20")
-        .env("SLINGSHOT_TEST_DELAY_MS", "1")
-        // Several services run at once here; none needs the ops endpoint.
-        .env("SLINGSHOT_HTTP_ADDR", "off")
-        .env("SLINGSHOT_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.spawn().expect("start fault-service")
+    let mut settings = vec![
+        ("SLINGSHOT_CONCURRENCY", "4".to_string()),
+        ("SLINGSHOT_PREFETCH", PREFETCH.to_string()),
+        ("SLINGSHOT_RETRY_BASE_MS", "50".to_string()),
+        ("SLINGSHOT_RETRY_MAX_MS", "1000".to_string()),
+        ("SLINGSHOT_SHUTDOWN_SECS", "20".to_string()),
+        ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
+    ];
+    settings.extend(env.iter().cloned());
+    service_command(env!("CARGO_BIN_EXE_fault-service"), name, sysmap, dir, &settings)
+        .spawn()
+        .expect("start fault-service")
 }
 
 fn assert_running(child: &mut Child, name: &str, dir: &Path) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use slingshot_tests::private::PrivateRabbit;
-use slingshot_tests::{signal, test_broker, Backend, Collector, Fixture};
+use slingshot_tests::{service_command, signal, test_broker, Backend, Collector, Fixture};
 use tokio::process::{Child, Command};
 
 const SIGTERM: i32 = 15;
@@ -25,25 +25,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `fault-service NAME` with quick retries; `env` may override anything.
 fn service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Command {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fault-service"));
-    command
-        .arg(name)
-        .env("SLINGSHOT_SYS_MAP", sysmap)
-        .env("SLINGSHOT_STAGING_DIR", dir)
-        .env("SLINGSHOT_MAX_ATTEMPTS", "3")
-        .env("SLINGSHOT_RETRY_BASE_MS", "20")
-        .env("SLINGSHOT_RETRY_MAX_MS", "100")
-        .env("SLINGSHOT_HTTP_ADDR", "off")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command
+    let mut settings = vec![
+        ("SLINGSHOT_RETRY_BASE_MS", "20".to_string()),
+        ("SLINGSHOT_RETRY_MAX_MS", "100".to_string()),
+        ("SLINGSHOT_LOG", "info".to_string()),
+    ];
+    settings.extend(env.iter().cloned());
+    service_command(env!("CARGO_BIN_EXE_fault-service"), name, sysmap, dir, &settings)
 }
 
 async fn get(url: &str) -> Option<(u16, String)> {
