@@ -36,6 +36,28 @@ struct Report {
 }
 
 impl Report {
+    /// Adds `{stage}_slingshot_throughput`, `{stage}_raw_throughput` and
+    /// `{stage}_ratio_vs_raw` from the rounds of each side; returns the medians.
+    fn compare(
+        &mut self,
+        stage: &str,
+        unit: &'static str,
+        ours: (&[f64], &str),
+        raw: (&[f64], &str),
+        ratio_note: &str,
+    ) -> (f64, f64) {
+        let (ours_median, raw_median) = (median(ours.0.to_vec()), median(raw.0.to_vec()));
+        self.add(format!("{stage}_slingshot_throughput"), ours_median, unit, ours.1);
+        self.add(format!("{stage}_raw_throughput"), raw_median, unit, raw.1);
+        self.add(
+            format!("{stage}_ratio_vs_raw"),
+            ours_median / raw_median,
+            "ratio",
+            ratio_note,
+        );
+        (ours_median, raw_median)
+    }
+
     fn add(&mut self, name: impl Into<String>, value: f64, unit: &'static str, note: impl Into<String>) {
         let figure = Figure {
             name: name.into(),
@@ -99,6 +121,14 @@ async fn slingshot_round(f: &Fixture, service: &str, endpoints: serde_json::Valu
     n as f64 / elapsed.as_secs_f64()
 }
 
+/// The queues of a slingshot-vs-raw comparison, deleted after it.
+fn comparison_queues(f: &Fixture) -> Vec<String> {
+    ["in", "out", "raw-in", "raw-out", "in.dead-letter"]
+        .iter()
+        .map(|q| f.q(q))
+        .collect()
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -158,33 +188,17 @@ async fn run() -> anyhow::Result<()> {
             let endpoints = json!({"bench-noop": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}});
             theirs.push(raw::stage(&amqp, &f.q("raw-in"), &f.q("raw-out"), n, 8, raw::Work::Noop).await?);
             ours.push(slingshot_round(&f, "bench-noop", endpoints, n, 8).await);
-            raw::delete_queues(
-                &amqp,
-                &[
-                    f.q("in"),
-                    f.q("out"),
-                    f.q("raw-in"),
-                    f.q("raw-out"),
-                    f.q("in.dead-letter"),
-                ],
-            )
-            .await;
+            raw::delete_queues(&amqp, &comparison_queues(&f)).await;
         }
-        let ours_noop = median(ours);
-        raw_noop = median(theirs);
-        report.add(
-            "noop_slingshot_throughput",
-            ours_noop,
-            "msg/s",
-            "durable, persistent, confirmed, ack after confirm",
-        );
-        report.add(
-            "noop_raw_throughput",
-            raw_noop,
-            "msg/s",
-            "hand-written lapin, same guarantees",
-        );
-        report.add("noop_ratio_vs_raw", ours_noop / raw_noop, "ratio", "target >= 1.0");
+        raw_noop = report
+            .compare(
+                "noop",
+                "msg/s",
+                (&ours, "durable, persistent, confirmed, ack after confirm"),
+                (&theirs, "hand-written lapin, same guarantees"),
+                "target >= 1.0",
+            )
+            .1;
     }
 
     // 2. Throughput and hop latency by concurrency.
@@ -261,31 +275,14 @@ async fn run() -> anyhow::Result<()> {
             );
             ours.push(slingshot_round(&f, "bench-file", endpoints.clone(), n, 8).await);
         }
-        raw::delete_queues(
-            &amqp,
-            &[
-                f.q("in"),
-                f.q("out"),
-                f.q("raw-in"),
-                f.q("raw-out"),
-                f.q("in.dead-letter"),
-            ],
-        )
-        .await;
-        let (ours_file, raw_file) = (median(ours), median(theirs));
-        report.add(
-            "file_slingshot_throughput",
-            ours_file,
+        raw::delete_queues(&amqp, &comparison_queues(&f)).await;
+        report.compare(
+            "file",
             "req/s",
-            "1 MiB get + 1 MiB put, concurrency 8",
+            (&ours, "1 MiB get + 1 MiB put, concurrency 8"),
+            (&theirs, "lapin + aws-sdk-s3, same guarantees"),
+            "target >= 0.9",
         );
-        report.add(
-            "file_raw_throughput",
-            raw_file,
-            "req/s",
-            "lapin + aws-sdk-s3, same guarantees",
-        );
-        report.add("file_ratio_vs_raw", ours_file / raw_file, "ratio", "target >= 0.9");
     }
 
     // 5. Memory.
@@ -332,31 +329,14 @@ async fn run() -> anyhow::Result<()> {
             services::prepare_table(&pg).await?;
             ours.push(slingshot_round(&f, "bench-db", endpoints.clone(), n, 8).await);
         }
-        raw::delete_queues(
-            &amqp,
-            &[
-                f.q("in"),
-                f.q("out"),
-                f.q("raw-in"),
-                f.q("raw-out"),
-                f.q("in.dead-letter"),
-            ],
-        )
-        .await;
-        let (ours_db, raw_db) = (median(ours), median(theirs));
-        report.add(
-            "db_slingshot_throughput",
-            ours_db,
+        raw::delete_queues(&amqp, &comparison_queues(&f)).await;
+        report.compare(
+            "db",
             "req/s",
-            "one INSERT per request through the pool",
+            (&ours, "one INSERT per request through the pool"),
+            (&theirs, "lapin + diesel r2d2 pool, same guarantees"),
+            "",
         );
-        report.add(
-            "db_raw_throughput",
-            raw_db,
-            "req/s",
-            "lapin + diesel r2d2 pool, same guarantees",
-        );
-        report.add("db_ratio_vs_raw", ours_db / raw_db, "ratio", "");
     }
 
     println!("\n| figure | value | unit | note |\n|---|---:|---|---|");

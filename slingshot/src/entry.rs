@@ -325,15 +325,20 @@ async fn invoke(def: &'static ServiceDef, ids: &[u64]) -> Result<ExitCode, Error
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        let def = ServiceDef {
+    /// A service definition for the command line alone.
+    fn def() -> ServiceDef {
+        ServiceDef {
             name: "svc",
             sys_map: "file:x.json",
             function: "process",
             connection: crate::db::ConnectionKind::None,
             prepare: |_| Err(Error::Config("unused".into())),
             case_domain: || None,
-        };
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        let def = def();
         let matches = command_for(&def).try_get_matches_from(std::iter::once("svc").chain(args.iter().copied()))?;
         Cli::from_arg_matches(&matches).map(|cli| cli.command.unwrap_or(Command::Run))
     }
@@ -385,14 +390,7 @@ mod tests {
 
     #[test]
     fn help_documents_every_environment_variable() {
-        let def = ServiceDef {
-            name: "svc",
-            sys_map: "file:x.json",
-            function: "process",
-            connection: crate::db::ConnectionKind::None,
-            prepare: |_| Err(Error::Config("unused".into())),
-            case_domain: || None,
-        };
+        let def = def();
         let help = command_for(&def).render_long_help().to_string();
         for (var, _) in ENVIRONMENT {
             assert!(help.contains(var), "--help lacks {var}");

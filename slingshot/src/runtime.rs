@@ -194,14 +194,9 @@ pub(crate) async fn database_target(
     let postgres = || async {
         let db = sysmap.db().await?;
         let pass = resolve_secret(db.pass.clone()).await?;
-        let display = format!("postgres://{}@{}:{}/{}", db.username, db.host, db.port, db.database);
+        let (url, display) = server_url("postgres", &db.username, &pass, &db.host, db.port, &db.database);
         let url = format!(
-            "postgres://{}:{}@{}:{}/{}?application_name={}",
-            percent_encode(&db.username),
-            percent_encode(&pass),
-            db.host,
-            db.port,
-            percent_encode(&db.database),
+            "{url}?application_name={}",
             percent_encode(&format!("slingshot {service}"))
         );
         Ok::<_, Error>(DbTarget::Postgres { url, display })
@@ -434,26 +429,26 @@ async fn keep_consuming(
     }
 }
 
+/// `scheme://user:pass@host:port/path` with user, password and path
+/// percent-encoded, and the same without the password, for messages.
+fn server_url(scheme: &str, user: &str, pass: &str, host: &str, port: u16, path: &str) -> (String, String) {
+    let path = percent_encode(path);
+    (
+        format!(
+            "{scheme}://{}:{}@{host}:{port}/{path}",
+            percent_encode(user),
+            percent_encode(pass)
+        ),
+        format!("{scheme}://{user}@{host}:{port}/{path}"),
+    )
+}
+
 /// The broker of the sys-map's `rabbitmq` endpoint, connected.
 pub(crate) async fn rabbitmq_from(sysmap: &SysMap) -> Result<RabbitMq, Error> {
     let endpoint = sysmap.rabbitmq().await?;
     let pass = resolve_secret(endpoint.pass.clone()).await?;
     let vhost = std::env::var("SLINGSHOT_AMQP_VHOST").unwrap_or_else(|_| "/".into());
-    let url = format!(
-        "amqp://{}:{}@{}:{}/{}",
-        percent_encode(&endpoint.username),
-        percent_encode(&pass),
-        endpoint.host,
-        endpoint.port,
-        percent_encode(&vhost)
-    );
-    let display = format!(
-        "amqp://{}@{}:{}/{}",
-        endpoint.username,
-        endpoint.host,
-        endpoint.port,
-        percent_encode(&vhost)
-    );
+    let (url, display) = server_url("amqp", &endpoint.username, &pass, &endpoint.host, endpoint.port, &vhost);
     let broker = RabbitMq::new(url, display, "slingshot");
     broker.connect().await?;
     Ok(broker)
@@ -489,4 +484,17 @@ pub(crate) async fn resolve_secret(reference: String) -> Result<String, Error> {
         .await
         .map_err(|e| Error::Config(format!("secret resolution crashed: {e}")))?
         .map_err(|e| Error::SysMap(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_url;
+
+    #[test]
+    fn server_urls_encode_credentials_and_hide_the_password() {
+        let (url, display) = server_url("amqp", "svc user", "p@ss:/word", "broker", 5672, "/");
+        assert_eq!(url, "amqp://svc%20user:p%40ss%3A%2Fword@broker:5672/%2F");
+        assert_eq!(display, "amqp://svc user@broker:5672/%2F");
+        assert!(!display.contains("p@ss"));
+    }
 }
