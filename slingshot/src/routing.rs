@@ -82,6 +82,7 @@ mod tests {
                     queues: serde_json::from_value(r["queues"].clone()).unwrap(),
                 })
                 .collect(),
+            warnings: vec![],
         })
     }
 

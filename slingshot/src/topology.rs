@@ -324,6 +324,7 @@ mod tests {
                             route(CaseValue::Bool(true), &["resize", "audit"]),
                             route(CaseValue::Bool(false), &["audit"]),
                         ],
+                        warnings: vec![],
                     },
                     buckets: vec![("in".into(), "uploads".into()), ("out".into(), "normalized".into())],
                 },
@@ -332,6 +333,7 @@ mod tests {
                     wiring: ServiceWiring {
                         inbound: "resize".into(),
                         routes: vec![route(CaseValue::Str("small".into()), &["done"])],
+                        warnings: vec![],
                     },
                     buckets: vec![("in".into(), "normalized".into())],
                 },

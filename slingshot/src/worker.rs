@@ -345,11 +345,14 @@ fn header_count(message: &Message, name: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// Parses a request body: the ID in decimal ASCII (surrounding whitespace allowed).
+/// Parses a request body: the ID in decimal ASCII. Exactly what the
+/// original `slingshot-microservice` accepts: surrounding whitespace is
+/// trimmed and a leading `+` is allowed (Rust's `u64` parsing).
 pub fn parse_id(body: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(body).map_err(|_| format!("body is not UTF-8 ({} bytes)", body.len()))?;
     let digits = text.trim();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let unsigned = digits.strip_prefix('+').unwrap_or(digits);
+    if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
         let shown: String = digits.chars().take(40).collect();
         return Err(format!("body {shown:?} is not a decimal u64"));
     }
@@ -383,10 +386,14 @@ mod tests {
         assert_eq!(parse_id(b"42"), Ok(42));
         assert_eq!(parse_id(b" 42\n"), Ok(42));
         assert_eq!(parse_id(b"18446744073709551615"), Ok(u64::MAX));
+        // As the original: trimmed, then Rust's parser, which takes a `+`.
+        assert_eq!(parse_id(b"\t+7\r\n"), Ok(7));
+        assert_eq!(parse_id(b"007"), Ok(7));
         for bad in [
             &b""[..],
+            b"+",
+            b"++1",
             b"-1",
-            b"+1",
             b"4 2",
             b"0x10",
             b"1.0",

@@ -123,12 +123,21 @@ pub struct Route {
 }
 
 /// A service's wiring: the `{name}` endpoint.
+///
+/// Parsing accepts every document the original `slingshot-microservice`
+/// accepts and routes it the same way; where that means tolerating something
+/// that is probably a mistake, [`ServiceWiring::warnings`] says what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceWiring {
     /// The queue the service consumes.
     pub inbound: String,
-    /// Where outputs go, by case.
+    /// Where outputs go, by case: each case once.
     pub routes: Vec<Route>,
+    /// What the document holds that was tolerated rather than used as
+    /// written: a case listed twice (the last entry wins, as in the
+    /// original), a case no case variable can equal. Logged at start-up and
+    /// shown by `check`.
+    pub warnings: Vec<String>,
 }
 
 /// The `rabbitmq` endpoint.
@@ -416,46 +425,75 @@ fn parse_wiring(value: &Value) -> Result<ServiceWiring, String> {
     const SHAPE: &str =
         r#"{"in": "<queue>", "out": [{"case": <bool|integer|string>, "queues": ["<queue>", ...]}, ...]}"#;
     let object = value.as_object().ok_or_else(|| SHAPE.to_string())?;
+    let mut warnings = Vec::new();
     let inbound = match object.get("in") {
         Some(Value::String(q)) => q.clone(),
         _ => return Err(format!("{SHAPE} (field \"in\" must be a queue name)")),
     };
-    check_queue_name(&inbound).map_err(|why| format!("a valid inbound queue name: {why}"))?;
+    check_queue_name(&inbound, &mut warnings).map_err(|why| format!("a valid inbound queue name: {why}"))?;
     let entries = match object.get("out") {
         Some(Value::Array(entries)) => entries.as_slice(),
         None => &[],
         Some(_) => return Err(format!("{SHAPE} (field \"out\" must be an array)")),
     };
     let mut routes: Vec<Route> = Vec::with_capacity(entries.len());
+    // Where each route's entry is, for messages about duplicates.
+    let mut sources: Vec<usize> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
-        let case = entry
-            .get("case")
-            .and_then(CaseValue::from_json)
-            .ok_or_else(|| format!("out[{i}].case to be a bool, an integer or a string"))?;
+        let Some(raw_case) = entry.get("case") else {
+            return Err(format!("out[{i}] to have a \"case\" (a bool, an integer or a string)"));
+        };
         let queues = match entry.get("queues") {
             Some(Value::Array(qs)) => qs
                 .iter()
-                .map(|q| match q {
-                    Value::String(q) => check_queue_name(q)
+                .enumerate()
+                .map(|(j, q)| match q {
+                    Value::String(q) => check_queue_name(q, &mut warnings)
                         .map(|()| q.clone())
-                        .map_err(|why| format!("out[{i}].queues to hold valid queue names: {why}")),
-                    _ => Err(format!("out[{i}].queues to hold only strings")),
+                        .map_err(|why| format!("out[{i}].queues[{j}] to be a valid queue name: {why}")),
+                    _ => Err(format!("out[{i}].queues[{j}] to be a string (a queue name)")),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             _ => return Err(format!("out[{i}].queues to be an array of queue names")),
         };
-        if routes.iter().any(|r| r.case == case) {
-            return Err(format!(
-                "each case listed once in \"out\" (case {case} appears again at out[{i}])"
+        // The original keys its routes by the case's JSON text, so it takes
+        // any JSON value; one that is not a bool, an integer or a string can
+        // never equal a case variable, so the entry can never be used.
+        let Some(case) = CaseValue::from_json(raw_case) else {
+            warnings.push(format!(
+                "out[{i}].case is {raw_case}, which no case variable can equal (a case is a bool, an integer or a string): entry ignored"
             ));
+            continue;
+        };
+        match routes.iter().position(|r| r.case == case) {
+            // As the original did: each entry replaces an earlier one with
+            // the same case, so the last one wins.
+            Some(earlier) => {
+                warnings.push(format!(
+                    "case {case} is listed at out[{}] and again at out[{i}]; as in the original slingshot-microservice the last entry wins: case {case} routes to {queues:?}, not to {:?}",
+                    sources[earlier], routes[earlier].queues
+                ));
+                routes[earlier].queues = queues;
+                sources[earlier] = i;
+            }
+            None => {
+                routes.push(Route { case, queues });
+                sources.push(i);
+            }
         }
-        routes.push(Route { case, queues });
     }
-    Ok(ServiceWiring { inbound, routes })
+    Ok(ServiceWiring {
+        inbound,
+        routes,
+        warnings,
+    })
 }
 
-/// Whether `name` can be an AMQP queue name slingshot declares.
-pub fn check_queue_name(name: &str) -> Result<(), String> {
+/// Whether `name` can be a queue name: RabbitMQ refuses empty names (it
+/// would make up one), names over 255 bytes and names starting with `amq.`.
+/// Anything else it accepts, and so does the original crate; a name that is
+/// probably a typo (whitespace or control characters) adds a warning.
+pub fn check_queue_name(name: &str, warnings: &mut Vec<String>) -> Result<(), String> {
     if name.is_empty() {
         return Err("a queue name cannot be empty".into());
     }
@@ -466,7 +504,9 @@ pub fn check_queue_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} starts with \"amq.\", which RabbitMQ reserves"));
     }
     if let Some(c) = name.chars().find(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("{name:?} contains {c:?}"));
+        warnings.push(format!(
+            "queue name {name:?} contains {c:?}; RabbitMQ accepts it, but is it a typo?"
+        ));
     }
     Ok(())
 }
@@ -517,21 +557,82 @@ mod tests {
             (r#"{"out": []}"#, "field \"in\""),
             (r#"{"in": ""}"#, "cannot be empty"),
             (r#"{"in": "a", "out": {}}"#, "\"out\" must be an array"),
-            (r#"{"in": "a", "out": [{"case": 1.5, "queues": []}]}"#, "out[0].case"),
-            (r#"{"in": "a", "out": [{"case": null, "queues": []}]}"#, "out[0].case"),
+            (r#"{"in": "a", "out": [{"queues": []}]}"#, "out[0] to have a \"case\""),
             (r#"{"in": "a", "out": [{"case": 1, "queues": "q"}]}"#, "out[0].queues"),
-            (r#"{"in": "a", "out": [{"case": 1, "queues": [1]}]}"#, "only strings"),
+            (r#"{"in": "a", "out": [{"case": 1}]}"#, "out[0].queues"),
             (
-                r#"{"in": "a", "out": [{"case": 1, "queues": []}, {"case": 1, "queues": []}]}"#,
-                "appears again",
+                r#"{"in": "a", "out": [{"case": 1, "queues": ["b", 1]}]}"#,
+                "out[0].queues[1] to be a string",
+            ),
+            (
+                r#"{"in": "a", "out": [{"case": 1, "queues": [""]}]}"#,
+                "out[0].queues[0] to be a valid",
             ),
             (r#"{"in": "amq.x"}"#, "reserves"),
+            (r#"{"in": 7}"#, "field \"in\""),
         ];
         for (json, needle) in bad {
             let v: Value = serde_json::from_str(json).unwrap();
             let err = parse_wiring(&v).unwrap_err();
             assert!(err.contains(needle), "{json}: {err:?} lacks {needle:?}");
         }
+    }
+
+    fn lenient(json: &str) -> ServiceWiring {
+        let v: Value = serde_json::from_str(json).unwrap();
+        parse_wiring(&v).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    #[test]
+    fn a_case_listed_twice_routes_by_the_last_entry_and_warns() {
+        let w = lenient(
+            r#"{"in": "a", "out": [{"case": 1, "queues": ["a1", "b"]}, {"case": true, "queues": ["t"]}, {"case": 1, "queues": ["c"]}]}"#,
+        );
+        assert_eq!(
+            w.routes,
+            [
+                Route {
+                    case: CaseValue::Int(1),
+                    queues: vec!["c".into()]
+                },
+                Route {
+                    case: CaseValue::Bool(true),
+                    queues: vec!["t".into()]
+                },
+            ]
+        );
+        assert_eq!(w.warnings.len(), 1, "{:?}", w.warnings);
+        assert!(
+            w.warnings[0].contains("case 1 is listed at out[0] and again at out[2]")
+                && w.warnings[0].contains("last entry wins: case 1 routes to [\"c\"], not to [\"a1\", \"b\"]"),
+            "{:?}",
+            w.warnings
+        );
+    }
+
+    #[test]
+    fn what_the_original_tolerates_is_accepted() {
+        // Unknown fields anywhere, integer cases across i64 and u64, a
+        // missing "out", and cases that are not bool/integer/string.
+        let w = lenient(
+            r#"{"in": "a", "owner": "team", "out": [
+                {"case": -9223372036854775808, "queues": ["min"], "note": "x"},
+                {"case": 18446744073709551615, "queues": ["max"]},
+                {"case": 1.5, "queues": ["f"]},
+                {"case": null, "queues": []},
+                {"case": {"k": 1}, "queues": []}
+            ]}"#,
+        );
+        assert_eq!(w.routes.len(), 2);
+        assert_eq!(w.routes[0].case, CaseValue::Int(i128::from(i64::MIN)));
+        assert_eq!(w.routes[1].case, CaseValue::Int(i128::from(u64::MAX)));
+        assert_eq!(w.warnings.len(), 3, "{:?}", w.warnings);
+        assert!(w.warnings[0].contains("out[2].case is 1.5, which no case variable can equal"));
+        assert!(w.warnings[1].contains("out[3].case is null"));
+        assert!(lenient(r#"{"in": "a"}"#).routes.is_empty());
+        let spaced = lenient(r#"{"in": "a b", "out": []}"#);
+        assert_eq!(spaced.inbound, "a b");
+        assert!(spaced.warnings[0].contains("contains ' '"), "{:?}", spaced.warnings);
     }
 
     #[test]
