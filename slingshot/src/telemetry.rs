@@ -1,4 +1,6 @@
-//! Logging set-up: human-readable logs by default, JSON with `SLINGSHOT_LOG_FORMAT=json`, filtered by `SLINGSHOT_LOG`.
+//! Logging set-up: human-readable logs by default (coloured only on a terminal), JSON with `SLINGSHOT_LOG_FORMAT=json`, filtered by `SLINGSHOT_LOG`.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -31,9 +33,16 @@ pub fn init_to(output: Output) {
             Output::Stderr => Box::new(std::io::stderr()),
         }
     };
+    // Colours only on a terminal: a log redirected to a file or a pipe (a
+    // container runtime, `> service.log`) gets plain text.
+    let ansi = match output {
+        Output::Stdout => std::io::stdout().is_terminal(),
+        Output::Stderr => std::io::stderr().is_terminal(),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .with_writer(writer);
     // An error here only means a subscriber is already installed.
     let _ = if json {
