@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use slingshot::broker::Broker;
+use slingshot::settings::QueueMode;
 use slingshot::{Runtime, ServiceDef, Settings};
 use slingshot_tests::{test_broker, Backend, Fixture, Services};
 
@@ -98,6 +99,7 @@ fn settings(f: &Fixture, concurrency: usize) -> Settings {
         retry_max: Duration::from_secs(1),
         staging_dir: f.staging_dir(),
         shutdown_deadline: Duration::from_secs(30),
+        queue_mode: QueueMode::Durable,
     }
 }
 

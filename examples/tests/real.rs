@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
+use slingshot::broker::Durability;
 use slingshot::Runtime;
 use slingshot_tests::{drain_ids, wait_for_count, Backend, Fixture};
 
@@ -122,7 +123,7 @@ async fn three_stages_in_three_processes() {
     let broker = runtime.broker().as_ref();
     // The stages declare these as they start; declare them now to count them.
     for queue in ["rejected", "published", "featured", "review"] {
-        broker.declare(&f.q(queue)).await.unwrap();
+        broker.declare(&f.q(queue), Durability::Durable).await.unwrap();
     }
     runtime.send(&f.q("ingest"), 1..=DOCUMENTS).await.unwrap();
     let rejected = DOCUMENTS / 5;

@@ -2,26 +2,42 @@
 
 use std::fmt;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Durability, QueueState};
 use crate::db::ConnectionKind;
 use crate::error::Error;
 use crate::routing::RouteTable;
-use crate::runtime::{database_target, rabbitmq_from, s3_config_from};
+use crate::runtime::{database_target, queues_of, rabbitmq_from, s3_config_from};
 use crate::service::ServiceDef;
+use crate::settings::{QueueMode, Settings};
 use crate::storage::s3::S3Store;
-use crate::sysmap::{BrokerBackend, ObjectsBackend, SysMap, SysMapError};
+use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap, SysMapError};
 use crate::topology::{ServiceNode, Topology};
+use crate::worker::dead_letter_queue;
 
 /// Bucket references `check` and `topology` look for.
 pub const BUCKET_REFERENCES: [&str; 2] = ["in", "out"];
+
+/// How a probe came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// As it should be.
+    Ok,
+    /// The service runs, but something is not as it should be (a queue
+    /// declared differently, a sys-map entry tolerated rather than used).
+    Warning,
+    /// The service cannot run like this.
+    Failed,
+}
 
 /// One probe and its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     /// What was checked.
     pub what: String,
+    /// How it came out.
+    pub status: Status,
     /// What was found, or what is wrong and how to fix it.
-    pub result: Result<String, String>,
+    pub detail: String,
 }
 
 /// Everything `check` found.
@@ -34,47 +50,65 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether every probe passed.
+    /// Whether no probe failed (warnings do not fail a check).
     pub fn ok(&self) -> bool {
-        self.probes.iter().all(|p| p.result.is_ok())
+        self.probes.iter().all(|p| p.status != Status::Failed)
+    }
+
+    fn add(&mut self, what: &str, status: Status, detail: impl Into<String>) {
+        self.probes.push(Probe {
+            what: what.into(),
+            status,
+            detail: detail.into(),
+        });
     }
 
     fn pass(&mut self, what: &str, found: impl Into<String>) {
-        self.probes.push(Probe {
-            what: what.into(),
-            result: Ok(found.into()),
-        });
+        self.add(what, Status::Ok, found);
+    }
+
+    fn warn(&mut self, what: &str, problem: impl Into<String>) {
+        self.add(what, Status::Warning, problem);
     }
 
     fn fail(&mut self, what: &str, problem: impl Into<String>) {
-        self.probes.push(Probe {
-            what: what.into(),
-            result: Err(problem.into()),
-        });
+        self.add(what, Status::Failed, problem);
+    }
+
+    fn count(&self, status: Status) -> usize {
+        self.probes.iter().filter(|p| p.status == status).count()
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for probe in &self.probes {
-            match &probe.result {
-                Ok(found) => writeln!(f, "ok      {}: {found}", probe.what)?,
-                Err(problem) => writeln!(f, "FAILED  {}: {problem}", probe.what)?,
-            }
+            let label = match probe.status {
+                Status::Ok => "ok",
+                Status::Warning => "WARNING",
+                Status::Failed => "FAILED",
+            };
+            writeln!(f, "{label:<8}{}: {}", probe.what, probe.detail)?;
         }
         if let Some(topology) = &self.topology {
             writeln!(f, "\ntopology (Mermaid):\n{}", topology.mermaid())?;
         }
-        let failed = self.probes.iter().filter(|p| p.result.is_err()).count();
-        match failed {
-            0 => writeln!(f, "all {} checks passed", self.probes.len()),
-            n => writeln!(f, "{n} of {} checks failed", self.probes.len()),
+        let total = self.probes.len();
+        let warnings = match self.count(Status::Warning) {
+            0 => String::new(),
+            1 => ", 1 with a warning".to_string(),
+            n => format!(", {n} with warnings"),
+        };
+        match self.count(Status::Failed) {
+            0 => writeln!(f, "all {total} checks passed{warnings}"),
+            n => writeln!(f, "{n} of {total} checks failed{warnings}"),
         }
     }
 }
 
-/// Checks `def` against the sys-map at `location`.
-pub async fn check(def: &'static ServiceDef, location: &str) -> Report {
+/// Checks `def` against the sys-map at `location`, with the queue mode of
+/// `settings`.
+pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings) -> Report {
     let mut report = Report::default();
     let sysmap = match SysMap::open(location) {
         Ok(sysmap) => {
@@ -97,6 +131,9 @@ pub async fn check(def: &'static ServiceDef, location: &str) -> Report {
                 "wiring",
                 format!("consumes {:?}, {} route(s)", wiring.inbound, wiring.routes.len()),
             );
+            for warning in &wiring.warnings {
+                report.warn("wiring", format!("{warning}; fix the sys-map's \"out\" entries"));
+            }
             if let Some(domain) = (def.case_domain)() {
                 for route in RouteTable::new(&wiring).unreachable(&domain) {
                     report.fail(
@@ -133,14 +170,8 @@ pub async fn check(def: &'static ServiceDef, location: &str) -> Report {
             Ok(broker) => {
                 report.pass("broker", broker.describe());
                 if let Some(topology) = &report.topology {
-                    let inbound = topology.services[0].wiring.inbound.clone();
-                    match broker.ready_count(&inbound).await {
-                        Ok(n) => report.pass("inbound queue", format!("{inbound:?} holds {n} ready message(s)")),
-                        Err(_) => report.pass(
-                            "inbound queue",
-                            format!("{inbound:?} does not exist yet; it is declared at start"),
-                        ),
-                    }
+                    let wiring = topology.services[0].wiring.clone();
+                    check_queues(&mut report, &broker, &wiring, settings).await;
                 }
             }
             Err(e) => report.fail(
@@ -212,4 +243,87 @@ pub async fn check(def: &'static ServiceDef, location: &str) -> Report {
         }
     }
     report
+}
+
+/// Probes every queue the service declares: whether it exists, and whether
+/// it is declared as this service (and, in compatible mode, the original
+/// services beside it) would declare it.
+async fn check_queues(report: &mut Report, broker: &dyn Broker, wiring: &ServiceWiring, settings: &Settings) {
+    let mode = settings.queue_mode;
+    report.pass(
+        "queue mode",
+        match mode {
+            QueueMode::Durable => "durable (SLINGSHOT_QUEUE_MODE): new queues survive a broker restart",
+            QueueMode::Compatible => "compatible (SLINGSHOT_QUEUE_MODE): new queues are transient, as original slingshot-microservice services declare them",
+        },
+    );
+    let dead_letters = dead_letter_queue(&wiring.inbound);
+    for (queue, durability) in queues_of(wiring, settings) {
+        let what = format!("queue {queue:?}");
+        let state = match broker.inspect(&queue, durability).await {
+            Ok(state) => state,
+            Err(e) => {
+                report.fail(&what, e.to_string());
+                continue;
+            }
+        };
+        let ready = if queue == wiring.inbound {
+            match broker.ready_count(&queue).await {
+                Ok(n) => format!("; {n} ready message(s)"),
+                Err(_) => String::new(),
+            }
+        } else {
+            String::new()
+        };
+        match state {
+            QueueState::Missing => report.pass(&what, format!("does not exist yet; declared {durability} at start")),
+            QueueState::Matches => report.pass(&what, format!("exists, {durability}{ready}")),
+            QueueState::Differs(broker_says) => {
+                let other = match durability {
+                    Durability::Durable => Durability::Transient,
+                    Durability::Transient => Durability::Durable,
+                };
+                let only_durability = matches!(broker.inspect(&queue, other).await, Ok(QueueState::Matches));
+                let advice = mismatch_advice(&queue, queue == dead_letters, durability, only_durability, mode);
+                report.warn(&what, format!("{advice}{ready} (RabbitMQ: {broker_says})"));
+            }
+        }
+    }
+}
+
+/// What a queue declared otherwise than `declared` means, and what to do.
+fn mismatch_advice(
+    queue: &str,
+    dead_letters: bool,
+    declared: Durability,
+    only_durability: bool,
+    mode: QueueMode,
+) -> String {
+    let redeclare = |how: Durability| {
+        format!("let it drain, delete it (rabbitmqctl delete_queue '{queue}') and restart this service to redeclare it {how}")
+    };
+    match (only_durability, declared) {
+        (true, Durability::Durable) if dead_letters => format!(
+            "exists transient: the service uses it as it is, but dead letters in it are lost if RabbitMQ restarts; replay them (dead-letters replay --all), then {}",
+            redeclare(Durability::Durable)
+        ),
+        (true, Durability::Durable) => format!(
+            "exists transient, as the original slingshot-microservice declares its queues: the service uses it as it is, \
+             but its messages are lost if RabbitMQ restarts. While original services share it, set SLINGSHOT_QUEUE_MODE=compatible; \
+             once none do, {}",
+            redeclare(Durability::Durable)
+        ),
+        (true, Durability::Transient) => format!(
+            "exists durable, not transient as SLINGSHOT_QUEUE_MODE=compatible declares it: the service uses it as it is, \
+             but an original slingshot-microservice service that declares it stops at start-up with PRECONDITION_FAILED. \
+             If original services use it, {}; if none will, set SLINGSHOT_QUEUE_MODE=durable",
+            redeclare(Durability::Transient)
+        ),
+        (false, _) if mode == QueueMode::Compatible && !dead_letters => {
+            "exists with other arguments than a plain declaration (e.g. a queue type, TTL or length limit): \
+             the service uses it as it is, but an original slingshot-microservice service that declares it stops at start-up with PRECONDITION_FAILED"
+                .to_string()
+        }
+        (false, _) => "exists with other arguments than a plain declaration (e.g. a queue type, TTL or length limit): the service uses it as it is".to_string(),
+    }
 }

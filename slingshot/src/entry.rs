@@ -214,7 +214,8 @@ async fn shutdown_signal() -> &'static str {
 }
 
 async fn check(def: &'static ServiceDef) -> Result<ExitCode, Error> {
-    let report = crate::check::check(def, &sys_map_location(def)).await;
+    let settings = Settings::from_env()?;
+    let report = crate::check::check(def, &sys_map_location(def), &settings).await;
     print!("{report}");
     Ok(if report.ok() {
         ExitCode::SUCCESS

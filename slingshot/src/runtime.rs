@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::memory::MemoryBroker;
 use crate::broker::rabbitmq::RabbitMq;
-use crate::broker::{Broker, Message};
+use crate::broker::{Broker, Durability, Message};
 use crate::db::{percent_encode, ConnectionKind, DbError, DbTarget};
 use crate::error::Error;
 use crate::routing::RouteTable;
@@ -221,6 +221,9 @@ impl Runtime {
     /// against its case type, queues declared, the executor with its pool.
     async fn prepare(&self, def: &'static ServiceDef, stats: Arc<Stats>) -> Result<Prepared, Error> {
         let wiring = self.sysmap.service(def.name).await?;
+        for warning in &wiring.warnings {
+            tracing::warn!(service = def.name, sys_map = %self.sysmap.describe(), "sys-map: {warning}");
+        }
         let routes = Arc::new(RouteTable::new(&wiring));
         let mut unreachable = Vec::new();
         match (def.case_domain)() {
@@ -241,8 +244,8 @@ impl Runtime {
                 "case type not nameable (impl Trait); routes not checked"
             ),
         }
-        for queue in self.queues_of(&wiring) {
-            self.broker.declare(&queue).await?;
+        for (queue, durability) in queues_of(&wiring, &self.settings) {
+            self.broker.declare(&queue, durability).await?;
         }
         let backing = Backing {
             name: def.name,
@@ -266,15 +269,6 @@ impl Runtime {
         })
     }
 
-    /// Every queue a service declares: inbound, its dead letters, outbound.
-    fn queues_of(&self, wiring: &ServiceWiring) -> Vec<String> {
-        let mut queues = vec![wiring.inbound.clone(), dead_letter_queue(&wiring.inbound)];
-        queues.extend(wiring.routes.iter().flat_map(|r| r.queues.iter().cloned()));
-        queues.sort();
-        queues.dedup();
-        queues
-    }
-
     /// Starts consuming for `def`. It runs until [`Runtime::shutdown`].
     pub async fn start(&self, def: &'static ServiceDef) -> Result<RunningService, Error> {
         let stats = Arc::new(Stats::default());
@@ -290,6 +284,7 @@ impl Runtime {
             broker = %self.broker.describe(),
             objects = %self.store.describe(),
             sys_map = %self.sysmap.describe(),
+            queues = %self.settings.queue_mode,
             "started"
         );
         let worker = Arc::new(Worker {
@@ -302,7 +297,7 @@ impl Runtime {
             stats: stats.clone(),
         });
         let shutdown = self.shutdown.subscribe();
-        let queues = self.queues_of(&wiring);
+        let queues = queues_of(&wiring, &self.settings);
         let task = tokio::spawn(keep_consuming(worker, queues, shutdown));
         Ok(RunningService {
             def,
@@ -342,9 +337,12 @@ impl Runtime {
         Ok(results)
     }
 
-    /// Publishes each ID to `queue` (declaring it first).
+    /// Publishes each ID to `queue` (declaring it first, as the settings'
+    /// queue mode says).
     pub async fn send(&self, queue: &str, ids: impl IntoIterator<Item = u64>) -> Result<(), Error> {
-        self.broker.declare(queue).await?;
+        self.broker
+            .declare(queue, self.settings.queue_mode.durability())
+            .await?;
         let publishes: Vec<_> = ids
             .into_iter()
             .map(|id| self.broker.publish(queue, Message::id(id)))
@@ -392,7 +390,7 @@ impl Runtime {
 /// queues and consumes again: the service never stops on its own.
 async fn keep_consuming(
     worker: Arc<Worker>,
-    queues: Vec<String>,
+    queues: Vec<(String, Durability)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     const FIRST_DELAY: Duration = Duration::from_millis(250);
@@ -415,8 +413,8 @@ async fn keep_consuming(
             }
             delay = (delay * 2).min(MAX_DELAY);
             let mut declared = Ok(());
-            for queue in &queues {
-                declared = worker.broker.declare(queue).await;
+            for (queue, durability) in &queues {
+                declared = worker.broker.declare(queue, *durability).await;
                 if declared.is_err() {
                     break;
                 }
@@ -427,6 +425,21 @@ async fn keep_consuming(
             }
         }
     }
+}
+
+/// Every queue a service declares, and how: its inbound and outbound queues
+/// as the queue mode says, its dead-letter queue (only slingshot uses it)
+/// always durable.
+pub(crate) fn queues_of(wiring: &ServiceWiring, settings: &Settings) -> Vec<(String, Durability)> {
+    let shared = settings.queue_mode.durability();
+    let mut queues: Vec<(String, Durability)> = std::iter::once(wiring.inbound.clone())
+        .chain(wiring.routes.iter().flat_map(|r| r.queues.iter().cloned()))
+        .map(|queue| (queue, shared))
+        .collect();
+    queues.push((dead_letter_queue(&wiring.inbound), Durability::Durable));
+    queues.sort();
+    queues.dedup_by(|a, b| a.0 == b.0);
+    queues
 }
 
 /// `scheme://user:pass@host:port/path` with user, password and path

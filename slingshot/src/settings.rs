@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::broker::Durability;
 use crate::error::Error;
 
 /// How a service consumes, retries and shuts down.
@@ -24,6 +25,65 @@ pub struct Settings {
     pub staging_dir: PathBuf,
     /// How long in-flight requests may take to finish on shutdown (`SLINGSHOT_SHUTDOWN_SECS`, default 30).
     pub shutdown_deadline: Duration,
+    /// How the service declares its inbound and outbound queues
+    /// (`SLINGSHOT_QUEUE_MODE`, default `durable`).
+    pub queue_mode: QueueMode,
+}
+
+/// How a service declares the queues it consumes and publishes to.
+///
+/// Either way, a queue that already exists is used as it is, and the
+/// dead-letter queue, which only slingshot uses, is always durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueueMode {
+    /// Durable queues: messages survive a broker restart. For deployments
+    /// where every service sharing a queue runs on slingshot.
+    #[default]
+    Durable,
+    /// Transient queues with no arguments, exactly as the original
+    /// `slingshot-microservice` declares them, so that original services
+    /// sharing a queue can still declare it, whichever service starts first.
+    /// Messages in these queues do not survive a broker restart.
+    Compatible,
+}
+
+impl QueueMode {
+    /// The durability of the queues this mode declares.
+    pub fn durability(self) -> Durability {
+        match self {
+            QueueMode::Durable => Durability::Durable,
+            QueueMode::Compatible => Durability::Transient,
+        }
+    }
+
+    /// `durable` or `compatible`, as `SLINGSHOT_QUEUE_MODE` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueMode::Durable => "durable",
+            QueueMode::Compatible => "compatible",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for QueueMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "durable" => Ok(QueueMode::Durable),
+            "compatible" => Ok(QueueMode::Compatible),
+            _ => Err(format!(
+                "SLINGSHOT_QUEUE_MODE={text:?} is not a queue mode: use durable (queues survive a broker restart) \
+                 or compatible (transient, as the original slingshot-microservice declares them)"
+            )),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -36,6 +96,7 @@ impl Default for Settings {
             retry_max: Duration::from_secs(30),
             staging_dir: std::env::temp_dir(),
             shutdown_deadline: Duration::from_secs(30),
+            queue_mode: QueueMode::Durable,
         }
     }
 }
@@ -70,6 +131,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         "SLINGSHOT_SHUTDOWN_SECS",
         "seconds in-flight requests get to finish on SIGTERM/SIGINT (default 30)",
+    ),
+    (
+        "SLINGSHOT_QUEUE_MODE",
+        "durable (default) or compatible: declare queues transient, as original slingshot-microservice services do",
     ),
     (
         "SLINGSHOT_HTTP_ADDR",
@@ -163,6 +228,10 @@ impl Settings {
         let shutdown_deadline = parse::<u64>(&get, "SLINGSHOT_SHUTDOWN_SECS", "a number of seconds")?
             .map(Duration::from_secs)
             .unwrap_or(defaults.shutdown_deadline);
+        let queue_mode = match get("SLINGSHOT_QUEUE_MODE") {
+            None => defaults.queue_mode,
+            Some(text) => text.parse().map_err(Error::Config)?,
+        };
         Ok(Settings {
             concurrency,
             prefetch,
@@ -173,6 +242,7 @@ impl Settings {
                 .map(PathBuf::from)
                 .unwrap_or(defaults.staging_dir),
             shutdown_deadline,
+            queue_mode,
         })
     }
 
@@ -200,6 +270,15 @@ mod tests {
     }
 
     #[test]
+    fn queue_modes() {
+        assert_eq!(with(&[]).unwrap().queue_mode, QueueMode::Durable);
+        let compatible = with(&[("SLINGSHOT_QUEUE_MODE", "Compatible")]).unwrap().queue_mode;
+        assert_eq!(compatible, QueueMode::Compatible);
+        assert_eq!(compatible.durability(), Durability::Transient);
+        assert_eq!(QueueMode::Durable.durability(), Durability::Durable);
+    }
+
+    #[test]
     fn malformed_values_are_named() {
         for (pairs, needle) in [
             (
@@ -213,6 +292,7 @@ mod tests {
                 "below",
             ),
             (vec![("SLINGSHOT_MAX_ATTEMPTS", "0")], "at least 1"),
+            (vec![("SLINGSHOT_QUEUE_MODE", "transient")], "use durable"),
             (
                 vec![("SLINGSHOT_RETRY_BASE_MS", "10"), ("SLINGSHOT_RETRY_MAX_MS", "5")],
                 "below",

@@ -4,6 +4,7 @@
 //! [`Backend`], so the embedded implementations and the real services are
 //! held to the same behaviour.
 
+pub mod original;
 pub mod private;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use slingshot::storage::dir::DirStore;
 use slingshot::storage::ObjectStore;
 use slingshot::sysmap::file::FileSysMap;
 use slingshot::sysmap::SysMap;
+use slingshot::settings::QueueMode;
 use slingshot::{Runtime, Settings};
 
 /// Which implementation of the seams a test runs on.
@@ -175,6 +177,7 @@ impl Fixture {
             retry_max: Duration::from_millis(100),
             staging_dir: self.staging_dir(),
             shutdown_deadline: Duration::from_secs(10),
+            queue_mode: QueueMode::Durable,
         }
     }
 

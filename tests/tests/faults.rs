@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use slingshot::broker::{Broker, HeaderValue, Message};
+use slingshot::broker::{Broker, Durability, HeaderValue, Message};
 use slingshot::worker::{dead_letter_queue, ERROR_KIND_HEADER};
 use slingshot_tests::private::{PrivateGarage, PrivatePostgres, PrivateRabbit};
 use slingshot_tests::{drain, service_command, signal, test_broker, Backend, Collector, Fixture};
@@ -95,7 +95,7 @@ fn relay_wiring(f: &Fixture, service: &str, inbound: &str, out: &str) -> (String
 
 async fn declare(broker: &dyn Broker, f: &Fixture, queues: &[&str]) {
     for q in queues {
-        broker.declare(&f.q(q)).await.unwrap();
+        broker.declare(&f.q(q), Durability::Durable).await.unwrap();
     }
 }
 

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use slingshot::broker::Durability;
 use slingshot_tests::private::PrivateRabbit;
 use slingshot_tests::{service_command, signal, test_broker, Backend, Collector, Fixture};
 use tokio::process::{Child, Command};
@@ -83,7 +84,7 @@ async fn metrics_count_a_known_workload() {
         .await;
     let broker = test_broker(&shared_amqp()).await;
     for q in ["in", "out"] {
-        broker.declare(&f.q(q)).await.unwrap();
+        broker.declare(&f.q(q), Durability::Durable).await.unwrap();
     }
     let port = free_port();
     let child = service(
@@ -232,7 +233,8 @@ async fn check_passes_a_good_configuration_and_names_each_problem() {
         "ok      wiring",
         "ok      broker: RabbitMQ",
         "ok      bucket \"out\"",
-        "all 6 checks passed",
+        "ok      queue mode: durable",
+        "all 9 checks passed",
     ] {
         assert!(out.contains(needle), "lacks {needle:?}:\n{out}");
     }
@@ -318,7 +320,7 @@ async fn one_request_can_be_followed_through_two_services_by_its_trace_id() {
         .await;
     let broker = test_broker(&shared_amqp()).await;
     for q in ["in", "mid", "out"] {
-        broker.declare(&f.q(q)).await.unwrap();
+        broker.declare(&f.q(q), Durability::Durable).await.unwrap();
     }
     let json_logs = [
         ("SLINGSHOT_LOG_FORMAT", "json".to_string()),

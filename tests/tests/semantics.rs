@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use slingshot::broker::{HeaderValue, Message};
+use slingshot::broker::{Durability, HeaderValue, Message};
 use slingshot::worker::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SERVICE_HEADER};
 use slingshot::{AnyConnection, AnyError, ReadFileFn, RequestContext, ServiceDef, WriteFileFn};
 use slingshot_tests::{drain, drain_ids, wait_for_count, Backend, Fixture};
@@ -101,7 +101,12 @@ diesel::table! {
     }
 }
 
-/// Records each request in the database.
+/// The `seen` table, created by the test before `recorder` starts: were
+/// concurrent requests to create it, two could collide on a fresh database
+/// and one would be retried.
+const CREATE_SEEN: &str = "CREATE TABLE seen (id BIGINT PRIMARY KEY, attempt INTEGER NOT NULL)";
+
+/// Records each request in the database (in the table [`CREATE_SEEN`] makes).
 #[slingshot::microservice(name = "recorder", sys_map = "file:unused.json", main = false)]
 fn recorder(
     request: u64,
@@ -109,8 +114,6 @@ fn recorder(
     connection: &mut AnyConnection,
 ) -> Result<Vec<(u64, bool)>, AnyError> {
     use diesel::prelude::*;
-    diesel::sql_query("CREATE TABLE IF NOT EXISTS seen (id BIGINT PRIMARY KEY, attempt INTEGER NOT NULL)")
-        .execute(connection)?;
     let id = i64::try_from(request)?;
     diesel::delete(seen::table.find(id)).execute(connection)?;
     diesel::insert_into(seen::table)
@@ -260,7 +263,7 @@ async fn unacked_messages_are_redelivered(backend: Backend) {
     let runtime = f.runtime(json!({})).await;
     let broker = runtime.broker().clone();
     let queue = f.q("work");
-    broker.declare(&queue).await.unwrap();
+    broker.declare(&queue, Durability::Durable).await.unwrap();
     for id in [1, 2, 3] {
         broker.publish(&queue, Message::id(id)).await.unwrap();
     }
@@ -305,7 +308,7 @@ async fn prefetch_bounds_unacked_deliveries(backend: Backend) {
     let runtime = f.runtime(json!({})).await;
     let broker = runtime.broker().clone();
     let queue = f.q("work");
-    broker.declare(&queue).await.unwrap();
+    broker.declare(&queue, Durability::Durable).await.unwrap();
     for id in 0..5 {
         broker.publish(&queue, Message::id(id)).await.unwrap();
     }
@@ -438,6 +441,9 @@ async fn a_slow_request_does_not_stall_the_others(backend: Backend) {
 async fn database_writes_are_visible(backend: Backend) {
     use diesel::prelude::*;
     let f = Fixture::new(backend, "database");
+    // The fixture's own (new, empty) database: the table is created once,
+    // here, before any request runs.
+    f.create_tables(&[CREATE_SEEN]).await;
     let runtime = f.runtime(json!({"recorder": wiring(&f, "in", json!([]))})).await;
     let service = runtime.start(ServiceDef::find("recorder").unwrap()).await.unwrap();
     runtime.send(&f.q("in"), 100..150).await.unwrap();

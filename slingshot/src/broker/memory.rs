@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::{Acker, Broker, BrokerError, Consumer, Delivery, Message};
+use super::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, Message, QueueState};
 
 /// A broker living in this process. Clones share the same queues, so every
 /// service of a process can be wired through one.
@@ -30,8 +30,9 @@ struct State {
     queues: HashMap<String, Queue>,
 }
 
-#[derive(Default)]
 struct Queue {
+    /// As the first declaration asked; later ones use the queue as it is.
+    durability: Durability,
     ready: VecDeque<Stored>,
     arrived: Arc<Notify>,
 }
@@ -75,9 +76,35 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn declare(&self, queue: &str) -> Result<(), BrokerError> {
-        self.lock().queues.entry(queue.to_string()).or_default();
+    async fn declare(&self, queue: &str, durability: Durability) -> Result<(), BrokerError> {
+        let mut state = self.lock();
+        let q = state.queues.entry(queue.to_string()).or_insert_with(|| Queue {
+            durability,
+            ready: VecDeque::new(),
+            arrived: Arc::default(),
+        });
+        if q.durability != durability {
+            tracing::warn!(
+                queue,
+                exists = %q.durability,
+                declared = %durability,
+                "queue exists with another durability; using it as it is"
+            );
+        }
         Ok(())
+    }
+
+    async fn inspect(&self, queue: &str, durability: Durability) -> Result<QueueState, BrokerError> {
+        Ok(match self.lock().queues.get(queue) {
+            None => QueueState::Missing,
+            Some(q) if q.durability == durability => QueueState::Matches,
+            // The words RabbitMQ uses for the same mismatch.
+            Some(q) => QueueState::Differs(format!(
+                "inequivalent arg 'durable' for queue '{queue}': received '{}' but current is '{}'",
+                durability == Durability::Durable,
+                q.durability == Durability::Durable
+            )),
+        })
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BrokerError> {

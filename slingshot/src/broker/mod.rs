@@ -1,7 +1,8 @@
 //! The message broker seam: declaring queues, consuming with acknowledgements, and confirmed publishing.
 //!
 //! Implementations: [`memory::MemoryBroker`] (in-process, the embedded
-//! default). The worker never sees which one it talks to.
+//! default) and [`rabbitmq::RabbitMq`]. The worker never sees which one it
+//! talks to.
 
 pub mod memory;
 pub mod rabbitmq;
@@ -35,6 +36,50 @@ pub enum BrokerError {
         /// Why.
         message: String,
     },
+}
+
+/// How a queue is declared.
+///
+/// RabbitMQ refuses to declare an existing queue with a different durability
+/// (`PRECONDITION_FAILED - inequivalent arg 'durable'`), so services that
+/// share a queue must agree on it. slingshot uses an existing queue as it is
+/// whatever its durability; the original `slingshot-microservice` crashes at
+/// start-up instead, which is why [`crate::settings::QueueMode::Compatible`]
+/// declares queues [`Durability::Transient`] as it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Durability {
+    /// Survives a broker restart (with persistent messages, they do too).
+    Durable,
+    /// Deleted when the broker restarts, with its messages: how the original
+    /// `slingshot-microservice` declares every queue (AMQP's defaults).
+    Transient,
+}
+
+impl Durability {
+    /// `durable` or `transient`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Durable => "durable",
+            Durability::Transient => "transient",
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an existing queue compares with a declaration (see [`Broker::inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueState {
+    /// No such queue: a declaration would create it.
+    Missing,
+    /// The queue exists and the broker accepts the declaration as it is.
+    Matches,
+    /// The queue exists with other properties; the broker's words.
+    Differs(String),
 }
 
 /// A header value carried with a message.
@@ -132,9 +177,14 @@ pub trait Consumer: Send {
 /// The seam to a message broker.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Declares `queue` durable. A queue that already exists with other
-    /// arguments is used as it is.
-    async fn declare(&self, queue: &str) -> Result<(), BrokerError>;
+    /// Declares `queue` with `durability` and no arguments. A queue that
+    /// already exists with another durability or other arguments is used as
+    /// it is (and a warning says so).
+    async fn declare(&self, queue: &str, durability: Durability) -> Result<(), BrokerError>;
+
+    /// Whether `queue` exists and would accept a declaration with
+    /// `durability` and no arguments, without creating it or changing it.
+    async fn inspect(&self, queue: &str, durability: Durability) -> Result<QueueState, BrokerError>;
 
     /// Starts consuming `queue` with at most `prefetch` unacknowledged deliveries.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BrokerError>;

@@ -1,4 +1,4 @@
-//! The RabbitMQ broker (lapin): durable queues, a channel per consumer with bounded prefetch, one confirm-mode channel for pipelined persistent publishes, reconnection on demand.
+//! The RabbitMQ broker (lapin): queue declarations durable or as the original crate makes them, a channel per consumer with bounded prefetch, one confirm-mode channel for pipelined persistent publishes, reconnection on demand.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
-use super::{Acker, Broker, BrokerError, Consumer, Delivery, HeaderValue, Headers, Message};
+use super::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, HeaderValue, Headers, Message, QueueState};
 
 /// Persistent delivery mode of AMQP 0-9-1.
 const PERSISTENT: u8 = 2;
@@ -109,13 +109,39 @@ impl RabbitMq {
     }
 }
 
+/// The options of a declaration with `durability`, the rest AMQP's defaults
+/// (not exclusive, not auto-delete): with `Transient`, exactly what the
+/// original `slingshot-microservice` sends.
+fn declare_options(durability: Durability) -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: durability == Durability::Durable,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Whether the broker refused with the soft error `kind`.
+fn is_soft(e: &lapin::Error, kind: AMQPSoftError) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if *amqp.kind() == AMQPErrorKind::Soft(kind))
+}
+
 /// Whether the broker refused a declaration because the queue exists with
-/// other arguments (AMQP 406 PRECONDITION_FAILED).
+/// other properties (AMQP 406 PRECONDITION_FAILED).
 fn is_precondition_failed(e: &lapin::Error) -> bool {
-    matches!(
-        e.kind(),
-        lapin::ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
-    )
+    is_soft(e, AMQPSoftError::PRECONDITIONFAILED)
+}
+
+/// Whether a passive declaration found no such queue (AMQP 404 NOT_FOUND).
+fn is_not_found(e: &lapin::Error) -> bool {
+    is_soft(e, AMQPSoftError::NOTFOUND)
+}
+
+/// What the broker said, without lapin's wrapping: `PRECONDITION_FAILED -
+/// inequivalent arg 'durable' for queue ...`.
+fn reply_text(e: &lapin::Error) -> String {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => amqp.get_message().as_str().to_string(),
+        _ => e.to_string(),
+    }
 }
 
 fn refused(op: &'static str, queue: &str, e: impl std::fmt::Display) -> BrokerError {
@@ -163,19 +189,23 @@ fn from_field_table(table: Option<&FieldTable>) -> Headers {
 
 #[async_trait]
 impl Broker for RabbitMq {
-    async fn declare(&self, queue: &str) -> Result<(), BrokerError> {
+    async fn declare(&self, queue: &str, durability: Durability) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
-        let durable = channel
+        match channel
             .queue_declare(
                 ShortString::from(queue),
-                QueueDeclareOptions::durable(),
+                declare_options(durability),
                 FieldTable::default(),
             )
-            .await;
-        match durable {
-            Ok(_) => {}
-            // The queue exists with other arguments (quorum, TTL, DLX...):
-            // the broker closed that channel; check it exists and use it as is.
+            .await
+        {
+            Ok(_) => {
+                let _ = channel.close(200, ShortString::from("declared")).await;
+                Ok(())
+            }
+            // The queue exists with another durability or other arguments
+            // (quorum, TTL, DLX...): the broker closed that channel; check
+            // that the queue exists and use it as it is.
             Err(e) if is_precondition_failed(&e) => {
                 let check = self.channel().await?;
                 check
@@ -186,14 +216,51 @@ impl Broker for RabbitMq {
                     )
                     .await
                     .map_err(|e| refused("declare", queue, e))?;
-                tracing::info!(queue, "queue exists with other arguments; using it as it is");
                 let _ = check.close(200, ShortString::from("declared")).await;
-                return Ok(());
+                tracing::warn!(
+                    queue,
+                    declared = %durability,
+                    broker = %reply_text(&e),
+                    "queue exists with other properties; using it as it is (`check` explains)"
+                );
+                Ok(())
             }
-            Err(e) => return Err(refused("declare", queue, e)),
+            Err(e) => Err(refused("declare", queue, e)),
         }
-        let _ = channel.close(200, ShortString::from("declared")).await;
-        Ok(())
+    }
+
+    async fn inspect(&self, queue: &str, durability: Durability) -> Result<QueueState, BrokerError> {
+        // Passive first, so that inspecting never creates a queue.
+        let channel = self.channel().await?;
+        match channel
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(QueueState::Missing),
+            Err(e) => return Err(refused("inspect", queue, e)),
+        }
+        // Declaring an existing queue with equivalent properties changes
+        // nothing; with other ones the broker refuses and says why.
+        match channel
+            .queue_declare(
+                ShortString::from(queue),
+                declare_options(durability),
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(_) => {
+                let _ = channel.close(200, ShortString::from("inspected")).await;
+                Ok(QueueState::Matches)
+            }
+            Err(e) if is_precondition_failed(&e) => Ok(QueueState::Differs(reply_text(&e))),
+            Err(e) => Err(refused("inspect", queue, e)),
+        }
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BrokerError> {
