@@ -109,14 +109,29 @@ impl RabbitMq {
     }
 }
 
-/// The options of a declaration with `durability`, the rest AMQP's defaults
-/// (not exclusive, not auto-delete): with `Transient`, exactly what the
-/// original `slingshot-microservice` sends.
-fn declare_options(durability: Durability) -> QueueDeclareOptions {
-    QueueDeclareOptions {
+/// Declares `queue` with `durability`, no arguments and AMQP's defaults for
+/// the rest (not exclusive, not auto-delete): with `Transient`, exactly what
+/// the original `slingshot-microservice` sends.
+async fn declare_plain(channel: &Channel, queue: &str, durability: Durability) -> lapin::Result<lapin::Queue> {
+    let options = QueueDeclareOptions {
         durable: durability == Durability::Durable,
         ..QueueDeclareOptions::default()
-    }
+    };
+    channel
+        .queue_declare(ShortString::from(queue), options, FieldTable::default())
+        .await
+}
+
+/// Asks whether `queue` exists (and how many messages are ready in it)
+/// without creating or changing it.
+async fn declare_passive(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    channel
+        .queue_declare(
+            ShortString::from(queue),
+            QueueDeclareOptions::default().passive(),
+            FieldTable::default(),
+        )
+        .await
 }
 
 /// Whether the broker refused with the soft error `kind`.
@@ -191,14 +206,7 @@ fn from_field_table(table: Option<&FieldTable>) -> Headers {
 impl Broker for RabbitMq {
     async fn declare(&self, queue: &str, durability: Durability) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
-        match channel
-            .queue_declare(
-                ShortString::from(queue),
-                declare_options(durability),
-                FieldTable::default(),
-            )
-            .await
-        {
+        match declare_plain(&channel, queue, durability).await {
             Ok(_) => {
                 let _ = channel.close(200, ShortString::from("declared")).await;
                 Ok(())
@@ -208,12 +216,7 @@ impl Broker for RabbitMq {
             // that the queue exists and use it as it is.
             Err(e) if is_precondition_failed(&e) => {
                 let check = self.channel().await?;
-                check
-                    .queue_declare(
-                        ShortString::from(queue),
-                        QueueDeclareOptions::default().passive(),
-                        FieldTable::default(),
-                    )
+                declare_passive(&check, queue)
                     .await
                     .map_err(|e| refused("declare", queue, e))?;
                 let _ = check.close(200, ShortString::from("declared")).await;
@@ -232,28 +235,14 @@ impl Broker for RabbitMq {
     async fn inspect(&self, queue: &str, durability: Durability) -> Result<QueueState, BrokerError> {
         // Passive first, so that inspecting never creates a queue.
         let channel = self.channel().await?;
-        match channel
-            .queue_declare(
-                ShortString::from(queue),
-                QueueDeclareOptions::default().passive(),
-                FieldTable::default(),
-            )
-            .await
-        {
+        match declare_passive(&channel, queue).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Ok(QueueState::Missing),
             Err(e) => return Err(refused("inspect", queue, e)),
         }
         // Declaring an existing queue with equivalent properties changes
         // nothing; with other ones the broker refuses and says why.
-        match channel
-            .queue_declare(
-                ShortString::from(queue),
-                declare_options(durability),
-                FieldTable::default(),
-            )
-            .await
-        {
+        match declare_plain(&channel, queue, durability).await {
             Ok(_) => {
                 let _ = channel.close(200, ShortString::from("inspected")).await;
                 Ok(QueueState::Matches)
@@ -352,12 +341,7 @@ impl Broker for RabbitMq {
 
     async fn ready_count(&self, queue: &str) -> Result<u64, BrokerError> {
         let channel = self.channel().await?;
-        let declared = channel
-            .queue_declare(
-                ShortString::from(queue),
-                QueueDeclareOptions::default().passive(),
-                FieldTable::default(),
-            )
+        let declared = declare_passive(&channel, queue)
             .await
             .map_err(|e| refused("count", queue, e))?;
         let _ = channel.close(200, ShortString::from("counted")).await;
