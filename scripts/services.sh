@@ -12,6 +12,12 @@
 # Usage:
 #   scripts/services.sh          install/start what is missing, reuse what runs
 #   scripts/services.sh check    only check that everything answers (no changes)
+#   scripts/services.sh fresh-db as the first, then drop and recreate the
+#                                tests' PostgreSQL database ("$PG_DB", empty)
+#
+# Tests run in PostgreSQL databases of their own, slingshot_test_<pid>_<n>_<name>,
+# which each test drops when it ends; every run here drops those whose process
+# is gone (left by a run that was killed), never those of a run in progress.
 #
 # Idempotent: a second run reuses everything. A service that already answers on
 # its port is never stopped or restarted. Prints one line per service on stdout
@@ -197,6 +203,46 @@ SQL
     echo "postgresql: $status ($PG_HOST:$PG_PORT, role/db $PG_USER ready)"
 }
 
+# psql as the tests' role on the maintenance database (so that it may drop
+# and create "$PG_DB"); the role has CREATEDB and owns what the tests create.
+pg_admin() {
+    psql -X -q -v ON_ERROR_STOP=1 \
+        "postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$PG_PORT/postgres" "$@"
+}
+
+# Drops the per-test databases (slingshot_test_<pid>_...) whose test process
+# no longer exists. A test drops its own database when it ends, pass or fail;
+# only a killed run leaves one behind.
+clean_test_databases() {
+    local dbs db pid dropped=0
+    dbs=$(pg_admin -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'slingshot\_test\_%'") ||
+        die "cannot list the test databases"
+    for db in $dbs; do
+        pid=${db#slingshot_test_}
+        pid=${pid%%_*}
+        if [[ "$pid" =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ]; then
+            continue   # a test run in progress (or a reused pid: next time)
+        fi
+        pg_admin -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >&2 ||
+            die "cannot drop the leftover test database $db"
+        dropped=$((dropped + 1))
+    done
+    if ((dropped)); then
+        log "dropped $dropped test database(s) left by killed runs"
+    fi
+}
+
+# fresh-db: the tests' database as on a new machine (empty), and no leftover
+# per-test databases.
+fresh_database() {
+    log "dropping and recreating database $PG_DB (fresh-db)"
+    pg_admin -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >&2 ||
+        die "cannot drop database $PG_DB"
+    pg_admin -c "CREATE DATABASE \"$PG_DB\" OWNER \"$PG_USER\"" >&2 ||
+        die "cannot create database $PG_DB"
+    echo "postgresql: database $PG_DB recreated empty (fresh-db)"
+}
+
 # ---------------------------------------------------------------------------
 # Garage (S3)
 # ---------------------------------------------------------------------------
@@ -369,10 +415,12 @@ write_env() {
 }
 
 main() {
+    local fresh=
     case "${1:-}" in
         check) check; return ;;
+        fresh-db) fresh=1 ;;
         "") ;;
-        *) echo "usage: $0 [check]" >&2; exit 2 ;;
+        *) echo "usage: $0 [check | fresh-db]" >&2; exit 2 ;;
     esac
     mkdir -p "$STATE_DIR"
     # Serialize concurrent runs (two test runs starting at once). Daemons we
@@ -382,6 +430,10 @@ main() {
     svc_rabbitmq
     test_queue_policy
     svc_postgresql
+    clean_test_databases
+    if [ -n "$fresh" ]; then
+        fresh_database
+    fi
     svc_garage
     write_env
 }

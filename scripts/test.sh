@@ -2,11 +2,44 @@
 # The slingshot test command: start (or reuse) RabbitMQ, PostgreSQL and Garage
 # on loopback, then run the whole workspace's tests against them.
 #
-#   scripts/test.sh          (from any directory; needs no stdin, so CI-safe)
+#   scripts/test.sh             (from any directory; needs no stdin, so CI-safe)
+#   scripts/test.sh --fresh-db  the same on a freshly created database: drops
+#                               and recreates the tests' PostgreSQL database
+#                               ("slingshot") before running, as on a new
+#                               machine. SLINGSHOT_FRESH_DB=1 does the same.
+#
+# Every test binary runs (--no-fail-fast), so one failure does not hide the
+# others; the exit status is non-zero if anything failed. Each test that uses
+# PostgreSQL runs in a database of its own, created (with its tables) before
+# its services start and dropped when it ends (see tests/src/database.rs);
+# scripts/services.sh drops any that a killed run left behind.
+#
+# The fault-injection tests (tests/tests/faults.rs) append their figures,
+# `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`, to
+# the file $SLINGSHOT_FAULT_REPORT; this script sets it to a fresh temporary
+# file and prints it after the tests, whether they passed or failed.
 set -euo pipefail
 
 # Never wait on stdin (CI runs us without one).
 exec </dev/null
+
+fresh_db=${SLINGSHOT_FRESH_DB:-}
+for arg in "$@"; do
+    case "$arg" in
+        --fresh-db) fresh_db=1 ;;
+        -h | --help)
+            sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+            exit 0
+            ;;
+        *)
+            echo "usage: $0 [--fresh-db]" >&2
+            exit 2
+            ;;
+    esac
+done
+if [ "$fresh_db" = 0 ]; then
+    fresh_db=
+fi
 
 # Work from the repository root, whatever the caller's cwd.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,16 +51,49 @@ if [ ! -t 1 ]; then
 fi
 
 echo "==> slingshot tests in $(pwd)"
-echo "==> services (scripts/services.sh)"
-bash scripts/services.sh
+if [ -n "$fresh_db" ]; then
+    echo "==> services (scripts/services.sh fresh-db)"
+    bash scripts/services.sh fresh-db
+else
+    echo "==> services (scripts/services.sh)"
+    bash scripts/services.sh
+fi
 
 # shellcheck source=/dev/null
 . "${SLINGSHOT_SERVICES_DIR:-/var/tmp/slingshot-services}/env"
 
-echo "==> cargo test --workspace --all-targets"
-cargo test --workspace --all-targets
+SLINGSHOT_FAULT_REPORT=$(mktemp "${TMPDIR:-/tmp}/slingshot-fault-report.XXXXXX")
+export SLINGSHOT_FAULT_REPORT
+trap 'rm -f "$SLINGSHOT_FAULT_REPORT"' EXIT
 
-echo "==> cargo test --workspace --doc"
-cargo test --workspace --doc
+status=0
 
-echo "==> all tests passed"
+echo "==> cargo test --workspace --all-targets --no-fail-fast"
+tests_status=0
+cargo test --workspace --all-targets --no-fail-fast || tests_status=$?
+
+echo "==> cargo test --workspace --doc --no-fail-fast"
+doc_status=0
+cargo test --workspace --doc --no-fail-fast || doc_status=$?
+
+echo
+echo "==> fault injection (tests/tests/faults.rs)"
+if [ -s "$SLINGSHOT_FAULT_REPORT" ]; then
+    cat "$SLINGSHOT_FAULT_REPORT"
+else
+    echo "(no figures: the fault tests did not get to report; see their output above)"
+fi
+echo
+
+if [ "$tests_status" -ne 0 ]; then
+    echo "==> FAILED: cargo test --workspace --all-targets exited with $tests_status (failures listed above)"
+    status=1
+fi
+if [ "$doc_status" -ne 0 ]; then
+    echo "==> FAILED: cargo test --workspace --doc exited with $doc_status (failures listed above)"
+    status=1
+fi
+if [ "$status" -eq 0 ]; then
+    echo "==> all tests passed"
+fi
+exit "$status"

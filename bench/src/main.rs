@@ -312,7 +312,9 @@ async fn run() -> anyhow::Result<()> {
     if wanted("db") {
         let n = scale(5_000);
         let f = Fixture::new(Backend::Real, "bench-db");
-        let pg = std::env::var("SLINGSHOT_TEST_PG_URL")?;
+        // The fixture's own database (its sys-map names it too): both sides
+        // insert there, into a table made before either starts.
+        let pg = f.database().await.url().to_string();
         let endpoints = json!({"bench-db": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}});
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {

@@ -64,7 +64,8 @@ pub async fn seed_objects(s3: &S3Store, bucket: &str, n: u64, size: usize) -> an
     Ok(())
 }
 
-/// Empties the table the database stage inserts into (creating it first).
+/// Empties the table the database stage inserts into (creating it first),
+/// before the stage starts: its requests never create it.
 pub async fn prepare_table(url: &str) -> anyhow::Result<()> {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {

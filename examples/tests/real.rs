@@ -10,9 +10,11 @@ use slingshot::broker::Durability;
 use slingshot::Runtime;
 use slingshot_tests::{drain_ids, wait_for_count, Backend, Fixture};
 
-/// Both tests use the pipeline's `documents` table (the demo empties it), so
-/// they take turns.
-static DOCUMENTS_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The pipeline's `documents` table, as `stages::migrate` makes it. Each test
+/// creates it in its fixture's own database before any stage starts, so no
+/// request (and no other test) ever creates or empties it.
+const CREATE_DOCUMENTS: &str = "CREATE TABLE documents (id BIGINT PRIMARY KEY, chars BIGINT NOT NULL, \
+                                words BIGINT, top_word TEXT, status TEXT NOT NULL)";
 
 /// The pipeline's sys-map endpoints with this test's own queue and bucket names.
 fn pipeline_endpoints(f: &Fixture) -> Value {
@@ -46,8 +48,9 @@ fn pipeline_endpoints(f: &Fixture) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_example_runs_unchanged_on_rabbitmq_s3_and_postgres() {
-    let _table = DOCUMENTS_TABLE.lock().await;
     let f = Fixture::new(Backend::Real, "example-pipeline");
+    // The demo runs its own `CREATE TABLE IF NOT EXISTS` too; here it finds the table.
+    f.create_tables(&[CREATE_DOCUMENTS]).await;
     let base = f.serve_sysmap(pipeline_endpoints(&f)).await;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .arg("30")
@@ -75,8 +78,9 @@ async fn the_pipeline_example_runs_unchanged_on_rabbitmq_s3_and_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stages_in_three_processes() {
     const DOCUMENTS: u64 = 40;
-    let _table = DOCUMENTS_TABLE.lock().await;
     let f = Fixture::new(Backend::Real, "three-processes");
+    // The table the stages write to (the demo binary creates it itself).
+    f.create_tables(&[CREATE_DOCUMENTS]).await;
     let base = f.serve_sysmap(pipeline_endpoints(&f)).await;
     let runtime = Runtime::connect(&base, f.settings()).await.unwrap();
     let uploads = runtime.sysmap().bucket("ingest", "in").await.unwrap();
@@ -92,19 +96,6 @@ async fn three_stages_in_three_processes() {
             .await
             .unwrap();
     }
-    // The table the stages write to (the demo binary creates it itself).
-    let mut connection = runtime.connect_database().await.unwrap();
-    tokio::task::spawn_blocking(move || {
-        use diesel::RunQueryDsl;
-        diesel::sql_query(
-            "CREATE TABLE IF NOT EXISTS documents (id BIGINT PRIMARY KEY, chars BIGINT NOT NULL, words BIGINT, top_word TEXT, status TEXT NOT NULL)",
-        )
-        .execute(&mut connection)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-
     let mut children = Vec::new();
     for stage in ["ingest", "tokenize", "catalog"] {
         children.push(

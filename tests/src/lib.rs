@@ -4,6 +4,7 @@
 //! [`Backend`], so the embedded implementations and the real services are
 //! held to the same behaviour.
 
+pub mod database;
 pub mod original;
 pub mod private;
 
@@ -14,11 +15,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use slingshot::broker::memory::MemoryBroker;
 use slingshot::broker::{Broker, Delivery};
+use slingshot::settings::QueueMode;
 use slingshot::storage::dir::DirStore;
 use slingshot::storage::ObjectStore;
 use slingshot::sysmap::file::FileSysMap;
 use slingshot::sysmap::SysMap;
-use slingshot::settings::QueueMode;
 use slingshot::{Runtime, Settings};
 
 /// Which implementation of the seams a test runs on.
@@ -120,12 +121,22 @@ impl Services {
     }
 }
 
-/// One test's world: unique names, a temp directory, and a runtime.
+/// One test's world: unique names, a temp directory, a database of its own,
+/// and a runtime.
+///
+/// Nothing in it is shared with another test: queues and buckets carry a
+/// unique prefix, the embedded backend's SQLite file lives in `dir`, and on
+/// the real services the sys-map's `db` endpoint names a PostgreSQL database
+/// created for this fixture (see [`database::TestDatabase`]) and dropped with
+/// it. Tables a test needs are created with [`Fixture::create_tables`] before
+/// its services start, never by the services' requests.
 pub struct Fixture {
     pub backend: Backend,
     pub dir: tempfile::TempDir,
     prefix: String,
     server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Declared last: dropped after the sys-map server stopped.
+    database: tokio::sync::OnceCell<database::TestDatabase>,
 }
 
 impl Drop for Fixture {
@@ -152,7 +163,63 @@ impl Fixture {
                 .expect("temp dir"),
             prefix,
             server: std::sync::Mutex::new(None),
+            database: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// This fixture's own PostgreSQL database on the shared server, created
+    /// (empty) on first use and dropped with the fixture. The real backend's
+    /// sys-map names it unless a test supplies its own `db` endpoint.
+    pub async fn database(&self) -> &database::TestDatabase {
+        self.database
+            .get_or_init(|| async {
+                let admin = required("SLINGSHOT_TEST_PG_URL");
+                // The test's name, after `t<pid>-<nanos>-<seq>-`.
+                let label = self.prefix.splitn(4, '-').last().unwrap_or_default().to_string();
+                tokio::task::spawn_blocking(move || database::TestDatabase::create(&admin, &label))
+                    .await
+                    .expect("creating the test database")
+            })
+            .await
+    }
+
+    /// Runs `statements` (typically `CREATE TABLE`) in the database this
+    /// fixture's services use: its SQLite file on the embedded backend, its
+    /// own PostgreSQL database on the real one. Call it before starting the
+    /// services, so that no request ever creates a table.
+    pub async fn create_tables(&self, statements: &[&str]) {
+        let statements: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+        match self.backend {
+            Backend::Embedded => {
+                let path = self.sqlite_path();
+                tokio::task::spawn_blocking(move || {
+                    use diesel::{Connection, RunQueryDsl};
+                    let mut connection = diesel::SqliteConnection::establish(&path.display().to_string())
+                        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+                    for sql in &statements {
+                        diesel::sql_query(sql)
+                            .execute(&mut connection)
+                            .unwrap_or_else(|e| panic!("{sql} in {}: {e}", path.display()));
+                    }
+                })
+                .await
+                .expect("creating the test tables");
+            }
+            Backend::Real => {
+                let url = self.database().await.url().to_string();
+                tokio::task::spawn_blocking(move || {
+                    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+                    database::execute(&url, &statements);
+                })
+                .await
+                .expect("creating the test tables");
+            }
+        }
+    }
+
+    /// The embedded backend's SQLite file (private to this fixture).
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("db.sqlite")
     }
 
     /// A queue name unique to this test.
@@ -198,7 +265,7 @@ impl Fixture {
                     "backends": {
                         "broker": "memory",
                         "objects": {"dir": self.dir.path().join("objects")},
-                        "database": {"sqlite": self.dir.path().join("db.sqlite")},
+                        "database": {"sqlite": self.sqlite_path()},
                     },
                     "endpoints": endpoints,
                 });
@@ -218,9 +285,14 @@ impl Fixture {
 
     /// Serves `endpoints` plus the real services' endpoints over HTTP on
     /// loopback (creating every bucket they name) and returns the base URL.
+    /// The `db` endpoint names this fixture's own database unless `endpoints`
+    /// has a `db` of its own.
     pub async fn serve_sysmap(&self, endpoints: Value) -> String {
         let services = Services::from_env();
         let mut all = services.endpoints();
+        if endpoints.get("db").is_none() {
+            all["db"]["database"] = json!([self.database().await.name()]);
+        }
         let s3 = services.s3();
         for (path, body) in endpoints.as_object().expect("endpoints object") {
             // Bucket endpoints; a deliberately invalid name is left for the test to meet.

@@ -2,7 +2,16 @@
 //!
 //! Each is torn down when dropped, pass or fail; a stopped one is started
 //! again by its owner test or simply discarded with it.
+//!
+//! Their ports are fixed, so at most one instance of each kind may exist on
+//! the machine at a time: each holds an exclusive lock
+//! (`/var/tmp/slingshot-private-<kind>.lock`, `flock(2)`) for its whole life.
+//! A second test that wants one, in the same test binary or in another
+//! process, waits for the first to drop its instance. The lock goes with the
+//! process that holds it, so whatever instance a killed test run left behind
+//! is found, stopped and removed by the next one to take the lock.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +51,61 @@ fn chown(dir: &Path, user: &str) {
     );
 }
 
+/// An exclusive `flock(2)` on a file naming one kind of private instance;
+/// released when dropped or when the process ends, however it ends.
+struct InstanceLock {
+    _file: std::fs::File,
+}
+
+impl InstanceLock {
+    /// Waits (blocking) until no other instance of `kind` exists, in this
+    /// process or any other.
+    fn acquire(kind: &str) -> InstanceLock {
+        extern "C" {
+            fn flock(fd: i32, operation: i32) -> i32;
+        }
+        const LOCK_EX: i32 = 2;
+        let path = format!("/var/tmp/slingshot-private-{kind}.lock");
+        // Opened close-on-exec (Rust's default): the servers a test starts
+        // must not inherit the lock and hold it after the test is gone.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+        loop {
+            // SAFETY: flock(2) on a descriptor this function owns.
+            if unsafe { flock(std::os::fd::AsRawFd::as_raw_fd(&file), LOCK_EX) } == 0 {
+                return InstanceLock { _file: file };
+            }
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "flock {path}: {e}");
+        }
+    }
+}
+
+/// Directories of earlier instances of `kind` (`/var/tmp/slingshot-<kind>-*`).
+/// Called with the kind's lock held, so every one is a leftover of a killed run.
+fn leftover_dirs(kind: &str) -> Vec<PathBuf> {
+    let prefix = format!("slingshot-{kind}-");
+    std::fs::read_dir("/var/tmp")
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn remove_leftover(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        panic!("cannot remove {}, left by an earlier run: {e}", dir.display());
+    }
+}
+
 fn private_dir(name: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix(&format!("slingshot-{name}-"))
@@ -56,6 +120,8 @@ fn private_dir(name: &str) -> tempfile::TempDir {
 pub struct PrivateRabbit {
     dir: tempfile::TempDir,
     child: Child,
+    /// Declared last: released once the node is stopped and its directory gone.
+    _lock: InstanceLock,
 }
 
 impl PrivateRabbit {
@@ -67,8 +133,12 @@ impl PrivateRabbit {
             std::env::var("SLINGSHOT_TEST_RABBITMQ_PRIVATE_OK").is_ok(),
             "a private RabbitMQ node needs the rabbitmq OS user; run the tests with scripts/test.sh"
         );
+        let lock = InstanceLock::acquire("rabbit");
         // A node left over by a crashed run would hold the port.
         let _ = Command::new("rabbitmqctl").args(["-n", Self::NODE, "stop"]).output();
+        for dir in leftover_dirs("rabbit") {
+            remove_leftover(&dir);
+        }
         let dir = private_dir("rabbit");
         std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
         // Its own config: the machine's may pin the listener to 5672
@@ -97,7 +167,11 @@ impl PrivateRabbit {
             .stderr(Stdio::null())
             .spawn()
             .expect("start a private rabbitmq-server");
-        let mut rabbit = PrivateRabbit { dir, child };
+        let mut rabbit = PrivateRabbit {
+            dir,
+            child,
+            _lock: lock,
+        };
         // await_startup fails while the node is not yet registered; retry, but
         // give up at once if the server process died.
         wait_until("private RabbitMQ node", Duration::from_secs(120), || {
@@ -154,6 +228,8 @@ impl Drop for PrivateRabbit {
 pub struct PrivatePostgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// Declared last: released once the server is stopped and its directory gone.
+    _lock: InstanceLock,
 }
 
 impl PrivatePostgres {
@@ -167,6 +243,22 @@ impl PrivatePostgres {
             .max()
             .expect("a PostgreSQL version");
         let bin = version.join("bin");
+        let lock = InstanceLock::acquire("postgres");
+        // A cluster left running by a killed run would hold the port.
+        for dir in leftover_dirs("postgres") {
+            let data = dir.join("data");
+            if data.join("postmaster.pid").exists() {
+                let _ = Command::new("runuser")
+                    .args(["-u", "postgres", "--"])
+                    .arg(bin.join("pg_ctl"))
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-m", "immediate", "-w", "stop"])
+                    .stdin(Stdio::null())
+                    .output();
+            }
+            remove_leftover(&dir);
+        }
         let dir = private_dir("postgres");
         chown(dir.path(), "postgres");
         let data = dir.path().join("data");
@@ -178,7 +270,7 @@ impl PrivatePostgres {
                 .args(["-A", "trust", "-U", "postgres", "-D"])
                 .arg(&data),
         );
-        let pg = PrivatePostgres { dir, bin };
+        let pg = PrivatePostgres { dir, bin, _lock: lock };
         pg.start_server();
         pg
     }
@@ -233,6 +325,8 @@ pub struct PrivateGarage {
     child: Option<Child>,
     pub access_key: String,
     pub secret_key: String,
+    /// Declared last: released once the server is killed and its directory gone.
+    _lock: InstanceLock,
 }
 
 impl PrivateGarage {
@@ -249,6 +343,18 @@ impl PrivateGarage {
     }
 
     pub fn start() -> PrivateGarage {
+        let lock = InstanceLock::acquire("garage");
+        // A server left running by a killed run (its parent, the test, is
+        // gone) would hold the ports: find it by its config's directory.
+        let leftovers = leftover_dirs("garage");
+        if !leftovers.is_empty() {
+            for pid in processes_using(&leftovers) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+            }
+            for dir in &leftovers {
+                remove_leftover(dir);
+            }
+        }
         let dir = private_dir("garage");
         let d = dir.path().display();
         let seed = std::time::SystemTime::now()
@@ -272,6 +378,7 @@ impl PrivateGarage {
             child: None,
             access_key: String::new(),
             secret_key: String::new(),
+            _lock: lock,
         };
         garage.start_server();
         let node = run("garage node id", garage.garage().args(["node", "id", "-q"]));
@@ -346,4 +453,22 @@ impl Drop for PrivateGarage {
             let _ = child.wait();
         }
     }
+}
+
+/// IDs of the processes whose command line names a path inside one of `dirs`.
+fn processes_using(dirs: &[PathBuf]) -> Vec<u32> {
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|&b| b == 0)
+                    .map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)))
+                    .any(|arg| dirs.iter().any(|d| arg.starts_with(d)))
+            })
+        })
+        .collect()
 }

@@ -3,9 +3,14 @@
 //! what came out. The broken service is a private instance (or the service
 //! process itself), never the shared RabbitMQ, PostgreSQL or Garage.
 //!
-//! Each prints `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`.
+//! Each prints `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`,
+//! and appends it to the file `SLINGSHOT_FAULT_REPORT` names, if set
+//! (`scripts/test.sh` sets it and prints the file after the run, pass or
+//! fail: cargo test shows nobody a passing test's output). A fault test that
+//! fails adds `fault=<name> FAILED ...` there too.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,14 +76,54 @@ struct Outcome {
     dead_lettered: u64,
 }
 
-/// Counts the stream's outcome, prints the line, and returns it.
+/// Prints `line` and appends it to the fault report, if there is one.
+fn publish(line: &str) {
+    if let Err(e) = try_publish(line) {
+        panic!("{e}");
+    }
+}
+
+fn try_publish(line: &str) -> Result<(), String> {
+    println!("{line}");
+    let Some(path) = std::env::var_os("SLINGSHOT_FAULT_REPORT").filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    // One write of a whole line to a file opened for appending: lines of
+    // tests running at once do not interleave.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()))
+        .map_err(|e| format!("cannot append to the fault report {}: {e}", Path::new(&path).display()))
+}
+
+/// Held for a fault test's life: if the test fails, the report says so, so
+/// that a reader of the CI log sees every fault, not only the ones that passed.
+struct Figures(&'static str);
+
+impl Drop for Figures {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let line = format!("fault={} FAILED: the test panicked (see its output for why)", self.0);
+            // Already unwinding: a second panic would abort the test binary.
+            if let Err(e) = try_publish(&line) {
+                eprintln!("{e}");
+            }
+        }
+    }
+}
+
+/// Counts the stream's outcome, reports the line, and returns it.
 fn report(fault: &str, sent: u64, expected: &[u64], counts: &HashMap<u64, u32>, dead_lettered: u64) -> Outcome {
     let delivered = expected.iter().filter(|id| counts.contains_key(id)).count() as u64;
     let lost = expected.len() as u64 - delivered;
     let duplicates: u64 = counts.values().map(|&n| u64::from(n.saturating_sub(1))).sum();
     let stray = counts.keys().filter(|id| !expected.contains(id)).count();
+    publish(&format!(
+        "fault={fault} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}"
+    ));
     assert_eq!(stray, 0, "{fault}: IDs arrived that should not have");
-    println!("fault={fault} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}");
     Outcome {
         lost,
         duplicates,
@@ -191,6 +236,7 @@ fn assert_nothing_lost(outcome: &Outcome) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_two_stages() {
     let _turn = TURN.lock().await;
+    let _figures = Figures("kill-9");
     let f = Fixture::new(Backend::Real, "kill9");
     let (a, wa) = relay_wiring(&f, "relay", "in", "mid");
     let (b, wb) = relay_wiring(&f, "relay2", "mid", "out");
@@ -229,6 +275,7 @@ async fn kill_9_mid_stream_then_restart_two_stages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_restarted_mid_stream() {
     let _turn = TURN.lock().await;
+    let _figures = Figures("rabbitmq-restart");
     let rabbit = Arc::new(tokio::task::spawn_blocking(PrivateRabbit::start).await.unwrap());
     let f = Fixture::new(Backend::Real, "rabbit-restart");
     let private =
@@ -245,6 +292,7 @@ async fn rabbitmq_restarted_mid_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garage_stopped_for_10s_mid_stream() {
     let _turn = TURN.lock().await;
+    let _figures = Figures("garage-stop-10s");
     let mut garage = tokio::task::spawn_blocking(PrivateGarage::start).await.unwrap();
     let f = Fixture::new(Backend::Real, "garage-stop");
     let bucket = f.bucket("out");
@@ -286,6 +334,7 @@ async fn garage_stopped_for_10s_mid_stream() {
 async fn postgres_stopped_for_10s_mid_stream() {
     use diesel::{Connection, RunQueryDsl};
     let _turn = TURN.lock().await;
+    let _figures = Figures("postgres-stop-10s");
     let pg = Arc::new(tokio::task::spawn_blocking(PrivatePostgres::start).await.unwrap());
     let url = pg.url();
     tokio::task::spawn_blocking(move || {
@@ -328,6 +377,7 @@ async fn postgres_stopped_for_10s_mid_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
     let _turn = TURN.lock().await;
+    let _figures = Figures("poison");
     let f = Fixture::new(Backend::Real, "poison");
     let sysmap = f
         .serve_sysmap(json!({"poison": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}}))
@@ -416,13 +466,14 @@ async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_then_restart() {
     let _turn = TURN.lock().await;
+    let _figures = Figures("sigterm");
     let f = Fixture::new(Backend::Real, "sigterm");
     let mut stream = Stream::start(&f, "relay", &shared_amqp(), json!({}), vec![]).await;
     let took = stream.restart_gracefully().await;
-    println!(
+    publish(&format!(
         "sigterm: the service exited 0 {:.0} ms after SIGTERM",
         took.as_secs_f64() * 1000.0
-    );
+    ));
     stream.finish("sigterm").await;
 }
 
