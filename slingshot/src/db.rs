@@ -249,29 +249,10 @@ pub(crate) fn establish_any(target: &DbTarget) -> Result<AnyConnection, DbError>
     Ok(connection)
 }
 
-/// Percent-encodes `text` for the user-info or path part of a URL.
-pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use diesel::prelude::*;
-
-    #[test]
-    fn percent_encoding_escapes_everything_but_unreserved() {
-        assert_eq!(percent_encode("a b:@/%é"), "a%20b%3A%40%2F%25%C3%A9");
-        assert_eq!(percent_encode("plain-Text_1.~"), "plain-Text_1.~");
-    }
 
     #[test]
     fn a_pg_function_refuses_sqlite() {

@@ -4,13 +4,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::memory::MemoryBroker;
 use crate::broker::rabbitmq::RabbitMq;
 use crate::broker::{Broker, Durability, Message};
-use crate::db::{percent_encode, ConnectionKind, DbError, DbTarget};
+use crate::db::{ConnectionKind, DbError, DbTarget};
 use crate::error::Error;
 use crate::routing::RouteTable;
 use crate::service::{Backing, Executed, Executor, Failure, Job, ServiceDef};
@@ -194,10 +195,10 @@ pub(crate) async fn database_target(
     let postgres = || async {
         let db = sysmap.db().await?;
         let pass = resolve_secret(db.pass.clone()).await?;
-        let (url, display) = server_url("postgres", &db.username, &pass, &db.host, db.port, &db.database);
+        let (url, display) = server_url("postgres", &db.username, &pass, &db.host, db.port, &db.database)?;
         let url = format!(
             "{url}?application_name={}",
-            percent_encode(&format!("slingshot {service}"))
+            encode_component(&format!("slingshot {service}"))
         );
         Ok::<_, Error>(DbTarget::Postgres { url, display })
     };
@@ -393,25 +394,34 @@ async fn keep_consuming(
     queues: Vec<(String, Durability)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    const FIRST_DELAY: Duration = Duration::from_millis(250);
-    const MAX_DELAY: Duration = Duration::from_secs(15);
-    let mut delay = FIRST_DELAY;
+    // Doubling from 250 ms to 15 s, with jitter so that the services of a
+    // pipeline do not all reconnect at the same instant after an outage.
+    let backoff = || {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(RECONNECT_MAX_DELAY)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
     loop {
         let started = std::time::Instant::now();
         let stopped = match worker.clone().run(shutdown.clone()).await {
             Ok(()) => return Ok(()),
             Err(stopped) => stopped,
         };
-        if started.elapsed() > MAX_DELAY {
-            delay = FIRST_DELAY;
+        // A consumer that ran for a while starts over from the shortest delay.
+        if started.elapsed() > RECONNECT_MAX_DELAY {
+            delays = backoff();
         }
+        let mut delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
         tracing::error!(service = worker.name, error = %stopped, ?delay, "consumer stopped; resuming");
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
             }
-            delay = (delay * 2).min(MAX_DELAY);
             let mut declared = Ok(());
             for (queue, durability) in &queues {
                 declared = worker.broker.declare(queue, *durability).await;
@@ -421,11 +431,17 @@ async fn keep_consuming(
             }
             match declared {
                 Ok(()) => break,
-                Err(e) => tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet"),
+                Err(e) => {
+                    delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
+                    tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet");
+                }
             }
         }
     }
 }
+
+/// The longest wait between two attempts to resume a stopped consumer.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(15);
 
 /// Every queue a service declares, and how: its inbound and outbound queues
 /// as the queue mode says, its dead-letter queue (only slingshot uses it)
@@ -443,17 +459,44 @@ pub(crate) fn queues_of(wiring: &ServiceWiring, settings: &Settings) -> Vec<(Str
 }
 
 /// `scheme://user:pass@host:port/path` with user, password and path
-/// percent-encoded, and the same without the password, for messages.
-fn server_url(scheme: &str, user: &str, pass: &str, host: &str, port: u16, path: &str) -> (String, String) {
-    let path = percent_encode(path);
-    (
-        format!(
-            "{scheme}://{}:{}@{host}:{port}/{path}",
-            percent_encode(user),
-            percent_encode(pass)
-        ),
-        format!("{scheme}://{user}@{host}:{port}/{path}"),
-    )
+/// percent-encoded (an IPv6 host in brackets), and the same without the
+/// password, for messages.
+fn server_url(
+    scheme: &str,
+    user: &str,
+    pass: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<(String, String), Error> {
+    let bad = |what: &str| Error::Config(format!("cannot build a {scheme} URL for host {host:?}: {what}"));
+    let host = match host.contains(':') && !host.starts_with('[') {
+        true => format!("[{host}]"),
+        false => host.to_string(),
+    };
+    let mut url = url::Url::parse(&format!("{scheme}://{host}")).map_err(|e| bad(&e.to_string()))?;
+    url.set_port(Some(port)).map_err(|()| bad("no port allowed"))?;
+    // Components are encoded here, whole: `url` leaves `%` as it is in
+    // user information, so a `%` in a password would otherwise be read as
+    // an escape.
+    url.set_username(&encode_component(user))
+        .map_err(|()| bad("no user allowed"))?;
+    url.set_path(&format!("/{}", encode_component(path)));
+    let display = url.to_string();
+    url.set_password(Some(&encode_component(pass)))
+        .map_err(|()| bad("no password allowed"))?;
+    Ok((url.to_string(), display))
+}
+
+/// `text` percent-encoded for any part of a URL: everything but ASCII
+/// letters, digits and `-._~`.
+pub(crate) fn encode_component(text: &str) -> String {
+    const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
 }
 
 /// The broker of the sys-map's `rabbitmq` endpoint, connected.
@@ -461,7 +504,7 @@ pub(crate) async fn rabbitmq_from(sysmap: &SysMap) -> Result<RabbitMq, Error> {
     let endpoint = sysmap.rabbitmq().await?;
     let pass = resolve_secret(endpoint.pass.clone()).await?;
     let vhost = std::env::var("SLINGSHOT_AMQP_VHOST").unwrap_or_else(|_| "/".into());
-    let (url, display) = server_url("amqp", &endpoint.username, &pass, &endpoint.host, endpoint.port, &vhost);
+    let (url, display) = server_url("amqp", &endpoint.username, &pass, &endpoint.host, endpoint.port, &vhost)?;
     let broker = RabbitMq::new(url, display, "slingshot");
     broker.connect().await?;
     Ok(broker)
@@ -501,13 +544,22 @@ pub(crate) async fn resolve_secret(reference: String) -> Result<String, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::server_url;
+    use super::{encode_component, server_url};
 
     #[test]
     fn server_urls_encode_credentials_and_hide_the_password() {
-        let (url, display) = server_url("amqp", "svc user", "p@ss:/word", "broker", 5672, "/");
-        assert_eq!(url, "amqp://svc%20user:p%40ss%3A%2Fword@broker:5672/%2F");
-        assert_eq!(display, "amqp://svc user@broker:5672/%2F");
-        assert!(!display.contains("p@ss"));
+        let (url, display) = server_url("amqp", "svc user", "p@ss:/word%41", "broker", 5672, "/").unwrap();
+        assert_eq!(url, "amqp://svc%20user:p%40ss%3A%2Fword%2541@broker:5672/%2F");
+        assert_eq!(display, "amqp://svc%20user@broker:5672/%2F");
+        assert!(!display.contains("p@ss") && !display.contains("p%40ss"));
+        let (url, _) = server_url("postgres", "u", "p", "::1", 5432, "db é").unwrap();
+        assert_eq!(url, "postgres://u:p@[::1]:5432/db%20%C3%A9");
+        assert!(server_url("amqp", "u", "p", "bad host", 5672, "/").is_err());
+    }
+
+    #[test]
+    fn components_keep_only_unreserved_characters() {
+        assert_eq!(encode_component("a b:@/%é"), "a%20b%3A%40%2F%25%C3%A9");
+        assert_eq!(encode_component("plain-Text_1.~"), "plain-Text_1.~");
     }
 }
