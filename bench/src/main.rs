@@ -100,6 +100,7 @@ fn settings(f: &Fixture, concurrency: usize) -> Settings {
         staging_dir: f.staging_dir(),
         shutdown_deadline: Duration::from_secs(30),
         queue_mode: QueueMode::Durable,
+        ..Settings::default()
     }
 }
 

@@ -121,11 +121,11 @@ impl Runtime {
         let backends = sysmap.backends();
         let broker: Arc<dyn Broker> = match backends.broker {
             BrokerBackend::Memory => Arc::new(MemoryBroker::new()),
-            BrokerBackend::RabbitMq => Arc::new(rabbitmq_from(&sysmap).await?),
+            BrokerBackend::RabbitMq => Arc::new(rabbitmq_from(&sysmap, &settings).await?),
         };
         let store: Arc<dyn ObjectStore> = match backends.objects {
             ObjectsBackend::Dir(root) => Arc::new(DirStore::new(root)),
-            ObjectsBackend::S3 => Arc::new(S3Store::new(&s3_config_from(&sysmap).await?)),
+            ObjectsBackend::S3 => Arc::new(S3Store::new(&s3_config_from(&sysmap, &settings).await?)),
         };
         Ok(Self::from_parts(sysmap, broker, store, settings))
     }
@@ -169,7 +169,7 @@ impl Runtime {
     /// A connection to the database the sys-map configures, for set-up work
     /// such as migrations (services get theirs from their pool).
     pub async fn connect_database(&self) -> Result<crate::db::AnyConnection, Error> {
-        let target = database_target(&self.sysmap, ConnectionKind::Any, "set-up").await?;
+        let target = database_target(&self.sysmap, &self.settings, ConnectionKind::Any, "set-up").await?;
         let Some(target) = target else {
             return Err(Error::Config("no database is configured".into()));
         };
@@ -180,7 +180,7 @@ impl Runtime {
     }
 
     async fn database_for(&self, def: &ServiceDef) -> Result<Option<DbTarget>, Error> {
-        database_target(&self.sysmap, def.connection, def.name).await
+        database_target(&self.sysmap, &self.settings, def.connection, def.name).await
     }
 }
 
@@ -188,13 +188,14 @@ impl Runtime {
 /// PostgreSQL connections (`application_name`, seen in `pg_stat_activity`).
 pub(crate) async fn database_target(
     sysmap: &SysMap,
+    settings: &Settings,
     kind: ConnectionKind,
     service: &str,
 ) -> Result<Option<DbTarget>, Error> {
     let configured = sysmap.backends().database;
     let postgres = || async {
         let db = sysmap.db().await?;
-        let pass = resolve_secret(db.pass.clone()).await?;
+        let pass = resolve_secret(db.pass.clone(), settings).await?;
         let (url, display) = server_url("postgres", &db.username, &pass, &db.host, db.port, &db.database)?;
         let url = format!(
             "{url}?application_name={}",
@@ -499,44 +500,45 @@ pub(crate) fn encode_component(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
 }
 
-/// The broker of the sys-map's `rabbitmq` endpoint, connected.
-pub(crate) async fn rabbitmq_from(sysmap: &SysMap) -> Result<RabbitMq, Error> {
+/// The broker of the sys-map's `rabbitmq` endpoint, connected, on the
+/// settings' virtual host.
+pub(crate) async fn rabbitmq_from(sysmap: &SysMap, settings: &Settings) -> Result<RabbitMq, Error> {
     let endpoint = sysmap.rabbitmq().await?;
-    let pass = resolve_secret(endpoint.pass.clone()).await?;
-    let vhost = std::env::var("SLINGSHOT_AMQP_VHOST").unwrap_or_else(|_| "/".into());
-    let (url, display) = server_url("amqp", &endpoint.username, &pass, &endpoint.host, endpoint.port, &vhost)?;
+    let pass = resolve_secret(endpoint.pass.clone(), settings).await?;
+    let (url, display) = server_url(
+        "amqp",
+        &endpoint.username,
+        &pass,
+        &endpoint.host,
+        endpoint.port,
+        &settings.amqp_vhost,
+    )?;
     let broker = RabbitMq::new(url, display, "slingshot");
     broker.connect().await?;
     Ok(broker)
 }
 
 /// The S3 settings of the sys-map's `object-storage` endpoint. A host
-/// without a scheme gets `SLINGSHOT_S3_SCHEME` (default `https`); the region
-/// is `SLINGSHOT_S3_REGION` (default `garage`).
-pub(crate) async fn s3_config_from(sysmap: &SysMap) -> Result<S3Config, Error> {
+/// without a scheme gets the settings' scheme.
+pub(crate) async fn s3_config_from(sysmap: &SysMap, settings: &Settings) -> Result<S3Config, Error> {
     let endpoint = sysmap.object_storage().await?;
-    let scheme = std::env::var("SLINGSHOT_S3_SCHEME").unwrap_or_else(|_| "https".into());
-    if scheme != "http" && scheme != "https" {
-        return Err(Error::Config(format!(
-            "SLINGSHOT_S3_SCHEME={scheme:?} must be http or https"
-        )));
-    }
     let url = if endpoint.host.starts_with("http://") || endpoint.host.starts_with("https://") {
         endpoint.host.clone()
     } else {
-        format!("{scheme}://{}", endpoint.host)
+        format!("{}://{}", settings.s3_scheme.as_str(), endpoint.host)
     };
     Ok(S3Config {
         endpoint: url,
-        region: std::env::var("SLINGSHOT_S3_REGION").unwrap_or_else(|_| "garage".into()),
-        access_key: resolve_secret(endpoint.access_key).await?,
-        secret_key: resolve_secret(endpoint.secret_key).await?,
+        region: settings.s3_region.clone(),
+        access_key: resolve_secret(endpoint.access_key, settings).await?,
+        secret_key: resolve_secret(endpoint.secret_key, settings).await?,
     })
 }
 
 /// Resolves a secret reference off the async threads.
-pub(crate) async fn resolve_secret(reference: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || secrets::resolve(&reference))
+pub(crate) async fn resolve_secret(reference: String, settings: &Settings) -> Result<String, Error> {
+    let dir = settings.secrets_dir.clone();
+    tokio::task::spawn_blocking(move || secrets::resolve(&reference, &dir))
         .await
         .map_err(|e| Error::Config(format!("secret resolution crashed: {e}")))?
         .map_err(|e| Error::SysMap(e.into()))
