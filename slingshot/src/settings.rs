@@ -108,10 +108,15 @@ pub struct Settings {
 }
 
 impl Default for Settings {
-    /// The defaults of [`SettingsArgs`].
+    /// The defaults of [`SettingsArgs`], whatever the environment says.
     fn default() -> Self {
-        let args = SettingsArgs::from_arg_matches(&SettingsArgs::command().get_matches_from(["slingshot"]))
-            .unwrap_or_else(|e| unreachable!("the defaults parse: {e}"));
+        let defaults_only = SettingsArgs::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let parsed = defaults_only
+            .try_get_matches_from(["slingshot"])
+            .and_then(|matches| SettingsArgs::from_arg_matches(&matches));
+        // Both can only fail if the definitions above are wrong, which the
+        // unit tests would show.
+        let args = parsed.unwrap_or_else(|e| unreachable!("the defaults parse: {e}"));
         args.resolve()
             .unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"))
     }
@@ -287,7 +292,12 @@ pub fn describe_clap_error(command: &clap::Command, error: &clap::Error) -> Stri
 mod tests {
     use super::*;
 
+    /// Held by every test that reads the environment, so that the one test
+    /// that sets a variable cannot be seen by the others.
+    static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn with(args: &[&str]) -> Result<Settings, Error> {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
         Settings::from_args(args.iter().copied())
     }
 
@@ -302,6 +312,16 @@ mod tests {
         assert_eq!(defaults.queue_mode, QueueMode::Durable);
         assert_eq!(defaults.amqp_vhost, "/");
         assert_eq!(with(&["--concurrency", "16"]).unwrap().prefetch, 32);
+    }
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+        std::env::set_var("SLINGSHOT_MAX_ATTEMPTS", "9");
+        let from_env = Settings::from_env().map(|s| s.max_attempts);
+        let default = Settings::default().max_attempts;
+        std::env::remove_var("SLINGSHOT_MAX_ATTEMPTS");
+        assert_eq!((from_env.ok(), default), (Some(9), 5));
     }
 
     #[test]
