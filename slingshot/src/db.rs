@@ -136,13 +136,18 @@ impl DbConnection for NoConnection {
     }
 }
 
-/// SQLite connections wait for each other instead of failing with "database is locked".
+/// Every SQLite connection, pooled or not: connections wait for each other
+/// instead of failing with "database is locked", readers do not block the
+/// writer, and foreign keys are enforced as PostgreSQL enforces them.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;";
+
+/// Applies [`SQLITE_PRAGMAS`] to each pooled connection.
 #[derive(Debug)]
 struct SqliteSetup;
 
 impl<C: diesel::connection::SimpleConnection> CustomizeConnection<C, diesel::r2d2::Error> for SqliteSetup {
     fn on_acquire(&self, conn: &mut C) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+        conn.batch_execute(SQLITE_PRAGMAS)
             .map_err(diesel::r2d2::Error::QueryError)
     }
 }
@@ -239,12 +244,10 @@ pub(crate) fn establish_any(target: &DbTarget) -> Result<AnyConnection, DbError>
     })?;
     if matches!(target, DbTarget::Sqlite(_)) {
         use diesel::connection::SimpleConnection;
-        connection
-            .batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
-            .map_err(|e| DbError::Connect {
-                target: target.display(),
-                message: e.to_string(),
-            })?;
+        connection.batch_execute(SQLITE_PRAGMAS).map_err(|e| DbError::Connect {
+            target: target.display(),
+            message: e.to_string(),
+        })?;
     }
     Ok(connection)
 }

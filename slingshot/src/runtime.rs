@@ -24,13 +24,36 @@ use crate::worker::{dead_letter_queue, Stats, Worker};
 
 /// The backends of one process, and the services running on them.
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), slingshot::Error> {
+/// Two services of one process on the embedded default, wired by a sys-map
+/// file: IDs sent to `double` come out of `halve` unchanged.
+///
+/// ```
 /// use slingshot::{Runtime, ServiceDef, Settings};
-/// let runtime = Runtime::connect("file:examples/pipeline.sysmap.json", Settings::from_env()?).await?;
-/// let ingest = runtime.start(ServiceDef::find("ingest")?).await?;
-/// runtime.send("ingest", 1..=10).await?;
-/// runtime.run_until_idle(&[&ingest]).await?;
+///
+/// #[slingshot::microservice(name = "double", sys_map = "file:unused.json", main = false)]
+/// fn double(request: u64) -> Vec<(u64, bool)> {
+///     vec![(request * 2, true)]
+/// }
+///
+/// #[slingshot::microservice(name = "halve", sys_map = "file:unused.json", main = false)]
+/// fn halve(request: u64) -> Vec<(u64, bool)> {
+///     vec![(request / 2, true)]
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let sysmap = dir.path().join("sysmap.json");
+/// std::fs::write(&sysmap, r#"{"endpoints": {
+///     "double": {"in": "numbers", "out": [{"case": true, "queues": ["doubled"]}]},
+///     "halve": {"in": "doubled", "out": [{"case": true, "queues": ["results"]}]}
+/// }}"#)?;
+/// let runtime = Runtime::connect(&format!("file:{}", sysmap.display()), Settings::default()).await?;
+/// let first = runtime.start(ServiceDef::find("double")?).await?;
+/// let second = runtime.start(ServiceDef::find("halve")?).await?;
+/// runtime.broker().declare("results", slingshot::broker::Durability::Durable).await?;
+/// runtime.send("numbers", 1..=10).await?;
+/// runtime.run_until_idle(&[&first, &second]).await?;
+/// assert_eq!(runtime.broker().ready_count("results").await?, 10);
 /// # Ok(()) }
 /// ```
 pub struct Runtime {

@@ -233,6 +233,15 @@ impl Settings {
 
     /// Settings from flags (`--concurrency 8`), then the environment, then
     /// the defaults.
+    ///
+    /// ```
+    /// use slingshot::Settings;
+    /// let settings = Settings::from_args(["--concurrency", "8"])?;
+    /// assert_eq!(settings.prefetch, 16, "twice the concurrency unless set");
+    /// let err = Settings::from_args(["--prefetch", "0"]).unwrap_err();
+    /// assert!(err.to_string().contains("0 is not in 1..=65535"));
+    /// # Ok::<(), slingshot::Error>(())
+    /// ```
     pub fn from_args<I, T>(args: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = T>,

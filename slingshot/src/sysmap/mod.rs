@@ -210,6 +210,17 @@ impl SysMap {
     /// or `SLINGSHOT_SYS_MAP` give it: `file:PATH` (or a path ending in
     /// `.json`) reads a local file; `http://…` and `https://…` are used as
     /// they are; anything else is a host and gets `https://` in front.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("sysmap.json");
+    /// std::fs::write(&file, r#"{"endpoints": {"resize": {"in": "images", "out": []}, "resize/in": "uploads"}}"#)?;
+    /// let sysmap = slingshot::sysmap::SysMap::open(&format!("file:{}", file.display()))?;
+    /// assert_eq!(sysmap.service("resize").await?.inbound, "images");
+    /// assert_eq!(sysmap.bucket("resize", "in").await?, "uploads");
+    /// # Ok(()) }
+    /// ```
     pub fn open(location: &str) -> Result<SysMap, SysMapError> {
         let source: Arc<dyn SysMapSource> = match file_location(location) {
             Some(path) => Arc::new(file::FileSysMap::load(path)?),
