@@ -6,7 +6,7 @@
 
 use crate::broker::{Broker, Delivery, HeaderValue, Message};
 use crate::error::Error;
-use crate::worker::{
+use crate::protocol::{
     dead_letter_queue, parse_id, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER, OUTAGES_HEADER,
     QUEUE_HEADER, SERVICE_HEADER,
 };

@@ -8,12 +8,12 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crate::deadletter::{self, Selection};
 use crate::error::Error;
 use crate::ops::{self, Probe};
+use crate::protocol::dead_letter_queue;
 use crate::runtime::Runtime;
 use crate::service::ServiceDef;
 use crate::settings::{Settings, ENVIRONMENT};
 use crate::sysmap::SysMap;
 use crate::topology::Topology;
-use crate::worker::dead_letter_queue;
 
 #[derive(Parser, Debug)]
 #[command(disable_version_flag = true)]
