@@ -9,6 +9,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::broker::{HeaderValue, Message};
+use crate::service::Failure;
+
 /// Header carrying the attempt number of a retried request.
 pub const ATTEMPT_HEADER: &str = "x-slingshot-attempt";
 /// Header counting retries caused by outages of S3, the database or the
@@ -48,8 +51,105 @@ pub fn parse_id(body: &[u8]) -> Result<u64, String> {
         .map_err(|_| format!("body {digits:?} is out of range for a u64"))
 }
 
+/// A request as it travels between services: its ID and what the headers
+/// say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The request ID, from the body.
+    pub id: u64,
+    /// The attempt, from 1. Failures of the request itself raise it.
+    pub attempt: u32,
+    /// Retries caused by outages so far. They do not use up attempts; the
+    /// backoff grows with them.
+    pub outages: u32,
+    /// The trace ID following the request through the pipeline.
+    pub trace_id: String,
+}
+
+/// A delivery whose body is not a request ID. It is dead-lettered at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Malformed {
+    /// What is wrong with the body: the error recorded with the dead letter.
+    pub reason: String,
+    /// The attempt the delivery was on, for its failure record.
+    pub attempt: u32,
+}
+
+impl Envelope {
+    /// Reads a delivered message. Missing or unreadable counts mean a first
+    /// attempt without outages; a missing trace ID gets a new one.
+    pub fn decode(message: &Message) -> Result<Envelope, Malformed> {
+        let attempt = attempt(message);
+        let id = parse_id(&message.body).map_err(|reason| Malformed { reason, attempt })?;
+        let trace_id = trace_id(message)
+            .map(str::to_string)
+            .unwrap_or_else(|| new_trace_id(id));
+        Ok(Envelope {
+            id,
+            attempt,
+            outages: header_count(message, OUTAGES_HEADER),
+            trace_id,
+        })
+    }
+
+    /// The retry of `original` as this envelope describes it: the same body
+    /// and headers, with this attempt and outage count and the failure that
+    /// caused the retry. The counts travel in the message, so they survive
+    /// restarts.
+    pub fn encode_retry(&self, original: &Message, failure: &Failure) -> Message {
+        let mut message = original.clone();
+        for (name, value) in [
+            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(self.attempt))),
+            (OUTAGES_HEADER, HeaderValue::Int(i64::from(self.outages))),
+            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
+            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
+        ] {
+            message.headers.insert(name.into(), value);
+        }
+        message
+    }
+
+    /// The message of output `id` of this request: a new request on its
+    /// first attempt, carrying this request's trace ID.
+    pub fn encode_output(&self, id: u64) -> Message {
+        Message::id(id).with_header(TRACE_HEADER, HeaderValue::Str(self.trace_id.clone()))
+    }
+}
+
+/// Gives `message` a new trace ID unless it has one: the first service a
+/// request meets starts its trace.
+pub fn assign_trace_id(message: &mut Message) {
+    if !message.headers.contains_key(TRACE_HEADER) {
+        let id = parse_id(&message.body).unwrap_or(0);
+        message
+            .headers
+            .insert(TRACE_HEADER.into(), HeaderValue::Str(new_trace_id(id)));
+    }
+}
+
+/// The attempt `message` is on: 1 unless a retry raised it.
+pub fn attempt(message: &Message) -> u32 {
+    header_count(message, ATTEMPT_HEADER).max(1)
+}
+
+/// The trace ID `message` carries, if it carries one as text.
+pub fn trace_id(message: &Message) -> Option<&str> {
+    message.headers.get(TRACE_HEADER).and_then(HeaderValue::as_str)
+}
+
+/// A non-negative count carried in a header (0 when absent or malformed).
+fn header_count(message: &Message, name: &str) -> u32 {
+    message
+        .headers
+        .get(name)
+        .and_then(HeaderValue::as_int)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
 /// A new trace ID for `request`: unique per process, time and call.
-pub(crate) fn new_trace_id(request: u64) -> String {
+fn new_trace_id(request: u64) -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -67,6 +167,140 @@ pub(crate) fn new_trace_id(request: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::FailureKind;
+
+    fn message(body: &[u8], headers: &[(&str, HeaderValue)]) -> Message {
+        Message {
+            body: body.to_vec(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn envelopes_decode_ids_counts_and_trace() {
+        let decoded = Envelope::decode(&message(
+            b" 42\n",
+            &[
+                (ATTEMPT_HEADER, HeaderValue::Int(3)),
+                (OUTAGES_HEADER, HeaderValue::Int(2)),
+                (TRACE_HEADER, HeaderValue::Str("abc".into())),
+            ],
+        ));
+        let expected = Envelope {
+            id: 42,
+            attempt: 3,
+            outages: 2,
+            trace_id: "abc".into(),
+        };
+        assert_eq!(decoded, Ok(expected));
+
+        // A first delivery: attempt 1, no outages, a new trace ID.
+        let fresh = Envelope::decode(&Message::id(7)).unwrap();
+        assert_eq!((fresh.id, fresh.attempt, fresh.outages), (7, 1, 0));
+        assert_eq!(fresh.trace_id.len(), 32);
+        assert!(fresh.trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
+
+        // Unreadable counts count as absent; a trace ID that is not text gets a new one.
+        let odd = Envelope::decode(&message(
+            b"7",
+            &[
+                (ATTEMPT_HEADER, HeaderValue::Str("3".into())),
+                (OUTAGES_HEADER, HeaderValue::Int(-1)),
+                (TRACE_HEADER, HeaderValue::Int(5)),
+            ],
+        ))
+        .unwrap();
+        assert_eq!((odd.attempt, odd.outages, odd.trace_id.len()), (1, 0, 32));
+        for (value, attempt) in [
+            (0, 1),
+            (-4, 1),
+            (i64::from(u32::MAX) + 1, 1),
+            (i64::from(u32::MAX), u32::MAX),
+        ] {
+            let m = message(b"7", &[(ATTEMPT_HEADER, HeaderValue::Int(value))]);
+            assert_eq!(Envelope::decode(&m).unwrap().attempt, attempt, "{value}");
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_say_why_and_keep_their_attempt() {
+        for body in [&b"abc"[..], b"", b"-1", b"\xff", b"18446744073709551616"] {
+            let m = message(body, &[(ATTEMPT_HEADER, HeaderValue::Int(4))]);
+            let reason = parse_id(body).unwrap_err();
+            let malformed = Envelope::decode(&m).unwrap_err();
+            assert_eq!(malformed.to_string(), reason);
+            assert_eq!(malformed, Malformed { reason, attempt: 4 });
+        }
+        assert_eq!(Envelope::decode(&message(b"x", &[])).unwrap_err().attempt, 1);
+    }
+
+    #[test]
+    fn retries_keep_the_message_and_update_counts_and_error() {
+        let original = message(
+            b" 9 ",
+            &[
+                (TRACE_HEADER, HeaderValue::Str("t".into())),
+                (ATTEMPT_HEADER, HeaderValue::Int(1)),
+                ("x-other", HeaderValue::Int(1)),
+            ],
+        );
+        let next = Envelope {
+            id: 9,
+            attempt: 2,
+            outages: 3,
+            trace_id: "t".into(),
+        };
+        let failure = Failure::new(FailureKind::Process, "nope");
+        let expected = message(
+            b" 9 ",
+            &[
+                (TRACE_HEADER, HeaderValue::Str("t".into())),
+                (ATTEMPT_HEADER, HeaderValue::Int(2)),
+                (OUTAGES_HEADER, HeaderValue::Int(3)),
+                (ERROR_HEADER, HeaderValue::Str("nope".into())),
+                (ERROR_KIND_HEADER, HeaderValue::Str("process-error".into())),
+                ("x-other", HeaderValue::Int(1)),
+            ],
+        );
+        assert_eq!(next.encode_retry(&original, &failure), expected);
+        assert_eq!(Envelope::decode(&expected), Ok(next));
+    }
+
+    #[test]
+    fn outputs_carry_only_their_id_and_the_trace() {
+        let envelope = Envelope {
+            id: 1,
+            attempt: 3,
+            outages: 2,
+            trace_id: "t".into(),
+        };
+        assert_eq!(
+            envelope.encode_output(12),
+            message(b"12", &[(TRACE_HEADER, HeaderValue::Str("t".into()))])
+        );
+    }
+
+    #[test]
+    fn the_first_service_assigns_the_trace_id() {
+        let mut m = Message::id(5);
+        assign_trace_id(&mut m);
+        let assigned = trace_id(&m).unwrap().to_string();
+        assign_trace_id(&mut m);
+        assert_eq!(trace_id(&m), Some(assigned.as_str()), "kept once assigned");
+        let mut odd = message(b"5", &[(TRACE_HEADER, HeaderValue::Int(1))]);
+        assign_trace_id(&mut odd);
+        assert_eq!(
+            odd.headers.get(TRACE_HEADER),
+            Some(&HeaderValue::Int(1)),
+            "any value counts"
+        );
+        assert_eq!(trace_id(&odd), None);
+    }
+
+    #[test]
+    fn dead_letter_queue_names() {
+        assert_eq!(dead_letter_queue("in"), "in.dead-letter");
+    }
 
     #[test]
     fn ids_parse_strictly() {

@@ -11,8 +11,8 @@ use tokio::task::JoinSet;
 use crate::broker::{Broker, BrokerError, Delivery, HeaderValue, Message};
 pub use crate::metrics::Stats;
 use crate::protocol::{
-    dead_letter_queue, new_trace_id, parse_id, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER,
-    OUTAGES_HEADER, QUEUE_HEADER, SERVICE_HEADER, TRACE_HEADER,
+    self, dead_letter_queue, Envelope, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER, QUEUE_HEADER,
+    SERVICE_HEADER,
 };
 use crate::routing::RouteTable;
 use crate::service::{error_chain, Executed, Executor, Failure, FailureKind, Job};
@@ -72,14 +72,7 @@ impl Worker {
                 None => break Err(Stopped::Cancelled(self.inbound.clone())),
                 Some(Err(e)) => break Err(e.into()),
                 Some(Ok(mut delivery)) => {
-                    // The first service a request meets gives it its trace ID.
-                    if !delivery.message.headers.contains_key(TRACE_HEADER) {
-                        let id = parse_id(&delivery.message.body).unwrap_or(0);
-                        delivery
-                            .message
-                            .headers
-                            .insert(TRACE_HEADER.into(), HeaderValue::Str(new_trace_id(id)));
-                    }
+                    protocol::assign_trace_id(&mut delivery.message);
                     self.stats.consumed.fetch_add(1, Ordering::Relaxed);
                     let span = request_span(self.name, &delivery);
                     tasks.spawn(tracing::Instrument::instrument(
@@ -116,27 +109,26 @@ impl Worker {
     }
 
     async fn handle(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit, shutdown: watch::Receiver<bool>) {
-        let headers = &delivery.message.headers;
-        let attempt = header_count(&delivery.message, ATTEMPT_HEADER).max(1);
-        let request = match parse_id(&delivery.message.body) {
-            Ok(id) => id,
-            Err(reason) => {
+        let envelope = match Envelope::decode(&delivery.message) {
+            Ok(envelope) => envelope,
+            Err(malformed) => {
                 drop(slot);
+                let attempt = malformed.attempt;
                 return self
-                    .dead_letter(delivery, Failure::new(FailureKind::Malformed, reason), attempt)
+                    .dead_letter(
+                        delivery,
+                        Failure::new(FailureKind::Malformed, malformed.reason),
+                        attempt,
+                    )
                     .await;
             }
         };
-        let trace_id = headers
-            .get(TRACE_HEADER)
-            .and_then(HeaderValue::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| new_trace_id(request));
+        let (request, attempt) = (envelope.id, envelope.attempt);
         let job = Job {
             request,
             attempt,
             redelivered: delivery.redelivered,
-            trace_id: trace_id.clone(),
+            trace_id: envelope.trace_id.clone(),
         };
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let executed = self.executor.clone().execute(job).await;
@@ -145,7 +137,7 @@ impl Worker {
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.
         drop(slot);
         let result = match executed {
-            Ok(executed) => self.route(request, &executed, &trace_id).await,
+            Ok(executed) => self.route(&envelope, &executed).await,
             Err(failure) => Err(failure),
         };
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -162,18 +154,19 @@ impl Worker {
                 }
             }
             // An outside system failed: retry until it is back, without using up attempts.
-            Err(failure) if failure.transient => self.retry(delivery, request, attempt, failure, shutdown).await,
+            Err(failure) if failure.transient => self.retry(delivery, &envelope, failure, shutdown).await,
             Err(failure) if attempt >= self.settings.max_attempts => {
                 tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
                 self.dead_letter(delivery, failure, attempt).await;
             }
-            Err(failure) => self.retry(delivery, request, attempt, failure, shutdown).await,
+            Err(failure) => self.retry(delivery, &envelope, failure, shutdown).await,
         }
     }
 
     /// Routes the outputs: publishes every `(queue, id)` concurrently and
     /// waits for all the confirms.
-    async fn route(&self, request: u64, executed: &Executed, trace_id: &str) -> Result<(), Failure> {
+    async fn route(&self, envelope: &Envelope, executed: &Executed) -> Result<(), Failure> {
+        let request = envelope.id;
         let plan = self.routes.plan(&executed.outputs);
         for (id, case) in &plan.unrouted {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +174,7 @@ impl Worker {
             tracing::warn!(service = self.name, request, output = id, %case, "no route for this case; output dropped");
         }
         let publishes = plan.sends.iter().map(|(queue, id)| {
-            let message = Message::id(*id).with_header(TRACE_HEADER, HeaderValue::Str(trace_id.to_string()));
+            let message = envelope.encode_output(*id);
             async move {
                 let sent = std::time::Instant::now();
                 let confirmed = self.broker.publish(queue, message).await;
@@ -217,16 +210,28 @@ impl Worker {
     async fn retry(
         &self,
         delivery: Delivery,
-        request: u64,
-        attempt: u32,
+        envelope: &Envelope,
         failure: Failure,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let outages = header_count(&delivery.message, OUTAGES_HEADER);
-        let (next_attempt, outages, delay) = if failure.transient {
-            (attempt, outages + 1, self.settings.backoff(outages + 1))
+        let (request, attempt) = (envelope.id, envelope.attempt);
+        let (next, delay) = if failure.transient {
+            let outages = envelope.outages + 1;
+            (
+                Envelope {
+                    outages,
+                    ..envelope.clone()
+                },
+                self.settings.backoff(outages),
+            )
         } else {
-            (attempt + 1, outages, self.settings.backoff(attempt))
+            (
+                Envelope {
+                    attempt: attempt + 1,
+                    ..envelope.clone()
+                },
+                self.settings.backoff(attempt),
+            )
         };
         tracing::warn!(
             service = self.name,
@@ -242,15 +247,7 @@ impl Worker {
             // Shutting down: hand the retry back to the queue now.
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
-        let mut message = delivery.message.clone();
-        for (name, value) in [
-            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(next_attempt))),
-            (OUTAGES_HEADER, HeaderValue::Int(i64::from(outages))),
-            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
-            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
-        ] {
-            message.headers.insert(name.into(), value);
-        }
+        let message = next.encode_retry(&delivery.message, &failure);
         self.forward(delivery, &self.inbound.clone(), message).await;
         self.stats.retried.fetch_add(1, Ordering::Relaxed);
     }
@@ -306,22 +303,11 @@ impl Worker {
 /// through a pipeline by its trace ID.
 fn request_span(service: &'static str, delivery: &Delivery) -> tracing::Span {
     let body = std::str::from_utf8(&delivery.message.body).unwrap_or("<not UTF-8>");
-    let trace = delivery.message.headers.get(TRACE_HEADER).and_then(HeaderValue::as_str);
     tracing::info_span!(
         "request",
         service,
         request = body.trim(),
-        attempt = header_count(&delivery.message, ATTEMPT_HEADER).max(1),
-        trace_id = trace.unwrap_or(""),
+        attempt = protocol::attempt(&delivery.message),
+        trace_id = protocol::trace_id(&delivery.message).unwrap_or(""),
     )
-}
-
-/// A non-negative count carried in a header (0 when absent or malformed).
-fn header_count(message: &Message, name: &str) -> u32 {
-    message
-        .headers
-        .get(name)
-        .and_then(HeaderValue::as_int)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0)
 }
