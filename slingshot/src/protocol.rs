@@ -117,6 +117,98 @@ impl Envelope {
     }
 }
 
+/// Why a message was dead-lettered, as its headers record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord {
+    /// The last error.
+    pub error: String,
+    /// Its kind: `malformed`, `process-error`, `panic`, `storage`,
+    /// `database` or `broker`.
+    pub kind: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// The service that gave up.
+    pub service: String,
+    /// The queue the message came from.
+    pub queue: String,
+    /// When, in Unix seconds.
+    pub failed_at: i64,
+}
+
+impl FailureRecord {
+    /// The record of `failure`: `service`, consuming `queue`, gave up after
+    /// `attempts` at `failed_at`.
+    pub fn new(failure: &Failure, attempts: u32, service: &str, queue: &str, failed_at: SystemTime) -> Self {
+        let seconds = failed_at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+        FailureRecord {
+            error: failure.message.clone(),
+            kind: failure.kind.as_str().into(),
+            attempts: i64::from(attempts),
+            service: service.into(),
+            queue: queue.into(),
+            failed_at: i64::try_from(seconds).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The dead letter of `original`: the same body and headers, with this
+    /// record.
+    pub fn encode(&self, original: &Message) -> Message {
+        let mut message = original.clone();
+        for (name, value) in [
+            (ERROR_HEADER, HeaderValue::Str(self.error.clone())),
+            (ERROR_KIND_HEADER, HeaderValue::Str(self.kind.clone())),
+            (ATTEMPT_HEADER, HeaderValue::Int(self.attempts)),
+            (SERVICE_HEADER, HeaderValue::Str(self.service.clone())),
+            (QUEUE_HEADER, HeaderValue::Str(self.queue.clone())),
+            (FAILED_AT_HEADER, HeaderValue::Int(self.failed_at)),
+        ] {
+            message.headers.insert(name.into(), value);
+        }
+        message
+    }
+
+    /// The record a dead letter carries. What is missing or of the wrong
+    /// type reads as empty text or 0.
+    pub fn decode(message: &Message) -> Self {
+        let text = |name: &str| {
+            message
+                .headers
+                .get(name)
+                .and_then(HeaderValue::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let int = |name: &str| message.headers.get(name).and_then(HeaderValue::as_int).unwrap_or(0);
+        FailureRecord {
+            error: text(ERROR_HEADER),
+            kind: text(ERROR_KIND_HEADER),
+            attempts: int(ATTEMPT_HEADER),
+            service: text(SERVICE_HEADER),
+            queue: text(QUEUE_HEADER),
+            failed_at: int(FAILED_AT_HEADER),
+        }
+    }
+}
+
+/// The message that replays dead letter `dead`: its body, trace ID and any
+/// other headers kept, its counts and failure record dropped, so it starts
+/// over at attempt 1 without outages.
+pub fn replay_message(dead: &Message) -> Message {
+    let mut message = dead.clone();
+    for name in [
+        ATTEMPT_HEADER,
+        OUTAGES_HEADER,
+        ERROR_HEADER,
+        ERROR_KIND_HEADER,
+        SERVICE_HEADER,
+        QUEUE_HEADER,
+        FAILED_AT_HEADER,
+    ] {
+        message.headers.remove(name);
+    }
+    message
+}
+
 /// Gives `message` a new trace ID unless it has one: the first service a
 /// request meets starts its trace.
 pub fn assign_trace_id(message: &mut Message) {
@@ -295,6 +387,99 @@ mod tests {
             "any value counts"
         );
         assert_eq!(trace_id(&odd), None);
+    }
+
+    #[test]
+    fn failure_records_encode_into_dead_letters_and_decode_back() {
+        let original = message(
+            b"13",
+            &[
+                (TRACE_HEADER, HeaderValue::Str("t".into())),
+                (ATTEMPT_HEADER, HeaderValue::Int(2)),
+                (OUTAGES_HEADER, HeaderValue::Int(4)),
+                ("x-other", HeaderValue::Str("o".into())),
+            ],
+        );
+        let failure = Failure::new(FailureKind::Panic, "boom");
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let record = FailureRecord::new(&failure, 3, "svc", "in", at);
+        let expected = FailureRecord {
+            error: "boom".into(),
+            kind: "panic".into(),
+            attempts: 3,
+            service: "svc".into(),
+            queue: "in".into(),
+            failed_at: 1_700_000_000,
+        };
+        assert_eq!(record, expected);
+        let dead = record.encode(&original);
+        assert_eq!(
+            dead,
+            message(
+                b"13",
+                &[
+                    (TRACE_HEADER, HeaderValue::Str("t".into())),
+                    (ATTEMPT_HEADER, HeaderValue::Int(3)),
+                    (OUTAGES_HEADER, HeaderValue::Int(4)),
+                    ("x-other", HeaderValue::Str("o".into())),
+                    (ERROR_HEADER, HeaderValue::Str("boom".into())),
+                    (ERROR_KIND_HEADER, HeaderValue::Str("panic".into())),
+                    (SERVICE_HEADER, HeaderValue::Str("svc".into())),
+                    (QUEUE_HEADER, HeaderValue::Str("in".into())),
+                    (FAILED_AT_HEADER, HeaderValue::Int(1_700_000_000)),
+                ],
+            )
+        );
+        assert_eq!(FailureRecord::decode(&dead), expected);
+        // Before the epoch reads as 0.
+        assert_eq!(
+            FailureRecord::new(&failure, 1, "s", "q", UNIX_EPOCH - Duration::from_secs(5)).failed_at,
+            0
+        );
+        // Missing or mistyped headers read as empty and 0.
+        let odd = message(
+            b"x",
+            &[
+                (ERROR_HEADER, HeaderValue::Int(1)),
+                (ATTEMPT_HEADER, HeaderValue::Int(-2)),
+            ],
+        );
+        let blank = FailureRecord {
+            error: String::new(),
+            kind: String::new(),
+            attempts: -2,
+            service: String::new(),
+            queue: String::new(),
+            failed_at: 0,
+        };
+        assert_eq!(FailureRecord::decode(&odd), blank);
+    }
+
+    #[test]
+    fn replays_drop_counts_and_record_but_keep_trace_and_other_headers() {
+        let failure = Failure::new(FailureKind::Process, "e");
+        let original = message(
+            b" 8",
+            &[
+                (TRACE_HEADER, HeaderValue::Str("t".into())),
+                (OUTAGES_HEADER, HeaderValue::Int(4)),
+                ("x-other", HeaderValue::Int(1)),
+            ],
+        );
+        let dead = FailureRecord::new(&failure, 5, "s", "q", UNIX_EPOCH).encode(&original);
+        let replayed = replay_message(&dead);
+        assert_eq!(
+            replayed,
+            message(
+                b" 8",
+                &[
+                    (TRACE_HEADER, HeaderValue::Str("t".into())),
+                    ("x-other", HeaderValue::Int(1)),
+                ],
+            )
+        );
+        let envelope = Envelope::decode(&replayed).unwrap();
+        assert_eq!((envelope.attempt, envelope.outages), (1, 0));
     }
 
     #[test]

@@ -2,18 +2,15 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use futures::future::try_join_all;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::broker::{Broker, BrokerError, Delivery, HeaderValue, Message};
+use crate::broker::{Broker, BrokerError, Delivery, Message};
 pub use crate::metrics::Stats;
-use crate::protocol::{
-    self, dead_letter_queue, Envelope, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER, QUEUE_HEADER,
-    SERVICE_HEADER,
-};
+use crate::protocol::{self, dead_letter_queue, Envelope, FailureRecord};
 use crate::routing::RouteTable;
 use crate::service::{error_chain, Executed, Executor, Failure, FailureKind, Job};
 use crate::settings::Settings;
@@ -253,24 +250,8 @@ impl Worker {
     }
 
     async fn dead_letter(&self, delivery: Delivery, failure: Failure, attempt: u32) {
-        let mut message = delivery.message.clone();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        for (name, value) in [
-            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
-            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
-            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(attempt))),
-            (SERVICE_HEADER, HeaderValue::Str(self.name.into())),
-            (QUEUE_HEADER, HeaderValue::Str(self.inbound.clone())),
-            (
-                FAILED_AT_HEADER,
-                HeaderValue::Int(i64::try_from(now).unwrap_or(i64::MAX)),
-            ),
-        ] {
-            message.headers.insert(name.into(), value);
-        }
+        let record = FailureRecord::new(&failure, attempt, self.name, &self.inbound, SystemTime::now());
+        let message = record.encode(&delivery.message);
         tracing::warn!(service = self.name, kind = failure.kind.as_str(), error = %failure.message, "dead-lettered");
         if self.forward(delivery, &dead_letter_queue(&self.inbound), message).await {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
