@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::broker::{HeaderValue, Message};
-use crate::service::Failure;
+use crate::service::{Failure, FailureKind};
+use crate::settings::Settings;
 
 /// Header carrying the attempt number of a retried request.
 pub const ATTEMPT_HEADER: &str = "x-slingshot-attempt";
@@ -114,6 +115,59 @@ impl Envelope {
     /// first attempt, carrying this request's trace ID.
     pub fn encode_output(&self, id: u64) -> Message {
         Message::id(id).with_header(TRACE_HEADER, HeaderValue::Str(self.trace_id.clone()))
+    }
+}
+
+/// What to do with a request that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it back to its inbound queue after `delay`, as `next` describes it.
+    Retry {
+        /// The backoff to wait first.
+        delay: Duration,
+        /// The envelope of the retry, its counts updated.
+        next: Envelope,
+    },
+    /// Give up and dead-letter it.
+    DeadLetter {
+        /// Attempts made, for the failure record.
+        attempts: u32,
+    },
+}
+
+/// The retry rule: what to do with the request in `envelope` after `failure`.
+///
+/// - A malformed request is dead-lettered at once.
+/// - An outage (`failure.transient`: S3, the database or the broker failed,
+///   not the request) is retried until the system is back: the attempt stays,
+///   the outage count grows and so does the backoff, `backoff(outages)`.
+/// - Any other failure uses up an attempt: on attempt `max_attempts` or
+///   later it is dead-lettered, otherwise retried as the next attempt after
+///   `backoff(attempt)`.
+pub fn decide(failure: &Failure, envelope: &Envelope, settings: &Settings) -> Decision {
+    let attempt = envelope.attempt;
+    if failure.kind == FailureKind::Malformed {
+        return Decision::DeadLetter { attempts: attempt };
+    }
+    if failure.transient {
+        let outages = envelope.outages.saturating_add(1);
+        return Decision::Retry {
+            delay: settings.backoff(outages),
+            next: Envelope {
+                outages,
+                ..envelope.clone()
+            },
+        };
+    }
+    if attempt >= settings.max_attempts {
+        return Decision::DeadLetter { attempts: attempt };
+    }
+    Decision::Retry {
+        delay: settings.backoff(attempt),
+        next: Envelope {
+            attempt: attempt + 1,
+            ..envelope.clone()
+        },
     }
 }
 
@@ -480,6 +534,85 @@ mod tests {
         );
         let envelope = Envelope::decode(&replayed).unwrap();
         assert_eq!((envelope.attempt, envelope.outages), (1, 0));
+    }
+
+    /// The expected decision in the table below.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Want {
+        /// Retry after this many milliseconds, as (attempt, outages).
+        Retry(u64, u32, u32),
+        /// Dead-letter, recording this many attempts.
+        Dead(u32),
+    }
+
+    #[test]
+    fn decisions() {
+        use FailureKind::*;
+        use Want::*;
+        // Backoff: 100, 200, 400, 800 ms, then capped at 1 s.
+        let settings = |max_attempts| Settings {
+            max_attempts,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        #[rustfmt::skip]
+        let table = [
+            // kind,   outage, attempt, outages, max, want
+            // Failures of the request use up attempts; backoff by attempt.
+            (Process,  false, 1, 0, 3, Retry(100, 2, 0)),
+            (Process,  false, 2, 0, 3, Retry(200, 3, 0)),
+            (Process,  false, 3, 0, 3, Dead(3)),
+            (Process,  false, 7, 0, 3, Dead(7)),
+            (Process,  false, 4, 0, 9, Retry(800, 5, 0)),
+            (Process,  false, 6, 0, 9, Retry(1000, 7, 0)),
+            (Panic,    false, 1, 0, 3, Retry(100, 2, 0)),
+            (Panic,    false, 1, 0, 1, Dead(1)),
+            // Past outages neither count as attempts nor lengthen their backoff.
+            (Process,  false, 2, 5, 3, Retry(200, 3, 5)),
+            (Panic,    false, 3, 5, 3, Dead(3)),
+            // Storage and database failures of the request itself use attempts too.
+            (Storage,  false, 1, 0, 3, Retry(100, 2, 0)),
+            (Database, false, 3, 1, 3, Dead(3)),
+            // Outages keep the attempt, even at the limit; backoff by outages.
+            (Storage,  true,  1, 0, 3, Retry(100, 1, 1)),
+            (Database, true,  1, 1, 3, Retry(200, 1, 2)),
+            (Broker,   true,  3, 2, 3, Retry(400, 3, 3)),
+            (Broker,   true,  9, 0, 3, Retry(100, 9, 1)),
+            (Storage,  true,  2, 40, 3, Retry(1000, 2, 41)),
+            (Database, true,  1, u32::MAX, 3, Retry(1000, 1, u32::MAX)),
+            // Malformed requests are dead-lettered at once.
+            (Malformed, false, 1, 0, 5, Dead(1)),
+            (Malformed, false, 2, 3, 5, Dead(2)),
+        ];
+        for (kind, outage, attempt, outages, max_attempts, want) in table {
+            let failure = Failure {
+                kind,
+                message: "e".into(),
+                transient: outage,
+            };
+            let envelope = Envelope {
+                id: 11,
+                attempt,
+                outages,
+                trace_id: "t".into(),
+            };
+            let got = match decide(&failure, &envelope, &settings(max_attempts)) {
+                Decision::Retry { delay, next } => {
+                    assert_eq!(
+                        (next.id, next.trace_id.as_str()),
+                        (11, "t"),
+                        "the request and trace stay"
+                    );
+                    Retry(delay.as_millis() as u64, next.attempt, next.outages)
+                }
+                Decision::DeadLetter { attempts } => Dead(attempts),
+            };
+            assert_eq!(
+                got, want,
+                "{kind:?} outage={outage} attempt={attempt} outages={outages} max={max_attempts}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::future::try_join_all;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::broker::{Broker, BrokerError, Delivery, Message};
 pub use crate::metrics::Stats;
-use crate::protocol::{self, dead_letter_queue, Envelope, FailureRecord};
+use crate::protocol::{self, dead_letter_queue, Decision, Envelope, FailureRecord};
 use crate::routing::RouteTable;
 use crate::service::{error_chain, Executed, Executor, Failure, FailureKind, Job};
 use crate::settings::Settings;
@@ -108,6 +108,8 @@ impl Worker {
     async fn handle(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit, shutdown: watch::Receiver<bool>) {
         let envelope = match Envelope::decode(&delivery.message) {
             Ok(envelope) => envelope,
+            // Not a request: nothing to retry, so dead-lettered at once (as
+            // `protocol::decide` does with malformed failures).
             Err(malformed) => {
                 drop(slot);
                 let attempt = malformed.attempt;
@@ -150,13 +152,15 @@ impl Worker {
                     }
                 }
             }
-            // An outside system failed: retry until it is back, without using up attempts.
-            Err(failure) if failure.transient => self.retry(delivery, &envelope, failure, shutdown).await,
-            Err(failure) if attempt >= self.settings.max_attempts => {
-                tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
-                self.dead_letter(delivery, failure, attempt).await;
-            }
-            Err(failure) => self.retry(delivery, &envelope, failure, shutdown).await,
+            Err(failure) => match protocol::decide(&failure, &envelope, &self.settings) {
+                Decision::Retry { delay, next } => {
+                    self.retry(delivery, &envelope, next, delay, failure, shutdown).await
+                }
+                Decision::DeadLetter { attempts } => {
+                    tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
+                    self.dead_letter(delivery, failure, attempts).await;
+                }
+            },
         }
     }
 
@@ -201,35 +205,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Waits out the backoff, then sends the request back to the inbound
-    /// queue with its attempt count raised, then acks this delivery. The
-    /// count travels in the message, so it survives restarts.
+    /// Waits out the backoff `delay`, then sends the request back to the
+    /// inbound queue as `next` (its attempt or outage count raised), then acks
+    /// this delivery. The counts travel in the message, so they survive
+    /// restarts.
     async fn retry(
         &self,
         delivery: Delivery,
         envelope: &Envelope,
+        next: Envelope,
+        delay: Duration,
         failure: Failure,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let (request, attempt) = (envelope.id, envelope.attempt);
-        let (next, delay) = if failure.transient {
-            let outages = envelope.outages + 1;
-            (
-                Envelope {
-                    outages,
-                    ..envelope.clone()
-                },
-                self.settings.backoff(outages),
-            )
-        } else {
-            (
-                Envelope {
-                    attempt: attempt + 1,
-                    ..envelope.clone()
-                },
-                self.settings.backoff(attempt),
-            )
-        };
         tracing::warn!(
             service = self.name,
             request,
