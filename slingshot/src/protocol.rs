@@ -4,7 +4,8 @@
 //! carry its attempt number, how many outages it has waited out, the trace ID
 //! that follows it through a pipeline and, once it failed, the failure record.
 //! The worker and the dead-letter tools read and write messages only through
-//! this module.
+//! this module, and [`decide`] is the rule that chooses between retrying a
+//! failed request and dead-lettering it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,7 +80,8 @@ pub struct Malformed {
 
 impl Envelope {
     /// Reads a delivered message. Missing or unreadable counts mean a first
-    /// attempt without outages; a missing trace ID gets a new one.
+    /// attempt without outages; a missing (or not text) trace ID gets a new
+    /// one.
     pub fn decode(message: &Message) -> Result<Envelope, Malformed> {
         let attempt = attempt(message);
         let id = parse_id(&message.body).map_err(|reason| Malformed { reason, attempt })?;
@@ -313,7 +315,6 @@ fn new_trace_id(request: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::FailureKind;
 
     fn message(body: &[u8], headers: &[(&str, HeaderValue)]) -> Message {
         Message {
