@@ -379,7 +379,7 @@ async fn latency(
             if let Some(sent) = delivery
                 .message
                 .headers
-                .get(slingshot::worker::TRACE_HEADER)
+                .get(slingshot::protocol::TRACE_HEADER)
                 .and_then(|v| v.as_str())
                 .and_then(|s| s.parse::<u128>().ok())
             {
@@ -393,7 +393,7 @@ async fn latency(
     for id in 0..count {
         next += interval;
         let message = slingshot::broker::Message::id(id).with_header(
-            slingshot::worker::TRACE_HEADER,
+            slingshot::protocol::TRACE_HEADER,
             slingshot::broker::HeaderValue::Str(raw::now_nanos().to_string()),
         );
         broker.publish(&wiring.inbound, message).await?;

@@ -5,6 +5,7 @@ use std::fmt;
 use crate::broker::{Broker, Durability, QueueState};
 use crate::db::ConnectionKind;
 use crate::error::Error;
+use crate::protocol::dead_letter_queue;
 use crate::routing::RouteTable;
 use crate::runtime::{database_target, queues_of, rabbitmq_from, s3_config_from};
 use crate::service::ServiceDef;
@@ -12,7 +13,6 @@ use crate::settings::{QueueMode, Settings};
 use crate::storage::s3::S3Store;
 use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap, SysMapError};
 use crate::topology::{ServiceNode, Topology};
-use crate::worker::dead_letter_queue;
 
 /// Bucket references `check` and `topology` look for.
 pub const BUCKET_REFERENCES: [&str; 2] = ["in", "out"];

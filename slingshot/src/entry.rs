@@ -8,13 +8,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crate::deadletter::{self, Selection};
 use crate::error::Error;
 use crate::ops::{self, Probe};
+use crate::protocol::dead_letter_queue;
 use crate::runtime::Runtime;
 use crate::service::ServiceDef;
 use crate::settings::{describe_clap_error, Settings, SettingsArgs};
 use crate::sysmap::SysMap;
 use crate::telemetry::LogArgs;
 use crate::topology::Topology;
-use crate::worker::dead_letter_queue;
 
 #[derive(Parser, Debug)]
 #[command(disable_version_flag = true)]

@@ -36,6 +36,7 @@ mod entry;
 mod error;
 pub mod metrics;
 pub mod ops;
+pub mod protocol;
 pub mod routing;
 pub mod runtime;
 pub mod service;

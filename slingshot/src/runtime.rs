@@ -13,6 +13,7 @@ use crate::broker::rabbitmq::RabbitMq;
 use crate::broker::{Broker, Durability, Message};
 use crate::db::{ConnectionKind, DbError, DbTarget};
 use crate::error::Error;
+use crate::protocol::dead_letter_queue;
 use crate::routing::RouteTable;
 use crate::service::{Backing, Executed, Executor, Failure, Job, ServiceDef};
 use crate::settings::Settings;
@@ -20,7 +21,7 @@ use crate::storage::dir::DirStore;
 use crate::storage::s3::{S3Config, S3Store};
 use crate::storage::ObjectStore;
 use crate::sysmap::{secrets, BrokerBackend, DatabaseBackend, ObjectsBackend, ServiceWiring, SysMap};
-use crate::worker::{dead_letter_queue, Stats, Worker};
+use crate::worker::{Stats, Worker};
 
 /// The backends of one process, and the services running on them.
 ///
