@@ -100,6 +100,7 @@ fn settings(f: &Fixture, concurrency: usize) -> Settings {
         staging_dir: f.staging_dir(),
         shutdown_deadline: Duration::from_secs(30),
         queue_mode: QueueMode::Durable,
+        ..Settings::default()
     }
 }
 
@@ -380,7 +381,7 @@ async fn latency(
             if let Some(sent) = delivery
                 .message
                 .headers
-                .get(slingshot::worker::TRACE_HEADER)
+                .get(slingshot::protocol::TRACE_HEADER)
                 .and_then(|v| v.as_str())
                 .and_then(|s| s.parse::<u128>().ok())
             {
@@ -394,7 +395,7 @@ async fn latency(
     for id in 0..count {
         next += interval;
         let message = slingshot::broker::Message::id(id).with_header(
-            slingshot::worker::TRACE_HEADER,
+            slingshot::protocol::TRACE_HEADER,
             slingshot::broker::HeaderValue::Str(raw::now_nanos().to_string()),
         );
         broker.publish(&wiring.inbound, message).await?;

@@ -5,6 +5,7 @@ use std::fmt;
 use crate::broker::{Broker, Durability, QueueState};
 use crate::db::ConnectionKind;
 use crate::error::Error;
+use crate::protocol::dead_letter_queue;
 use crate::routing::RouteTable;
 use crate::runtime::{database_target, queues_of, rabbitmq_from, s3_config_from};
 use crate::service::ServiceDef;
@@ -12,7 +13,6 @@ use crate::settings::{QueueMode, Settings};
 use crate::storage::s3::S3Store;
 use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap, SysMapError};
 use crate::topology::{ServiceNode, Topology};
-use crate::worker::dead_letter_queue;
 
 /// Bucket references `check` and `topology` look for.
 pub const BUCKET_REFERENCES: [&str; 2] = ["in", "out"];
@@ -166,7 +166,7 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
 
     match backends.broker {
         BrokerBackend::Memory => report.pass("broker", "in-process (nothing to connect to)"),
-        BrokerBackend::RabbitMq => match rabbitmq_from(&sysmap).await {
+        BrokerBackend::RabbitMq => match rabbitmq_from(&sysmap, settings).await {
             Ok(broker) => {
                 report.pass("broker", broker.describe());
                 if let Some(topology) = &report.topology {
@@ -188,7 +188,7 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
         .unwrap_or_default();
     match backends.objects {
         ObjectsBackend::Dir(root) => report.pass("object storage", format!("directory {}", root.display())),
-        ObjectsBackend::S3 => match s3_config_from(&sysmap).await {
+        ObjectsBackend::S3 => match s3_config_from(&sysmap, settings).await {
             Ok(config) => {
                 let store = S3Store::new(&config);
                 report.pass(
@@ -213,7 +213,7 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
     }
 
     if def.connection != ConnectionKind::None {
-        match database_target(&sysmap, def.connection, def.name).await {
+        match database_target(&sysmap, settings, def.connection, def.name).await {
             Ok(Some(target)) => {
                 let shown = target.display();
                 let prepare = def.prepare;

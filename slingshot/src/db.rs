@@ -136,13 +136,18 @@ impl DbConnection for NoConnection {
     }
 }
 
-/// SQLite connections wait for each other instead of failing with "database is locked".
+/// Every SQLite connection, pooled or not: connections wait for each other
+/// instead of failing with "database is locked", readers do not block the
+/// writer, and foreign keys are enforced as PostgreSQL enforces them.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;";
+
+/// Applies [`SQLITE_PRAGMAS`] to each pooled connection.
 #[derive(Debug)]
 struct SqliteSetup;
 
 impl<C: diesel::connection::SimpleConnection> CustomizeConnection<C, diesel::r2d2::Error> for SqliteSetup {
     fn on_acquire(&self, conn: &mut C) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+        conn.batch_execute(SQLITE_PRAGMAS)
             .map_err(diesel::r2d2::Error::QueryError)
     }
 }
@@ -239,39 +244,18 @@ pub(crate) fn establish_any(target: &DbTarget) -> Result<AnyConnection, DbError>
     })?;
     if matches!(target, DbTarget::Sqlite(_)) {
         use diesel::connection::SimpleConnection;
-        connection
-            .batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
-            .map_err(|e| DbError::Connect {
-                target: target.display(),
-                message: e.to_string(),
-            })?;
+        connection.batch_execute(SQLITE_PRAGMAS).map_err(|e| DbError::Connect {
+            target: target.display(),
+            message: e.to_string(),
+        })?;
     }
     Ok(connection)
-}
-
-/// Percent-encodes `text` for the user-info or path part of a URL.
-pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use diesel::prelude::*;
-
-    #[test]
-    fn percent_encoding_escapes_everything_but_unreserved() {
-        assert_eq!(percent_encode("a b:@/%é"), "a%20b%3A%40%2F%25%C3%A9");
-        assert_eq!(percent_encode("plain-Text_1.~"), "plain-Text_1.~");
-    }
 
     #[test]
     fn a_pg_function_refuses_sqlite() {

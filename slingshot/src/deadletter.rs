@@ -4,12 +4,9 @@
 //! while they are inspected, so a crash midway loses nothing: whatever was not
 //! replayed returns to the dead-letter queue.
 
-use crate::broker::{Broker, Delivery, HeaderValue, Message};
+use crate::broker::{Broker, Delivery, Message};
 use crate::error::Error;
-use crate::worker::{
-    dead_letter_queue, parse_id, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER, OUTAGES_HEADER,
-    QUEUE_HEADER, SERVICE_HEADER,
-};
+use crate::protocol::{dead_letter_queue, parse_id, replay_message, FailureRecord};
 
 /// One dead-lettered message, as its headers describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,23 +29,15 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     fn of(message: &Message) -> Self {
-        let text = |name: &str| {
-            message
-                .headers
-                .get(name)
-                .and_then(HeaderValue::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let int = |name: &str| message.headers.get(name).and_then(HeaderValue::as_int).unwrap_or(0);
+        let record = FailureRecord::decode(message);
         DeadLetter {
             id: parse_id(&message.body).ok(),
             body: message.body.clone(),
-            kind: text(ERROR_KIND_HEADER),
-            error: text(ERROR_HEADER),
-            attempts: int(ATTEMPT_HEADER),
-            service: text(SERVICE_HEADER),
-            failed_at: int(FAILED_AT_HEADER),
+            kind: record.kind,
+            error: record.error,
+            attempts: record.attempts,
+            service: record.service,
+            failed_at: record.failed_at,
         }
     }
 }
@@ -103,18 +92,7 @@ pub async fn replay(broker: &dyn Broker, inbound: &str, selection: &Selection) -
             kept.push(delivery);
             continue;
         }
-        let mut message = delivery.message.clone();
-        for name in [
-            ATTEMPT_HEADER,
-            OUTAGES_HEADER,
-            ERROR_HEADER,
-            ERROR_KIND_HEADER,
-            SERVICE_HEADER,
-            QUEUE_HEADER,
-            FAILED_AT_HEADER,
-        ] {
-            message.headers.remove(name);
-        }
+        let message = replay_message(&delivery.message);
         if let Err(e) = broker.publish(inbound, message).await {
             // Nothing more is replayed; everything not yet replayed stays.
             kept.push(delivery);

@@ -1,6 +1,6 @@
 //! slingshot: queue-driven pipeline microservices from one annotated function.
 //!
-//! ```no_run
+//! ```
 //! use slingshot::{AnyError, ReadFileFn, WriteFileFn};
 //! use std::io::{Read, Write};
 //!
@@ -11,6 +11,12 @@
 //!     write_file("out", request)?.write_all(text.to_uppercase().as_bytes())?;
 //!     Ok(vec![(request, text.len() > 100)])
 //! }
+//!
+//! // Run it here and now on an in-memory harness: an object in, one out.
+//! let harness = slingshot::testing::Harness::new("shout").object("in", 7, "hello");
+//! let run = harness.invoke(7).expect("shout succeeds");
+//! assert_eq!(run.executed.outputs.len(), 1);
+//! assert_eq!(harness.read("out", 7).expect("written"), b"HELLO");
 //! ```
 //!
 //! The attribute checks the signature at compile time, registers the service,
@@ -30,6 +36,7 @@ mod entry;
 mod error;
 pub mod metrics;
 pub mod ops;
+pub mod protocol;
 pub mod routing;
 pub mod runtime;
 pub mod service;

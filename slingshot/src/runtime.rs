@@ -4,14 +4,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::memory::MemoryBroker;
 use crate::broker::rabbitmq::RabbitMq;
 use crate::broker::{Broker, Durability, Message};
-use crate::db::{percent_encode, ConnectionKind, DbError, DbTarget};
+use crate::db::{ConnectionKind, DbError, DbTarget};
 use crate::error::Error;
+use crate::protocol::dead_letter_queue;
 use crate::routing::RouteTable;
 use crate::service::{Backing, Executed, Executor, Failure, Job, ServiceDef};
 use crate::settings::Settings;
@@ -19,17 +21,40 @@ use crate::storage::dir::DirStore;
 use crate::storage::s3::{S3Config, S3Store};
 use crate::storage::ObjectStore;
 use crate::sysmap::{secrets, BrokerBackend, DatabaseBackend, ObjectsBackend, ServiceWiring, SysMap};
-use crate::worker::{dead_letter_queue, Stats, Worker};
+use crate::worker::{Stats, Worker};
 
 /// The backends of one process, and the services running on them.
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), slingshot::Error> {
+/// Two services of one process on the embedded default, wired by a sys-map
+/// file: IDs sent to `double` come out of `halve` unchanged.
+///
+/// ```
 /// use slingshot::{Runtime, ServiceDef, Settings};
-/// let runtime = Runtime::connect("file:examples/pipeline.sysmap.json", Settings::from_env()?).await?;
-/// let ingest = runtime.start(ServiceDef::find("ingest")?).await?;
-/// runtime.send("ingest", 1..=10).await?;
-/// runtime.run_until_idle(&[&ingest]).await?;
+///
+/// #[slingshot::microservice(name = "double", sys_map = "file:unused.json", main = false)]
+/// fn double(request: u64) -> Vec<(u64, bool)> {
+///     vec![(request * 2, true)]
+/// }
+///
+/// #[slingshot::microservice(name = "halve", sys_map = "file:unused.json", main = false)]
+/// fn halve(request: u64) -> Vec<(u64, bool)> {
+///     vec![(request / 2, true)]
+/// }
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let sysmap = dir.path().join("sysmap.json");
+/// std::fs::write(&sysmap, r#"{"endpoints": {
+///     "double": {"in": "numbers", "out": [{"case": true, "queues": ["doubled"]}]},
+///     "halve": {"in": "doubled", "out": [{"case": true, "queues": ["results"]}]}
+/// }}"#)?;
+/// let runtime = Runtime::connect(&format!("file:{}", sysmap.display()), Settings::default()).await?;
+/// let first = runtime.start(ServiceDef::find("double")?).await?;
+/// let second = runtime.start(ServiceDef::find("halve")?).await?;
+/// runtime.broker().declare("results", slingshot::broker::Durability::Durable).await?;
+/// runtime.send("numbers", 1..=10).await?;
+/// runtime.run_until_idle(&[&first, &second]).await?;
+/// assert_eq!(runtime.broker().ready_count("results").await?, 10);
 /// # Ok(()) }
 /// ```
 pub struct Runtime {
@@ -120,11 +145,11 @@ impl Runtime {
         let backends = sysmap.backends();
         let broker: Arc<dyn Broker> = match backends.broker {
             BrokerBackend::Memory => Arc::new(MemoryBroker::new()),
-            BrokerBackend::RabbitMq => Arc::new(rabbitmq_from(&sysmap).await?),
+            BrokerBackend::RabbitMq => Arc::new(rabbitmq_from(&sysmap, &settings).await?),
         };
         let store: Arc<dyn ObjectStore> = match backends.objects {
             ObjectsBackend::Dir(root) => Arc::new(DirStore::new(root)),
-            ObjectsBackend::S3 => Arc::new(S3Store::new(&s3_config_from(&sysmap).await?)),
+            ObjectsBackend::S3 => Arc::new(S3Store::new(&s3_config_from(&sysmap, &settings).await?)),
         };
         Ok(Self::from_parts(sysmap, broker, store, settings))
     }
@@ -168,7 +193,7 @@ impl Runtime {
     /// A connection to the database the sys-map configures, for set-up work
     /// such as migrations (services get theirs from their pool).
     pub async fn connect_database(&self) -> Result<crate::db::AnyConnection, Error> {
-        let target = database_target(&self.sysmap, ConnectionKind::Any, "set-up").await?;
+        let target = database_target(&self.sysmap, &self.settings, ConnectionKind::Any, "set-up").await?;
         let Some(target) = target else {
             return Err(Error::Config("no database is configured".into()));
         };
@@ -179,7 +204,7 @@ impl Runtime {
     }
 
     async fn database_for(&self, def: &ServiceDef) -> Result<Option<DbTarget>, Error> {
-        database_target(&self.sysmap, def.connection, def.name).await
+        database_target(&self.sysmap, &self.settings, def.connection, def.name).await
     }
 }
 
@@ -187,17 +212,18 @@ impl Runtime {
 /// PostgreSQL connections (`application_name`, seen in `pg_stat_activity`).
 pub(crate) async fn database_target(
     sysmap: &SysMap,
+    settings: &Settings,
     kind: ConnectionKind,
     service: &str,
 ) -> Result<Option<DbTarget>, Error> {
     let configured = sysmap.backends().database;
     let postgres = || async {
         let db = sysmap.db().await?;
-        let pass = resolve_secret(db.pass.clone()).await?;
-        let (url, display) = server_url("postgres", &db.username, &pass, &db.host, db.port, &db.database);
+        let pass = resolve_secret(db.pass.clone(), settings).await?;
+        let (url, display) = server_url("postgres", &db.username, &pass, &db.host, db.port, &db.database)?;
         let url = format!(
             "{url}?application_name={}",
-            percent_encode(&format!("slingshot {service}"))
+            encode_component(&format!("slingshot {service}"))
         );
         Ok::<_, Error>(DbTarget::Postgres { url, display })
     };
@@ -393,25 +419,34 @@ async fn keep_consuming(
     queues: Vec<(String, Durability)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    const FIRST_DELAY: Duration = Duration::from_millis(250);
-    const MAX_DELAY: Duration = Duration::from_secs(15);
-    let mut delay = FIRST_DELAY;
+    // Doubling from 250 ms to 15 s, with jitter so that the services of a
+    // pipeline do not all reconnect at the same instant after an outage.
+    let backoff = || {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(RECONNECT_MAX_DELAY)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
     loop {
         let started = std::time::Instant::now();
         let stopped = match worker.clone().run(shutdown.clone()).await {
             Ok(()) => return Ok(()),
             Err(stopped) => stopped,
         };
-        if started.elapsed() > MAX_DELAY {
-            delay = FIRST_DELAY;
+        // A consumer that ran for a while starts over from the shortest delay.
+        if started.elapsed() > RECONNECT_MAX_DELAY {
+            delays = backoff();
         }
+        let mut delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
         tracing::error!(service = worker.name, error = %stopped, ?delay, "consumer stopped; resuming");
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
             }
-            delay = (delay * 2).min(MAX_DELAY);
             let mut declared = Ok(());
             for (queue, durability) in &queues {
                 declared = worker.broker.declare(queue, *durability).await;
@@ -421,11 +456,17 @@ async fn keep_consuming(
             }
             match declared {
                 Ok(()) => break,
-                Err(e) => tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet"),
+                Err(e) => {
+                    delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
+                    tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet");
+                }
             }
         }
     }
 }
+
+/// The longest wait between two attempts to resume a stopped consumer.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(15);
 
 /// Every queue a service declares, and how: its inbound and outbound queues
 /// as the queue mode says, its dead-letter queue (only slingshot uses it)
@@ -443,57 +484,85 @@ pub(crate) fn queues_of(wiring: &ServiceWiring, settings: &Settings) -> Vec<(Str
 }
 
 /// `scheme://user:pass@host:port/path` with user, password and path
-/// percent-encoded, and the same without the password, for messages.
-fn server_url(scheme: &str, user: &str, pass: &str, host: &str, port: u16, path: &str) -> (String, String) {
-    let path = percent_encode(path);
-    (
-        format!(
-            "{scheme}://{}:{}@{host}:{port}/{path}",
-            percent_encode(user),
-            percent_encode(pass)
-        ),
-        format!("{scheme}://{user}@{host}:{port}/{path}"),
-    )
+/// percent-encoded (an IPv6 host in brackets), and the same without the
+/// password, for messages.
+fn server_url(
+    scheme: &str,
+    user: &str,
+    pass: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<(String, String), Error> {
+    let bad = |what: &str| Error::Config(format!("cannot build a {scheme} URL for host {host:?}: {what}"));
+    let host = match host.contains(':') && !host.starts_with('[') {
+        true => format!("[{host}]"),
+        false => host.to_string(),
+    };
+    let mut url = url::Url::parse(&format!("{scheme}://{host}")).map_err(|e| bad(&e.to_string()))?;
+    url.set_port(Some(port)).map_err(|()| bad("no port allowed"))?;
+    // Components are encoded here, whole: `url` leaves `%` as it is in
+    // user information, so a `%` in a password would otherwise be read as
+    // an escape.
+    url.set_username(&encode_component(user))
+        .map_err(|()| bad("no user allowed"))?;
+    url.set_path(&format!("/{}", encode_component(path)));
+    let display = url.to_string();
+    url.set_password(Some(&encode_component(pass)))
+        .map_err(|()| bad("no password allowed"))?;
+    Ok((url.to_string(), display))
 }
 
-/// The broker of the sys-map's `rabbitmq` endpoint, connected.
-pub(crate) async fn rabbitmq_from(sysmap: &SysMap) -> Result<RabbitMq, Error> {
+/// `text` percent-encoded for any part of a URL: everything but ASCII
+/// letters, digits and `-._~`.
+pub(crate) fn encode_component(text: &str) -> String {
+    const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
+}
+
+/// The broker of the sys-map's `rabbitmq` endpoint, connected, on the
+/// settings' virtual host.
+pub(crate) async fn rabbitmq_from(sysmap: &SysMap, settings: &Settings) -> Result<RabbitMq, Error> {
     let endpoint = sysmap.rabbitmq().await?;
-    let pass = resolve_secret(endpoint.pass.clone()).await?;
-    let vhost = std::env::var("SLINGSHOT_AMQP_VHOST").unwrap_or_else(|_| "/".into());
-    let (url, display) = server_url("amqp", &endpoint.username, &pass, &endpoint.host, endpoint.port, &vhost);
+    let pass = resolve_secret(endpoint.pass.clone(), settings).await?;
+    let (url, display) = server_url(
+        "amqp",
+        &endpoint.username,
+        &pass,
+        &endpoint.host,
+        endpoint.port,
+        &settings.amqp_vhost,
+    )?;
     let broker = RabbitMq::new(url, display, "slingshot");
     broker.connect().await?;
     Ok(broker)
 }
 
 /// The S3 settings of the sys-map's `object-storage` endpoint. A host
-/// without a scheme gets `SLINGSHOT_S3_SCHEME` (default `https`); the region
-/// is `SLINGSHOT_S3_REGION` (default `garage`).
-pub(crate) async fn s3_config_from(sysmap: &SysMap) -> Result<S3Config, Error> {
+/// without a scheme gets the settings' scheme.
+pub(crate) async fn s3_config_from(sysmap: &SysMap, settings: &Settings) -> Result<S3Config, Error> {
     let endpoint = sysmap.object_storage().await?;
-    let scheme = std::env::var("SLINGSHOT_S3_SCHEME").unwrap_or_else(|_| "https".into());
-    if scheme != "http" && scheme != "https" {
-        return Err(Error::Config(format!(
-            "SLINGSHOT_S3_SCHEME={scheme:?} must be http or https"
-        )));
-    }
     let url = if endpoint.host.starts_with("http://") || endpoint.host.starts_with("https://") {
         endpoint.host.clone()
     } else {
-        format!("{scheme}://{}", endpoint.host)
+        format!("{}://{}", settings.s3_scheme.as_str(), endpoint.host)
     };
     Ok(S3Config {
         endpoint: url,
-        region: std::env::var("SLINGSHOT_S3_REGION").unwrap_or_else(|_| "garage".into()),
-        access_key: resolve_secret(endpoint.access_key).await?,
-        secret_key: resolve_secret(endpoint.secret_key).await?,
+        region: settings.s3_region.clone(),
+        access_key: resolve_secret(endpoint.access_key, settings).await?,
+        secret_key: resolve_secret(endpoint.secret_key, settings).await?,
     })
 }
 
 /// Resolves a secret reference off the async threads.
-pub(crate) async fn resolve_secret(reference: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || secrets::resolve(&reference))
+pub(crate) async fn resolve_secret(reference: String, settings: &Settings) -> Result<String, Error> {
+    let dir = settings.secrets_dir.clone();
+    tokio::task::spawn_blocking(move || secrets::resolve(&reference, &dir))
         .await
         .map_err(|e| Error::Config(format!("secret resolution crashed: {e}")))?
         .map_err(|e| Error::SysMap(e.into()))
@@ -501,13 +570,22 @@ pub(crate) async fn resolve_secret(reference: String) -> Result<String, Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::server_url;
+    use super::{encode_component, server_url};
 
     #[test]
     fn server_urls_encode_credentials_and_hide_the_password() {
-        let (url, display) = server_url("amqp", "svc user", "p@ss:/word", "broker", 5672, "/");
-        assert_eq!(url, "amqp://svc%20user:p%40ss%3A%2Fword@broker:5672/%2F");
-        assert_eq!(display, "amqp://svc user@broker:5672/%2F");
-        assert!(!display.contains("p@ss"));
+        let (url, display) = server_url("amqp", "svc user", "p@ss:/word%41", "broker", 5672, "/").unwrap();
+        assert_eq!(url, "amqp://svc%20user:p%40ss%3A%2Fword%2541@broker:5672/%2F");
+        assert_eq!(display, "amqp://svc%20user@broker:5672/%2F");
+        assert!(!display.contains("p@ss") && !display.contains("p%40ss"));
+        let (url, _) = server_url("postgres", "u", "p", "::1", 5432, "db é").unwrap();
+        assert_eq!(url, "postgres://u:p@[::1]:5432/db%20%C3%A9");
+        assert!(server_url("amqp", "u", "p", "bad host", 5672, "/").is_err());
+    }
+
+    #[test]
+    fn components_keep_only_unreserved_characters() {
+        assert_eq!(encode_component("a b:@/%é"), "a%20b%3A%40%2F%25%C3%A9");
+        assert_eq!(encode_component("plain-Text_1.~"), "plain-Text_1.~");
     }
 }

@@ -1,48 +1,140 @@
-//! Run-time settings of a service, read from the environment with defaults, rejected loudly when malformed.
+//! Run-time settings: one clap definition per setting (flag, environment variable, default, range, help), from which `--help`, validation and the resolved [`Settings`] all come.
+//!
+//! Every setting is a flag of the generated binary and an environment
+//! variable (`--concurrency 8` or `SLINGSHOT_CONCURRENCY=8`); containers use
+//! the variables. The only variables not defined here are the secrets,
+//! `SLINGSHOT_SECRET_<REF>`, whose names depend on the sys-map.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+use clap::builder::RangedU64ValueParser;
+use clap::{Args, FromArgMatches, ValueEnum};
 
 use crate::broker::Durability;
 use crate::error::Error;
 
-/// How a service consumes, retries and shuts down.
+/// The settings as clap reads them. Resolve them with
+/// [`SettingsArgs::resolve`]; binaries with a command line of their own can
+/// `#[command(flatten)]` this struct into it.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[command(next_help_heading = "Settings (flags or environment variables)")]
+pub struct SettingsArgs {
+    /// Requests processed at the same time.
+    #[arg(long, env = "SLINGSHOT_CONCURRENCY", value_name = "N", default_value_t = 4,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub concurrency: usize,
+
+    /// Unacknowledged deliveries the broker may send ahead [default: 2 x concurrency].
+    #[arg(long, env = "SLINGSHOT_PREFETCH", value_name = "N",
+          value_parser = RangedU64ValueParser::<u16>::new().range(1..=65535))]
+    pub prefetch: Option<u16>,
+
+    /// Tries of a request before it is dead-lettered.
+    #[arg(long, env = "SLINGSHOT_MAX_ATTEMPTS", value_name = "N", default_value_t = 5,
+          value_parser = RangedU64ValueParser::<u32>::new().range(1..=u64::from(u32::MAX)))]
+    pub max_attempts: u32,
+
+    /// First retry delay in milliseconds; it doubles with each attempt.
+    #[arg(long, env = "SLINGSHOT_RETRY_BASE_MS", value_name = "MS", default_value_t = 500)]
+    pub retry_base_ms: u64,
+
+    /// Longest retry delay in milliseconds.
+    #[arg(long, env = "SLINGSHOT_RETRY_MAX_MS", value_name = "MS", default_value_t = 30_000)]
+    pub retry_max_ms: u64,
+
+    /// Where `write_file` stages output [default: the system temp dir].
+    #[arg(long, env = "SLINGSHOT_STAGING_DIR", value_name = "DIR")]
+    pub staging_dir: Option<PathBuf>,
+
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
+    #[arg(long, env = "SLINGSHOT_SHUTDOWN_SECS", value_name = "SECS", default_value_t = 30)]
+    pub shutdown_secs: u64,
+
+    /// How inbound and outbound queues are declared.
+    #[arg(long, env = "SLINGSHOT_QUEUE_MODE", value_enum, default_value_t = QueueMode::Durable)]
+    pub queue_mode: QueueMode,
+
+    /// RabbitMQ virtual host.
+    #[arg(long, env = "SLINGSHOT_AMQP_VHOST", value_name = "VHOST", default_value = "/")]
+    pub amqp_vhost: String,
+
+    /// Scheme for an object-storage host the sys-map gives without one.
+    #[arg(long, env = "SLINGSHOT_S3_SCHEME", value_enum, default_value_t = S3Scheme::Https)]
+    pub s3_scheme: S3Scheme,
+
+    /// S3 region.
+    #[arg(long, env = "SLINGSHOT_S3_REGION", value_name = "REGION", default_value = "garage")]
+    pub s3_region: String,
+
+    /// Directory of mounted secrets, read after SLINGSHOT_SECRET_<REF> and before `pass`.
+    #[arg(
+        long,
+        env = "SLINGSHOT_SECRETS_DIR",
+        value_name = "DIR",
+        default_value = "/run/secrets"
+    )]
+    pub secrets_dir: PathBuf,
+}
+
+/// How a service consumes, retries, shuts down and reaches its backends,
+/// resolved and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Requests processed at the same time (`SLINGSHOT_CONCURRENCY`, default 4).
+    /// Requests processed at the same time.
     pub concurrency: usize,
-    /// Unacknowledged deliveries the broker may send ahead
-    /// (`SLINGSHOT_PREFETCH`, default twice the concurrency).
+    /// Unacknowledged deliveries the broker may send ahead.
     pub prefetch: u16,
-    /// Tries of a request before it is dead-lettered (`SLINGSHOT_MAX_ATTEMPTS`, default 5).
+    /// Tries of a request before it is dead-lettered.
     pub max_attempts: u32,
-    /// First retry delay; it doubles each attempt (`SLINGSHOT_RETRY_BASE_MS`, default 500).
+    /// First retry delay; it doubles each attempt.
     pub retry_base: Duration,
-    /// Longest retry delay (`SLINGSHOT_RETRY_MAX_MS`, default 30000).
+    /// Longest retry delay.
     pub retry_max: Duration,
-    /// Where `write_file` stages output (`SLINGSHOT_STAGING_DIR`, default the system temp dir).
+    /// Where `write_file` stages output.
     pub staging_dir: PathBuf,
-    /// How long in-flight requests may take to finish on shutdown (`SLINGSHOT_SHUTDOWN_SECS`, default 30).
+    /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_deadline: Duration,
-    /// How the service declares its inbound and outbound queues
-    /// (`SLINGSHOT_QUEUE_MODE`, default `durable`).
+    /// How the service declares its inbound and outbound queues.
     pub queue_mode: QueueMode,
+    /// RabbitMQ virtual host.
+    pub amqp_vhost: String,
+    /// Scheme for an object-storage host given without one.
+    pub s3_scheme: S3Scheme,
+    /// S3 region.
+    pub s3_region: String,
+    /// Directory of mounted secrets.
+    pub secrets_dir: PathBuf,
+}
+
+impl Default for Settings {
+    /// The defaults of [`SettingsArgs`], whatever the environment says.
+    fn default() -> Self {
+        let defaults_only = SettingsArgs::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let parsed = defaults_only
+            .try_get_matches_from(["slingshot"])
+            .and_then(|matches| SettingsArgs::from_arg_matches(&matches));
+        // Both can only fail if the definitions above are wrong, which the
+        // unit tests would show.
+        let args = parsed.unwrap_or_else(|e| unreachable!("the defaults parse: {e}"));
+        args.resolve()
+            .unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"))
+    }
 }
 
 /// How a service declares the queues it consumes and publishes to.
 ///
 /// Either way, a queue that already exists is used as it is, and the
 /// dead-letter queue, which only slingshot uses, is always durable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum QueueMode {
     /// Durable queues: messages survive a broker restart. For deployments
     /// where every service sharing a queue runs on slingshot.
     #[default]
     Durable,
     /// Transient queues with no arguments, exactly as the original
-    /// `slingshot-microservice` declares them, so that original services
-    /// sharing a queue can still declare it, whichever service starts first.
+    /// slingshot-microservice declares them, so that original services
+    /// sharing a queue can still declare it, whichever starts first.
     /// Messages in these queues do not survive a broker restart.
     Compatible,
 }
@@ -71,179 +163,98 @@ impl std::fmt::Display for QueueMode {
     }
 }
 
-impl FromStr for QueueMode {
-    type Err = String;
+/// The scheme of an object-storage host.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Scheme {
+    /// Plain HTTP (a local Garage).
+    Http,
+    /// HTTPS.
+    Https,
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "durable" => Ok(QueueMode::Durable),
-            "compatible" => Ok(QueueMode::Compatible),
-            _ => Err(format!(
-                "SLINGSHOT_QUEUE_MODE={text:?} is not a queue mode: use durable (queues survive a broker restart) \
-                 or compatible (transient, as the original slingshot-microservice declares them)"
-            )),
+impl S3Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            S3Scheme::Http => "http",
+            S3Scheme::Https => "https",
         }
     }
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            concurrency: 4,
-            prefetch: 8,
-            max_attempts: 5,
-            retry_base: Duration::from_millis(500),
-            retry_max: Duration::from_secs(30),
-            staging_dir: std::env::temp_dir(),
-            shutdown_deadline: Duration::from_secs(30),
-            queue_mode: QueueMode::Durable,
+impl SettingsArgs {
+    /// A command line holding only the settings (for reading them from the
+    /// environment, or for tests).
+    pub fn command() -> clap::Command {
+        SettingsArgs::augment_args(clap::Command::new("slingshot").no_binary_name(false))
+    }
+
+    /// Checks what one setting cannot check alone and fills in derived
+    /// defaults.
+    pub fn resolve(self) -> Result<Settings, Error> {
+        let prefetch = self
+            .prefetch
+            .unwrap_or_else(|| u16::try_from(self.concurrency * 2).unwrap_or(u16::MAX));
+        if usize::from(prefetch) < self.concurrency {
+            return Err(Error::Config(format!(
+                "SLINGSHOT_PREFETCH={prefetch} is below SLINGSHOT_CONCURRENCY={}; workers would sit idle",
+                self.concurrency
+            )));
         }
+        if self.retry_max_ms < self.retry_base_ms {
+            return Err(Error::Config(format!(
+                "SLINGSHOT_RETRY_MAX_MS={} is below SLINGSHOT_RETRY_BASE_MS={}",
+                self.retry_max_ms, self.retry_base_ms
+            )));
+        }
+        Ok(Settings {
+            concurrency: self.concurrency,
+            prefetch,
+            max_attempts: self.max_attempts,
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            staging_dir: self.staging_dir.unwrap_or_else(std::env::temp_dir),
+            shutdown_deadline: Duration::from_secs(self.shutdown_secs),
+            queue_mode: self.queue_mode,
+            amqp_vhost: self.amqp_vhost,
+            s3_scheme: self.s3_scheme,
+            s3_region: self.s3_region,
+            secrets_dir: self.secrets_dir,
+        })
     }
 }
-
-/// Every environment variable [`Settings::from_env`] reads, with its meaning.
-pub const ENVIRONMENT: &[(&str, &str)] = &[
-    (
-        "SLINGSHOT_SYS_MAP",
-        "sys-map location, overriding the attribute's sys_map (file:PATH, http(s)://URL or host)",
-    ),
-    (
-        "SLINGSHOT_CONCURRENCY",
-        "requests processed at the same time (default 4)",
-    ),
-    (
-        "SLINGSHOT_PREFETCH",
-        "unacknowledged deliveries in flight (default 2 x concurrency)",
-    ),
-    (
-        "SLINGSHOT_MAX_ATTEMPTS",
-        "tries before a request is dead-lettered (default 5)",
-    ),
-    (
-        "SLINGSHOT_RETRY_BASE_MS",
-        "first retry delay in ms, doubling per attempt (default 500)",
-    ),
-    ("SLINGSHOT_RETRY_MAX_MS", "longest retry delay in ms (default 30000)"),
-    (
-        "SLINGSHOT_STAGING_DIR",
-        "directory for files staged by write_file (default the system temp dir)",
-    ),
-    (
-        "SLINGSHOT_SHUTDOWN_SECS",
-        "seconds in-flight requests get to finish on SIGTERM/SIGINT (default 30)",
-    ),
-    (
-        "SLINGSHOT_QUEUE_MODE",
-        "durable (default) or compatible: declare queues transient, as original slingshot-microservice services do",
-    ),
-    (
-        "SLINGSHOT_HTTP_ADDR",
-        "metrics and probes address (default 0.0.0.0:9090; off to disable)",
-    ),
-    ("SLINGSHOT_AMQP_VHOST", "RabbitMQ virtual host (default /)"),
-    (
-        "SLINGSHOT_S3_SCHEME",
-        "scheme for an object-storage host given without one: https (default) or http",
-    ),
-    ("SLINGSHOT_S3_REGION", "S3 region (default garage)"),
-    (
-        "SLINGSHOT_SECRETS_DIR",
-        "directory of mounted secrets (default /run/secrets)",
-    ),
-    (
-        "SLINGSHOT_SECRET_<REF>",
-        "a secret by reference, e.g. SLINGSHOT_SECRET_SLINGSHOT_RABBITMQ",
-    ),
-    (
-        "SLINGSHOT_LOG",
-        "log filter, e.g. info or slingshot=debug (default info)",
-    ),
-    (
-        "SLINGSHOT_LOG_FORMAT",
-        "json for one JSON object per line (default human-readable)",
-    ),
-];
 
 impl Settings {
-    /// Settings from `SLINGSHOT_*` variables, defaults for the rest.
+    /// Settings from the `SLINGSHOT_*` environment variables, defaults for
+    /// the rest. A malformed value is an error naming the variable.
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_args(std::iter::empty::<String>())
     }
 
-    /// Settings from any lookup (tests use a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        fn parse<T: FromStr>(
-            get: &impl Fn(&str) -> Option<String>,
-            name: &str,
-            what: &str,
-        ) -> Result<Option<T>, Error> {
-            match get(name) {
-                None => Ok(None),
-                Some(text) => text
-                    .trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| Error::Config(format!("{name}={text:?} is not {what}"))),
-            }
-        }
-        let defaults = Settings::default();
-        let concurrency: usize =
-            parse(&get, "SLINGSHOT_CONCURRENCY", "a whole number from 1 to 1024")?.unwrap_or(defaults.concurrency);
-        if !(1..=1024).contains(&concurrency) {
-            return Err(Error::Config(format!(
-                "SLINGSHOT_CONCURRENCY={concurrency} must be from 1 to 1024"
-            )));
-        }
-        let prefetch: u16 = match parse::<u16>(&get, "SLINGSHOT_PREFETCH", "a whole number from 1 to 65535")? {
-            Some(0) => {
-                return Err(Error::Config(
-                    "SLINGSHOT_PREFETCH=0 would mean unlimited; give a bound from 1 to 65535".into(),
-                ))
-            }
-            Some(p) => p,
-            None => u16::try_from(concurrency * 2).unwrap_or(u16::MAX),
-        };
-        if usize::from(prefetch) < concurrency {
-            return Err(Error::Config(format!(
-                "SLINGSHOT_PREFETCH={prefetch} is below SLINGSHOT_CONCURRENCY={concurrency}; workers would sit idle"
-            )));
-        }
-        let max_attempts: u32 =
-            parse(&get, "SLINGSHOT_MAX_ATTEMPTS", "a whole number of at least 1")?.unwrap_or(defaults.max_attempts);
-        if max_attempts == 0 {
-            return Err(Error::Config("SLINGSHOT_MAX_ATTEMPTS must be at least 1".into()));
-        }
-        let ms = |name, default: Duration| -> Result<Duration, Error> {
-            Ok(parse::<u64>(&get, name, "a number of milliseconds")?
-                .map(Duration::from_millis)
-                .unwrap_or(default))
-        };
-        let retry_base = ms("SLINGSHOT_RETRY_BASE_MS", defaults.retry_base)?;
-        let retry_max = ms("SLINGSHOT_RETRY_MAX_MS", defaults.retry_max)?;
-        if retry_max < retry_base {
-            return Err(Error::Config(
-                "SLINGSHOT_RETRY_MAX_MS is below SLINGSHOT_RETRY_BASE_MS".into(),
-            ));
-        }
-        let shutdown_deadline = parse::<u64>(&get, "SLINGSHOT_SHUTDOWN_SECS", "a number of seconds")?
-            .map(Duration::from_secs)
-            .unwrap_or(defaults.shutdown_deadline);
-        let queue_mode = match get("SLINGSHOT_QUEUE_MODE") {
-            None => defaults.queue_mode,
-            Some(text) => text.parse().map_err(Error::Config)?,
-        };
-        Ok(Settings {
-            concurrency,
-            prefetch,
-            max_attempts,
-            retry_base,
-            retry_max,
-            staging_dir: get("SLINGSHOT_STAGING_DIR")
-                .map(PathBuf::from)
-                .unwrap_or(defaults.staging_dir),
-            shutdown_deadline,
-            queue_mode,
-        })
+    /// Settings from flags (`--concurrency 8`), then the environment, then
+    /// the defaults.
+    ///
+    /// ```
+    /// use slingshot::Settings;
+    /// let settings = Settings::from_args(["--concurrency", "8"])?;
+    /// assert_eq!(settings.prefetch, 16, "twice the concurrency unless set");
+    /// let err = Settings::from_args(["--prefetch", "0"]).unwrap_err();
+    /// assert!(err.to_string().contains("0 is not in 1..=65535"));
+    /// # Ok::<(), slingshot::Error>(())
+    /// ```
+    pub fn from_args<I, T>(args: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = SettingsArgs::command();
+        let matches = command
+            .clone()
+            .try_get_matches_from(std::iter::once("slingshot".into()).chain(args.into_iter().map(Into::into)))
+            .map_err(|e| Error::Config(describe_clap_error(&command, &e)))?;
+        SettingsArgs::from_arg_matches(&matches)
+            .map_err(|e| Error::Config(describe_clap_error(&command, &e)))?
+            .resolve()
     }
 
     /// The delay before attempt `attempt + 1`: base × 2^(attempt-1), capped.
@@ -253,26 +264,78 @@ impl Settings {
     }
 }
 
+/// A clap error about a value in one line, naming the environment variable
+/// when the value came from one (clap names only the flag): e.g.
+/// `SLINGSHOT_CONCURRENCY="0": 0 is not in 1..=1024`.
+pub fn describe_clap_error(command: &clap::Command, error: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let context = |kind| match error.get(kind) {
+        Some(ContextValue::String(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let (Some(arg), Some(value)) = (context(ContextKind::InvalidArg), context(ContextKind::InvalidValue)) else {
+        return error.to_string().trim().trim_start_matches("error: ").to_string();
+    };
+    // `--concurrency <N>`: the flag is the first word.
+    let flag = arg.split_whitespace().next().unwrap_or(&arg);
+    let from_env = command
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|long| flag == format!("--{long}")))
+        .and_then(|a| a.get_env())
+        .filter(|var| std::env::var_os(var).is_some_and(|v| v == value.as_str()));
+    let source = match from_env {
+        Some(var) => format!("{}={value:?}", var.to_string_lossy()),
+        None => format!("{flag} {value:?}"),
+    };
+    let why = std::error::Error::source(error)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "not a valid value".into());
+    let valid = match error.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(values)) => format!(" (use one of: {})", values.join(", ")),
+        _ => String::new(),
+    };
+    format!("{source}: {why}{valid}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn with(pairs: &[(&str, &str)]) -> Result<Settings, Error> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Settings::from_lookup(|k| map.get(k).cloned())
+    /// Held by every test that reads the environment, so that the one test
+    /// that sets a variable cannot be seen by the others.
+    static ENVIRONMENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn with(args: &[&str]) -> Result<Settings, Error> {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+        Settings::from_args(args.iter().copied())
     }
 
     #[test]
     fn defaults_and_derived_prefetch() {
-        assert_eq!(with(&[]).unwrap().prefetch, 8);
-        assert_eq!(with(&[("SLINGSHOT_CONCURRENCY", "16")]).unwrap().prefetch, 32);
+        let defaults = with(&[]).unwrap();
+        assert_eq!(defaults, Settings::default());
+        assert_eq!(
+            (defaults.concurrency, defaults.prefetch, defaults.max_attempts),
+            (4, 8, 5)
+        );
+        assert_eq!(defaults.queue_mode, QueueMode::Durable);
+        assert_eq!(defaults.amqp_vhost, "/");
+        assert_eq!(with(&["--concurrency", "16"]).unwrap().prefetch, 32);
+    }
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        let _environment = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+        std::env::set_var("SLINGSHOT_MAX_ATTEMPTS", "9");
+        let from_env = Settings::from_env().map(|s| s.max_attempts);
+        let default = Settings::default().max_attempts;
+        std::env::remove_var("SLINGSHOT_MAX_ATTEMPTS");
+        assert_eq!((from_env.ok(), default), (Some(9), 5));
     }
 
     #[test]
     fn queue_modes() {
-        assert_eq!(with(&[]).unwrap().queue_mode, QueueMode::Durable);
-        let compatible = with(&[("SLINGSHOT_QUEUE_MODE", "Compatible")]).unwrap().queue_mode;
+        let compatible = with(&["--queue-mode", "compatible"]).unwrap().queue_mode;
         assert_eq!(compatible, QueueMode::Compatible);
         assert_eq!(compatible.durability(), Durability::Transient);
         assert_eq!(QueueMode::Durable.durability(), Durability::Durable);
@@ -280,34 +343,51 @@ mod tests {
 
     #[test]
     fn malformed_values_are_named() {
-        for (pairs, needle) in [
+        for (args, needle) in [
             (
-                vec![("SLINGSHOT_CONCURRENCY", "many")],
-                "SLINGSHOT_CONCURRENCY=\"many\"",
+                &["--concurrency", "many"][..],
+                "--concurrency \"many\": invalid digit found in string",
             ),
-            (vec![("SLINGSHOT_CONCURRENCY", "0")], "from 1 to 1024"),
-            (vec![("SLINGSHOT_PREFETCH", "0")], "unlimited"),
+            (&["--concurrency", "0"], "not in 1..=1024"),
+            (&["--prefetch", "0"], "not in 1..=65535"),
             (
-                vec![("SLINGSHOT_CONCURRENCY", "8"), ("SLINGSHOT_PREFETCH", "4")],
-                "below",
+                &["--concurrency", "8", "--prefetch", "4"],
+                "SLINGSHOT_PREFETCH=4 is below",
             ),
-            (vec![("SLINGSHOT_MAX_ATTEMPTS", "0")], "at least 1"),
-            (vec![("SLINGSHOT_QUEUE_MODE", "transient")], "use durable"),
+            (&["--max-attempts", "0"], "--max-attempts \"0\""),
             (
-                vec![("SLINGSHOT_RETRY_BASE_MS", "10"), ("SLINGSHOT_RETRY_MAX_MS", "5")],
-                "below",
+                &["--retry-base-ms", "10", "--retry-max-ms", "5"],
+                "below SLINGSHOT_RETRY_BASE_MS=10",
+            ),
+            (
+                &["--queue-mode", "transient"],
+                "--queue-mode \"transient\": not a valid value (use one of: durable, compatible)",
             ),
         ] {
-            let err = with(&pairs).unwrap_err().to_string();
-            assert!(err.contains(needle), "{pairs:?}: {err}");
+            let err = with(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
         }
     }
 
     #[test]
     fn backoff_doubles_then_caps() {
-        let s = with(&[("SLINGSHOT_RETRY_BASE_MS", "100"), ("SLINGSHOT_RETRY_MAX_MS", "350")]).unwrap();
+        let s = with(&["--retry-base-ms", "100", "--retry-max-ms", "350"]).unwrap();
         let delays: Vec<u128> = (1..=5).map(|a| s.backoff(a).as_millis()).collect();
         assert_eq!(delays, [100, 200, 350, 350, 350]);
         assert_eq!(s.backoff(u32::MAX).as_millis(), 350);
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting() {
+        let readme = include_str!("../../README.md");
+        for arg in SettingsArgs::command().get_arguments() {
+            if let Some(var) = arg.get_env() {
+                let var = var.to_string_lossy();
+                assert!(
+                    readme.contains(&format!("`{var}`")),
+                    "README's settings table lacks {var}"
+                );
+            }
+        }
     }
 }

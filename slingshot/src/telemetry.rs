@@ -2,12 +2,38 @@
 
 use std::io::IsTerminal;
 
+use clap::{Args, FromArgMatches, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global log subscriber, once; later calls do nothing. Logs go
-/// to stdout (containers collect stdout).
-pub fn init() {
-    init_to(Output::Stdout);
+/// The logging settings, as flags or environment variables.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[command(next_help_heading = "Logging (flags or environment variables)")]
+pub struct LogArgs {
+    /// Log filter, e.g. `info` or `info,slingshot=debug`. lapin is quiet by
+    /// default: slingshot reports every broker failure with its context
+    /// (`info,lapin=debug` shows lapin's own view).
+    #[arg(long = "log", env = "SLINGSHOT_LOG", value_name = "FILTER", default_value = "info,lapin=off",
+          value_parser = parse_filter, global = true)]
+    pub filter: String,
+
+    /// Log format.
+    #[arg(long, env = "SLINGSHOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, with the request's span.
+    Json,
+}
+
+fn parse_filter(text: &str) -> Result<String, String> {
+    EnvFilter::try_new(text)
+        .map(|_| text.to_string())
+        .map_err(|e| format!("not a log filter ({e}); e.g. info or info,slingshot=debug"))
 }
 
 /// Where logs go.
@@ -19,35 +45,54 @@ pub enum Output {
     Stderr,
 }
 
-/// Like [`init`], logging to `output`.
-pub fn init_to(output: Output) {
-    // lapin logs broker replies the runtime handles itself (a passive
-    // declare of a missing queue, a closed channel) as errors; slingshot
-    // reports every broker failure with its context, so lapin is quiet
-    // unless asked for (SLINGSHOT_LOG=info,lapin=debug).
-    let filter = EnvFilter::try_from_env("SLINGSHOT_LOG").unwrap_or_else(|_| EnvFilter::new("info,lapin=off"));
-    let json = std::env::var("SLINGSHOT_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let writer = move || -> Box<dyn std::io::Write> {
-        match output {
-            Output::Stdout => Box::new(std::io::stdout()),
-            Output::Stderr => Box::new(std::io::stderr()),
+/// Installs the global log subscriber as `SLINGSHOT_LOG` and
+/// `SLINGSHOT_LOG_FORMAT` say, logging to stdout (containers collect
+/// stdout). A malformed value is reported on stderr and the defaults used.
+/// Once; later calls do nothing.
+pub fn init() {
+    let command = LogArgs::augment_args(clap::Command::new("slingshot"));
+    let args = command
+        .try_get_matches_from(["slingshot"])
+        .and_then(|matches| LogArgs::from_arg_matches(&matches));
+    match args {
+        Ok(args) => args.init(Output::Stdout),
+        Err(e) => {
+            eprintln!("warning: {}; logging at info", e.to_string().trim());
+            LogArgs {
+                filter: "info,lapin=off".into(),
+                log_format: LogFormat::Text,
+            }
+            .init(Output::Stdout);
         }
-    };
-    // Colours only on a terminal: a log redirected to a file or a pipe (a
-    // container runtime, `> service.log`) gets plain text.
-    let ansi = match output {
-        Output::Stdout => std::io::stdout().is_terminal(),
-        Output::Stderr => std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(writer);
-    // An error here only means a subscriber is already installed.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.compact().try_init()
-    };
+    }
+}
+
+impl LogArgs {
+    /// Installs the global log subscriber, logging to `output`. Once; later
+    /// calls do nothing.
+    pub fn init(&self, output: Output) {
+        let filter = EnvFilter::try_new(&self.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+        let writer = move || -> Box<dyn std::io::Write> {
+            match output {
+                Output::Stdout => Box::new(std::io::stdout()),
+                Output::Stderr => Box::new(std::io::stderr()),
+            }
+        };
+        // Colours only on a terminal: a log redirected to a file or a pipe
+        // (a container runtime, `> service.log`) gets plain text.
+        let ansi = match output {
+            Output::Stdout => std::io::stdout().is_terminal(),
+            Output::Stderr => std::io::stderr().is_terminal(),
+        };
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(ansi)
+            .with_writer(writer);
+        // An error here only means a subscriber is already installed.
+        let _ = match self.log_format {
+            LogFormat::Json => builder.json().try_init(),
+            LogFormat::Text => builder.compact().try_init(),
+        };
+    }
 }

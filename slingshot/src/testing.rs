@@ -1,6 +1,6 @@
 //! An in-memory harness to unit-test a `process` function: give it objects and routes, invoke IDs, inspect outputs, routes and written objects.
 //!
-//! ```no_run
+//! ```
 //! # #[slingshot::microservice(name = "shout", sys_map = "file:unused.json", main = false)]
 //! # fn shout(request: u64, read_file: &slingshot::ReadFileFn, write_file: &slingshot::WriteFileFn) -> Result<Vec<(u64, bool)>, slingshot::AnyError> {
 //! #     let mut s = String::new();

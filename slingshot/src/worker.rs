@@ -2,40 +2,18 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::future::try_join_all;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::broker::{Broker, BrokerError, Delivery, HeaderValue, Message};
+use crate::broker::{Broker, BrokerError, Delivery, Message};
 pub use crate::metrics::Stats;
+use crate::protocol::{self, dead_letter_queue, Decision, Envelope, FailureRecord};
 use crate::routing::RouteTable;
 use crate::service::{error_chain, Executed, Executor, Failure, FailureKind, Job};
 use crate::settings::Settings;
-
-/// Header carrying the attempt number of a retried request.
-pub const ATTEMPT_HEADER: &str = "x-slingshot-attempt";
-/// Header counting retries caused by outages of S3, the database or the
-/// broker; they do not use up attempts, but their backoff grows with it.
-pub const OUTAGES_HEADER: &str = "x-slingshot-outages";
-/// Header carrying the trace ID of a request through the pipeline.
-pub const TRACE_HEADER: &str = "x-slingshot-trace-id";
-/// Dead-letter header: the last error.
-pub const ERROR_HEADER: &str = "x-slingshot-error";
-/// Dead-letter header: the kind of the last error (`malformed`, `panic`, ...).
-pub const ERROR_KIND_HEADER: &str = "x-slingshot-error-kind";
-/// Dead-letter header: the service that gave up.
-pub const SERVICE_HEADER: &str = "x-slingshot-service";
-/// Dead-letter header: the queue the message came from.
-pub const QUEUE_HEADER: &str = "x-slingshot-queue";
-/// Dead-letter header: when it was dead-lettered, Unix seconds.
-pub const FAILED_AT_HEADER: &str = "x-slingshot-failed-at";
-
-/// The dead-letter queue of `inbound`.
-pub fn dead_letter_queue(inbound: &str) -> String {
-    format!("{inbound}.dead-letter")
-}
 
 /// A service's consumer and everything it needs.
 pub(crate) struct Worker {
@@ -91,14 +69,7 @@ impl Worker {
                 None => break Err(Stopped::Cancelled(self.inbound.clone())),
                 Some(Err(e)) => break Err(e.into()),
                 Some(Ok(mut delivery)) => {
-                    // The first service a request meets gives it its trace ID.
-                    if !delivery.message.headers.contains_key(TRACE_HEADER) {
-                        let id = parse_id(&delivery.message.body).unwrap_or(0);
-                        delivery
-                            .message
-                            .headers
-                            .insert(TRACE_HEADER.into(), HeaderValue::Str(new_trace_id(id)));
-                    }
+                    protocol::assign_trace_id(&mut delivery.message);
                     self.stats.consumed.fetch_add(1, Ordering::Relaxed);
                     let span = request_span(self.name, &delivery);
                     tasks.spawn(tracing::Instrument::instrument(
@@ -135,27 +106,28 @@ impl Worker {
     }
 
     async fn handle(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit, shutdown: watch::Receiver<bool>) {
-        let headers = &delivery.message.headers;
-        let attempt = header_count(&delivery.message, ATTEMPT_HEADER).max(1);
-        let request = match parse_id(&delivery.message.body) {
-            Ok(id) => id,
-            Err(reason) => {
+        let envelope = match Envelope::decode(&delivery.message) {
+            Ok(envelope) => envelope,
+            // Not a request: nothing to retry, so dead-lettered at once (as
+            // `protocol::decide` does with malformed failures).
+            Err(malformed) => {
                 drop(slot);
+                let attempt = malformed.attempt;
                 return self
-                    .dead_letter(delivery, Failure::new(FailureKind::Malformed, reason), attempt)
+                    .dead_letter(
+                        delivery,
+                        Failure::new(FailureKind::Malformed, malformed.reason),
+                        attempt,
+                    )
                     .await;
             }
         };
-        let trace_id = headers
-            .get(TRACE_HEADER)
-            .and_then(HeaderValue::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| new_trace_id(request));
+        let (request, attempt) = (envelope.id, envelope.attempt);
         let job = Job {
             request,
             attempt,
             redelivered: delivery.redelivered,
-            trace_id: trace_id.clone(),
+            trace_id: envelope.trace_id.clone(),
         };
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let executed = self.executor.clone().execute(job).await;
@@ -164,7 +136,7 @@ impl Worker {
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.
         drop(slot);
         let result = match executed {
-            Ok(executed) => self.route(request, &executed, &trace_id).await,
+            Ok(executed) => self.route(&envelope, &executed).await,
             Err(failure) => Err(failure),
         };
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -180,19 +152,22 @@ impl Worker {
                     }
                 }
             }
-            // An outside system failed: retry until it is back, without using up attempts.
-            Err(failure) if failure.transient => self.retry(delivery, request, attempt, failure, shutdown).await,
-            Err(failure) if attempt >= self.settings.max_attempts => {
-                tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
-                self.dead_letter(delivery, failure, attempt).await;
-            }
-            Err(failure) => self.retry(delivery, request, attempt, failure, shutdown).await,
+            Err(failure) => match protocol::decide(&failure, &envelope, &self.settings) {
+                Decision::Retry { delay, next } => {
+                    self.retry(delivery, &envelope, next, delay, failure, shutdown).await
+                }
+                Decision::DeadLetter { attempts } => {
+                    tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
+                    self.dead_letter(delivery, failure, attempts).await;
+                }
+            },
         }
     }
 
     /// Routes the outputs: publishes every `(queue, id)` concurrently and
     /// waits for all the confirms.
-    async fn route(&self, request: u64, executed: &Executed, trace_id: &str) -> Result<(), Failure> {
+    async fn route(&self, envelope: &Envelope, executed: &Executed) -> Result<(), Failure> {
+        let request = envelope.id;
         let plan = self.routes.plan(&executed.outputs);
         for (id, case) in &plan.unrouted {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +175,7 @@ impl Worker {
             tracing::warn!(service = self.name, request, output = id, %case, "no route for this case; output dropped");
         }
         let publishes = plan.sends.iter().map(|(queue, id)| {
-            let message = Message::id(*id).with_header(TRACE_HEADER, HeaderValue::Str(trace_id.to_string()));
+            let message = envelope.encode_output(*id);
             async move {
                 let sent = std::time::Instant::now();
                 let confirmed = self.broker.publish(queue, message).await;
@@ -230,23 +205,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Waits out the backoff, then sends the request back to the inbound
-    /// queue with its attempt count raised, then acks this delivery. The
-    /// count travels in the message, so it survives restarts.
+    /// Waits out the backoff `delay`, then sends the request back to the
+    /// inbound queue as `next` (its attempt or outage count raised), then acks
+    /// this delivery. The counts travel in the message, so they survive
+    /// restarts.
     async fn retry(
         &self,
         delivery: Delivery,
-        request: u64,
-        attempt: u32,
+        envelope: &Envelope,
+        next: Envelope,
+        delay: Duration,
         failure: Failure,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let outages = header_count(&delivery.message, OUTAGES_HEADER);
-        let (next_attempt, outages, delay) = if failure.transient {
-            (attempt, outages + 1, self.settings.backoff(outages + 1))
-        } else {
-            (attempt + 1, outages, self.settings.backoff(attempt))
-        };
+        let (request, attempt) = (envelope.id, envelope.attempt);
         tracing::warn!(
             service = self.name,
             request,
@@ -261,38 +233,14 @@ impl Worker {
             // Shutting down: hand the retry back to the queue now.
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
-        let mut message = delivery.message.clone();
-        for (name, value) in [
-            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(next_attempt))),
-            (OUTAGES_HEADER, HeaderValue::Int(i64::from(outages))),
-            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
-            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
-        ] {
-            message.headers.insert(name.into(), value);
-        }
+        let message = next.encode_retry(&delivery.message, &failure);
         self.forward(delivery, &self.inbound.clone(), message).await;
         self.stats.retried.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn dead_letter(&self, delivery: Delivery, failure: Failure, attempt: u32) {
-        let mut message = delivery.message.clone();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        for (name, value) in [
-            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
-            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
-            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(attempt))),
-            (SERVICE_HEADER, HeaderValue::Str(self.name.into())),
-            (QUEUE_HEADER, HeaderValue::Str(self.inbound.clone())),
-            (
-                FAILED_AT_HEADER,
-                HeaderValue::Int(i64::try_from(now).unwrap_or(i64::MAX)),
-            ),
-        ] {
-            message.headers.insert(name.into(), value);
-        }
+        let record = FailureRecord::new(&failure, attempt, self.name, &self.inbound, SystemTime::now());
+        let message = record.encode(&delivery.message);
         tracing::warn!(service = self.name, kind = failure.kind.as_str(), error = %failure.message, "dead-lettered");
         if self.forward(delivery, &dead_letter_queue(&self.inbound), message).await {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -325,84 +273,11 @@ impl Worker {
 /// through a pipeline by its trace ID.
 fn request_span(service: &'static str, delivery: &Delivery) -> tracing::Span {
     let body = std::str::from_utf8(&delivery.message.body).unwrap_or("<not UTF-8>");
-    let trace = delivery.message.headers.get(TRACE_HEADER).and_then(HeaderValue::as_str);
     tracing::info_span!(
         "request",
         service,
         request = body.trim(),
-        attempt = header_count(&delivery.message, ATTEMPT_HEADER).max(1),
-        trace_id = trace.unwrap_or(""),
+        attempt = protocol::attempt(&delivery.message),
+        trace_id = protocol::trace_id(&delivery.message).unwrap_or(""),
     )
-}
-
-/// A non-negative count carried in a header (0 when absent or malformed).
-fn header_count(message: &Message, name: &str) -> u32 {
-    message
-        .headers
-        .get(name)
-        .and_then(HeaderValue::as_int)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0)
-}
-
-/// Parses a request body: the ID in decimal ASCII. Exactly what the
-/// original `slingshot-microservice` accepts: surrounding whitespace is
-/// trimmed and a leading `+` is allowed (Rust's `u64` parsing).
-pub fn parse_id(body: &[u8]) -> Result<u64, String> {
-    let text = std::str::from_utf8(body).map_err(|_| format!("body is not UTF-8 ({} bytes)", body.len()))?;
-    let digits = text.trim();
-    let unsigned = digits.strip_prefix('+').unwrap_or(digits);
-    if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
-        let shown: String = digits.chars().take(40).collect();
-        return Err(format!("body {shown:?} is not a decimal u64"));
-    }
-    digits
-        .parse()
-        .map_err(|_| format!("body {digits:?} is out of range for a u64"))
-}
-
-fn new_trace_id(request: u64) -> String {
-    use std::sync::atomic::AtomicU64;
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_nanos() as u64;
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:016x}{:08x}{:08x}",
-        nanos ^ request.rotate_left(17),
-        std::process::id(),
-        seq as u32
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_parse_strictly() {
-        assert_eq!(parse_id(b"42"), Ok(42));
-        assert_eq!(parse_id(b" 42\n"), Ok(42));
-        assert_eq!(parse_id(b"18446744073709551615"), Ok(u64::MAX));
-        // As the original: trimmed, then Rust's parser, which takes a `+`.
-        assert_eq!(parse_id(b"\t+7\r\n"), Ok(7));
-        assert_eq!(parse_id(b"007"), Ok(7));
-        for bad in [
-            &b""[..],
-            b"+",
-            b"++1",
-            b"-1",
-            b"4 2",
-            b"0x10",
-            b"1.0",
-            b"abc",
-            b"18446744073709551616",
-            b"\xff\xfe",
-        ] {
-            assert!(parse_id(bad).is_err(), "{bad:?}");
-        }
-        assert!(parse_id(b"\xff").unwrap_err().contains("not UTF-8"));
-    }
 }

@@ -245,6 +245,7 @@ impl Fixture {
             staging_dir: self.staging_dir(),
             shutdown_deadline: Duration::from_secs(10),
             queue_mode: QueueMode::Durable,
+            ..Settings::default()
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use slingshot::broker::{Broker, Durability, HeaderValue, Message};
-use slingshot::worker::{dead_letter_queue, ERROR_KIND_HEADER};
+use slingshot::protocol::{dead_letter_queue, ERROR_KIND_HEADER};
 use slingshot_tests::private::{PrivateGarage, PrivatePostgres, PrivateRabbit};
 use slingshot_tests::{drain, service_command, signal, test_broker, Backend, Collector, Fixture};
 use tokio::process::Child;

@@ -112,7 +112,7 @@ async fn metrics_count_a_known_workload() {
             .unwrap();
     }
     collector.wait_for(97, Duration::from_secs(60)).await;
-    let dlq = slingshot::worker::dead_letter_queue(&f.q("in"));
+    let dlq = slingshot::protocol::dead_letter_queue(&f.q("in"));
     let start = Instant::now();
     while broker.ready_count(&dlq).await.unwrap() < 2 {
         assert!(start.elapsed() < Duration::from_secs(30), "dead letters missing");

@@ -1,7 +1,8 @@
 //! Object storage: the `ObjectStore` seam, the readers and writers `process` gets, and the errors it can tell apart.
 //!
 //! Implementations: [`dir::DirStore`] (a local directory, the embedded
-//! default). Staging of `write_file` output lives in [`staging`].
+//! default) and [`s3::S3Store`] (S3, e.g. Garage). Staging of `write_file`
+//! output lives in [`staging`].
 
 pub mod dir;
 pub mod s3;
@@ -16,7 +17,7 @@ use async_trait::async_trait;
 ///
 /// `process` can tell a missing object apart from other failures:
 ///
-/// ```no_run
+/// ```
 /// # fn f(read_file: &slingshot::ReadFileFn) -> Result<(), slingshot::AnyError> {
 /// match read_file("in", 7) {
 ///     Ok(reader) => { /* ... */ }

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Backends, BrokerBackend, DatabaseBackend, ObjectsBackend, SysMapError, SysMapSource};
@@ -54,49 +55,42 @@ impl FileSysMap {
 
     /// Parses a sys-map document; relative backend paths resolve against `base`.
     pub fn parse(text: &str, base: &Path, name: &str) -> Result<Self, SysMapError> {
-        let source_name = format!("sys-map file {name}");
-        let invalid = |got: String, expected: &str| SysMapError::Invalid {
-            source_name: source_name.clone(),
+        let invalid = |got: String| SysMapError::Invalid {
+            source_name: format!("sys-map file {name}"),
             path: String::new(),
             got,
-            expected: expected.into(),
+            expected: FILE_SHAPE.into(),
         };
-        let doc: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string(), "a JSON document"))?;
-        let Value::Object(mut doc) = doc else {
-            return Err(invalid(
-                "a non-object".into(),
-                r#"an object {"backends": {...}, "endpoints": {...}}"#,
-            ));
-        };
-        if let Some(key) = doc.keys().find(|k| *k != "backends" && *k != "endpoints") {
-            return Err(invalid(
-                format!("key {key:?}"),
-                r#"only the keys "backends" and "endpoints""#,
-            ));
-        }
-        let endpoints = match doc.remove("endpoints") {
-            Some(Value::Object(map)) => map
-                .into_iter()
-                .map(|(k, v)| (k.trim_start_matches('/').to_string(), v))
-                .collect(),
-            _ => {
-                return Err(invalid(
-                    "no \"endpoints\" object".into(),
-                    "an \"endpoints\" object mapping paths to bodies",
-                ))
-            }
-        };
-        let backends = match doc.remove("backends") {
-            None => Backends {
-                broker: BrokerBackend::Memory,
-                objects: ObjectsBackend::Dir(base.join(".slingshot/objects")),
-                database: DatabaseBackend::Sqlite(base.join(".slingshot/slingshot.db")),
+        let mut json = serde_json::Deserializer::from_str(text);
+        let doc: FileDoc = serde_path_to_error::deserialize(&mut json).map_err(|e| match e.path().to_string() {
+            root if root == "." => invalid(e.inner().to_string()),
+            at => invalid(format!("{at}: {}", e.inner())),
+        })?;
+        json.end().map_err(|e| invalid(e.to_string()))?;
+        let backends = doc.backends.unwrap_or_default();
+        let backends = Backends {
+            broker: match backends.broker {
+                BrokerDoc::Memory => BrokerBackend::Memory,
+                BrokerDoc::Rabbitmq => BrokerBackend::RabbitMq,
             },
-            Some(v) => parse_backends(&v, base).map_err(|expected| invalid(v.to_string(), &expected))?,
+            objects: match backends.objects {
+                None => ObjectsBackend::Dir(base.join(".slingshot/objects")),
+                Some(ObjectsDoc::Named(S3Name::S3)) => ObjectsBackend::S3,
+                Some(ObjectsDoc::Dir { dir }) => ObjectsBackend::Dir(base.join(dir)),
+            },
+            database: match backends.database {
+                None => DatabaseBackend::Sqlite(base.join(".slingshot/slingshot.db")),
+                Some(DatabaseDoc::Named(PostgresName::Postgres)) => DatabaseBackend::Postgres,
+                Some(DatabaseDoc::Sqlite { sqlite }) => DatabaseBackend::Sqlite(base.join(sqlite)),
+            },
         };
         Ok(FileSysMap {
             path: PathBuf::from(name),
-            endpoints,
+            endpoints: doc
+                .endpoints
+                .into_iter()
+                .map(|(k, v)| (k.trim_start_matches('/').to_string(), v))
+                .collect(),
             backends,
         })
     }
@@ -115,46 +109,60 @@ impl FileSysMap {
     }
 }
 
-fn parse_backends(value: &Value, base: &Path) -> Result<Backends, String> {
-    const SHAPE: &str = r#"backends {"broker": "memory"|"rabbitmq", "objects": {"dir": PATH}|"s3", "database": {"sqlite": PATH}|"postgres"}"#;
-    let object = value.as_object().ok_or(SHAPE)?;
-    if let Some(key) = object
-        .keys()
-        .find(|k| !["broker", "objects", "database"].contains(&k.as_str()))
-    {
-        return Err(format!("{SHAPE}; unknown key {key:?}"));
-    }
-    let path_in =
-        |v: Option<&Value>, key: &str| -> Option<PathBuf> { v?.as_object()?.get(key)?.as_str().map(|p| base.join(p)) };
-    let broker = match object.get("broker").and_then(Value::as_str) {
-        None | Some("memory") => BrokerBackend::Memory,
-        Some("rabbitmq") => BrokerBackend::RabbitMq,
-        Some(other) => {
-            return Err(format!(
-                "{SHAPE}; broker {other:?} is neither \"memory\" nor \"rabbitmq\""
-            ))
-        }
-    };
-    let objects = match object.get("objects") {
-        None => ObjectsBackend::Dir(base.join(".slingshot/objects")),
-        Some(Value::String(s)) if s == "s3" => ObjectsBackend::S3,
-        v => ObjectsBackend::Dir(
-            path_in(v, "dir").ok_or_else(|| format!("{SHAPE}; objects must be {{\"dir\": PATH}} or \"s3\""))?,
-        ),
-    };
-    let database = match object.get("database") {
-        None => DatabaseBackend::Sqlite(base.join(".slingshot/slingshot.db")),
-        Some(Value::String(s)) if s == "postgres" => DatabaseBackend::Postgres,
-        v => DatabaseBackend::Sqlite(
-            path_in(v, "sqlite")
-                .ok_or_else(|| format!("{SHAPE}; database must be {{\"sqlite\": PATH}} or \"postgres\""))?,
-        ),
-    };
-    Ok(Backends {
-        broker,
-        objects,
-        database,
-    })
+const FILE_SHAPE: &str = r#"{"backends": {"broker": "memory"|"rabbitmq", "objects": {"dir": PATH}|"s3", "database": {"sqlite": PATH}|"postgres"}, "endpoints": {PATH: BODY, ...}}"#;
+
+/// The file's document.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with \"endpoints\" and optionally \"backends\""
+)]
+struct FileDoc {
+    backends: Option<BackendsDoc>,
+    endpoints: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BackendsDoc {
+    #[serde(default)]
+    broker: BrokerDoc,
+    objects: Option<ObjectsDoc>,
+    database: Option<DatabaseDoc>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+enum BrokerDoc {
+    #[default]
+    Memory,
+    Rabbitmq,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged, expecting = r#""s3" or {"dir": PATH}"#)]
+enum ObjectsDoc {
+    Named(S3Name),
+    Dir { dir: PathBuf },
+}
+
+#[derive(Deserialize)]
+enum S3Name {
+    #[serde(rename = "s3")]
+    S3,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged, expecting = r#""postgres" or {"sqlite": PATH}"#)]
+enum DatabaseDoc {
+    Named(PostgresName),
+    Sqlite { sqlite: PathBuf },
+}
+
+#[derive(Deserialize)]
+enum PostgresName {
+    #[serde(rename = "postgres")]
+    Postgres,
 }
 
 #[async_trait]
@@ -221,15 +229,30 @@ mod tests {
     #[test]
     fn mistakes_are_reported() {
         for (doc, needle) in [
-            ("[]", "an object"),
-            (r#"{"endpoint": {}}"#, "only the keys"),
-            (r#"{"backends": {}}"#, "endpoints"),
-            (r#"{"backends": {"broker": "kafka"}, "endpoints": {}}"#, "kafka"),
+            ("[]", "answered invalid length 0, expected an object with \"endpoints\""),
+            ("{", "EOF while parsing an object"),
+            (r#"{"endpoints": {}} x"#, "trailing characters"),
+            (
+                r#"{"endpoint": {}}"#,
+                "unknown field `endpoint`, expected `backends` or `endpoints`",
+            ),
+            (r#"{"backends": {}}"#, "missing field `endpoints`"),
+            (
+                r#"{"backends": {"broker": "kafka"}, "endpoints": {}}"#,
+                "backends.broker: unknown variant `kafka`, expected `memory` or `rabbitmq`",
+            ),
             (
                 r#"{"backends": {"objects": "gcs"}, "endpoints": {}}"#,
-                "objects must be",
+                r#"backends.objects: "s3" or {"dir": PATH}"#,
             ),
-            (r#"{"backends": {"cache": 1}, "endpoints": {}}"#, "unknown key"),
+            (
+                r#"{"backends": {"database": {"sqlite": 3}}, "endpoints": {}}"#,
+                r#"backends.database: "postgres" or {"sqlite": PATH}"#,
+            ),
+            (
+                r#"{"backends": {"cache": 1}, "endpoints": {}}"#,
+                "backends.cache: unknown field `cache`, expected one of `broker`, `objects`, `database`",
+            ),
         ] {
             let err = FileSysMap::parse(doc, Path::new("."), "t").unwrap_err().to_string();
             assert!(err.contains(needle), "{doc}: {err}");

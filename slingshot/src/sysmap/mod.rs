@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Unexpected, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::case::CaseValue;
@@ -208,6 +210,17 @@ impl SysMap {
     /// or `SLINGSHOT_SYS_MAP` give it: `file:PATH` (or a path ending in
     /// `.json`) reads a local file; `http://…` and `https://…` are used as
     /// they are; anything else is a host and gets `https://` in front.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("sysmap.json");
+    /// std::fs::write(&file, r#"{"endpoints": {"resize": {"in": "images", "out": []}, "resize/in": "uploads"}}"#)?;
+    /// let sysmap = slingshot::sysmap::SysMap::open(&format!("file:{}", file.display()))?;
+    /// assert_eq!(sysmap.service("resize").await?.inbound, "images");
+    /// assert_eq!(sysmap.bucket("resize", "in").await?, "uploads");
+    /// # Ok(()) }
+    /// ```
     pub fn open(location: &str) -> Result<SysMap, SysMapError> {
         let source: Arc<dyn SysMapSource> = match file_location(location) {
             Some(path) => Arc::new(file::FileSysMap::load(path)?),
@@ -226,24 +239,54 @@ impl SysMap {
         self.source.describe()
     }
 
-    async fn json(&self, path: &str) -> Result<Value, SysMapError> {
+    /// The JSON document at `path`, deserialized as `T` and checked by
+    /// `check`. A mistake is reported with where it is (`out[1].queues[0]`),
+    /// what is there and what the protocol expects (`shape`); with
+    /// `quote_body` the body is quoted too (never for the endpoints that hold
+    /// secret references).
+    async fn document<T: DeserializeOwned, U>(
+        &self,
+        path: &str,
+        shape: &str,
+        quote_body: bool,
+        check: impl FnOnce(T) -> Result<U, String>,
+    ) -> Result<U, SysMapError> {
         let body = self.source.get(path).await?;
-        serde_json::from_str(&body).map_err(|e| self.invalid(path, &body, format!("JSON ({e})")))
+        let found = |problem: String| {
+            if quote_body {
+                format!("{} ({problem})", shorten(&body))
+            } else {
+                format!("a document ({problem})")
+            }
+        };
+        let value: Value = serde_json::from_str(&body)
+            .map_err(|e| self.invalid_verbatim(path, found(format!("text is not JSON: {e}")), shape.to_string()))?;
+        let doc: T = serde_path_to_error::deserialize(value).map_err(|e| {
+            let at = match e.path().to_string() {
+                root if root == "." => String::new(),
+                field => format!("{field}: "),
+            };
+            self.invalid_verbatim(path, found(format!("{at}{}", e.inner())), shape.to_string())
+        })?;
+        check(doc).map_err(|problem| self.invalid_verbatim(path, found(problem), shape.to_string()))
     }
 
     fn invalid(&self, path: &str, got: &str, expected: impl Into<String>) -> SysMapError {
+        self.invalid_verbatim(path, shorten(got), expected.into())
+    }
+
+    fn invalid_verbatim(&self, path: &str, got: String, expected: String) -> SysMapError {
         SysMapError::Invalid {
             source_name: self.source.describe(),
             path: path.into(),
-            got: shorten(got),
-            expected: expected.into(),
+            got,
+            expected,
         }
     }
 
     /// The `{name}` endpoint: inbound queue and routes.
     pub async fn service(&self, name: &str) -> Result<ServiceWiring, SysMapError> {
-        let value = self.json(name).await?;
-        parse_wiring(&value).map_err(|expected| self.invalid(name, &value.to_string(), expected))
+        self.document(name, WIRING_SHAPE, true, WiringDoc::validate).await
     }
 
     /// The `{name}/{key}` endpoint: the real bucket behind reference `key`,
@@ -278,40 +321,39 @@ impl SysMap {
 
     /// The `rabbitmq` endpoint.
     pub async fn rabbitmq(&self) -> Result<RabbitMqEndpoint, SysMapError> {
-        let path = "rabbitmq";
-        let v = self.json(path).await?;
-        let f = Fields::new(self, path, &v)?;
+        const SHAPE: &str =
+            r#"{"host": ["<host>"], "port": [<port>], "username": ["<user>"], "pass": ["<secret ref>"]}"#;
+        let doc: RabbitMqDoc = self.document("rabbitmq", SHAPE, false, Ok).await?;
         Ok(RabbitMqEndpoint {
-            host: f.string("host")?,
-            port: f.port("port")?,
-            username: f.string("username")?,
-            pass: f.string("pass")?,
+            host: doc.host.0 .0,
+            port: doc.port.0 .0,
+            username: doc.username.0 .0,
+            pass: doc.pass.0 .0,
         })
     }
 
     /// The `db` endpoint.
     pub async fn db(&self) -> Result<DbEndpoint, SysMapError> {
-        let path = "db";
-        let v = self.json(path).await?;
-        let f = Fields::new(self, path, &v)?;
+        const SHAPE: &str = r#"{"host": ["<host>"], "port": [<port>], "username": ["<user>"], "database": ["<name>"], "pass": ["<secret ref>"]}"#;
+        let doc: DbDoc = self.document("db", SHAPE, false, Ok).await?;
         Ok(DbEndpoint {
-            host: f.string("host")?,
-            port: f.port("port")?,
-            username: f.string("username")?,
-            database: f.string("database")?,
-            pass: f.string("pass")?,
+            host: doc.host.0 .0,
+            port: doc.port.0 .0,
+            username: doc.username.0 .0,
+            database: doc.database.0 .0,
+            pass: doc.pass.0 .0,
         })
     }
 
     /// The `object-storage` endpoint.
     pub async fn object_storage(&self) -> Result<ObjectStorageEndpoint, SysMapError> {
-        let path = "object-storage";
-        let v = self.json(path).await?;
-        let f = Fields::new(self, path, &v)?;
+        const SHAPE: &str =
+            r#"{"host": ["<host or URL>"], "pass:access-key": ["<secret ref>"], "pass:secret-key": ["<secret ref>"]}"#;
+        let doc: ObjectStorageDoc = self.document("object-storage", SHAPE, false, Ok).await?;
         Ok(ObjectStorageEndpoint {
-            host: f.string("host")?,
-            access_key: f.string("pass:access-key")?,
-            secret_key: f.string("pass:secret-key")?,
+            host: doc.host.0 .0,
+            access_key: doc.access_key.0 .0,
+            secret_key: doc.secret_key.0 .0,
         })
     }
 }
@@ -337,75 +379,126 @@ pub(crate) fn http_url(location: &str) -> String {
     base.trim_end_matches('/').to_string()
 }
 
-/// The fields of the `rabbitmq`, `db` and `object-storage` endpoints: each
-/// an array holding exactly one value.
-struct Fields<'a> {
-    map: &'a SysMap,
-    path: &'a str,
-    object: &'a serde_json::Map<String, Value>,
+/// The documents of the `rabbitmq`, `db` and `object-storage` endpoints, as
+/// the original reads them: unknown fields are ignored, each field is an
+/// array holding exactly one value.
+#[derive(Deserialize)]
+#[serde(expecting = "an object")]
+struct RabbitMqDoc {
+    host: One<Text>,
+    port: One<Port>,
+    username: One<Text>,
+    pass: One<Text>,
 }
 
-impl<'a> Fields<'a> {
-    fn new(map: &'a SysMap, path: &'a str, value: &'a Value) -> Result<Self, SysMapError> {
-        let object = value
-            .as_object()
-            .ok_or_else(|| map.invalid(path, &value.to_string(), "a JSON object"))?;
-        Ok(Fields { map, path, object })
-    }
+#[derive(Deserialize)]
+#[serde(expecting = "an object")]
+struct DbDoc {
+    host: One<Text>,
+    port: One<Port>,
+    username: One<Text>,
+    database: One<Text>,
+    pass: One<Text>,
+}
 
-    fn one(&self, field: &str) -> Result<&'a Value, SysMapError> {
-        let expected = || format!("field {field:?} to be an array holding exactly one value");
-        match self.object.get(field) {
-            None => Err(self.map.invalid(
-                self.path,
-                &format!("an object with fields {:?}", self.object.keys().collect::<Vec<_>>()),
-                expected(),
-            )),
-            Some(Value::Array(items)) if items.len() == 1 => Ok(&items[0]),
-            // Field values may hold secret references; show only their shape.
-            Some(other) => Err(self
-                .map
-                .invalid(self.path, &format!("{field:?}: {}", shape(other)), expected())),
+#[derive(Deserialize)]
+#[serde(expecting = "an object")]
+struct ObjectStorageDoc {
+    host: One<Text>,
+    #[serde(rename = "pass:access-key")]
+    access_key: One<Text>,
+    #[serde(rename = "pass:secret-key")]
+    secret_key: One<Text>,
+}
+
+/// An array holding exactly one `T`. What is found instead is described by
+/// its shape only: these fields may hold secret references.
+struct One<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for One<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OneVisitor<T> {
+            type Value = One<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array holding exactly one value")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<One<T>, A::Error> {
+                let Some(first) = seq.next_element::<T>()? else {
+                    return Err(de::Error::invalid_length(0, &self));
+                };
+                let mut more = 0;
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {
+                    more += 1;
+                }
+                match more {
+                    0 => Ok(One(first)),
+                    n => Err(de::Error::invalid_length(1 + n, &self)),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<One<T>, E> {
+                Err(E::invalid_type(Unexpected::Other("a string"), &self))
+            }
         }
-    }
 
-    fn string(&self, field: &str) -> Result<String, SysMapError> {
-        match self.one(field)? {
-            Value::String(s) if !s.is_empty() => Ok(s.clone()),
-            other => Err(self.map.invalid(
-                self.path,
-                &format!("{field:?}: [{}]", shape(other)),
-                format!("field {field:?} to hold one non-empty string"),
-            )),
-        }
-    }
-
-    fn port(&self, field: &str) -> Result<u16, SysMapError> {
-        let value = self.one(field)?;
-        let port = match value {
-            Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-            Value::String(s) => s.parse::<u16>().ok(),
-            _ => None,
-        };
-        port.filter(|p| *p != 0).ok_or_else(|| {
-            self.map.invalid(
-                self.path,
-                &format!("{field:?}: [{value}]"),
-                format!("field {field:?} to hold one port number (1-65535)"),
-            )
-        })
+        deserializer.deserialize_any(OneVisitor(std::marker::PhantomData))
     }
 }
 
-fn shape(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a bool",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(a) if a.is_empty() => "an empty array",
-        Value::Array(_) => "an array of several values",
-        Value::Object(_) => "an object",
+/// A non-empty string.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() {
+            return Err(de::Error::invalid_value(Unexpected::Str(""), &"a non-empty string"));
+        }
+        Ok(Text(text))
+    }
+}
+
+/// A port number, 1-65535, written as a number or a string.
+struct Port(u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+
+        impl Visitor<'_> for PortVisitor {
+            type Value = Port;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port number (1-65535)")
+            }
+
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Port, E> {
+                match u16::try_from(n) {
+                    Ok(port) if port != 0 => Ok(Port(port)),
+                    _ => Err(E::invalid_value(Unexpected::Unsigned(n), &self)),
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Port, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::invalid_value(Unexpected::Signed(n), &self)),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Port, E> {
+                match text.trim().parse::<u64>() {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::invalid_value(Unexpected::Str(text), &self)),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(PortVisitor)
     }
 }
 
@@ -421,72 +514,75 @@ fn shorten(text: &str) -> String {
     }
 }
 
-fn parse_wiring(value: &Value) -> Result<ServiceWiring, String> {
-    const SHAPE: &str =
-        r#"{"in": "<queue>", "out": [{"case": <bool|integer|string>, "queues": ["<queue>", ...]}, ...]}"#;
-    let object = value.as_object().ok_or_else(|| SHAPE.to_string())?;
-    let mut warnings = Vec::new();
-    let inbound = match object.get("in") {
-        Some(Value::String(q)) => q.clone(),
-        _ => return Err(format!("{SHAPE} (field \"in\" must be a queue name)")),
-    };
-    check_queue_name(&inbound, &mut warnings).map_err(|why| format!("a valid inbound queue name: {why}"))?;
-    let entries = match object.get("out") {
-        Some(Value::Array(entries)) => entries.as_slice(),
-        None => &[],
-        Some(_) => return Err(format!("{SHAPE} (field \"out\" must be an array)")),
-    };
-    let mut routes: Vec<Route> = Vec::with_capacity(entries.len());
-    // Where each route's entry is, for messages about duplicates.
-    let mut sources: Vec<usize> = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let Some(raw_case) = entry.get("case") else {
-            return Err(format!("out[{i}] to have a \"case\" (a bool, an integer or a string)"));
-        };
-        let queues = match entry.get("queues") {
-            Some(Value::Array(qs)) => qs
-                .iter()
-                .enumerate()
-                .map(|(j, q)| match q {
-                    Value::String(q) => check_queue_name(q, &mut warnings)
-                        .map(|()| q.clone())
-                        .map_err(|why| format!("out[{i}].queues[{j}] to be a valid queue name: {why}")),
-                    _ => Err(format!("out[{i}].queues[{j}] to be a string (a queue name)")),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => return Err(format!("out[{i}].queues to be an array of queue names")),
-        };
-        // The original keys its routes by the case's JSON text, so it takes
-        // any JSON value; one that is not a bool, an integer or a string can
-        // never equal a case variable, so the entry can never be used.
-        let Some(case) = CaseValue::from_json(raw_case) else {
-            warnings.push(format!(
-                "out[{i}].case is {raw_case}, which no case variable can equal (a case is a bool, an integer or a string): entry ignored"
-            ));
-            continue;
-        };
-        match routes.iter().position(|r| r.case == case) {
-            // As the original did: each entry replaces an earlier one with
-            // the same case, so the last one wins.
-            Some(earlier) => {
-                warnings.push(format!(
-                    "case {case} is listed at out[{}] and again at out[{i}]; as in the original slingshot-microservice the last entry wins: case {case} routes to {queues:?}, not to {:?}",
-                    sources[earlier], routes[earlier].queues
-                ));
-                routes[earlier].queues = queues;
-                sources[earlier] = i;
+const WIRING_SHAPE: &str =
+    r#"{"in": "<queue>", "out": [{"case": <bool|integer|string>, "queues": ["<queue>", ...]}, ...]}"#;
+
+/// The `{name}` endpoint's document, as the original reads it: unknown
+/// fields ignored, any JSON value as a case.
+#[derive(Deserialize)]
+#[serde(expecting = "an object with \"in\" and \"out\"")]
+struct WiringDoc {
+    #[serde(rename = "in")]
+    inbound: String,
+    #[serde(default)]
+    out: Vec<OutDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "an object with \"case\" and \"queues\"")]
+struct OutDoc {
+    case: Value,
+    queues: Vec<String>,
+}
+
+impl WiringDoc {
+    /// Checks the queue names and routes the cases as the original does.
+    fn validate(self) -> Result<ServiceWiring, String> {
+        let mut warnings = Vec::new();
+        check_queue_name(&self.inbound, &mut warnings).map_err(|why| format!("in: {why}"))?;
+        let mut routes: Vec<Route> = Vec::with_capacity(self.out.len());
+        // Where each route's entry is, for messages about duplicates.
+        let mut sources: Vec<usize> = Vec::with_capacity(self.out.len());
+        for (i, entry) in self.out.into_iter().enumerate() {
+            for (j, queue) in entry.queues.iter().enumerate() {
+                check_queue_name(queue, &mut warnings).map_err(|why| format!("out[{i}].queues[{j}]: {why}"))?;
             }
-            None => {
-                routes.push(Route { case, queues });
-                sources.push(i);
+            // The original keys its routes by the case's JSON text, so it
+            // takes any JSON value; one that is not a bool, an integer or a
+            // string can never equal a case variable, so its entry is unused.
+            let Some(case) = CaseValue::from_json(&entry.case) else {
+                warnings.push(format!(
+                    "out[{i}].case is {}, which no case variable can equal (a case is a bool, an integer or a string): entry ignored",
+                    entry.case
+                ));
+                continue;
+            };
+            match routes.iter().position(|r| r.case == case) {
+                // As the original did: each entry replaces an earlier one
+                // with the same case, so the last one wins.
+                Some(earlier) => {
+                    warnings.push(format!(
+                        "case {case} is listed at out[{}] and again at out[{i}]; as in the original slingshot-microservice the last entry wins: case {case} routes to {:?}, not to {:?}",
+                        sources[earlier], entry.queues, routes[earlier].queues
+                    ));
+                    routes[earlier].queues = entry.queues;
+                    sources[earlier] = i;
+                }
+                None => {
+                    routes.push(Route {
+                        case,
+                        queues: entry.queues,
+                    });
+                    sources.push(i);
+                }
             }
         }
+        Ok(ServiceWiring {
+            inbound: self.inbound,
+            routes,
+            warnings,
+        })
     }
-    Ok(ServiceWiring {
-        inbound,
-        routes,
-        warnings,
-    })
 }
 
 /// Whether `name` can be a queue name: RabbitMQ refuses empty names (it
@@ -535,13 +631,33 @@ mod tests {
         assert_eq!(http_url("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
     }
 
+    /// A sys-map whose endpoint `path` answers `body`.
+    fn answering(path: &str, body: &str) -> SysMap {
+        let doc = format!(r#"{{"endpoints": {{{path:?}: {body}}}}}"#);
+        let map = file::FileSysMap::parse(&doc, std::path::Path::new("."), "test").expect("test sys-map");
+        SysMap::new(Arc::new(map))
+    }
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("test runtime")
+            .block_on(future)
+    }
+
+    fn wiring(json: &str) -> Result<ServiceWiring, String> {
+        block_on(answering("svc", json).service("svc")).map_err(|e| e.to_string())
+    }
+
+    fn lenient(json: &str) -> ServiceWiring {
+        wiring(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
     #[test]
     fn wiring_parses_every_case_kind() {
-        let v: Value = serde_json::from_str(
+        let w = lenient(
             r#"{"in": "a", "out": [{"case": true, "queues": ["b", "c"]}, {"case": 3, "queues": []}, {"case": "x", "queues": ["d"]}]}"#,
-        )
-        .unwrap();
-        let w = parse_wiring(&v).unwrap();
+        );
         assert_eq!(w.inbound, "a");
         assert_eq!(w.routes.len(), 3);
         assert_eq!(w.routes[0].case, CaseValue::Bool(true));
@@ -551,36 +667,126 @@ mod tests {
     }
 
     #[test]
-    fn wiring_errors_say_what_was_expected() {
+    fn wiring_errors_name_the_endpoint_the_field_and_the_shape() {
         let bad = [
-            (r#"[]"#, "\"in\""),
-            (r#"{"out": []}"#, "field \"in\""),
-            (r#"{"in": ""}"#, "cannot be empty"),
-            (r#"{"in": "a", "out": {}}"#, "\"out\" must be an array"),
-            (r#"{"in": "a", "out": [{"queues": []}]}"#, "out[0] to have a \"case\""),
-            (r#"{"in": "a", "out": [{"case": 1, "queues": "q"}]}"#, "out[0].queues"),
-            (r#"{"in": "a", "out": [{"case": 1}]}"#, "out[0].queues"),
+            (
+                r#"[]"#,
+                "answered `[]` (invalid length 0, expected an object with \"in\" and \"out\")",
+            ),
+            (
+                r#"7"#,
+                "answered `7` (invalid type: integer `7`, expected an object with \"in\" and \"out\")",
+            ),
+            (r#"{"out": []}"#, "(missing field `in`)"),
+            (r#"{"in": ""}"#, "(in: a queue name cannot be empty)"),
+            (
+                r#"{"in": "a", "out": {}}"#,
+                "(out: invalid type: map, expected a sequence)",
+            ),
+            (
+                r#"{"in": "a", "out": [{"queues": []}]}"#,
+                "(out[0]: missing field `case`)",
+            ),
+            (
+                r#"{"in": "a", "out": [{"case": 1, "queues": "q"}]}"#,
+                "(out[0].queues: invalid type: string \"q\", expected a sequence)",
+            ),
+            (
+                r#"{"in": "a", "out": [{"case": 1}]}"#,
+                "(out[0]: missing field `queues`)",
+            ),
             (
                 r#"{"in": "a", "out": [{"case": 1, "queues": ["b", 1]}]}"#,
-                "out[0].queues[1] to be a string",
+                "(out[0].queues[1]: invalid type: integer `1`, expected a string)",
             ),
             (
                 r#"{"in": "a", "out": [{"case": 1, "queues": [""]}]}"#,
-                "out[0].queues[0] to be a valid",
+                "out[0].queues[0]: a queue name cannot be empty",
             ),
-            (r#"{"in": "amq.x"}"#, "reserves"),
-            (r#"{"in": 7}"#, "field \"in\""),
+            (
+                r#"{"in": "amq.x"}"#,
+                "in: \"amq.x\" starts with \"amq.\", which RabbitMQ reserves",
+            ),
+            (r#"{"in": 7}"#, "(in: invalid type: integer `7`, expected a string)"),
         ];
         for (json, needle) in bad {
-            let v: Value = serde_json::from_str(json).unwrap();
-            let err = parse_wiring(&v).unwrap_err();
+            let err = wiring(json).unwrap_err();
             assert!(err.contains(needle), "{json}: {err:?} lacks {needle:?}");
+            assert!(
+                err.starts_with("sys-map file test: endpoint \"svc\" answered "),
+                "{err}"
+            );
+            assert!(err.ends_with(&format!("expected {WIRING_SHAPE}")), "{err}");
         }
     }
 
-    fn lenient(json: &str) -> ServiceWiring {
-        let v: Value = serde_json::from_str(json).unwrap();
-        parse_wiring(&v).unwrap_or_else(|e| panic!("{json}: {e}"))
+    #[test]
+    fn endpoint_fields_hold_one_value_and_never_show_a_secret() {
+        let ok = block_on(
+            answering(
+                "rabbitmq",
+                r#"{"host": ["h"], "port": ["5673"], "username": ["u"], "pass": ["ref"], "vhost": ["ignored"]}"#,
+            )
+            .rabbitmq(),
+        )
+        .unwrap();
+        assert_eq!((ok.host.as_str(), ok.port, ok.pass.as_str()), ("h", 5673, "ref"));
+        let db = block_on(
+            answering(
+                "db",
+                r#"{"host": ["h"], "port": [5432], "username": ["u"], "database": ["d"], "pass": ["ref"]}"#,
+            )
+            .db(),
+        )
+        .unwrap();
+        assert_eq!((db.port, db.database.as_str()), (5432, "d"));
+        let rabbit = |body: &str| {
+            block_on(answering("rabbitmq", body).rabbitmq())
+                .unwrap_err()
+                .to_string()
+        };
+        let base = r#""host": ["h"], "username": ["u"]"#;
+        for (fields, needle) in [
+            (r#""port": [5672]"#, "(missing field `pass`)"),
+            (
+                r#""port": [5672], "pass": ["a", "b"]"#,
+                "pass: invalid length 2, expected an array holding exactly one value",
+            ),
+            (
+                r#""port": [5672], "pass": []"#,
+                "pass: invalid length 0, expected an array holding exactly one value",
+            ),
+            (
+                r#""port": [5672], "pass": "hunter2""#,
+                "pass: invalid type: a string, expected an array holding exactly one value",
+            ),
+            (
+                r#""port": [5672], "pass": [""]"#,
+                "pass[0]: invalid value: string \"\", expected a non-empty string",
+            ),
+            (
+                r#""port": [0], "pass": ["p"]"#,
+                "port[0]: invalid value: integer `0`, expected a port number (1-65535)",
+            ),
+            (
+                r#""port": [70000], "pass": ["p"]"#,
+                "port[0]: invalid value: integer `70000`, expected a port number",
+            ),
+            (
+                r#""port": ["amqp"], "pass": ["p"]"#,
+                "port[0]: invalid value: string \"amqp\", expected a port number",
+            ),
+        ] {
+            let err = rabbit(&format!("{{{base}, {fields}}}"));
+            assert!(err.contains(needle), "{fields}: {err:?} lacks {needle:?}");
+            assert!(err.contains("endpoint \"rabbitmq\" answered a document ("), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let storage =
+            block_on(answering("object-storage", r#"{"host": ["h"], "pass:access-key": ["a"]}"#).object_storage())
+                .unwrap_err()
+                .to_string();
+        assert!(storage.contains("missing field `pass:secret-key`"), "{storage}");
     }
 
     #[test]

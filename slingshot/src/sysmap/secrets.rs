@@ -4,13 +4,14 @@
 //! 1. the environment variable `SLINGSHOT_SECRET_SLINGSHOT_RABBITMQ` (the
 //!    reference upper-cased, every character that is not a letter or digit
 //!    replaced by `_`);
-//! 2. the file `slingshot/rabbitmq` under `$SLINGSHOT_SECRETS_DIR` (default
-//!    `/run/secrets`, where Docker and Kubernetes mount secrets), first line;
+//! 2. the file `slingshot/rabbitmq` under the secrets directory
+//!    (`SLINGSHOT_SECRETS_DIR`, default `/run/secrets`, where Docker and
+//!    Kubernetes mount secrets), first line;
 //! 3. `pass show slingshot/rabbitmq`, first line.
 //!
 //! Secrets are never logged; errors name the reference and the places tried.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 /// A secret reference that resolved nowhere.
 #[derive(Debug, thiserror::Error)]
@@ -35,19 +36,14 @@ pub fn env_var_name(reference: &str) -> String {
     name
 }
 
-fn secrets_dir() -> PathBuf {
-    std::env::var_os("SLINGSHOT_SECRETS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/secrets"))
-}
-
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_string()
 }
 
-/// Resolves `reference`. Blocking (it may read a file or run `pass`): call
-/// it from a blocking thread or at start-up.
-pub fn resolve(reference: &str) -> Result<String, SecretError> {
+/// Resolves `reference`, looking for a file under `secrets_dir` second.
+/// Blocking (it may read a file or run `pass`): call it from a blocking
+/// thread or at start-up.
+pub fn resolve(reference: &str, secrets_dir: &Path) -> Result<String, SecretError> {
     let mut tried = Vec::new();
     let var = env_var_name(reference);
     match std::env::var(&var) {
@@ -55,7 +51,7 @@ pub fn resolve(reference: &str) -> Result<String, SecretError> {
         Err(_) => tried.push(format!("${var} is not set")),
     }
 
-    let dir = secrets_dir();
+    let dir = secrets_dir;
     let relative = Path::new(reference);
     let safe = relative.components().all(|c| matches!(c, Component::Normal(_)));
     if safe {
@@ -101,13 +97,13 @@ mod tests {
     fn environment_comes_first() {
         let reference = "unit-test/env-first";
         std::env::set_var(env_var_name(reference), "s3cret\nignored");
-        assert_eq!(resolve(reference).unwrap(), "s3cret");
+        assert_eq!(resolve(reference, Path::new("/run/secrets")).unwrap(), "s3cret");
         std::env::remove_var(env_var_name(reference));
     }
 
     #[test]
     fn an_unresolvable_reference_lists_every_place_tried() {
-        let err = resolve("unit-test/../nowhere").unwrap_err();
+        let err = resolve("unit-test/../nowhere", Path::new("/run/secrets")).unwrap_err();
         assert_eq!(err.tried.len(), 3, "{err}");
         assert!(
             err.to_string().contains("SLINGSHOT_SECRET_UNIT_TEST____NOWHERE"),

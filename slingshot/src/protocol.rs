@@ -1,0 +1,648 @@
+//! The AMQP message format slingshot speaks: the body, the headers and the dead-letter queue name. No I/O and no broker calls here.
+//!
+//! A request is a message whose body is its ID in decimal ASCII. Headers
+//! carry its attempt number, how many outages it has waited out, the trace ID
+//! that follows it through a pipeline and, once it failed, the failure record.
+//! The worker and the dead-letter tools read and write messages only through
+//! this module, and [`decide`] is the rule that chooses between retrying a
+//! failed request and dead-lettering it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::broker::{HeaderValue, Message};
+use crate::service::{Failure, FailureKind};
+use crate::settings::Settings;
+
+/// Header carrying the attempt number of a retried request.
+pub const ATTEMPT_HEADER: &str = "x-slingshot-attempt";
+/// Header counting retries caused by outages of S3, the database or the
+/// broker; they do not use up attempts, but their backoff grows with it.
+pub const OUTAGES_HEADER: &str = "x-slingshot-outages";
+/// Header carrying the trace ID of a request through the pipeline.
+pub const TRACE_HEADER: &str = "x-slingshot-trace-id";
+/// Dead-letter header: the last error.
+pub const ERROR_HEADER: &str = "x-slingshot-error";
+/// Dead-letter header: the kind of the last error (`malformed`, `panic`, ...).
+pub const ERROR_KIND_HEADER: &str = "x-slingshot-error-kind";
+/// Dead-letter header: the service that gave up.
+pub const SERVICE_HEADER: &str = "x-slingshot-service";
+/// Dead-letter header: the queue the message came from.
+pub const QUEUE_HEADER: &str = "x-slingshot-queue";
+/// Dead-letter header: when it was dead-lettered, Unix seconds.
+pub const FAILED_AT_HEADER: &str = "x-slingshot-failed-at";
+
+/// The dead-letter queue of `inbound`.
+pub fn dead_letter_queue(inbound: &str) -> String {
+    format!("{inbound}.dead-letter")
+}
+
+/// Parses a request body: the ID in decimal ASCII. Exactly what the
+/// original `slingshot-microservice` accepts: surrounding whitespace is
+/// trimmed and a leading `+` is allowed (Rust's `u64` parsing).
+pub fn parse_id(body: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(body).map_err(|_| format!("body is not UTF-8 ({} bytes)", body.len()))?;
+    let digits = text.trim();
+    let unsigned = digits.strip_prefix('+').unwrap_or(digits);
+    if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        let shown: String = digits.chars().take(40).collect();
+        return Err(format!("body {shown:?} is not a decimal u64"));
+    }
+    digits
+        .parse()
+        .map_err(|_| format!("body {digits:?} is out of range for a u64"))
+}
+
+/// A request as it travels between services: its ID and what the headers
+/// say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The request ID, from the body.
+    pub id: u64,
+    /// The attempt, from 1. Failures of the request itself raise it.
+    pub attempt: u32,
+    /// Retries caused by outages so far. They do not use up attempts; the
+    /// backoff grows with them.
+    pub outages: u32,
+    /// The trace ID following the request through the pipeline.
+    pub trace_id: String,
+}
+
+/// A delivery whose body is not a request ID. It is dead-lettered at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Malformed {
+    /// What is wrong with the body: the error recorded with the dead letter.
+    pub reason: String,
+    /// The attempt the delivery was on, for its failure record.
+    pub attempt: u32,
+}
+
+impl Envelope {
+    /// Reads a delivered message. Missing or unreadable counts mean a first
+    /// attempt without outages; a missing (or not text) trace ID gets a new
+    /// one.
+    pub fn decode(message: &Message) -> Result<Envelope, Malformed> {
+        let attempt = attempt(message);
+        let id = parse_id(&message.body).map_err(|reason| Malformed { reason, attempt })?;
+        let trace_id = trace_id(message)
+            .map(str::to_string)
+            .unwrap_or_else(|| new_trace_id(id));
+        Ok(Envelope {
+            id,
+            attempt,
+            outages: header_count(message, OUTAGES_HEADER),
+            trace_id,
+        })
+    }
+
+    /// The retry of `original` as this envelope describes it: the same body
+    /// and headers, with this attempt and outage count and the failure that
+    /// caused the retry. The counts travel in the message, so they survive
+    /// restarts.
+    pub fn encode_retry(&self, original: &Message, failure: &Failure) -> Message {
+        let mut message = original.clone();
+        for (name, value) in [
+            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(self.attempt))),
+            (OUTAGES_HEADER, HeaderValue::Int(i64::from(self.outages))),
+            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
+            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
+        ] {
+            message.headers.insert(name.into(), value);
+        }
+        message
+    }
+
+    /// The message of output `id` of this request: a new request on its
+    /// first attempt, carrying this request's trace ID.
+    pub fn encode_output(&self, id: u64) -> Message {
+        Message::id(id).with_header(TRACE_HEADER, HeaderValue::Str(self.trace_id.clone()))
+    }
+}
+
+/// What to do with a request that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it back to its inbound queue after `delay`, as `next` describes it.
+    Retry {
+        /// The backoff to wait first.
+        delay: Duration,
+        /// The envelope of the retry, its counts updated.
+        next: Envelope,
+    },
+    /// Give up and dead-letter it.
+    DeadLetter {
+        /// Attempts made, for the failure record.
+        attempts: u32,
+    },
+}
+
+/// The retry rule: what to do with the request in `envelope` after `failure`.
+///
+/// - A malformed request is dead-lettered at once.
+/// - An outage (`failure.transient`: S3, the database or the broker failed,
+///   not the request) is retried until the system is back: the attempt stays,
+///   the outage count grows and so does the backoff, `backoff(outages)`.
+/// - Any other failure uses up an attempt: on attempt `max_attempts` or
+///   later it is dead-lettered, otherwise retried as the next attempt after
+///   `backoff(attempt)`.
+pub fn decide(failure: &Failure, envelope: &Envelope, settings: &Settings) -> Decision {
+    let attempt = envelope.attempt;
+    if failure.kind == FailureKind::Malformed {
+        return Decision::DeadLetter { attempts: attempt };
+    }
+    if failure.transient {
+        let outages = envelope.outages.saturating_add(1);
+        return Decision::Retry {
+            delay: settings.backoff(outages),
+            next: Envelope {
+                outages,
+                ..envelope.clone()
+            },
+        };
+    }
+    if attempt >= settings.max_attempts {
+        return Decision::DeadLetter { attempts: attempt };
+    }
+    Decision::Retry {
+        delay: settings.backoff(attempt),
+        next: Envelope {
+            attempt: attempt + 1,
+            ..envelope.clone()
+        },
+    }
+}
+
+/// Why a message was dead-lettered, as its headers record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord {
+    /// The last error.
+    pub error: String,
+    /// Its kind: `malformed`, `process-error`, `panic`, `storage`,
+    /// `database` or `broker`.
+    pub kind: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// The service that gave up.
+    pub service: String,
+    /// The queue the message came from.
+    pub queue: String,
+    /// When, in Unix seconds.
+    pub failed_at: i64,
+}
+
+impl FailureRecord {
+    /// The record of `failure`: `service`, consuming `queue`, gave up after
+    /// `attempts` at `failed_at`.
+    pub fn new(failure: &Failure, attempts: u32, service: &str, queue: &str, failed_at: SystemTime) -> Self {
+        let seconds = failed_at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+        FailureRecord {
+            error: failure.message.clone(),
+            kind: failure.kind.as_str().into(),
+            attempts: i64::from(attempts),
+            service: service.into(),
+            queue: queue.into(),
+            failed_at: i64::try_from(seconds).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The dead letter of `original`: the same body and headers, with this
+    /// record.
+    pub fn encode(&self, original: &Message) -> Message {
+        let mut message = original.clone();
+        for (name, value) in [
+            (ERROR_HEADER, HeaderValue::Str(self.error.clone())),
+            (ERROR_KIND_HEADER, HeaderValue::Str(self.kind.clone())),
+            (ATTEMPT_HEADER, HeaderValue::Int(self.attempts)),
+            (SERVICE_HEADER, HeaderValue::Str(self.service.clone())),
+            (QUEUE_HEADER, HeaderValue::Str(self.queue.clone())),
+            (FAILED_AT_HEADER, HeaderValue::Int(self.failed_at)),
+        ] {
+            message.headers.insert(name.into(), value);
+        }
+        message
+    }
+
+    /// The record a dead letter carries. What is missing or of the wrong
+    /// type reads as empty text or 0.
+    pub fn decode(message: &Message) -> Self {
+        let text = |name: &str| {
+            message
+                .headers
+                .get(name)
+                .and_then(HeaderValue::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let int = |name: &str| message.headers.get(name).and_then(HeaderValue::as_int).unwrap_or(0);
+        FailureRecord {
+            error: text(ERROR_HEADER),
+            kind: text(ERROR_KIND_HEADER),
+            attempts: int(ATTEMPT_HEADER),
+            service: text(SERVICE_HEADER),
+            queue: text(QUEUE_HEADER),
+            failed_at: int(FAILED_AT_HEADER),
+        }
+    }
+}
+
+/// The message that replays dead letter `dead`: its body, trace ID and any
+/// other headers kept, its counts and failure record dropped, so it starts
+/// over at attempt 1 without outages.
+pub fn replay_message(dead: &Message) -> Message {
+    let mut message = dead.clone();
+    for name in [
+        ATTEMPT_HEADER,
+        OUTAGES_HEADER,
+        ERROR_HEADER,
+        ERROR_KIND_HEADER,
+        SERVICE_HEADER,
+        QUEUE_HEADER,
+        FAILED_AT_HEADER,
+    ] {
+        message.headers.remove(name);
+    }
+    message
+}
+
+/// Gives `message` a new trace ID unless it has one: the first service a
+/// request meets starts its trace.
+pub fn assign_trace_id(message: &mut Message) {
+    if !message.headers.contains_key(TRACE_HEADER) {
+        let id = parse_id(&message.body).unwrap_or(0);
+        message
+            .headers
+            .insert(TRACE_HEADER.into(), HeaderValue::Str(new_trace_id(id)));
+    }
+}
+
+/// The attempt `message` is on: 1 unless a retry raised it.
+pub fn attempt(message: &Message) -> u32 {
+    header_count(message, ATTEMPT_HEADER).max(1)
+}
+
+/// The trace ID `message` carries, if it carries one as text.
+pub fn trace_id(message: &Message) -> Option<&str> {
+    message.headers.get(TRACE_HEADER).and_then(HeaderValue::as_str)
+}
+
+/// A non-negative count carried in a header (0 when absent or malformed).
+fn header_count(message: &Message, name: &str) -> u32 {
+    message
+        .headers
+        .get(name)
+        .and_then(HeaderValue::as_int)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+/// A new trace ID for `request`: unique per process, time and call.
+fn new_trace_id(request: u64) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos() as u64;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:016x}{:08x}{:08x}",
+        nanos ^ request.rotate_left(17),
+        std::process::id(),
+        seq as u32
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: &[u8], headers: &[(&str, HeaderValue)]) -> Message {
+        Message {
+            body: body.to_vec(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn envelopes_decode_ids_counts_and_trace() {
+        let decoded = Envelope::decode(&message(
+            b" 42\n",
+            &[
+                (ATTEMPT_HEADER, HeaderValue::Int(3)),
+                (OUTAGES_HEADER, HeaderValue::Int(2)),
+                (TRACE_HEADER, HeaderValue::Str("abc".into())),
+            ],
+        ));
+        let expected = Envelope {
+            id: 42,
+            attempt: 3,
+            outages: 2,
+            trace_id: "abc".into(),
+        };
+        assert_eq!(decoded, Ok(expected));
+
+        // A first delivery: attempt 1, no outages, a new trace ID.
+        let fresh = Envelope::decode(&Message::id(7)).unwrap();
+        assert_eq!((fresh.id, fresh.attempt, fresh.outages), (7, 1, 0));
+        assert_eq!(fresh.trace_id.len(), 32);
+        assert!(fresh.trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
+
+        // Unreadable counts count as absent; a trace ID that is not text gets a new one.
+        let odd = Envelope::decode(&message(
+            b"7",
+            &[
+                (ATTEMPT_HEADER, HeaderValue::Str("3".into())),
+                (OUTAGES_HEADER, HeaderValue::Int(-1)),
+                (TRACE_HEADER, HeaderValue::Int(5)),
+            ],
+        ))
+        .unwrap();
+        assert_eq!((odd.attempt, odd.outages, odd.trace_id.len()), (1, 0, 32));
+        for (value, attempt) in [
+            (0, 1),
+            (-4, 1),
+            (i64::from(u32::MAX) + 1, 1),
+            (i64::from(u32::MAX), u32::MAX),
+        ] {
+            let m = message(b"7", &[(ATTEMPT_HEADER, HeaderValue::Int(value))]);
+            assert_eq!(Envelope::decode(&m).unwrap().attempt, attempt, "{value}");
+        }
+    }
+
+    #[test]
+    fn malformed_bodies_say_why_and_keep_their_attempt() {
+        for body in [&b"abc"[..], b"", b"-1", b"\xff", b"18446744073709551616"] {
+            let m = message(body, &[(ATTEMPT_HEADER, HeaderValue::Int(4))]);
+            let reason = parse_id(body).unwrap_err();
+            let malformed = Envelope::decode(&m).unwrap_err();
+            assert_eq!(malformed.to_string(), reason);
+            assert_eq!(malformed, Malformed { reason, attempt: 4 });
+        }
+        assert_eq!(Envelope::decode(&message(b"x", &[])).unwrap_err().attempt, 1);
+    }
+
+    #[test]
+    fn retries_keep_the_message_and_update_counts_and_error() {
+        let original = message(
+            b" 9 ",
+            &[
+                (TRACE_HEADER, HeaderValue::Str("t".into())),
+                (ATTEMPT_HEADER, HeaderValue::Int(1)),
+                ("x-other", HeaderValue::Int(1)),
+            ],
+        );
+        let next = Envelope {
+            id: 9,
+            attempt: 2,
+            outages: 3,
+            trace_id: "t".into(),
+        };
+        let failure = Failure::new(FailureKind::Process, "nope");
+        let expected = message(
+            b" 9 ",
+            &[
+                (TRACE_HEADER, HeaderValue::Str("t".into())),
+                (ATTEMPT_HEADER, HeaderValue::Int(2)),
+                (OUTAGES_HEADER, HeaderValue::Int(3)),
+                (ERROR_HEADER, HeaderValue::Str("nope".into())),
+                (ERROR_KIND_HEADER, HeaderValue::Str("process-error".into())),
+                ("x-other", HeaderValue::Int(1)),
+            ],
+        );
+        assert_eq!(next.encode_retry(&original, &failure), expected);
+        assert_eq!(Envelope::decode(&expected), Ok(next));
+    }
+
+    #[test]
+    fn outputs_carry_only_their_id_and_the_trace() {
+        let envelope = Envelope {
+            id: 1,
+            attempt: 3,
+            outages: 2,
+            trace_id: "t".into(),
+        };
+        assert_eq!(
+            envelope.encode_output(12),
+            message(b"12", &[(TRACE_HEADER, HeaderValue::Str("t".into()))])
+        );
+    }
+
+    #[test]
+    fn the_first_service_assigns_the_trace_id() {
+        let mut m = Message::id(5);
+        assign_trace_id(&mut m);
+        let assigned = trace_id(&m).unwrap().to_string();
+        assign_trace_id(&mut m);
+        assert_eq!(trace_id(&m), Some(assigned.as_str()), "kept once assigned");
+        let mut odd = message(b"5", &[(TRACE_HEADER, HeaderValue::Int(1))]);
+        assign_trace_id(&mut odd);
+        assert_eq!(
+            odd.headers.get(TRACE_HEADER),
+            Some(&HeaderValue::Int(1)),
+            "any value counts"
+        );
+        assert_eq!(trace_id(&odd), None);
+    }
+
+    #[test]
+    fn failure_records_encode_into_dead_letters_and_decode_back() {
+        let original = message(
+            b"13",
+            &[
+                (TRACE_HEADER, HeaderValue::Str("t".into())),
+                (ATTEMPT_HEADER, HeaderValue::Int(2)),
+                (OUTAGES_HEADER, HeaderValue::Int(4)),
+                ("x-other", HeaderValue::Str("o".into())),
+            ],
+        );
+        let failure = Failure::new(FailureKind::Panic, "boom");
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let record = FailureRecord::new(&failure, 3, "svc", "in", at);
+        let expected = FailureRecord {
+            error: "boom".into(),
+            kind: "panic".into(),
+            attempts: 3,
+            service: "svc".into(),
+            queue: "in".into(),
+            failed_at: 1_700_000_000,
+        };
+        assert_eq!(record, expected);
+        let dead = record.encode(&original);
+        assert_eq!(
+            dead,
+            message(
+                b"13",
+                &[
+                    (TRACE_HEADER, HeaderValue::Str("t".into())),
+                    (ATTEMPT_HEADER, HeaderValue::Int(3)),
+                    (OUTAGES_HEADER, HeaderValue::Int(4)),
+                    ("x-other", HeaderValue::Str("o".into())),
+                    (ERROR_HEADER, HeaderValue::Str("boom".into())),
+                    (ERROR_KIND_HEADER, HeaderValue::Str("panic".into())),
+                    (SERVICE_HEADER, HeaderValue::Str("svc".into())),
+                    (QUEUE_HEADER, HeaderValue::Str("in".into())),
+                    (FAILED_AT_HEADER, HeaderValue::Int(1_700_000_000)),
+                ],
+            )
+        );
+        assert_eq!(FailureRecord::decode(&dead), expected);
+        // Before the epoch reads as 0.
+        assert_eq!(
+            FailureRecord::new(&failure, 1, "s", "q", UNIX_EPOCH - Duration::from_secs(5)).failed_at,
+            0
+        );
+        // Missing or mistyped headers read as empty and 0.
+        let odd = message(
+            b"x",
+            &[
+                (ERROR_HEADER, HeaderValue::Int(1)),
+                (ATTEMPT_HEADER, HeaderValue::Int(-2)),
+            ],
+        );
+        let blank = FailureRecord {
+            error: String::new(),
+            kind: String::new(),
+            attempts: -2,
+            service: String::new(),
+            queue: String::new(),
+            failed_at: 0,
+        };
+        assert_eq!(FailureRecord::decode(&odd), blank);
+    }
+
+    #[test]
+    fn replays_drop_counts_and_record_but_keep_trace_and_other_headers() {
+        let failure = Failure::new(FailureKind::Process, "e");
+        let original = message(
+            b" 8",
+            &[
+                (TRACE_HEADER, HeaderValue::Str("t".into())),
+                (OUTAGES_HEADER, HeaderValue::Int(4)),
+                ("x-other", HeaderValue::Int(1)),
+            ],
+        );
+        let dead = FailureRecord::new(&failure, 5, "s", "q", UNIX_EPOCH).encode(&original);
+        let replayed = replay_message(&dead);
+        assert_eq!(
+            replayed,
+            message(
+                b" 8",
+                &[
+                    (TRACE_HEADER, HeaderValue::Str("t".into())),
+                    ("x-other", HeaderValue::Int(1)),
+                ],
+            )
+        );
+        let envelope = Envelope::decode(&replayed).unwrap();
+        assert_eq!((envelope.attempt, envelope.outages), (1, 0));
+    }
+
+    /// The expected decision in the table below.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Want {
+        /// Retry after this many milliseconds, as (attempt, outages).
+        Retry(u64, u32, u32),
+        /// Dead-letter, recording this many attempts.
+        Dead(u32),
+    }
+
+    #[test]
+    fn decisions() {
+        use FailureKind::*;
+        use Want::*;
+        // Backoff: 100, 200, 400, 800 ms, then capped at 1 s.
+        let settings = |max_attempts| Settings {
+            max_attempts,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            ..Settings::default()
+        };
+        #[rustfmt::skip]
+        let table = [
+            // kind,   outage, attempt, outages, max, want
+            // Failures of the request use up attempts; backoff by attempt.
+            (Process,  false, 1, 0, 3, Retry(100, 2, 0)),
+            (Process,  false, 2, 0, 3, Retry(200, 3, 0)),
+            (Process,  false, 3, 0, 3, Dead(3)),
+            (Process,  false, 7, 0, 3, Dead(7)),
+            (Process,  false, 4, 0, 9, Retry(800, 5, 0)),
+            (Process,  false, 6, 0, 9, Retry(1000, 7, 0)),
+            (Panic,    false, 1, 0, 3, Retry(100, 2, 0)),
+            (Panic,    false, 1, 0, 1, Dead(1)),
+            // Past outages neither count as attempts nor lengthen their backoff.
+            (Process,  false, 2, 5, 3, Retry(200, 3, 5)),
+            (Panic,    false, 3, 5, 3, Dead(3)),
+            // Storage and database failures of the request itself use attempts too.
+            (Storage,  false, 1, 0, 3, Retry(100, 2, 0)),
+            (Database, false, 3, 1, 3, Dead(3)),
+            // Outages keep the attempt, even at the limit; backoff by outages.
+            (Storage,  true,  1, 0, 3, Retry(100, 1, 1)),
+            (Database, true,  1, 1, 3, Retry(200, 1, 2)),
+            (Broker,   true,  3, 2, 3, Retry(400, 3, 3)),
+            (Broker,   true,  9, 0, 3, Retry(100, 9, 1)),
+            (Storage,  true,  2, 40, 3, Retry(1000, 2, 41)),
+            (Database, true,  1, u32::MAX, 3, Retry(1000, 1, u32::MAX)),
+            // Malformed requests are dead-lettered at once.
+            (Malformed, false, 1, 0, 5, Dead(1)),
+            (Malformed, false, 2, 3, 5, Dead(2)),
+        ];
+        for (kind, outage, attempt, outages, max_attempts, want) in table {
+            let failure = Failure {
+                kind,
+                message: "e".into(),
+                transient: outage,
+            };
+            let envelope = Envelope {
+                id: 11,
+                attempt,
+                outages,
+                trace_id: "t".into(),
+            };
+            let got = match decide(&failure, &envelope, &settings(max_attempts)) {
+                Decision::Retry { delay, next } => {
+                    assert_eq!(
+                        (next.id, next.trace_id.as_str()),
+                        (11, "t"),
+                        "the request and trace stay"
+                    );
+                    Retry(delay.as_millis() as u64, next.attempt, next.outages)
+                }
+                Decision::DeadLetter { attempts } => Dead(attempts),
+            };
+            assert_eq!(
+                got, want,
+                "{kind:?} outage={outage} attempt={attempt} outages={outages} max={max_attempts}"
+            );
+        }
+    }
+
+    #[test]
+    fn dead_letter_queue_names() {
+        assert_eq!(dead_letter_queue("in"), "in.dead-letter");
+    }
+
+    #[test]
+    fn ids_parse_strictly() {
+        assert_eq!(parse_id(b"42"), Ok(42));
+        assert_eq!(parse_id(b" 42\n"), Ok(42));
+        assert_eq!(parse_id(b"18446744073709551615"), Ok(u64::MAX));
+        // As the original: trimmed, then Rust's parser, which takes a `+`.
+        assert_eq!(parse_id(b"\t+7\r\n"), Ok(7));
+        assert_eq!(parse_id(b"007"), Ok(7));
+        for bad in [
+            &b""[..],
+            b"+",
+            b"++1",
+            b"-1",
+            b"4 2",
+            b"0x10",
+            b"1.0",
+            b"abc",
+            b"18446744073709551616",
+            b"\xff\xfe",
+        ] {
+            assert!(parse_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_id(b"\xff").unwrap_err().contains("not UTF-8"));
+    }
+}
