@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use slingshot::broker::{Durability, HeaderValue, Message};
+use slingshot::broker::{Durability, HeaderValue, Message, QueueState};
 use slingshot::protocol::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SERVICE_HEADER};
+use slingshot::settings::QueueMode;
 use slingshot::{AnyConnection, AnyError, ReadFileFn, RequestContext, ServiceDef, WriteFileFn};
 use slingshot_tests::{drain, drain_ids, wait_for_count, Backend, Fixture};
 
@@ -156,7 +157,62 @@ on_every_backend!(
     outages_are_retried_without_using_up_attempts,
     dead_letters_can_be_listed_and_replayed,
     requests_in_flight_at_the_shutdown_deadline_return_to_the_queue,
+    existing_queues_are_used_as_they_are,
+    compatible_mode_declares_queues_transient,
 );
+
+/// A queue is declared as asked; one that exists otherwise is used as it
+/// is, and `inspect` tells the difference without creating anything.
+async fn existing_queues_are_used_as_they_are(backend: Backend) {
+    let f = Fixture::new(backend, "declare");
+    let runtime = f.runtime(json!({})).await;
+    let broker = runtime.broker().clone();
+    let queue = f.q("shared");
+    for _ in 0..2 {
+        let state = broker.inspect(&queue, Durability::Durable).await.unwrap();
+        assert_eq!(state, QueueState::Missing, "inspecting creates nothing");
+    }
+    broker.declare(&queue, Durability::Transient).await.unwrap();
+    let matches = broker.inspect(&queue, Durability::Transient).await.unwrap();
+    assert_eq!(matches, QueueState::Matches);
+    match broker.inspect(&queue, Durability::Durable).await.unwrap() {
+        QueueState::Differs(why) => assert!(why.contains("inequivalent arg 'durable'"), "{why}"),
+        other => panic!("a transient queue inspected as durable: {other:?}"),
+    }
+    // Declared durable now, it stays transient and keeps working.
+    broker.declare(&queue, Durability::Durable).await.unwrap();
+    let still = broker.inspect(&queue, Durability::Transient).await.unwrap();
+    assert_eq!(still, QueueState::Matches);
+    broker.publish(&queue, Message::id(5)).await.unwrap();
+    assert_eq!(drain_ids(&*broker, &queue).await, [5]);
+}
+
+/// In compatible mode a service declares its inbound and outbound queues
+/// transient and its dead-letter queue durable, and works as in durable mode.
+async fn compatible_mode_declares_queues_transient(backend: Backend) {
+    let f = Fixture::new(backend, "compatible");
+    let settings = slingshot::Settings {
+        queue_mode: QueueMode::Compatible,
+        ..f.settings()
+    };
+    let endpoints = json!({"kind-bool": wiring(&f, "in", json!([{"case": true, "queues": [f.q("out")]}]))});
+    let runtime = f.runtime_with(endpoints, settings).await;
+    let service = runtime.start(ServiceDef::find("kind-bool").unwrap()).await.unwrap();
+    let broker = runtime.broker().clone();
+    for (queue, durability) in [
+        (f.q("in"), Durability::Transient),
+        (f.q("out"), Durability::Transient),
+        (dead_letter_queue(&f.q("in")), Durability::Durable),
+    ] {
+        let state = broker.inspect(&queue, durability).await.unwrap();
+        assert_eq!(state, QueueState::Matches, "{queue} is {durability}");
+    }
+    runtime.send(&f.q("in"), [1, 2, 3]).await.unwrap();
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    let mut ids = drain_ids(&*broker, &f.q("out")).await;
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3]);
+}
 
 fn wiring(f: &Fixture, inbound: &str, out: serde_json::Value) -> serde_json::Value {
     json!({"in": f.q(inbound), "out": out})
