@@ -3,11 +3,12 @@
 use std::fmt;
 
 use crate::broker::{Broker, Durability, QueueState};
+use crate::connect::{database_target, rabbitmq_from, s3_config_from};
 use crate::db::ConnectionKind;
 use crate::error::Error;
 use crate::protocol::dead_letter_queue;
 use crate::routing::RouteTable;
-use crate::runtime::{database_target, queues_of, rabbitmq_from, s3_config_from};
+use crate::runtime::queues_of;
 use crate::service::ServiceDef;
 use crate::settings::{QueueMode, Settings};
 use crate::storage::s3::S3Store;
@@ -17,7 +18,7 @@ use crate::topology::{ServiceNode, Topology};
 /// Bucket references `check` and `topology` look for.
 pub const BUCKET_REFERENCES: [&str; 2] = ["in", "out"];
 
-/// How a probe came out.
+/// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// As it should be.
@@ -29,9 +30,9 @@ pub enum Status {
     Failed,
 }
 
-/// One probe and its result.
+/// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
+pub struct Finding {
     /// What was checked.
     pub what: String,
     /// How it came out.
@@ -43,20 +44,20 @@ pub struct Probe {
 /// Everything `check` found.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
-    /// Each probe, in order.
-    pub probes: Vec<Probe>,
+    /// Each finding, in order.
+    pub findings: Vec<Finding>,
     /// The service's topology, when its wiring could be read.
     pub topology: Option<Topology>,
 }
 
 impl Report {
-    /// Whether no probe failed (warnings do not fail a check).
+    /// Whether nothing failed (warnings do not fail a check).
     pub fn ok(&self) -> bool {
-        self.probes.iter().all(|p| p.status != Status::Failed)
+        self.findings.iter().all(|p| p.status != Status::Failed)
     }
 
     fn add(&mut self, what: &str, status: Status, detail: impl Into<String>) {
-        self.probes.push(Probe {
+        self.findings.push(Finding {
             what: what.into(),
             status,
             detail: detail.into(),
@@ -76,24 +77,24 @@ impl Report {
     }
 
     fn count(&self, status: Status) -> usize {
-        self.probes.iter().filter(|p| p.status == status).count()
+        self.findings.iter().filter(|p| p.status == status).count()
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for probe in &self.probes {
-            let label = match probe.status {
+        for finding in &self.findings {
+            let label = match finding.status {
                 Status::Ok => "ok",
                 Status::Warning => "WARNING",
                 Status::Failed => "FAILED",
             };
-            writeln!(f, "{label:<8}{}: {}", probe.what, probe.detail)?;
+            writeln!(f, "{label:<8}{}: {}", finding.what, finding.detail)?;
         }
         if let Some(topology) = &self.topology {
             writeln!(f, "\ntopology (Mermaid):\n{}", topology.mermaid())?;
         }
-        let total = self.probes.len();
+        let total = self.findings.len();
         let warnings = match self.count(Status::Warning) {
             0 => String::new(),
             1 => ", 1 with a warning".to_string(),
@@ -219,7 +220,7 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
                 let prepare = def.prepare;
                 // Preparing the service opens its pool, which checks out a
                 // tested connection; nothing is processed.
-                let backing = crate::service::Backing {
+                let backing = crate::execute::Backing {
                     name: def.name,
                     sysmap: sysmap.clone(),
                     store: std::sync::Arc::new(crate::storage::dir::DirStore::new(std::env::temp_dir())),
@@ -231,7 +232,10 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
                 };
                 let opened = tokio::task::spawn_blocking(move || prepare(backing).map(drop))
                     .await
-                    .map_err(|e| Error::Config(e.to_string()))
+                    .map_err(|e| Error::Crashed {
+                        what: "opening the database pool".into(),
+                        message: e.to_string(),
+                    })
                     .and_then(|r| r);
                 match opened {
                     Ok(()) => report.pass("database", shown),

@@ -99,9 +99,11 @@ pub async fn replay(broker: &dyn Broker, inbound: &str, selection: &Selection) -
             kept.extend(held);
             let left = kept.len();
             put_back(kept).await?;
-            return Err(Error::Config(format!(
-                "replay stopped after {replayed} ({left} left dead-lettered): {e}"
-            )));
+            return Err(Error::ReplayStopped {
+                replayed,
+                left,
+                cause: e,
+            });
         }
         delivery.acker.ack().await?;
         replayed += 1;

@@ -231,7 +231,7 @@ async fn run(
         result = service.finished() => {
             result?;
             // A worker only ends by itself with an error; never exit 0 silently.
-            return Err(Error::Config("the service stopped without being asked to".into()));
+            return Err(Error::Stopped(def.name.to_string()));
         }
         signal = shutdown_signal() => tracing::info!(service = def.name, signal, "shutting down"),
     }

@@ -1,4 +1,4 @@
-//! Error types at the runtime's module boundaries, and the `AnyError` alias for user code.
+//! Error types at the runtime's module boundaries, the `AnyError` alias for user code, and how an error and its causes are written on one line.
 
 /// The error type user code returns from `process`: anything that is
 /// `Error + Send + Sync` converts into it with `?`, and so does `anyhow::Error`.
@@ -25,4 +25,42 @@ pub enum Error {
     /// Configuration that is present but wrong.
     #[error("configuration: {0}")]
     Config(String),
+    /// A task of the runtime panicked: `what` names it (a service, a
+    /// connection pool's set-up, a secret lookup).
+    #[error("{what} crashed: {message}")]
+    Crashed {
+        /// What was running.
+        what: String,
+        /// The panic or cancellation, as tokio reports it.
+        message: String,
+    },
+    /// A service ended without being asked to stop.
+    #[error("service {0} stopped without being asked to")]
+    Stopped(String),
+    /// A dead-letter replay stopped partway; what was not replayed is still
+    /// in the dead-letter queue.
+    #[error("replay stopped after {replayed} ({left} left dead-lettered): {cause}")]
+    ReplayStopped {
+        /// Dead letters replayed before it stopped.
+        replayed: usize,
+        /// Dead letters still in the queue.
+        left: usize,
+        /// Why the next republish failed.
+        cause: crate::broker::BrokerError,
+    },
+}
+
+/// `error: cause: cause`, on one line.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::broker::{HeaderValue, Message};
-use crate::service::{Failure, FailureKind};
+use crate::failure::{Failure, FailureKind};
 use crate::settings::Settings;
 
 /// Header carrying the attempt number of a retried request.

@@ -4,23 +4,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::memory::MemoryBroker;
-use crate::broker::rabbitmq::RabbitMq;
 use crate::broker::{Broker, Durability, Message};
-use crate::db::{ConnectionKind, DbError, DbTarget};
+use crate::connect::{database_target, rabbitmq_from, s3_config_from};
+use crate::db::{ConnectionKind, DbTarget};
 use crate::error::Error;
+use crate::execute::{Backing, Executed, Executor, Job};
+use crate::failure::Failure;
 use crate::protocol::dead_letter_queue;
 use crate::routing::RouteTable;
-use crate::service::{Backing, Executed, Executor, Failure, Job, ServiceDef};
+use crate::service::ServiceDef;
 use crate::settings::Settings;
 use crate::storage::dir::DirStore;
-use crate::storage::s3::{S3Config, S3Store};
+use crate::storage::s3::S3Store;
 use crate::storage::ObjectStore;
-use crate::sysmap::{secrets, BrokerBackend, DatabaseBackend, ObjectsBackend, ServiceWiring, SysMap};
+use crate::supervise::keep_consuming;
+use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap};
 use crate::worker::{Stats, Worker};
 
 /// The backends of one process, and the services running on them.
@@ -104,7 +106,10 @@ impl RunningService {
     pub async fn finished(&mut self) -> Result<(), Error> {
         match (&mut self.task).await {
             Ok(result) => result,
-            Err(e) => Err(Error::Config(format!("service {} crashed: {e}", self.def.name))),
+            Err(e) => Err(Error::Crashed {
+                what: format!("service {}", self.def.name),
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -199,47 +204,16 @@ impl Runtime {
         };
         tokio::task::spawn_blocking(move || crate::db::establish_any(&target))
             .await
-            .map_err(|e| Error::Config(format!("database set-up crashed: {e}")))?
+            .map_err(|e| Error::Crashed {
+                what: "the database set-up".into(),
+                message: e.to_string(),
+            })?
             .map_err(Error::from)
     }
 
     async fn database_for(&self, def: &ServiceDef) -> Result<Option<DbTarget>, Error> {
         database_target(&self.sysmap, &self.settings, def.connection, def.name).await
     }
-}
-
-/// The database a connection of `kind` uses; `service` labels its
-/// PostgreSQL connections (`application_name`, seen in `pg_stat_activity`).
-pub(crate) async fn database_target(
-    sysmap: &SysMap,
-    settings: &Settings,
-    kind: ConnectionKind,
-    service: &str,
-) -> Result<Option<DbTarget>, Error> {
-    let configured = sysmap.backends().database;
-    let postgres = || async {
-        let db = sysmap.db().await?;
-        let pass = resolve_secret(db.pass.clone(), settings).await?;
-        let (url, display) = server_url("postgres", &db.username, &pass, &db.host, db.port, &db.database)?;
-        let url = format!(
-            "{url}?application_name={}",
-            encode_component(&format!("slingshot {service}"))
-        );
-        Ok::<_, Error>(DbTarget::Postgres { url, display })
-    };
-    Ok(match (kind, configured) {
-            (ConnectionKind::None, _) => None,
-            (ConnectionKind::Postgres, _) | (ConnectionKind::Any, DatabaseBackend::Postgres) => Some(postgres().await?),
-            (ConnectionKind::Sqlite | ConnectionKind::Any, DatabaseBackend::Sqlite(path)) => Some(DbTarget::Sqlite(path)),
-            (ConnectionKind::Sqlite, DatabaseBackend::Postgres) => {
-                return Err(DbError::Mismatch(format!(
-                    "service {} takes `&mut SqliteConnection`, but {} configures PostgreSQL; take `&mut PgConnection` or `&mut slingshot::AnyConnection`",
-                    service,
-                    sysmap.describe()
-                ))
-                .into())
-            }
-        })
 }
 
 impl Runtime {
@@ -286,7 +260,10 @@ impl Runtime {
         let prepare = def.prepare;
         let executor = tokio::task::spawn_blocking(move || prepare(backing))
             .await
-            .map_err(|e| Error::Config(format!("preparing {} failed: {e}", def.name)))??;
+            .map_err(|e| Error::Crashed {
+                what: format!("preparing service {}", def.name),
+                message: e.to_string(),
+            })??;
         Ok(Prepared {
             wiring,
             routes,
@@ -390,10 +367,7 @@ impl Runtime {
         while quiet_rounds < 2 {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if let Some(stopped) = services.iter().find(|s| s.is_finished()) {
-                return Err(Error::Config(format!(
-                    "service {} stopped on its own",
-                    stopped.def.name
-                )));
+                return Err(Error::Stopped(stopped.def.name.to_string()));
             }
             let mut busy = false;
             for service in services {
@@ -411,63 +385,6 @@ impl Runtime {
     }
 }
 
-/// Runs a worker until shutdown. When its consumer fails (connection lost,
-/// consumer cancelled because the queue was deleted) it waits, redeclares the
-/// queues and consumes again: the service never stops on its own.
-async fn keep_consuming(
-    worker: Arc<Worker>,
-    queues: Vec<(String, Durability)>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), Error> {
-    // Doubling from 250 ms to 15 s, with jitter so that the services of a
-    // pipeline do not all reconnect at the same instant after an outage.
-    let backoff = || {
-        ExponentialBuilder::new()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(RECONNECT_MAX_DELAY)
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
-    let mut delays = backoff();
-    loop {
-        let started = std::time::Instant::now();
-        let stopped = match worker.clone().run(shutdown.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(stopped) => stopped,
-        };
-        // A consumer that ran for a while starts over from the shortest delay.
-        if started.elapsed() > RECONNECT_MAX_DELAY {
-            delays = backoff();
-        }
-        let mut delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
-        tracing::error!(service = worker.name, error = %stopped, ?delay, "consumer stopped; resuming");
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-            }
-            let mut declared = Ok(());
-            for (queue, durability) in &queues {
-                declared = worker.broker.declare(queue, *durability).await;
-                if declared.is_err() {
-                    break;
-                }
-            }
-            match declared {
-                Ok(()) => break,
-                Err(e) => {
-                    delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
-                    tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet");
-                }
-            }
-        }
-    }
-}
-
-/// The longest wait between two attempts to resume a stopped consumer.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(15);
-
 /// Every queue a service declares, and how: its inbound and outbound queues
 /// as the queue mode says, its dead-letter queue (only slingshot uses it)
 /// always durable.
@@ -481,111 +398,4 @@ pub(crate) fn queues_of(wiring: &ServiceWiring, settings: &Settings) -> Vec<(Str
     queues.sort();
     queues.dedup_by(|a, b| a.0 == b.0);
     queues
-}
-
-/// `scheme://user:pass@host:port/path` with user, password and path
-/// percent-encoded (an IPv6 host in brackets), and the same without the
-/// password, for messages.
-fn server_url(
-    scheme: &str,
-    user: &str,
-    pass: &str,
-    host: &str,
-    port: u16,
-    path: &str,
-) -> Result<(String, String), Error> {
-    let bad = |what: &str| Error::Config(format!("cannot build a {scheme} URL for host {host:?}: {what}"));
-    let host = match host.contains(':') && !host.starts_with('[') {
-        true => format!("[{host}]"),
-        false => host.to_string(),
-    };
-    let mut url = url::Url::parse(&format!("{scheme}://{host}")).map_err(|e| bad(&e.to_string()))?;
-    url.set_port(Some(port)).map_err(|()| bad("no port allowed"))?;
-    // Components are encoded here, whole: `url` leaves `%` as it is in
-    // user information, so a `%` in a password would otherwise be read as
-    // an escape.
-    url.set_username(&encode_component(user))
-        .map_err(|()| bad("no user allowed"))?;
-    url.set_path(&format!("/{}", encode_component(path)));
-    let display = url.to_string();
-    url.set_password(Some(&encode_component(pass)))
-        .map_err(|()| bad("no password allowed"))?;
-    Ok((url.to_string(), display))
-}
-
-/// `text` percent-encoded for any part of a URL: everything but ASCII
-/// letters, digits and `-._~`.
-pub(crate) fn encode_component(text: &str) -> String {
-    const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(text, COMPONENT).to_string()
-}
-
-/// The broker of the sys-map's `rabbitmq` endpoint, connected, on the
-/// settings' virtual host.
-pub(crate) async fn rabbitmq_from(sysmap: &SysMap, settings: &Settings) -> Result<RabbitMq, Error> {
-    let endpoint = sysmap.rabbitmq().await?;
-    let pass = resolve_secret(endpoint.pass.clone(), settings).await?;
-    let (url, display) = server_url(
-        "amqp",
-        &endpoint.username,
-        &pass,
-        &endpoint.host,
-        endpoint.port,
-        &settings.amqp_vhost,
-    )?;
-    let broker = RabbitMq::new(url, display, "slingshot");
-    broker.connect().await?;
-    Ok(broker)
-}
-
-/// The S3 settings of the sys-map's `object-storage` endpoint. A host
-/// without a scheme gets the settings' scheme.
-pub(crate) async fn s3_config_from(sysmap: &SysMap, settings: &Settings) -> Result<S3Config, Error> {
-    let endpoint = sysmap.object_storage().await?;
-    let url = if endpoint.host.starts_with("http://") || endpoint.host.starts_with("https://") {
-        endpoint.host.clone()
-    } else {
-        format!("{}://{}", settings.s3_scheme.as_str(), endpoint.host)
-    };
-    Ok(S3Config {
-        endpoint: url,
-        region: settings.s3_region.clone(),
-        access_key: resolve_secret(endpoint.access_key, settings).await?,
-        secret_key: resolve_secret(endpoint.secret_key, settings).await?,
-    })
-}
-
-/// Resolves a secret reference off the async threads.
-pub(crate) async fn resolve_secret(reference: String, settings: &Settings) -> Result<String, Error> {
-    let dir = settings.secrets_dir.clone();
-    tokio::task::spawn_blocking(move || secrets::resolve(&reference, &dir))
-        .await
-        .map_err(|e| Error::Config(format!("secret resolution crashed: {e}")))?
-        .map_err(|e| Error::SysMap(e.into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{encode_component, server_url};
-
-    #[test]
-    fn server_urls_encode_credentials_and_hide_the_password() {
-        let (url, display) = server_url("amqp", "svc user", "p@ss:/word%41", "broker", 5672, "/").unwrap();
-        assert_eq!(url, "amqp://svc%20user:p%40ss%3A%2Fword%2541@broker:5672/%2F");
-        assert_eq!(display, "amqp://svc%20user@broker:5672/%2F");
-        assert!(!display.contains("p@ss") && !display.contains("p%40ss"));
-        let (url, _) = server_url("postgres", "u", "p", "::1", 5432, "db é").unwrap();
-        assert_eq!(url, "postgres://u:p@[::1]:5432/db%20%C3%A9");
-        assert!(server_url("amqp", "u", "p", "bad host", 5672, "/").is_err());
-    }
-
-    #[test]
-    fn components_keep_only_unreserved_characters() {
-        assert_eq!(encode_component("a b:@/%é"), "a%20b%3A%40%2F%25%C3%A9");
-        assert_eq!(encode_component("plain-Text_1.~"), "plain-Text_1.~");
-    }
 }

@@ -26,8 +26,9 @@ use serde_json::{json, Map, Value};
 
 use crate::broker::memory::MemoryBroker;
 use crate::case::{Case, CaseValue};
+use crate::failure::Failure;
 use crate::runtime::{Invocation, Runtime};
-use crate::service::{Failure, ServiceDef};
+use crate::service::ServiceDef;
 use crate::settings::Settings;
 use crate::storage::dir::DirStore;
 use crate::storage::ObjectStore;

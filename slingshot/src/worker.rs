@@ -9,10 +9,12 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::{Broker, BrokerError, Delivery, Message};
+use crate::error::error_chain;
+use crate::execute::{Executed, Executor, Job};
+use crate::failure::{Failure, FailureKind};
 pub use crate::metrics::Stats;
 use crate::protocol::{self, dead_letter_queue, Decision, Envelope, FailureRecord};
 use crate::routing::RouteTable;
-use crate::service::{error_chain, Executed, Executor, Failure, FailureKind, Job};
 use crate::settings::Settings;
 
 /// A service's consumer and everything it needs.

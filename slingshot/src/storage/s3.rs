@@ -230,7 +230,7 @@ where
         }
         SdkError::TimeoutError(_) => "the request timed out".into(),
         SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
-            Some(connector) => format!("cannot reach the service: {}", crate::service::error_chain(connector)),
+            Some(connector) => format!("cannot reach the service: {}", crate::error::error_chain(connector)),
             None => format!("cannot reach the service: {}", DisplayErrorContext(e)),
         },
         other => DisplayErrorContext(other).to_string(),

@@ -1,0 +1,198 @@
+//! Executing one request end to end: `process` on a blocking thread with a pooled connection, its files staged and uploaded only after it succeeded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::runtime::Handle;
+
+use crate::bridge;
+use crate::case::CaseValue;
+use crate::contract::{Parts, ReadFileFn, RequestContext, WriteFileFn};
+use crate::db::{DbConnection, DbTarget};
+use crate::error::{error_chain, Error};
+use crate::failure::{Failure, FailureKind};
+use crate::service::Handler;
+use crate::storage::staging::{Staging, WrittenObject};
+use crate::storage::{ObjectError, ObjectReader, ObjectStore, ObjectWriter};
+use crate::sysmap::SysMap;
+
+/// What an executor needs from the runtime.
+#[doc(hidden)]
+pub struct Backing {
+    pub name: &'static str,
+    pub sysmap: SysMap,
+    pub store: Arc<dyn ObjectStore>,
+    pub database: Option<DbTarget>,
+    pub pool_size: u32,
+    pub staging_dir: PathBuf,
+    pub handle: Handle,
+    pub stats: Arc<crate::metrics::Stats>,
+}
+
+/// One request to execute.
+#[derive(Debug, Clone)]
+#[doc(hidden)]
+pub struct Job {
+    pub request: u64,
+    pub attempt: u32,
+    pub redelivered: bool,
+    pub trace_id: String,
+}
+
+/// A request `process` handled and whose files are uploaded.
+#[derive(Debug, Clone, Default)]
+pub struct Executed {
+    /// The outputs `process` returned.
+    pub outputs: Vec<(u64, CaseValue)>,
+    /// The objects it wrote, now uploaded.
+    pub written: Vec<WrittenObject>,
+}
+
+/// Runs requests of one service. Object-safe, so the runtime holds services
+/// of any connection type side by side.
+#[doc(hidden)]
+pub trait Executor: Send + Sync {
+    /// Processes one request: `process` on a blocking thread with a pooled
+    /// connection, then uploads what it wrote. Nothing is uploaded if it fails.
+    fn execute(self: Arc<Self>, job: Job) -> BoxFuture<'static, Result<Executed, Failure>>;
+}
+
+struct Execution<H: Handler> {
+    handler: H,
+    pool: <H::Connection as DbConnection>::Pool,
+    backing: Backing,
+}
+
+/// Builds the executor of handler `H` (referenced from the generated `ServiceDef`). Blocking: opens the pool.
+#[doc(hidden)]
+pub fn prepare<H: Handler>(backing: Backing) -> Result<Arc<dyn Executor>, Error> {
+    let pool = H::Connection::open_pool(backing.database.as_ref(), backing.pool_size)?;
+    Ok(Arc::new(Execution {
+        handler: H::default(),
+        pool,
+        backing,
+    }))
+}
+
+impl<H: Handler> Executor for Execution<H> {
+    fn execute(self: Arc<Self>, job: Job) -> BoxFuture<'static, Result<Executed, Failure>> {
+        Box::pin(async move {
+            let staging = Arc::new(Staging::new(&self.backing.staging_dir));
+            let this = self.clone();
+            let staged = staging.clone();
+            let started = std::time::Instant::now();
+            let outcome = tokio::task::spawn_blocking(move || this.call_blocking(&job, staged)).await;
+            self.backing.stats.process_duration.observe(started.elapsed());
+            let outputs = match outcome {
+                Ok(Ok(outputs)) => outputs,
+                Ok(Err(failure)) => return Err(failure),
+                Err(join) => {
+                    let message = match join.try_into_panic() {
+                        Ok(payload) => panic_message(&*payload),
+                        Err(join) => join.to_string(),
+                    };
+                    return Err(Failure::new(FailureKind::Panic, message));
+                }
+            };
+            let written = staging.upload(&*self.backing.store).await.map_err(|e| Failure {
+                transient: e.is_transient(),
+                ..Failure::new(FailureKind::Storage, error_chain(&e))
+            })?;
+            Ok(Executed { outputs, written })
+            // `staging` drops here (or on any early return): the files go.
+        })
+    }
+}
+
+impl<H: Handler> Execution<H> {
+    fn call_blocking(&self, job: &Job, staging: Arc<Staging>) -> Result<Vec<(u64, CaseValue)>, Failure> {
+        let mut connection =
+            H::Connection::checkout(&self.pool).map_err(|e| Failure::outage(FailureKind::Database, e.to_string()))?;
+        let b = &self.backing;
+        let (sysmap, name, handle, store) = (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
+        let stats = b.stats.clone();
+        let read_file = move |key: &str, id: u64| -> Result<ObjectReader, ObjectError> {
+            let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
+            let store = store.clone();
+            let key = id.to_string();
+            let reader = bridge::wait(&handle, async move { store.open(&bucket, &key).await }).map_err(|e| {
+                ObjectError::Backend {
+                    op: "read",
+                    bucket: String::new(),
+                    key: id.to_string(),
+                    message: e.to_string(),
+                }
+            })??;
+            Ok(ObjectReader::new(Counted {
+                inner: reader,
+                stats: stats.clone(),
+            }))
+        };
+        let (sysmap, handle) = (b.sysmap.clone(), b.handle.clone());
+        let write_file = move |key: &str, id: u64| -> Result<ObjectWriter, ObjectError> {
+            let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
+            staging.create(&bucket, &id.to_string())
+        };
+        let context = RequestContext {
+            service: name,
+            request: job.request,
+            attempt: job.attempt,
+            redelivered: job.redelivered,
+            trace_id: job.trace_id.clone(),
+        };
+        let parts = Parts {
+            read_file: &read_file as &ReadFileFn,
+            write_file: &write_file as &WriteFileFn,
+            context: &context,
+        };
+        self.handler
+            .call(job.request, &parts, &mut connection)
+            .map_err(Failure::from_process)
+    }
+}
+
+fn resolve_bucket(sysmap: &SysMap, service: &str, reference: &str, handle: &Handle) -> Result<String, ObjectError> {
+    if let Some(hit) = sysmap.cached_bucket(service, reference) {
+        return Ok(hit);
+    }
+    let (map, service_name, key) = (sysmap.clone(), service.to_string(), reference.to_string());
+    let answer = bridge::wait(handle, async move { map.bucket(&service_name, &key).await });
+    match answer {
+        Ok(Ok(bucket)) => Ok(bucket),
+        Ok(Err(e)) => Err(ObjectError::Bucket {
+            reference: reference.into(),
+            reason: e.to_string(),
+        }),
+        Err(e) => Err(ObjectError::Bucket {
+            reference: reference.into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Counts the bytes `process` reads, for `slingshot_s3_bytes_read_total`.
+struct Counted {
+    inner: ObjectReader,
+    stats: Arc<crate::metrics::Stats>,
+}
+
+impl std::io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.stats
+            .bytes_read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("process panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("process panicked: {s}")
+    } else {
+        "process panicked".to_string()
+    }
+}

@@ -1,0 +1,117 @@
+//! Failure classification: what kind of failure a request met, and whether an outside system (S3, the database, the broker) failed rather than the request.
+
+use crate::db::DbError;
+use crate::error::{error_chain, AnyError};
+use crate::storage::ObjectError;
+
+/// Why a request failed; carried in dead-letter headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailureKind {
+    /// The body is not a decimal `u64`.
+    Malformed,
+    /// `process` returned an error.
+    Process,
+    /// `process` panicked.
+    Panic,
+    /// Object storage failed.
+    Storage,
+    /// The database failed.
+    Database,
+    /// The broker failed.
+    Broker,
+}
+
+impl FailureKind {
+    /// The name used in headers and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Malformed => "malformed",
+            FailureKind::Process => "process-error",
+            FailureKind::Panic => "panic",
+            FailureKind::Storage => "storage",
+            FailureKind::Database => "database",
+            FailureKind::Broker => "broker",
+        }
+    }
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", kind.as_str())]
+pub struct Failure {
+    /// What failed.
+    pub kind: FailureKind,
+    /// The error, with its causes.
+    pub message: String,
+    /// Whether an outside system failed (S3, the database, the broker) rather
+    /// than this request: such failures are retried until the system is back
+    /// and do not count towards `SLINGSHOT_MAX_ATTEMPTS`.
+    pub transient: bool,
+}
+
+impl Failure {
+    /// A failure of this request.
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    /// A failure of an outside system.
+    pub(crate) fn outage(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure {
+            transient: true,
+            ..Failure::new(kind, message)
+        }
+    }
+
+    /// Classifies an error `process` returned. Storage and database errors it
+    /// passed on with `?` (anywhere in the error's chain) keep their kind, and
+    /// count as outages when the system failed rather than the request.
+    pub(crate) fn from_process(error: AnyError) -> Self {
+        let message = error_chain(&*error);
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+        while let Some(e) = cause {
+            if let Some(object) = e.downcast_ref::<ObjectError>() {
+                return Failure {
+                    transient: object.is_transient(),
+                    ..Failure::new(FailureKind::Storage, message)
+                };
+            }
+            if let Some(db) = e.downcast_ref::<DbError>() {
+                return Failure {
+                    transient: matches!(db, DbError::Connect { .. }),
+                    ..Failure::new(FailureKind::Database, message)
+                };
+            }
+            if let Some(query) = e.downcast_ref::<diesel::result::Error>() {
+                return Failure {
+                    transient: is_lost_connection(query),
+                    ..Failure::new(FailureKind::Database, message)
+                };
+            }
+            cause = e.source();
+        }
+        Failure::new(FailureKind::Process, message)
+    }
+}
+
+/// Whether a diesel error means the connection, not the query, failed.
+fn is_lost_connection(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => true,
+        Error::BrokenTransactionManager => true,
+        // libpq reports a server that went away mid-query this way.
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let text = info.message();
+            text.contains("server closed the connection")
+                || text.contains("terminating connection")
+                || text.contains("no connection to the server")
+                || text.contains("could not connect")
+        }
+        _ => false,
+    }
+}

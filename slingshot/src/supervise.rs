@@ -1,0 +1,68 @@
+//! Keeping a service consuming: when its consumer stops (connection lost, consumer cancelled), wait with jittered backoff, redeclare its queues and consume again, until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::watch;
+
+use crate::broker::Durability;
+use crate::error::Error;
+use crate::worker::Worker;
+
+/// Runs a worker until shutdown. When its consumer fails (connection lost,
+/// consumer cancelled because the queue was deleted) it waits, redeclares the
+/// queues and consumes again: the service never stops on its own.
+pub(crate) async fn keep_consuming(
+    worker: Arc<Worker>,
+    queues: Vec<(String, Durability)>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    // Doubling from 250 ms to 15 s, with jitter so that the services of a
+    // pipeline do not all reconnect at the same instant after an outage.
+    let backoff = || {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(250))
+            .with_max_delay(RECONNECT_MAX_DELAY)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut delays = backoff();
+    loop {
+        let started = std::time::Instant::now();
+        let stopped = match worker.clone().run(shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(stopped) => stopped,
+        };
+        // A consumer that ran for a while starts over from the shortest delay.
+        if started.elapsed() > RECONNECT_MAX_DELAY {
+            delays = backoff();
+        }
+        let mut delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
+        tracing::error!(service = worker.name, error = %stopped, ?delay, "consumer stopped; resuming");
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            }
+            let mut declared = Ok(());
+            for (queue, durability) in &queues {
+                declared = worker.broker.declare(queue, *durability).await;
+                if declared.is_err() {
+                    break;
+                }
+            }
+            match declared {
+                Ok(()) => break,
+                Err(e) => {
+                    delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
+                    tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet");
+                }
+            }
+        }
+    }
+}
+
+/// The longest wait between two attempts to resume a stopped consumer.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(15);
