@@ -1,54 +1,49 @@
-//! Live counters and histograms of each service, and their Prometheus text exposition.
+//! Live counters and histograms of each service, and their Prometheus text
+//! exposition through `prometheus-client`.
+//!
+//! Each service's [`Stats`] remain the source of truth that code and tests
+//! read; [`registry`] builds a `prometheus-client` registry whose collector
+//! reads them at every scrape, and [`render`] encodes it in the Prometheus
+//! text format (version 0.0.4).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram as ClientHistogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
 use crate::case::CaseValue;
+
+/// The `Content-Type` of what [`render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the duration histograms' buckets.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A Prometheus histogram of durations with fixed buckets.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// A Prometheus histogram of durations in seconds, with fixed buckets
+/// (`prometheus-client`'s).
+#[derive(Debug)]
+pub struct Histogram(ClientHistogram);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram(ClientHistogram::new(BUCKETS))
+    }
 }
 
 impl Histogram {
     /// Records one duration.
     pub fn observe(&self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|bound| seconds <= *bound) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    /// How many durations were recorded.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        self.0.observe(duration.as_secs_f64());
     }
 }
 
@@ -106,7 +101,7 @@ impl Stats {
         }
     }
 
-    fn lock_routes(&self) -> std::sync::MutexGuard<'_, BTreeMap<(CaseValue, String), u64>> {
+    fn lock_routes(&self) -> MutexGuard<'_, BTreeMap<(CaseValue, String), u64>> {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -116,160 +111,204 @@ impl Stats {
     }
 }
 
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// The services an exposition reports on, by name; more may be added after
+/// the registry is built.
+pub type Watched = Arc<Mutex<Vec<(&'static str, Arc<Stats>)>>>;
+
+/// A registry exposing the metrics of every service in `services`, read from
+/// their [`Stats`] at each scrape.
+pub fn registry(services: Watched) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(StatsCollector(services)));
+    registry
 }
 
-/// The case as a label value: its JSON text without string quotes, with its kind beside it.
-fn case_labels(case: &CaseValue) -> String {
-    let value = match case {
+/// Encodes `registry` in the Prometheus text format (version 0.0.4).
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+/// Reads the watched services' [`Stats`] at each scrape.
+#[derive(Debug)]
+struct StatsCollector(Watched);
+
+/// A family of counters or gauges: its name, its help and one service's value.
+type Family = (&'static str, &'static str, fn(&Stats) -> u64);
+
+/// A family of histograms: its name, its help and one service's histogram.
+type HistogramFamily = (&'static str, &'static str, fn(&Stats) -> &Histogram);
+
+/// The per-service counters (`prometheus-client` adds `_total` to the names).
+const COUNTERS: [Family; 8] = [
+    (
+        "slingshot_messages_consumed",
+        "Deliveries taken from the inbound queue.",
+        |s| Stats::get(&s.consumed),
+    ),
+    (
+        "slingshot_messages_acked",
+        "Requests processed and acknowledged.",
+        |s| Stats::get(&s.processed),
+    ),
+    (
+        "slingshot_messages_retried",
+        "Requests sent back for another attempt.",
+        |s| Stats::get(&s.retried),
+    ),
+    (
+        "slingshot_messages_dead_lettered",
+        "Requests sent to the dead-letter queue.",
+        |s| Stats::get(&s.dead_lettered),
+    ),
+    (
+        "slingshot_outputs_published",
+        "Output messages confirmed by the broker.",
+        |s| Stats::get(&s.published),
+    ),
+    ("slingshot_objects_written", "Objects uploaded.", |s| {
+        Stats::get(&s.objects_written)
+    }),
+    ("slingshot_s3_bytes_written", "Bytes uploaded to object storage.", |s| {
+        Stats::get(&s.bytes_written)
+    }),
+    ("slingshot_s3_bytes_read", "Bytes read from object storage.", |s| {
+        Stats::get(&s.bytes_read)
+    }),
+];
+
+/// The per-service gauges.
+const GAUGES: [Family; 2] = [
+    ("slingshot_in_flight", "Requests being processed.", |s| {
+        Stats::get(&s.in_flight)
+    }),
+    ("slingshot_ready", "Whether the service is consuming.", |s| {
+        u64::from(s.consuming.load(Ordering::Relaxed))
+    }),
+];
+
+/// The per-service duration histograms.
+const HISTOGRAMS: [HistogramFamily; 2] = [
+    (
+        "slingshot_process_duration_seconds",
+        "Time spent in process, uploads excluded.",
+        |s| &s.process_duration,
+    ),
+    (
+        "slingshot_publish_confirm_seconds",
+        "Time from publish to broker confirm.",
+        |s| &s.confirm_latency,
+    ),
+];
+
+/// The case as a label value: its JSON text without string quotes.
+fn case_value(case: &CaseValue) -> String {
+    match case {
         CaseValue::Str(s) => s.to_string(),
         other => other.to_string(),
-    };
-    format!("case=\"{}\",case_kind=\"{}\"", escape(&value), case.kind())
+    }
 }
 
-/// Renders every service's metrics in the Prometheus text format.
-pub fn render(services: &[(&str, &Stats)]) -> String {
-    let mut out = String::new();
-    type Counter = fn(&Stats) -> &AtomicU64;
-    let counters: [(&str, &str, Counter); 8] = [
-        (
-            "slingshot_messages_consumed_total",
-            "Deliveries taken from the inbound queue.",
-            |s| &s.consumed,
-        ),
-        (
-            "slingshot_messages_acked_total",
-            "Requests processed and acknowledged.",
-            |s| &s.processed,
-        ),
-        (
-            "slingshot_messages_retried_total",
-            "Requests sent back for another attempt.",
-            |s| &s.retried,
-        ),
-        (
-            "slingshot_messages_dead_lettered_total",
-            "Requests sent to the dead-letter queue.",
-            |s| &s.dead_lettered,
-        ),
-        (
-            "slingshot_outputs_published_total",
-            "Output messages confirmed by the broker.",
-            |s| &s.published,
-        ),
-        ("slingshot_objects_written_total", "Objects uploaded.", |s| {
-            &s.objects_written
-        }),
-        (
-            "slingshot_s3_bytes_written_total",
-            "Bytes uploaded to object storage.",
-            |s| &s.bytes_written,
-        ),
-        (
-            "slingshot_s3_bytes_read_total",
-            "Bytes read from object storage.",
-            |s| &s.bytes_read,
-        ),
-    ];
-    for (name, help, counter) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (service, stats) in services {
-            let _ = writeln!(
-                out,
-                "{name}{{service=\"{}\"}} {}",
-                escape(service),
-                Stats::get(counter(stats))
-            );
+impl StatsCollector {
+    fn lock(&self) -> MutexGuard<'_, Vec<(&'static str, Arc<Stats>)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let services = self.lock();
+        for (name, help, value) in COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (service, stats) in services.iter() {
+                ConstCounter::new(value(stats)).encode(family.encode_family(&[("service", *service)])?)?;
+            }
         }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP slingshot_in_flight Requests being processed.\n# TYPE slingshot_in_flight gauge"
-    );
-    for (service, stats) in services {
-        let _ = writeln!(
-            out,
-            "slingshot_in_flight{{service=\"{}\"}} {}",
-            escape(service),
-            Stats::get(&stats.in_flight)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP slingshot_ready Whether the service is consuming.\n# TYPE slingshot_ready gauge"
-    );
-    for (service, stats) in services {
-        let ready = u8::from(stats.consuming.load(Ordering::Relaxed));
-        let _ = writeln!(out, "slingshot_ready{{service=\"{}\"}} {ready}", escape(service));
-    }
-    let _ = writeln!(
-        out,
-        "# HELP slingshot_outputs_routed_total Outputs sent, by case and queue.\n# TYPE slingshot_outputs_routed_total counter"
-    );
-    for (service, stats) in services {
-        for ((case, queue), n) in stats.lock_routes().iter().filter(|((_, q), _)| !q.is_empty()) {
-            let _ = writeln!(
-                out,
-                "slingshot_outputs_routed_total{{service=\"{}\",{},queue=\"{}\"}} {n}",
-                escape(service),
-                case_labels(case),
-                escape(queue)
-            );
+        for (name, help, value) in GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (service, stats) in services.iter() {
+                ConstGauge::new(value(stats)).encode(family.encode_family(&[("service", *service)])?)?;
+            }
         }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP slingshot_outputs_unrouted_total Outputs whose case has no route.\n# TYPE slingshot_outputs_unrouted_total counter"
-    );
-    for (service, stats) in services {
-        for ((case, _), n) in stats.lock_routes().iter().filter(|((_, q), _)| q.is_empty()) {
-            let _ = writeln!(
-                out,
-                "slingshot_outputs_unrouted_total{{service=\"{}\",{}}} {n}",
-                escape(service),
-                case_labels(case)
-            );
+        let mut routed = encoder.encode_descriptor(
+            "slingshot_outputs_routed",
+            "Outputs sent, by case and queue.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (service, stats) in services.iter() {
+            for ((case, queue), n) in stats.lock_routes().iter().filter(|((_, q), _)| !q.is_empty()) {
+                let value = case_value(case);
+                let labels = [
+                    ("service", *service),
+                    ("case", &value),
+                    ("case_kind", case.kind()),
+                    ("queue", queue),
+                ];
+                ConstCounter::new(*n).encode(routed.encode_family(&labels)?)?;
+            }
         }
-    }
-    for (name, help, pick) in [
-        (
-            "slingshot_process_duration_seconds",
-            "Time spent in process, uploads excluded.",
-            (|s: &Stats| &s.process_duration) as fn(&Stats) -> &Histogram,
-        ),
-        (
-            "slingshot_publish_confirm_seconds",
-            "Time from publish to broker confirm.",
-            |s: &Stats| &s.confirm_latency,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (service, stats) in services {
-            pick(stats).render(&mut out, name, &format!("service=\"{}\"", escape(service)));
+        let mut unrouted = encoder.encode_descriptor(
+            "slingshot_outputs_unrouted",
+            "Outputs whose case has no route.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (service, stats) in services.iter() {
+            for ((case, _), n) in stats.lock_routes().iter().filter(|((_, q), _)| q.is_empty()) {
+                let value = case_value(case);
+                let labels = [("service", *service), ("case", &value), ("case_kind", case.kind())];
+                ConstCounter::new(*n).encode(unrouted.encode_family(&labels)?)?;
+            }
         }
+        for (name, help, pick) in HISTOGRAMS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (service, stats) in services.iter() {
+                pick(stats).0.encode(family.encode_family(&[("service", *service)])?)?;
+            }
+        }
+        Ok(())
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The page of one service `service` with `stats`.
+    fn page(service: &'static str, stats: Stats) -> String {
+        let watched = Watched::default();
+        watched.lock().unwrap().push((service, Arc::new(stats)));
+        render(&registry(watched)).unwrap()
+    }
+
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
+        let stats = Stats::default();
+        let h = &stats.process_duration;
         h.observe(Duration::from_micros(300));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(60));
-        let mut out = String::new();
-        h.render(&mut out, "x", "service=\"s\"");
-        assert!(out.contains("x_bucket{service=\"s\",le=\"0.0005\"} 1\n"), "{out}");
-        assert!(out.contains("x_bucket{service=\"s\",le=\"0.005\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{service=\"s\",le=\"10\"} 2\n"), "{out}");
-        assert!(out.contains("x_bucket{service=\"s\",le=\"+Inf\"} 3\n"), "{out}");
-        assert!(out.contains("x_count{service=\"s\"} 3\n"), "{out}");
+        let out = page("s", stats);
+        let x = "slingshot_process_duration_seconds";
+        assert!(
+            out.contains(&format!("{x}_bucket{{service=\"s\",le=\"0.0005\"}} 1\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{x}_bucket{{service=\"s\",le=\"0.005\"}} 2\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{x}_bucket{{service=\"s\",le=\"10\"}} 2\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{x}_bucket{{service=\"s\",le=\"+Inf\"}} 3\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{x}_count{{service=\"s\"}} 3\n")), "{out}");
     }
 
     #[test]
@@ -278,7 +317,7 @@ mod tests {
         stats.count_route(&CaseValue::Str("say \"hi\"".into()), "q1");
         stats.count_route(&CaseValue::Bool(false), "");
         stats.processed.store(5, Ordering::Relaxed);
-        let text = render(&[("svc", &stats)]);
+        let text = page("svc", stats);
         assert!(
             text.contains("slingshot_messages_acked_total{service=\"svc\"} 5\n"),
             "{text}"

@@ -15,16 +15,28 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::metrics::{self, Stats};
+use prometheus_client::registry::Registry;
 
-/// The services a probe watches, by name.
-type Watched = Vec<(&'static str, Arc<Stats>)>;
+use crate::metrics::{self, Stats, Watched};
 
 /// What the endpoint reports on.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Probe {
-    services: Arc<std::sync::Mutex<Watched>>,
+    services: Watched,
     stopping: Arc<AtomicBool>,
+    /// Reads `services` at each scrape, those watched later included.
+    registry: Arc<Registry>,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        let services = Watched::default();
+        Probe {
+            registry: Arc::new(metrics::registry(services.clone())),
+            services,
+            stopping: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Probe {
@@ -44,7 +56,7 @@ impl Probe {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Watched> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(&'static str, Arc<Stats>)>> {
         self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -65,10 +77,8 @@ impl Probe {
         (!waiting.is_empty()).then(|| format!("not consuming: {}", waiting.join(", ")))
     }
 
-    fn metrics(&self) -> String {
-        let services = self.lock();
-        let view: Vec<(&str, &Stats)> = services.iter().map(|(name, stats)| (*name, &**stats)).collect();
-        metrics::render(&view)
+    fn metrics(&self) -> Result<String, std::fmt::Error> {
+        metrics::render(&self.registry)
     }
 }
 
@@ -82,7 +92,18 @@ pub fn router(probe: Probe) -> Router {
 }
 
 async fn metrics_page(State(probe): State<Probe>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], probe.metrics())
+    match probe.metrics() {
+        Ok(page) => (StatusCode::OK, [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], page),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the metrics");
+            let text = "text/plain; charset=utf-8";
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, text)],
+                "cannot encode the metrics\n".into(),
+            )
+        }
+    }
 }
 
 async fn ready(State(probe): State<Probe>) -> impl IntoResponse {
