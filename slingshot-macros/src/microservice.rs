@@ -39,7 +39,7 @@ struct Service {
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let mut cx = Ctxt::default();
+    let mut cx = Ctxt::new();
     let args = parse_args(&mut cx, args);
     let function = match syn::parse2::<ItemFn>(item.clone()) {
         Ok(function) => function,
@@ -48,7 +48,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             // A stub `main` so that rustc does not add "`main` function not
             // found" to the one mistake.
             let stub = args.main.then(stub_main);
-            let errors = cx.into_compile_errors();
+            let errors = cx.check().err().map(|e| e.to_compile_error());
             return quote! { #item #stub #errors };
         }
     };
@@ -60,8 +60,8 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             "slingshot generates `main` for this service, so the function cannot be called `main`; rename it (e.g. `process`) or add `main = false`",
         );
     }
-    if cx.has_errors() {
-        return with_errors(cx, &function, args.main, named_main);
+    if let Err(errors) = cx.check() {
+        return with_errors(errors, &function, args.main, named_main);
     }
     let (Some(name), Some(sys_map), Some(service)) = (args.name, args.sys_map, service) else {
         unreachable!("a missing argument or invalid function was reported as an error");
@@ -72,8 +72,8 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The output when the input has mistakes: the errors, and the user's
 /// function so that its body's own errors are reported and the IDE keeps
 /// working.
-fn with_errors(cx: Ctxt, function: &ItemFn, main: bool, named_main: bool) -> TokenStream {
-    let errors = cx.into_compile_errors();
+fn with_errors(errors: syn::Error, function: &ItemFn, main: bool, named_main: bool) -> TokenStream {
+    let errors = errors.to_compile_error();
     let in_impl = matches!(function.sig.inputs.first(), Some(FnArg::Receiver(_)));
     if named_main {
         // Kept out of the crate root, so that rustc does not also complain
