@@ -3,6 +3,8 @@
 //! Shape is checked here (what a parameter *is*: the request, a shared
 //! reference, the `&mut` connection); types are checked by rustc through
 //! the runtime's traits, each assertion spanned on the user's own type.
+//! Whether the return type is a `Result` is a question about types too: an
+//! alias (`anyhow::Result<C>`, `type Out = ...`) hides it from the macro.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -34,7 +36,6 @@ struct Service {
     params: Vec<Param>,
     connection: Option<Type>,
     output: Type,
-    returns_result: bool,
     opaque_output: bool,
 }
 
@@ -296,16 +297,14 @@ fn check_function(cx: &mut Ctxt, function: &ItemFn) -> Option<Service> {
     let (Some((params, connection)), true) = (params, ok) else {
         return None;
     };
-    let returns_result = match &output {
-        Type::Path(path) => path.path.segments.last().is_some_and(|s| s.ident == "Result"),
-        _ => false,
-    };
+    // Whether the return type is a `Result` is left to rustc (see
+    // `generate`): an alias such as `anyhow::Result<C>` or `type Out = ...`
+    // hides it from the macro.
     Some(Service {
         params,
         connection,
         opaque_output: contains_impl_trait(&output),
         output,
-        returns_result,
     })
 }
 
@@ -478,6 +477,17 @@ fn contains_impl_trait(ty: &Type) -> bool {
     walk(ty.to_token_stream())
 }
 
+/// The spans of the first and the last token of `tokens`. On stable rustc a
+/// proc macro cannot join spans, but rustc spans an expression from its
+/// first token to its last: tokens built with these two point at all of
+/// `tokens`, not only at their first token (`impl` of `impl Iterator<...>`).
+fn outer_spans(tokens: impl ToTokens) -> (Span, Span) {
+    let mut tokens = tokens.into_token_stream().into_iter();
+    let first = tokens.next().map_or_else(Span::call_site, |t| t.span());
+    let last = tokens.last().map_or(first, |t| t.span());
+    (first, last)
+}
+
 fn generate(
     function: &ItemFn,
     name: &syn::LitStr,
@@ -508,31 +518,43 @@ fn generate(
     } else {
         quote!(#fn_name(#(#args),*))
     };
+
+    // The return type is `Result<C, E>` or plain `C`, whatever either is
+    // called. A `Probe` tells which (by what the type is), `returns` checks
+    // it: `C` must be `Outputs`, `E` a `ProcessError`. A wrong type is
+    // reported by those bounds, at the user's return type: named in a
+    // turbofish where possible; an `impl Trait` cannot be named, so there
+    // the call itself is spanned from the type's first token to its last.
     let output = &service.output;
-    // Named with a turbofish where possible, so the check happens at the
-    // user's return type; an `impl Trait` type is left to inference.
-    // Every token of the path carries the span of the return type, so that
-    // rustc reports an unsatisfied bound there rather than at the attribute.
-    let span = output.span();
-    let constructor = Ident::new(
-        if service.returns_result {
-            "returns_result"
-        } else {
-            "returns_outputs"
-        },
-        span,
-    );
-    let returns = if service.opaque_output {
-        quote_spanned!(span=> ::slingshot::__private::#constructor())
+    let (first, last) = outer_spans(output);
+    let (convert, domain) = if service.opaque_output {
+        // `identity(value)`, spanned from the type's first token to its
+        // last: the argument rustc blames for an unsatisfied bound.
+        let identity = quote_spanned!(first=> ::core::convert::identity);
+        let value = quote_spanned!(last=> (__slingshot_returned));
+        let convert = quote! {
+            use #private::PlainForm as _;
+            let __slingshot_form = #private::Probe::of(&__slingshot_returned).form();
+            #private::convert(__slingshot_form, #identity #value)
+        };
+        // An `impl Trait` type cannot be named outside the function, so
+        // its case type is unknown at start-up and the route check is
+        // skipped.
+        (convert, quote!(::core::option::Option::None))
     } else {
-        quote_spanned!(span=> ::slingshot::__private::#constructor::<#output>())
-    };
-    // An `impl Trait` return type cannot be named outside the function, so
-    // its case type is unknown at start-up and the route check is skipped.
-    let domain = if service.opaque_output {
-        quote!(::core::option::Option::None)
-    } else {
-        quote!(::core::option::Option::Some(#returns.domain()))
+        let returns = quote_spanned!(first=>
+            #private::returns::<#output, _>(#private::Probe::<#output>::new().form())
+        );
+        (
+            quote! {
+                use #private::PlainForm as _;
+                #returns.convert(__slingshot_returned)
+            },
+            quote! {
+                use #private::PlainForm as _;
+                ::core::option::Option::Some(#returns.domain())
+            },
+        )
     };
     let generated_main = main.then(|| {
         quote! {
@@ -562,7 +584,7 @@ fn generate(
                 __slingshot_connection: &mut Self::Connection,
             ) -> #private::Outcome {
                 let __slingshot_returned = #call;
-                #returns.convert(__slingshot_returned)
+                #convert
             }
 
             fn case_domain() -> ::core::option::Option<#private::CaseDomain> {
@@ -653,6 +675,28 @@ pub(crate) mod tests {
         );
         assert!(errors.is_empty());
         assert!(!has_main(&output));
+    }
+
+    #[test]
+    fn the_return_type_is_classified_by_rustc_not_by_its_name() {
+        let expansion = |output: TokenStream| {
+            let output_text = output.to_string();
+            let (tokens, errors) = expand_fn(
+                quote!(name = "echo", sys_map = "x", main = false),
+                quote!(fn process(request: u64) -> #output { todo() }),
+            );
+            assert!(errors.is_empty(), "{errors:?}");
+            tokens.to_string().replace(&output_text, "OUTPUT")
+        };
+        let result = expansion(quote!(Result<Vec<(u64, bool)>, AnyError>));
+        assert_eq!(result, expansion(quote!(AliasedOutputs)));
+        assert_eq!(result, expansion(quote!(Vec<(u64, bool)>)));
+        assert!(result.contains("Probe :: < OUTPUT > :: new () . form ()"), "{result}");
+
+        // An `impl Trait` cannot be named: the value's type is probed.
+        let opaque = expansion(quote!(impl Iterator<Item = (u64, bool)>));
+        assert_eq!(opaque.matches("OUTPUT").count(), 1, "{opaque}");
+        assert!(opaque.contains("Probe :: of (& __slingshot_returned)"), "{opaque}");
     }
 
     #[test]

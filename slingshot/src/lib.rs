@@ -59,8 +59,8 @@ pub mod __private {
     pub use crate::bridge::block_on_local;
     pub use crate::case::{Case, CaseDomain, CaseValue};
     pub use crate::contract::{
-        returns_outputs, returns_result, Outcome, Outputs, Parts, ProcessError, RefParam, RequestId, ResultLike,
-        Returns,
+        convert, returns, Conversion, Fallible, Outcome, Output, Outputs, Parts, Plain, PlainForm, Probe, ProcessError,
+        RefParam, RequestId, Returns,
     };
     pub use crate::db::{ConnectionKind, DbConnection, NoConnection};
     pub use crate::entry::main;
