@@ -5,6 +5,11 @@
 //! the runtime's traits, each assertion spanned on the user's own type.
 //! Whether the return type is a `Result` is a question about types too: an
 //! alias (`anyhow::Result<C>`, `type Out = ...`) hides it from the macro.
+//!
+//! An attribute macro sees only the function, not whether it sits inside
+//! an `impl` block. A `self` parameter gives a method away; for an
+//! associated function without one, the expansion is shaped so that rustc
+//! rejects exactly one of its items there (see `generate`).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -496,6 +501,7 @@ fn generate(
     service: &Service,
 ) -> TokenStream {
     let fn_name = &function.sig.ident;
+    let container = format_ident!("__slingshot_service_{}", fn_name);
     let handler = format_ident!("__slingshot_handler_{}", fn_name);
     let def = format_ident!("__SLINGSHOT_SERVICE_{}", fn_name);
     let private = quote!(::slingshot::__private);
@@ -560,57 +566,68 @@ fn generate(
         quote! {
             #[allow(dead_code)]
             fn main() -> ::std::process::ExitCode {
-                #private::main(&#def)
+                #private::main_named(#name)
             }
         }
     });
 
+    // Everything that names the function sits in the default of a trait's
+    // associated const: a block, so it sees what the function sees (also
+    // inside a function body), in an item that cannot be written inside an
+    // `impl` block. An attribute macro cannot tell that it is on an
+    // associated function; this way that mistake is one error, "trait is
+    // not supported in `trait`s or `impl`s", at the attribute, and not a
+    // wall of errors about the items below. `main` names nothing of it.
     quote! {
         #function
 
         #[doc(hidden)]
-        #[allow(non_camel_case_types)]
-        #[derive(Default)]
-        struct #handler;
+        #[allow(non_camel_case_types, dead_code)]
+        trait #container {
+            const REGISTERED: () = {
+                #[allow(non_camel_case_types)]
+                #[derive(Default)]
+                struct #handler;
 
-        impl #private::Handler for #handler {
-            type Connection = #connection;
+                impl #private::Handler for #handler {
+                    type Connection = #connection;
 
-            #[allow(unused_variables, clippy::needless_borrow)]
-            fn call(
-                &self,
-                __slingshot_request: u64,
-                __slingshot_parts: &#private::Parts<'_>,
-                __slingshot_connection: &mut Self::Connection,
-            ) -> #private::Outcome {
-                let __slingshot_returned = #call;
-                #convert
-            }
+                    #[allow(unused_variables, clippy::needless_borrow)]
+                    fn call(
+                        &self,
+                        __slingshot_request: u64,
+                        __slingshot_parts: &#private::Parts<'_>,
+                        __slingshot_connection: &mut Self::Connection,
+                    ) -> #private::Outcome {
+                        let __slingshot_returned = #call;
+                        #convert
+                    }
 
-            fn case_domain() -> ::core::option::Option<#private::CaseDomain> {
-                #domain
-            }
-        }
-
-        #[doc(hidden)]
-        #[allow(non_upper_case_globals)]
-        const #def: #private::ServiceDef = #private::ServiceDef {
-            name: #name,
-            sys_map: #sys_map,
-            function: ::core::stringify!(#fn_name),
-            // Through the handler, so that a type that is not a connection
-            // is reported once, at `type Connection`.
-            connection: {
-                const fn kind<H: #private::Handler>() -> #private::ConnectionKind {
-                    <H::Connection as #private::DbConnection>::KIND
+                    fn case_domain() -> ::core::option::Option<#private::CaseDomain> {
+                        #domain
+                    }
                 }
-                kind::<#handler>()
-            },
-            prepare: #private::prepare::<#handler>,
-            case_domain: <#handler as #private::Handler>::case_domain,
-        };
 
-        #private::inventory::submit! { #def }
+                #[allow(non_upper_case_globals)]
+                const #def: #private::ServiceDef = #private::ServiceDef {
+                    name: #name,
+                    sys_map: #sys_map,
+                    function: ::core::stringify!(#fn_name),
+                    // Through the handler, so that a type that is not a
+                    // connection is reported once, at `type Connection`.
+                    connection: {
+                        const fn kind<H: #private::Handler>() -> #private::ConnectionKind {
+                            <H::Connection as #private::DbConnection>::KIND
+                        }
+                        kind::<#handler>()
+                    },
+                    prepare: #private::prepare::<#handler>,
+                    case_domain: <#handler as #private::Handler>::case_domain,
+                };
+
+                #private::inventory::submit! { #def }
+            };
+        }
 
         #generated_main
     }
@@ -675,6 +692,40 @@ pub(crate) mod tests {
         );
         assert!(errors.is_empty());
         assert!(!has_main(&output));
+    }
+
+    #[test]
+    fn only_one_generated_item_cannot_sit_in_an_impl() {
+        // Inside an `impl` block, a trait is the one item rustc rejects:
+        // one error, at the attribute. The function and `main` are valid
+        // there, and `main` names nothing inside the trait.
+        let (output, errors) = expand_fn(
+            quote!(name = "echo", sys_map = "sys-map.example.com"),
+            quote!(
+                fn process(request: u64) -> Vec<(u64, bool)> {
+                    vec![(request, true)]
+                }
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let file: syn::File = syn::parse2(output).unwrap();
+        let items: Vec<String> = file
+            .items
+            .iter()
+            .map(|item| match item {
+                syn::Item::Fn(f) => format!("fn {}", f.sig.ident),
+                syn::Item::Trait(t) => format!("trait {}", t.ident),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(items, ["fn process", "trait __slingshot_service_process", "fn main"]);
+        let syn::Item::Fn(main) = &file.items[2] else {
+            unreachable!()
+        };
+        assert_eq!(
+            main.block.to_token_stream().to_string(),
+            quote!({ ::slingshot::__private::main_named("echo") }).to_string()
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub mod __private {
         RefParam, RequestId, Returns,
     };
     pub use crate::db::{ConnectionKind, DbConnection, NoConnection};
-    pub use crate::entry::main;
+    pub use crate::entry::{main, main_named};
     pub use crate::service::{prepare, Handler, ServiceDef};
     pub use ::inventory;
     pub use ::std;
