@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use slingshot::broker::memory::MemoryBroker;
 use slingshot::broker::{Broker, Delivery};
+use slingshot::settings::QueueMode;
 use slingshot::storage::dir::DirStore;
 use slingshot::storage::ObjectStore;
 use slingshot::sysmap::file::FileSysMap;
 use slingshot::sysmap::SysMap;
-use slingshot::settings::QueueMode;
 use slingshot::{Runtime, Settings};
 
 /// Which implementation of the seams a test runs on.
