@@ -11,14 +11,14 @@ pub fn expand(input: TokenStream) -> TokenStream {
         Ok(input) => input,
         Err(e) => return e.to_compile_error(),
     };
-    let mut cx = Ctxt::default();
     let Data::Enum(data) = &input.data else {
-        cx.error_spanned(
+        let error = syn::Error::new_spanned(
             &input.ident,
             "#[derive(Case)] works on enums of unit variants; for a struct, return one of its fields as the case",
         );
-        return with_errors(cx, &input);
+        return with_errors(error, &input);
     };
+    let mut cx = Ctxt::new();
     if !input.generics.params.is_empty() {
         cx.error_spanned(&input.generics, "#[derive(Case)] does not support generic enums");
     }
@@ -107,8 +107,8 @@ pub fn expand(input: TokenStream) -> TokenStream {
             values.push(quote!(::slingshot::CaseValue::Str(::std::borrow::Cow::Borrowed(#text))));
         }
     }
-    if cx.has_errors() {
-        return with_errors(cx, &input);
+    if let Err(errors) = cx.check() {
+        return with_errors(errors, &input);
     }
     quote! {
         impl ::slingshot::Case for #ident {
@@ -124,8 +124,8 @@ pub fn expand(input: TokenStream) -> TokenStream {
 
 /// The errors, and a placeholder implementation so that uses of the type as a
 /// case are not reported as a second mistake.
-fn with_errors(cx: Ctxt, input: &DeriveInput) -> TokenStream {
-    let errors = cx.into_compile_errors();
+fn with_errors(errors: syn::Error, input: &DeriveInput) -> TokenStream {
+    let errors = errors.to_compile_error();
     if !input.generics.params.is_empty() {
         return errors;
     }

@@ -3,6 +3,13 @@
 //! Shape is checked here (what a parameter *is*: the request, a shared
 //! reference, the `&mut` connection); types are checked by rustc through
 //! the runtime's traits, each assertion spanned on the user's own type.
+//! Whether the return type is a `Result` is a question about types too: an
+//! alias (`anyhow::Result<C>`, `type Out = ...`) hides it from the macro.
+//!
+//! An attribute macro sees only the function, not whether it sits inside
+//! an `impl` block. A `self` parameter gives a method away; for an
+//! associated function without one, the expansion is shaped so that rustc
+//! rejects exactly one of its items there (see `generate`).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -34,12 +41,11 @@ struct Service {
     params: Vec<Param>,
     connection: Option<Type>,
     output: Type,
-    returns_result: bool,
     opaque_output: bool,
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let mut cx = Ctxt::default();
+    let mut cx = Ctxt::new();
     let args = parse_args(&mut cx, args);
     let function = match syn::parse2::<ItemFn>(item.clone()) {
         Ok(function) => function,
@@ -48,7 +54,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             // A stub `main` so that rustc does not add "`main` function not
             // found" to the one mistake.
             let stub = args.main.then(stub_main);
-            let errors = cx.into_compile_errors();
+            let errors = cx.check().err().map(|e| e.to_compile_error());
             return quote! { #item #stub #errors };
         }
     };
@@ -60,8 +66,8 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             "slingshot generates `main` for this service, so the function cannot be called `main`; rename it (e.g. `process`) or add `main = false`",
         );
     }
-    if cx.has_errors() {
-        return with_errors(cx, &function, args.main, named_main);
+    if let Err(errors) = cx.check() {
+        return with_errors(errors, &function, args.main, named_main);
     }
     let (Some(name), Some(sys_map), Some(service)) = (args.name, args.sys_map, service) else {
         unreachable!("a missing argument or invalid function was reported as an error");
@@ -72,8 +78,8 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 /// The output when the input has mistakes: the errors, and the user's
 /// function so that its body's own errors are reported and the IDE keeps
 /// working.
-fn with_errors(cx: Ctxt, function: &ItemFn, main: bool, named_main: bool) -> TokenStream {
-    let errors = cx.into_compile_errors();
+fn with_errors(errors: syn::Error, function: &ItemFn, main: bool, named_main: bool) -> TokenStream {
+    let errors = errors.to_compile_error();
     let in_impl = matches!(function.sig.inputs.first(), Some(FnArg::Receiver(_)));
     if named_main {
         // Kept out of the crate root, so that rustc does not also complain
@@ -296,16 +302,14 @@ fn check_function(cx: &mut Ctxt, function: &ItemFn) -> Option<Service> {
     let (Some((params, connection)), true) = (params, ok) else {
         return None;
     };
-    let returns_result = match &output {
-        Type::Path(path) => path.path.segments.last().is_some_and(|s| s.ident == "Result"),
-        _ => false,
-    };
+    // Whether the return type is a `Result` is left to rustc (see
+    // `generate`): an alias such as `anyhow::Result<C>` or `type Out = ...`
+    // hides it from the macro.
     Some(Service {
         params,
         connection,
         opaque_output: contains_impl_trait(&output),
         output,
-        returns_result,
     })
 }
 
@@ -478,6 +482,17 @@ fn contains_impl_trait(ty: &Type) -> bool {
     walk(ty.to_token_stream())
 }
 
+/// The spans of the first and the last token of `tokens`. On stable rustc a
+/// proc macro cannot join spans, but rustc spans an expression from its
+/// first token to its last: tokens built with these two point at all of
+/// `tokens`, not only at their first token (`impl` of `impl Iterator<...>`).
+fn outer_spans(tokens: impl ToTokens) -> (Span, Span) {
+    let mut tokens = tokens.into_token_stream().into_iter();
+    let first = tokens.next().map_or_else(Span::call_site, |t| t.span());
+    let last = tokens.last().map_or(first, |t| t.span());
+    (first, last)
+}
+
 fn generate(
     function: &ItemFn,
     name: &syn::LitStr,
@@ -486,6 +501,7 @@ fn generate(
     service: &Service,
 ) -> TokenStream {
     let fn_name = &function.sig.ident;
+    let container = format_ident!("__slingshot_service_{}", fn_name);
     let handler = format_ident!("__slingshot_handler_{}", fn_name);
     let def = format_ident!("__SLINGSHOT_SERVICE_{}", fn_name);
     let private = quote!(::slingshot::__private);
@@ -508,87 +524,110 @@ fn generate(
     } else {
         quote!(#fn_name(#(#args),*))
     };
+
+    // The return type is `Result<C, E>` or plain `C`, whatever either is
+    // called. A `FormProbe` tells which (by what the type is), `returns` checks
+    // it: `C` must be `Outputs`, `E` a `ProcessError`. A wrong type is
+    // reported by those bounds, at the user's return type: named in a
+    // turbofish where possible; an `impl Trait` cannot be named, so there
+    // the call itself is spanned from the type's first token to its last.
     let output = &service.output;
-    // Named with a turbofish where possible, so the check happens at the
-    // user's return type; an `impl Trait` type is left to inference.
-    // Every token of the path carries the span of the return type, so that
-    // rustc reports an unsatisfied bound there rather than at the attribute.
-    let span = output.span();
-    let constructor = Ident::new(
-        if service.returns_result {
-            "returns_result"
-        } else {
-            "returns_outputs"
-        },
-        span,
-    );
-    let returns = if service.opaque_output {
-        quote_spanned!(span=> ::slingshot::__private::#constructor())
+    let (first, last) = outer_spans(output);
+    let (convert, domain) = if service.opaque_output {
+        // `identity(value)`, spanned from the type's first token to its
+        // last: the argument rustc blames for an unsatisfied bound.
+        let identity = quote_spanned!(first=> ::core::convert::identity);
+        let value = quote_spanned!(last=> (__slingshot_returned));
+        let convert = quote! {
+            use #private::PlainForm as _;
+            let __slingshot_form = #private::FormProbe::of(&__slingshot_returned).form();
+            #private::convert(__slingshot_form, #identity #value)
+        };
+        // An `impl Trait` type cannot be named outside the function, so
+        // its case type is unknown at start-up and the route check is
+        // skipped.
+        (convert, quote!(::core::option::Option::None))
     } else {
-        quote_spanned!(span=> ::slingshot::__private::#constructor::<#output>())
-    };
-    // An `impl Trait` return type cannot be named outside the function, so
-    // its case type is unknown at start-up and the route check is skipped.
-    let domain = if service.opaque_output {
-        quote!(::core::option::Option::None)
-    } else {
-        quote!(::core::option::Option::Some(#returns.domain()))
+        let returns = quote_spanned!(first=>
+            #private::returns::<#output, _>(#private::FormProbe::<#output>::new().form())
+        );
+        (
+            quote! {
+                use #private::PlainForm as _;
+                #returns.convert(__slingshot_returned)
+            },
+            quote! {
+                use #private::PlainForm as _;
+                ::core::option::Option::Some(#returns.domain())
+            },
+        )
     };
     let generated_main = main.then(|| {
         quote! {
             #[allow(dead_code)]
             fn main() -> ::std::process::ExitCode {
-                #private::main(&#def)
+                #private::main_named(#name)
             }
         }
     });
 
+    // Everything that names the function sits in the default of a trait's
+    // associated const: a block, so it sees what the function sees (also
+    // inside a function body), in an item that cannot be written inside an
+    // `impl` block. An attribute macro cannot tell that it is on an
+    // associated function; this way that mistake is one error, "trait is
+    // not supported in `trait`s or `impl`s", at the attribute, and not a
+    // wall of errors about the items below. `main` names nothing of it.
     quote! {
         #function
 
         #[doc(hidden)]
-        #[allow(non_camel_case_types)]
-        #[derive(Default)]
-        struct #handler;
+        #[allow(non_camel_case_types, dead_code)]
+        trait #container {
+            const REGISTERED: () = {
+                #[allow(non_camel_case_types)]
+                #[derive(Default)]
+                struct #handler;
 
-        impl #private::Handler for #handler {
-            type Connection = #connection;
+                impl #private::Handler for #handler {
+                    type Connection = #connection;
 
-            #[allow(unused_variables, clippy::needless_borrow)]
-            fn call(
-                &self,
-                __slingshot_request: u64,
-                __slingshot_parts: &#private::Parts<'_>,
-                __slingshot_connection: &mut Self::Connection,
-            ) -> #private::Outcome {
-                let __slingshot_returned = #call;
-                #returns.convert(__slingshot_returned)
-            }
+                    #[allow(unused_variables, clippy::needless_borrow)]
+                    fn call(
+                        &self,
+                        __slingshot_request: u64,
+                        __slingshot_parts: &#private::Parts<'_>,
+                        __slingshot_connection: &mut Self::Connection,
+                    ) -> #private::Outcome {
+                        let __slingshot_returned = #call;
+                        #convert
+                    }
 
-            fn case_domain() -> ::core::option::Option<#private::CaseDomain> {
-                #domain
-            }
-        }
-
-        #[doc(hidden)]
-        #[allow(non_upper_case_globals)]
-        const #def: #private::ServiceDef = #private::ServiceDef {
-            name: #name,
-            sys_map: #sys_map,
-            function: ::core::stringify!(#fn_name),
-            // Through the handler, so that a type that is not a connection
-            // is reported once, at `type Connection`.
-            connection: {
-                const fn kind<H: #private::Handler>() -> #private::ConnectionKind {
-                    <H::Connection as #private::DbConnection>::KIND
+                    fn case_domain() -> ::core::option::Option<#private::CaseDomain> {
+                        #domain
+                    }
                 }
-                kind::<#handler>()
-            },
-            prepare: #private::prepare::<#handler>,
-            case_domain: <#handler as #private::Handler>::case_domain,
-        };
 
-        #private::inventory::submit! { #def }
+                #[allow(non_upper_case_globals)]
+                const #def: #private::ServiceDef = #private::ServiceDef {
+                    name: #name,
+                    sys_map: #sys_map,
+                    function: ::core::stringify!(#fn_name),
+                    // Through the handler, so that a type that is not a
+                    // connection is reported once, at `type Connection`.
+                    connection: {
+                        const fn kind<H: #private::Handler>() -> #private::ConnectionKind {
+                            <H::Connection as #private::DbConnection>::KIND
+                        }
+                        kind::<#handler>()
+                    },
+                    prepare: #private::prepare::<#handler>,
+                    case_domain: <#handler as #private::Handler>::case_domain,
+                };
+
+                #private::inventory::submit! { #def }
+            };
+        }
 
         #generated_main
     }
@@ -653,6 +692,65 @@ pub(crate) mod tests {
         );
         assert!(errors.is_empty());
         assert!(!has_main(&output));
+    }
+
+    #[test]
+    fn only_one_generated_item_cannot_sit_in_an_impl() {
+        // Inside an `impl` block, a trait is the one item rustc rejects:
+        // one error, at the attribute. The function and `main` are valid
+        // there, and `main` names nothing inside the trait.
+        let (output, errors) = expand_fn(
+            quote!(name = "echo", sys_map = "sys-map.example.com"),
+            quote!(
+                fn process(request: u64) -> Vec<(u64, bool)> {
+                    vec![(request, true)]
+                }
+            ),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let file: syn::File = syn::parse2(output).unwrap();
+        let items: Vec<String> = file
+            .items
+            .iter()
+            .map(|item| match item {
+                syn::Item::Fn(f) => format!("fn {}", f.sig.ident),
+                syn::Item::Trait(t) => format!("trait {}", t.ident),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(items, ["fn process", "trait __slingshot_service_process", "fn main"]);
+        let syn::Item::Fn(main) = &file.items[2] else {
+            unreachable!()
+        };
+        assert_eq!(
+            main.block.to_token_stream().to_string(),
+            quote!({ ::slingshot::__private::main_named("echo") }).to_string()
+        );
+    }
+
+    #[test]
+    fn the_return_type_is_classified_by_rustc_not_by_its_name() {
+        let expansion = |output: TokenStream| {
+            let output_text = output.to_string();
+            let (tokens, errors) = expand_fn(
+                quote!(name = "echo", sys_map = "x", main = false),
+                quote!(fn process(request: u64) -> #output { todo() }),
+            );
+            assert!(errors.is_empty(), "{errors:?}");
+            tokens.to_string().replace(&output_text, "OUTPUT")
+        };
+        let result = expansion(quote!(Result<Vec<(u64, bool)>, AnyError>));
+        assert_eq!(result, expansion(quote!(AliasedOutputs)));
+        assert_eq!(result, expansion(quote!(Vec<(u64, bool)>)));
+        assert!(
+            result.contains("FormProbe :: < OUTPUT > :: new () . form ()"),
+            "{result}"
+        );
+
+        // An `impl Trait` cannot be named: the value's type is probed.
+        let opaque = expansion(quote!(impl Iterator<Item = (u64, bool)>));
+        assert_eq!(opaque.matches("OUTPUT").count(), 1, "{opaque}");
+        assert!(opaque.contains("FormProbe :: of (& __slingshot_returned)"), "{opaque}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! checked by rustc through the traits here, whose `on_unimplemented`
 //! messages are what a user sees for a wrong parameter or return type.
 
+use std::marker::PhantomData;
+
 use crate::case::{Case, CaseDomain, CaseValue};
 use crate::error::AnyError;
 use crate::storage::{ObjectError, ObjectReader, ObjectWriter};
@@ -96,9 +98,10 @@ impl RequestId for u64 {
     }
 }
 
-/// What `process` returns when it is not a `Result`: the output IDs, each
-/// with its case variable. Any `IntoIterator` of `(u64, Case)` pairs works:
-/// `Vec`, arrays, `Option`, iterators.
+/// What `process` returns when it is not a `Result`, and what a `Result`
+/// holds when it is `Ok`: the output IDs, each with its case variable. Any
+/// `IntoIterator` of [`Output`]s works: `Vec`, arrays, `Option`, maps from
+/// ID to case, iterators.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a collection of `(u64, Case)` outputs",
     label = "`process` must return its output IDs with their case variables",
@@ -112,31 +115,37 @@ pub trait Outputs {
     fn into_outputs(self) -> Vec<(u64, CaseValue)>;
 }
 
-impl<I, K> Outputs for I
+impl<I> Outputs for I
 where
-    I: IntoIterator<Item = (u64, K)>,
-    K: Case,
+    I: IntoIterator,
+    I::Item: Output,
 {
-    type Case = K;
+    type Case = <I::Item as Output>::Case;
     fn into_outputs(self) -> Vec<(u64, CaseValue)> {
-        self.into_iter().map(|(id, case)| (id, case.to_case())).collect()
+        self.into_iter().map(Output::into_output).collect()
     }
 }
 
-/// `Result<T, E>` seen through its parts, so aliases such as
-/// `anyhow::Result<T>` work.
-#[doc(hidden)]
-pub trait ResultLike {
-    type Ok;
-    type Err;
-    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+/// One output of `process`: `(id, case)`, the ID to send on and the case
+/// variable that picks its queues.
+#[diagnostic::on_unimplemented(
+    message = "`process` returns `(u64, Case)` pairs, not `{Self}`",
+    label = "each output is an ID with its case variable",
+    note = "pair every output ID with the case variable the sys-map routes it by, e.g. `Vec<(u64, bool)>` and `(id, true)`",
+    note = "a case variable is a `bool`, an integer, a `String`/`&'static str`, or an enum with `#[derive(slingshot::Case)]`"
+)]
+pub trait Output {
+    /// The case variable's type.
+    type Case: Case;
+    /// The ID and its case value.
+    fn into_output(self) -> (u64, CaseValue);
 }
 
-impl<T, E> ResultLike for Result<T, E> {
-    type Ok = T;
-    type Err = E;
-    fn into_result(self) -> Result<T, E> {
-        self
+impl<K: Case> Output for (u64, K) {
+    type Case = K;
+    fn into_output(self) -> (u64, CaseValue) {
+        let (id, case) = self;
+        (id, case.to_case())
     }
 }
 
@@ -164,16 +173,100 @@ where
 /// A `process` return value made uniform: the outputs, or the error.
 pub type Outcome = Result<Vec<(u64, CaseValue)>, AnyError>;
 
-/// How generated code handles a return type `R`: converting a value and
-/// naming the case type's domain. Built by one generic function per return
-/// form, so a wrong type is reported once, at the user's return type.
+/// The form of a return type that is a `Result<C, E>`, whatever it is
+/// called: `anyhow::Result<C>`, `std::io::Result<C>`, a user's alias.
 #[doc(hidden)]
-pub struct Returns<R> {
+pub struct Fallible;
+
+/// The form of a return type that is the outputs themselves.
+#[doc(hidden)]
+pub struct Plain;
+
+/// A return type split into its outputs and its error, in one of two forms.
+///
+/// Why a form, and not one trait implemented for `Result<C, E>` and for
+/// every `C: Outputs`: a `Result` is itself an `IntoIterator` (of its `Ok`
+/// value), so `Result<(u64, K), E>` would be both and coherence rejects the
+/// two impls; leaving the form for rustc to infer fails on that same type
+/// ("type annotations needed"). So generated code asks a [`FormProbe`], which
+/// tells a `Result` by what it is, under any name. The impls have no
+/// bounds: the bounds of [`returns`] are what a wrong type fails, each with
+/// its own message at the user's return type.
+#[doc(hidden)]
+pub trait Returns<Form> {
+    /// `C`: the outputs.
+    type Outputs;
+    /// `E`, or [`Infallible`](core::convert::Infallible) for plain outputs.
+    type Error;
+    /// Splits a returned value.
+    fn into_result(self) -> Result<Self::Outputs, Self::Error>;
+}
+
+impl<C, E> Returns<Fallible> for Result<C, E> {
+    type Outputs = C;
+    type Error = E;
+    fn into_result(self) -> Result<C, E> {
+        self
+    }
+}
+
+impl<C> Returns<Plain> for C {
+    type Outputs = C;
+    type Error = core::convert::Infallible;
+    fn into_result(self) -> Result<C, core::convert::Infallible> {
+        Ok(self)
+    }
+}
+
+/// Finds the form of a return type `R` by what it is, not by what it is
+/// called: `FormProbe::<R>::new().form()` is [`Fallible`] when `R` is a
+/// `Result` (the inherent method, which method resolution prefers) and
+/// [`Plain`] otherwise ([`PlainForm::form`], which every probe has).
+#[doc(hidden)]
+pub struct FormProbe<R>(PhantomData<fn() -> R>);
+
+impl<R> FormProbe<R> {
+    /// A probe for a type generated code can name.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        FormProbe(PhantomData)
+    }
+
+    /// A probe for the type of `value` (an `impl Trait` cannot be named).
+    pub fn of(_value: &R) -> Self {
+        FormProbe(PhantomData)
+    }
+}
+
+impl<C, E> FormProbe<Result<C, E>> {
+    /// A `Result` is [`Fallible`].
+    pub fn form(&self) -> Fallible {
+        Fallible
+    }
+}
+
+/// The form of everything that is not a `Result`. Generated code imports
+/// it so that `form()` falls back to it.
+#[doc(hidden)]
+pub trait PlainForm {
+    /// Anything else is [`Plain`].
+    fn form(&self) -> Plain {
+        Plain
+    }
+}
+
+impl<R> PlainForm for FormProbe<R> {}
+
+/// How generated code handles a return type `R`: converting a value and
+/// naming the case type's domain. Built by [`returns`], so that a wrong
+/// type is reported once, at the user's return type.
+#[doc(hidden)]
+pub struct Conversion<R> {
     convert: fn(R) -> Outcome,
     domain: fn() -> CaseDomain,
 }
 
-impl<R> Returns<R> {
+impl<R> Conversion<R> {
     /// Converts a returned value.
     pub fn convert(&self, value: R) -> Outcome {
         (self.convert)(value)
@@ -185,30 +278,34 @@ impl<R> Returns<R> {
     }
 }
 
-/// For `Result<C, E>` return types (aliases such as `anyhow::Result<C>` included).
+/// The conversion of return type `R` in `form` (from a [`FormProbe`]): its
+/// outputs must be [`Outputs`] and its error a [`ProcessError`].
 #[doc(hidden)]
-pub fn returns_result<R>() -> Returns<R>
+pub fn returns<R, F>(_form: F) -> Conversion<R>
 where
-    R: ResultLike,
-    R::Ok: Outputs,
-    R::Err: ProcessError,
+    R: Returns<F>,
+    R::Outputs: Outputs,
+    R::Error: ProcessError,
 {
-    Returns {
+    Conversion {
         convert: |value| {
             value
                 .into_result()
                 .map(Outputs::into_outputs)
                 .map_err(ProcessError::into_any)
         },
-        domain: <<R::Ok as Outputs>::Case as Case>::domain,
+        domain: <<R::Outputs as Outputs>::Case as Case>::domain,
     }
 }
 
-/// For return types that are the outputs themselves.
+/// [`returns`] for an `impl Trait` return type, which generated code
+/// cannot name: converts `value`, whose type is the return type.
 #[doc(hidden)]
-pub fn returns_outputs<C: Outputs>() -> Returns<C> {
-    Returns {
-        convert: |value| Ok(value.into_outputs()),
-        domain: <C::Case as Case>::domain,
-    }
+pub fn convert<R, F>(form: F, value: R) -> Outcome
+where
+    R: Returns<F>,
+    R::Outputs: Outputs,
+    R::Error: ProcessError,
+{
+    returns::<R, F>(form).convert(value)
 }

@@ -71,11 +71,11 @@ pub mod __private {
     pub use crate::bridge::block_on_local;
     pub use crate::case::{Case, CaseDomain, CaseValue};
     pub use crate::contract::{
-        returns_outputs, returns_result, Outcome, Outputs, Parts, ProcessError, RefParam, RequestId, ResultLike,
-        Returns,
+        convert, returns, Conversion, Fallible, FormProbe, Outcome, Output, Outputs, Parts, Plain, PlainForm,
+        ProcessError, RefParam, RequestId, Returns,
     };
     pub use crate::db::{ConnectionKind, DbConnection, NoConnection};
-    pub use crate::entry::main;
+    pub use crate::entry::{main, main_named};
     pub use crate::execute::prepare;
     pub use crate::service::{Handler, ServiceDef};
     pub use ::inventory;
