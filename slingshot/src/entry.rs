@@ -422,6 +422,12 @@ mod tests {
         assert!(matches!(parse(&["run"]), Ok(Command::Run)));
         assert!(matches!(parse(&["invoke", "1", "2"]), Ok(Command::Invoke { ids }) if ids == [1, 2]));
         assert!(matches!(parse(&["check"]), Ok(Command::Check)));
+        // Settings go before or after the command.
+        assert!(matches!(parse(&["--concurrency", "8", "run"]), Ok(Command::Run)));
+        assert!(matches!(
+            parse(&["run", "--queue-mode", "compatible"]),
+            Ok(Command::Run)
+        ));
         assert!(matches!(
             parse(&["dead-letters", "list"]),
             Ok(Command::DeadLetters {

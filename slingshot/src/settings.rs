@@ -21,55 +21,86 @@ use crate::error::Error;
 #[command(next_help_heading = "Settings (flags or environment variables)")]
 pub struct SettingsArgs {
     /// Requests processed at the same time.
-    #[arg(long, env = "SLINGSHOT_CONCURRENCY", value_name = "N", default_value_t = 4,
+    #[arg(long, global = true, env = "SLINGSHOT_CONCURRENCY", value_name = "N", default_value_t = 4,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub concurrency: usize,
 
     /// Unacknowledged deliveries the broker may send ahead [default: 2 x concurrency].
-    #[arg(long, env = "SLINGSHOT_PREFETCH", value_name = "N",
+    #[arg(long, global = true, env = "SLINGSHOT_PREFETCH", value_name = "N",
           value_parser = RangedU64ValueParser::<u16>::new().range(1..=65535))]
     pub prefetch: Option<u16>,
 
     /// Tries of a request before it is dead-lettered.
-    #[arg(long, env = "SLINGSHOT_MAX_ATTEMPTS", value_name = "N", default_value_t = 5,
+    #[arg(long, global = true, env = "SLINGSHOT_MAX_ATTEMPTS", value_name = "N", default_value_t = 5,
           value_parser = RangedU64ValueParser::<u32>::new().range(1..=u64::from(u32::MAX)))]
     pub max_attempts: u32,
 
     /// First retry delay in milliseconds; it doubles with each attempt.
-    #[arg(long, env = "SLINGSHOT_RETRY_BASE_MS", value_name = "MS", default_value_t = 500)]
+    #[arg(
+        long,
+        global = true,
+        env = "SLINGSHOT_RETRY_BASE_MS",
+        value_name = "MS",
+        default_value_t = 500
+    )]
     pub retry_base_ms: u64,
 
     /// Longest retry delay in milliseconds.
-    #[arg(long, env = "SLINGSHOT_RETRY_MAX_MS", value_name = "MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "SLINGSHOT_RETRY_MAX_MS",
+        value_name = "MS",
+        default_value_t = 30_000
+    )]
     pub retry_max_ms: u64,
 
     /// Where `write_file` stages output [default: the system temp dir].
-    #[arg(long, env = "SLINGSHOT_STAGING_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "SLINGSHOT_STAGING_DIR", value_name = "DIR")]
     pub staging_dir: Option<PathBuf>,
 
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
-    #[arg(long, env = "SLINGSHOT_SHUTDOWN_SECS", value_name = "SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "SLINGSHOT_SHUTDOWN_SECS",
+        value_name = "SECS",
+        default_value_t = 30
+    )]
     pub shutdown_secs: u64,
 
     /// How inbound and outbound queues are declared.
-    #[arg(long, env = "SLINGSHOT_QUEUE_MODE", value_enum, default_value_t = QueueMode::Durable)]
+    #[arg(long, global = true, env = "SLINGSHOT_QUEUE_MODE", value_enum, default_value_t = QueueMode::Durable)]
     pub queue_mode: QueueMode,
 
     /// RabbitMQ virtual host.
-    #[arg(long, env = "SLINGSHOT_AMQP_VHOST", value_name = "VHOST", default_value = "/")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLINGSHOT_AMQP_VHOST",
+        value_name = "VHOST",
+        default_value = "/"
+    )]
     pub amqp_vhost: String,
 
     /// Scheme for an object-storage host the sys-map gives without one.
-    #[arg(long, env = "SLINGSHOT_S3_SCHEME", value_enum, default_value_t = S3Scheme::Https)]
+    #[arg(long, global = true, env = "SLINGSHOT_S3_SCHEME", value_enum, default_value_t = S3Scheme::Https)]
     pub s3_scheme: S3Scheme,
 
     /// S3 region.
-    #[arg(long, env = "SLINGSHOT_S3_REGION", value_name = "REGION", default_value = "garage")]
+    #[arg(
+        long,
+        global = true,
+        env = "SLINGSHOT_S3_REGION",
+        value_name = "REGION",
+        default_value = "garage"
+    )]
     pub s3_region: String,
 
     /// Directory of mounted secrets, read after SLINGSHOT_SECRET_<REF> and before `pass`.
     #[arg(
         long,
+        global = true,
         env = "SLINGSHOT_SECRETS_DIR",
         value_name = "DIR",
         default_value = "/run/secrets"
