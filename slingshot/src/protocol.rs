@@ -101,16 +101,15 @@ impl Envelope {
     /// caused the retry. The counts travel in the message, so they survive
     /// restarts.
     pub fn encode_retry(&self, original: &Message, failure: &Failure) -> Message {
-        let mut message = original.clone();
-        for (name, value) in [
-            (ATTEMPT_HEADER, HeaderValue::Int(i64::from(self.attempt))),
-            (OUTAGES_HEADER, HeaderValue::Int(i64::from(self.outages))),
-            (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
-            (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
-        ] {
-            message.headers.insert(name.into(), value);
-        }
-        message
+        with_headers(
+            original,
+            [
+                (ATTEMPT_HEADER, HeaderValue::Int(i64::from(self.attempt))),
+                (OUTAGES_HEADER, HeaderValue::Int(i64::from(self.outages))),
+                (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
+                (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
+            ],
+        )
     }
 
     /// The message of output `id` of this request: a new request on its
@@ -209,18 +208,17 @@ impl FailureRecord {
     /// The dead letter of `original`: the same body and headers, with this
     /// record.
     pub fn encode(&self, original: &Message) -> Message {
-        let mut message = original.clone();
-        for (name, value) in [
-            (ERROR_HEADER, HeaderValue::Str(self.error.clone())),
-            (ERROR_KIND_HEADER, HeaderValue::Str(self.kind.clone())),
-            (ATTEMPT_HEADER, HeaderValue::Int(self.attempts)),
-            (SERVICE_HEADER, HeaderValue::Str(self.service.clone())),
-            (QUEUE_HEADER, HeaderValue::Str(self.queue.clone())),
-            (FAILED_AT_HEADER, HeaderValue::Int(self.failed_at)),
-        ] {
-            message.headers.insert(name.into(), value);
-        }
-        message
+        with_headers(
+            original,
+            [
+                (ERROR_HEADER, HeaderValue::Str(self.error.clone())),
+                (ERROR_KIND_HEADER, HeaderValue::Str(self.kind.clone())),
+                (ATTEMPT_HEADER, HeaderValue::Int(self.attempts)),
+                (SERVICE_HEADER, HeaderValue::Str(self.service.clone())),
+                (QUEUE_HEADER, HeaderValue::Str(self.queue.clone())),
+                (FAILED_AT_HEADER, HeaderValue::Int(self.failed_at)),
+            ],
+        )
     }
 
     /// The record a dead letter carries. What is missing or of the wrong
@@ -284,6 +282,16 @@ pub fn attempt(message: &Message) -> u32 {
 /// The trace ID `message` carries, if it carries one as text.
 pub fn trace_id(message: &Message) -> Option<&str> {
     message.headers.get(TRACE_HEADER).and_then(HeaderValue::as_str)
+}
+
+/// `original` with `headers` set (replacing any of the same name): body and
+/// other headers kept.
+fn with_headers<const N: usize>(original: &Message, headers: [(&str, HeaderValue); N]) -> Message {
+    let mut message = original.clone();
+    for (name, value) in headers {
+        message.headers.insert(name.into(), value);
+    }
+    message
 }
 
 /// A non-negative count carried in a header (0 when absent or malformed).
