@@ -92,9 +92,13 @@ impl Staging {
                 .map(|s| (s.bucket.clone(), s.key.clone(), s.path.clone()))
                 .collect()
         };
-        try_join_all(staged.into_iter().map(|(bucket, key, path)| async move {
-            let size = store.put_file(&bucket, &key, &path).await?;
-            Ok(WrittenObject { bucket, key, size })
+        try_join_all(staged.into_iter().map(|(bucket, key, path)| {
+            let span = crate::execute::object_span("PutObject", &bucket, &key);
+            let put = async move {
+                let size = store.put_file(&bucket, &key, &path).await?;
+                Ok(WrittenObject { bucket, key, size })
+            };
+            tracing::Instrument::instrument(put, span)
         }))
         .await
     }
