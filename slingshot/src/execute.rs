@@ -133,14 +133,17 @@ impl<H: Handler> Execution<H> {
             let store = store.clone();
             let key = id.to_string();
             let span = object_span("GetObject", &bucket, &key);
-            let opened = bridge::wait(&handle, async move { store.open(&bucket, &key).await }.instrument(span.clone()))
-                .map_err(|e| ObjectError::Backend {
-                    op: "read",
-                    bucket: String::new(),
-                    key: id.to_string(),
-                    message: e.to_string(),
-                })
-                .and_then(|opened| opened);
+            let opened = bridge::wait(
+                &handle,
+                async move { store.open(&bucket, &key).await }.instrument(span.clone()),
+            )
+            .map_err(|e| ObjectError::Backend {
+                op: "read",
+                bucket: String::new(),
+                key: id.to_string(),
+                message: e.to_string(),
+            })
+            .and_then(|opened| opened);
             if let Err(e) = &opened {
                 span.record("otel.status_code", "error");
                 span.record("otel.status_description", e.to_string());

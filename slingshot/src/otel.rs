@@ -313,7 +313,10 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ])
         .unwrap_err();
-        assert!(mixed.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json"), "{mixed}");
+        assert!(
+            mixed.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json"),
+            "{mixed}"
+        );
         let zipkin = export(&[on, ("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
         assert!(zipkin.contains("`otlp`"), "{zipkin}");
         let bare = export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]).unwrap_err();
@@ -331,7 +334,10 @@ mod tests {
             state: Some("a=b".into()),
         };
         let child = context_of(&span, Some(&parent));
-        assert_eq!((child.trace_id, child.flags, child.state.as_deref()), (7, 0, Some("a=b")));
+        assert_eq!(
+            (child.trace_id, child.flags, child.state.as_deref()),
+            (7, 0, Some("a=b"))
+        );
         assert_ne!(child.span_id, 9);
         assert_ne!(child.span_id, 0);
         let root = context_of(&span, None);

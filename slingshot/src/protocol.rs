@@ -580,7 +580,8 @@ mod tests {
         assert_eq!(parsed.state.as_deref(), Some("congo=t61rcWkgMzE"));
         assert_eq!(parsed.header_value(), good);
         assert_eq!(parsed.span_id_hex(), "00f067aa0ba902b7");
-        let unsampled = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", Some("")).unwrap();
+        let unsampled =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", Some("")).unwrap();
         assert!(!unsampled.sampled());
         assert_eq!(unsampled.state, None);
         // A later version may append fields; version 00 may not.
@@ -615,7 +616,10 @@ mod tests {
             ],
         );
         let read = TraceParent::read(&both).unwrap();
-        assert_eq!((read.header_value().as_str(), read.state.as_deref()), (w3c, Some("a=b")));
+        assert_eq!(
+            (read.header_value().as_str(), read.state.as_deref()),
+            (w3c, Some("a=b"))
+        );
         // The legacy trace ID still names the request, and the body's ID is read.
         assert_eq!(Envelope::decode(&both).unwrap().trace_id, legacy);
 
@@ -625,7 +629,13 @@ mod tests {
         let read = TraceParent::read(&old).unwrap();
         assert_eq!(read.trace_id_hex(), legacy);
         assert_eq!(read.span_id, 1, "equal halves fold to 0, which is not a span ID");
-        let other = message(b"1", &[(TRACE_HEADER, HeaderValue::Str("000000000000000f00000000000000f0".into()))]);
+        let other = message(
+            b"1",
+            &[(
+                TRACE_HEADER,
+                HeaderValue::Str("000000000000000f00000000000000f0".into()),
+            )],
+        );
         assert_eq!(TraceParent::read(&other).unwrap().span_id, 0xff);
         assert!(read.sampled());
         // A malformed traceparent falls back to the legacy header too.
@@ -644,7 +654,12 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         // Legacy IDs that are not W3C trace IDs, or no header at all: no context.
-        for value in ["invoke-7", "", "00000000000000000000000000000000", "0123456789abcdef0123456789abcdeX"] {
+        for value in [
+            "invoke-7",
+            "",
+            "00000000000000000000000000000000",
+            "0123456789abcdef0123456789abcdeX",
+        ] {
             let m = message(b"1", &[(TRACE_HEADER, HeaderValue::Str(value.into()))]);
             assert_eq!(TraceParent::read(&m), None, "{value:?}");
         }

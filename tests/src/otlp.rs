@@ -83,7 +83,11 @@ impl OtlpReceiver {
     /// Every span received so far. Panics if any request did not decode.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         let received = self.received.lock().unwrap();
-        assert!(received.errors.is_empty(), "undecodable OTLP requests: {:?}", received.errors);
+        assert!(
+            received.errors.is_empty(),
+            "undecodable OTLP requests: {:?}",
+            received.errors
+        );
         received.spans.clone()
     }
 
@@ -121,7 +125,11 @@ async fn traces(State(received): State<Arc<Mutex<Received>>>, body: Bytes) -> im
         Ok(request) => {
             received.spans.extend(spans_of(request));
             let answer = ExportTraceServiceResponse::default().encode_to_vec();
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], answer)
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                answer,
+            )
         }
         Err(e) => {
             received.errors.push(e.to_string());
@@ -137,7 +145,10 @@ async fn traces(State(received): State<Arc<Mutex<Received>>>, body: Bytes) -> im
 fn spans_of(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
     let mut out = Vec::new();
     for resource_spans in request.resource_spans {
-        let resource = resource_spans.resource.map(|r| attributes(&r.attributes)).unwrap_or_default();
+        let resource = resource_spans
+            .resource
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default();
         let service = resource.get("service.name").cloned().unwrap_or_default();
         for scope in resource_spans.scope_spans {
             for span in scope.spans {
@@ -151,10 +162,7 @@ fn spans_of(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
                     attributes: attributes(&span.attributes),
                     events: span.events.iter().map(|e| e.name.clone()).collect(),
                     links: span.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
-                    error: span
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.code == SpanStatus::Error as i32),
+                    error: span.status.as_ref().is_some_and(|s| s.code == SpanStatus::Error as i32),
                 });
             }
         }

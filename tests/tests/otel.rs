@@ -71,9 +71,10 @@ async fn take(feeder: &Feeder, queue: &str, n: usize) -> Vec<Wire> {
                     .inner()
                     .iter()
                     .filter_map(|(k, v)| match v {
-                        AMQPValue::LongString(s) => {
-                            Some((k.as_str().to_string(), String::from_utf8_lossy(s.as_bytes()).into_owned()))
-                        }
+                        AMQPValue::LongString(s) => Some((
+                            k.as_str().to_string(),
+                            String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                        )),
                         AMQPValue::ShortString(s) => Some((k.as_str().to_string(), s.as_str().to_string())),
                         _ => None,
                     })
@@ -93,7 +94,10 @@ async fn take(feeder: &Feeder, queue: &str, n: usize) -> Vec<Wire> {
 async fn publish(feeder: &Feeder, queue: &str, id: u64, headers: &[(&str, &str)]) {
     let mut table = FieldTable::default();
     for (k, v) in headers {
-        table.insert(ShortString::from(*k), AMQPValue::LongString(LongString::from(v.to_string())));
+        table.insert(
+            ShortString::from(*k),
+            AMQPValue::LongString(LongString::from(v.to_string())),
+        );
     }
     feeder
         .channel
@@ -112,7 +116,13 @@ async fn publish(feeder: &Feeder, queue: &str, id: u64, headers: &[(&str, &str)]
 
 /// The one span of `service` named `name` in `trace` whose parent is `parent`
 /// (any parent when `None`).
-fn one<'a>(spans: &'a [ReceivedSpan], trace: &str, service: &str, name: &str, parent: Option<&str>) -> &'a ReceivedSpan {
+fn one<'a>(
+    spans: &'a [ReceivedSpan],
+    trace: &str,
+    service: &str,
+    name: &str,
+    parent: Option<&str>,
+) -> &'a ReceivedSpan {
     let found: Vec<&ReceivedSpan> = spans
         .iter()
         .filter(|s| s.trace_id == trace && s.service == service && s.name == name)
@@ -162,8 +172,12 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
         ("SLINGSHOT_LOG_FORMAT", "json".to_string()),
     ];
     let binary = env!("CARGO_BIN_EXE_otel-service");
-    let ingest = service_command(binary, "ingest", &sysmap, f.dir.path(), &env).spawn().unwrap();
-    let record = service_command(binary, "record", &sysmap, f.dir.path(), &env).spawn().unwrap();
+    let ingest = service_command(binary, "ingest", &sysmap, f.dir.path(), &env)
+        .spawn()
+        .unwrap();
+    let record = service_command(binary, "record", &sysmap, f.dir.path(), &env)
+        .spawn()
+        .unwrap();
 
     // 42 comes from an upstream service that traces (W3C headers), 43 from an
     // older slingshot (legacy trace ID only), 113 with no trace at all; 113
@@ -200,7 +214,12 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
     assert_eq!(bodies(&dead_letters), ["113"]);
 
     // The third trace is the one `ingest` started: read its ID off the wire.
-    let fresh = tapped[0].header("traceparent").split('-').nth(1).unwrap_or_default().to_string();
+    let fresh = tapped[0]
+        .header("traceparent")
+        .split('-')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(fresh.len(), 32, "{:?}", tapped[0]);
     let traces = [upstream_trace.clone(), legacy.clone(), fresh.clone()];
     // Spans come in batches; both services flushed theirs when they stopped.
@@ -232,7 +251,10 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
     assert_eq!(call.kind, SpanKind::Internal);
     let put = one(&spans, t, "ingest", "S3.PutObject", Some(&consumed.span_id));
     assert_eq!(put.kind, SpanKind::Client);
-    assert_eq!((put.attr("aws.s3.bucket"), put.attr("aws.s3.key")), (objects.as_str(), "42"));
+    assert_eq!(
+        (put.attr("aws.s3.bucket"), put.attr("aws.s3.key")),
+        (objects.as_str(), "42")
+    );
     let to_mid = one(&spans, t, "ingest", &format!("publish {mid}"), Some(&consumed.span_id));
     let to_tap = one(&spans, t, "ingest", &format!("publish {tap}"), Some(&consumed.span_id));
     for (producer, queue) in [(to_mid, &mid), (to_tap, &tap)] {
@@ -240,7 +262,10 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
         assert_eq!(producer.attr("messaging.system"), "rabbitmq");
         assert_eq!(producer.attr("messaging.operation.type"), "send");
         assert_eq!(producer.attr("messaging.destination.name"), "", "the default exchange");
-        assert_eq!(producer.attr("messaging.rabbitmq.destination.routing_key"), queue.as_str());
+        assert_eq!(
+            producer.attr("messaging.rabbitmq.destination.routing_key"),
+            queue.as_str()
+        );
     }
     // On the wire: the tapped copy carries its producer span's context, the
     // upstream's trace state and the trace ID in the legacy header.
@@ -275,28 +300,81 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
     let consumed = one(&spans, &legacy, "ingest", &format!("process {input}"), None);
     assert_eq!(consumed.attr("request"), "43");
     assert_ne!(consumed.parent_span_id, "", "under a parent derived from the legacy ID");
-    let to_mid = one(&spans, &legacy, "ingest", &format!("publish {mid}"), Some(&consumed.span_id));
-    one(&spans, &legacy, "record", &format!("process {mid}"), Some(&to_mid.span_id));
-    assert_eq!(tapped[2].header("x-slingshot-trace-id"), legacy, "the legacy header travels unchanged");
-    assert_eq!(outputs[1].header("traceparent").split('-').nth(1), Some(legacy.as_str()));
+    let to_mid = one(
+        &spans,
+        &legacy,
+        "ingest",
+        &format!("publish {mid}"),
+        Some(&consumed.span_id),
+    );
+    one(
+        &spans,
+        &legacy,
+        "record",
+        &format!("process {mid}"),
+        Some(&to_mid.span_id),
+    );
+    assert_eq!(
+        tapped[2].header("x-slingshot-trace-id"),
+        legacy,
+        "the legacy header travels unchanged"
+    );
+    assert_eq!(
+        outputs[1].header("traceparent").split('-').nth(1),
+        Some(legacy.as_str())
+    );
 
     // Request 113: a new trace; the failure, the retry and the dead letter are in it.
     let consumed = one(&spans, &fresh, "ingest", &format!("process {input}"), Some(""));
-    let to_mid = one(&spans, &fresh, "ingest", &format!("publish {mid}"), Some(&consumed.span_id));
-    let first = one(&spans, &fresh, "record", &format!("process {mid}"), Some(&to_mid.span_id));
+    let to_mid = one(
+        &spans,
+        &fresh,
+        "ingest",
+        &format!("publish {mid}"),
+        Some(&consumed.span_id),
+    );
+    let first = one(
+        &spans,
+        &fresh,
+        "record",
+        &format!("process {mid}"),
+        Some(&to_mid.span_id),
+    );
     assert!(first.error, "{first:#?}");
     assert_eq!(first.attr("error.type"), "process-error");
     assert_eq!(first.attr("attempt"), "1");
-    assert!(first.events.iter().any(|e| e == "failed; will retry"), "{:?}", first.events);
-    let retry = one(&spans, &fresh, "record", &format!("publish {mid}"), Some(&first.span_id));
+    assert!(
+        first.events.iter().any(|e| e == "failed; will retry"),
+        "{:?}",
+        first.events
+    );
+    let retry = one(
+        &spans,
+        &fresh,
+        "record",
+        &format!("publish {mid}"),
+        Some(&first.span_id),
+    );
     assert_eq!(retry.kind, SpanKind::Producer);
-    let second = one(&spans, &fresh, "record", &format!("process {mid}"), Some(&retry.span_id));
+    let second = one(
+        &spans,
+        &fresh,
+        "record",
+        &format!("process {mid}"),
+        Some(&retry.span_id),
+    );
     assert_eq!(second.attr("attempt"), "2");
     assert!(second.error);
     for event in ["giving up: dead-lettering", "dead-lettered"] {
         assert!(second.events.iter().any(|e| e == event), "{event}: {:?}", second.events);
     }
-    let dead_letter = one(&spans, &fresh, "record", &format!("publish {dead}"), Some(&second.span_id));
+    let dead_letter = one(
+        &spans,
+        &fresh,
+        "record",
+        &format!("publish {dead}"),
+        Some(&second.span_id),
+    );
     assert_eq!(
         dead_letters[0].header("traceparent"),
         traceparent(&fresh, &dead_letter.span_id),
