@@ -233,6 +233,21 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
 
     // Request 42: one trace, continuing the upstream's, across both services.
     let t = upstream_trace.as_str();
+    println!("trace {t}, as the receiver got it:");
+    for s in spans.iter().filter(|s| s.trace_id == t) {
+        println!(
+            "  {:<7} {:<9} {:<48} span {} parent {:<16} {:?}",
+            s.service,
+            format!("{:?}", s.kind),
+            s.name,
+            s.span_id,
+            s.parent_span_id,
+            s.attributes
+                .iter()
+                .filter(|(k, _)| k.starts_with("messaging.") || k.starts_with("db.") || k.starts_with("aws."))
+                .collect::<Vec<_>>()
+        );
+    }
     let consumed = one(&spans, t, "ingest", &format!("process {input}"), Some(upstream_span));
     assert_eq!(consumed.kind, SpanKind::Consumer);
     for (key, value) in [
