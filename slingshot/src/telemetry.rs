@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, FromArgMatches, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -110,20 +110,24 @@ impl LogArgs {
             eprintln!("warning: {e}; traces are not exported");
             Export::Off
         });
-        let provider = otel::provider(service, &export).or_else(|e| {
-            eprintln!("warning: {e}; traces are not exported");
-            otel::provider(service, &Export::Off)
-        });
+        let (provider, exporting) = match otel::provider(service, &export) {
+            Ok(provider) => (Ok(provider), export != Export::Off),
+            Err(e) => {
+                eprintln!("warning: {e}; traces are not exported");
+                (otel::provider(service, &Export::Off), false)
+            }
+        };
         // Spans are recorded whatever `SLINGSHOT_LOG` says, so that messages
         // carry trace contexts and exported traces are whole; the libraries'
-        // own spans and events stay out of them.
+        // own spans and events stay out of them. Log events become span
+        // events only when spans are exported.
         let spans = provider.ok().map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("slingshot"))
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
-                .with_filter(span_targets())
+                .with_filter(span_targets().and(filter_fn(move |meta| exporting || meta.is_span())))
         });
         // An error here only means a subscriber is already installed.
         let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();

@@ -410,3 +410,85 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
     assert_eq!(routed["span"]["trace_id"], t);
     assert_eq!(routed["span"]["span_id"], consumer_42.span_id.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_otlp_endpoint_messages_and_logs_still_carry_the_trace() {
+    let f = Fixture::new(Backend::Real, "otel-off");
+    let objects = f.bucket("objects");
+    let (input, mid) = (f.q("in"), f.q("mid"));
+    let sysmap = f
+        .serve_sysmap(json!({
+            "ingest": {"in": input, "out": [{"case": true, "queues": [mid]}]},
+            "ingest/out": objects,
+        }))
+        .await;
+    let broker = test_broker(&shared_amqp()).await;
+    for queue in [&input, &mid] {
+        broker.declare(queue, Durability::Durable).await.unwrap();
+    }
+    let env = [
+        ("SLINGSHOT_LOG", "info".to_string()),
+        ("SLINGSHOT_LOG_FORMAT", "json".to_string()),
+    ];
+    let ingest = service_command(
+        env!("CARGO_BIN_EXE_otel-service"),
+        "ingest",
+        &sysmap,
+        f.dir.path(),
+        &env,
+    )
+    .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+    .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    .spawn()
+    .unwrap();
+    let feeder = Feeder::connect(&shared_amqp()).await.unwrap();
+    feeder.channel.confirm_select(Default::default()).await.unwrap();
+    let (trace, parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    publish(
+        &feeder,
+        &input,
+        7,
+        &[("traceparent", &traceparent(trace, parent)), ("tracestate", "x=1")],
+    )
+    .await;
+    publish(&feeder, &input, 8, &[]).await;
+    let sent = take(&feeder, &mid, 2).await;
+    stop(ingest).await;
+
+    // 7 continues the upstream trace under a new span; 8 starts a sampled trace.
+    let fields: Vec<&str> = sent[0].header("traceparent").split('-').collect();
+    assert_eq!(sent[0].body, "7");
+    assert_eq!(
+        (fields.len(), fields[0], fields[1], fields[3]),
+        (4, "00", trace, "01"),
+        "{sent:?}"
+    );
+    assert!(fields[2].len() == 16 && fields[2] != parent && fields[2] != "0000000000000000");
+    assert_eq!(sent[0].header("tracestate"), "x=1");
+    let fresh: Vec<&str> = sent[1].header("traceparent").split('-').collect();
+    assert_eq!((fresh.len(), fresh[1].len(), fresh[3]), (4, 32, "01"), "{sent:?}");
+    assert_ne!(fresh[1], trace);
+    assert_eq!(sent[1].header("x-slingshot-trace-id"), fresh[1]);
+
+    // Log lines carry the request's trace ID and its own span ID.
+    let lines: Vec<Value> = std::fs::read_to_string(f.dir.path().join("ingest.log"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let routed = |request: &str| {
+        lines
+            .iter()
+            .find(|e| e["fields"]["message"] == "routed" && e["span"]["request"] == request)
+            .unwrap_or_else(|| panic!("no routed line for {request}"))
+            .clone()
+    };
+    let (seven, eight) = (routed("7"), routed("8"));
+    assert_eq!(seven["span"]["trace_id"], trace);
+    assert_eq!(eight["span"]["trace_id"], fresh[1]);
+    let span_id = seven["span"]["span_id"].as_str().unwrap_or_default();
+    assert!(
+        span_id.len() == 16 && span_id != parent && span_id != fields[2],
+        "{seven}"
+    );
+}
