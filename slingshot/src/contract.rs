@@ -35,7 +35,9 @@ pub struct RequestContext {
     /// Whether the broker delivered this message before (to a consumer that
     /// did not acknowledge it).
     pub redelivered: bool,
-    /// An ID that follows the request through the pipeline.
+    /// An ID that follows the request through the pipeline: the W3C trace
+    /// ID (32 hex digits), or the legacy `x-slingshot-trace-id` the message
+    /// came with.
     pub trace_id: String,
 }
 

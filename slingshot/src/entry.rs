@@ -191,10 +191,13 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Run);
-    cli.log.init(match command {
-        Command::Run => crate::telemetry::Output::Stdout,
-        _ => crate::telemetry::Output::Stderr,
-    });
+    cli.log.init_service(
+        Some(def.name),
+        match command {
+            Command::Run => crate::telemetry::Output::Stdout,
+            _ => crate::telemetry::Output::Stderr,
+        },
+    );
     // Settings one flag cannot check alone (prefetch against concurrency...).
     let settings = match cli.settings.resolve() {
         Ok(settings) => settings,
@@ -221,6 +224,8 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
             Command::Topology { format, services } => topology(def, &location, format, services).await,
         }
     });
+    // The last spans, exported from this thread once the work is done.
+    crate::otel::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

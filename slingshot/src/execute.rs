@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use diesel::connection::{Instrumentation, InstrumentationEvent};
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
+use tracing::Instrument;
 
 use crate::bridge;
 use crate::case::CaseValue;
@@ -67,6 +69,7 @@ struct Execution<H: Handler> {
 /// Builds the executor of handler `H` (referenced from the generated `ServiceDef`). Blocking: opens the pool.
 #[doc(hidden)]
 pub fn prepare<H: Handler>(backing: Backing) -> Result<Arc<dyn Executor>, Error> {
+    install_query_spans();
     let pool = H::Connection::open_pool(backing.database.as_ref(), backing.pool_size)?;
     Ok(Arc::new(Execution {
         handler: H::default(),
@@ -82,7 +85,15 @@ impl<H: Handler> Executor for Execution<H> {
             let this = self.clone();
             let staged = staging.clone();
             let started = std::time::Instant::now();
-            let outcome = tokio::task::spawn_blocking(move || this.call_blocking(&job, staged)).await;
+            // The user's function, under the request's span (spawn_blocking
+            // does not carry spans over by itself).
+            let call = tracing::info_span!(
+                "call",
+                otel.name = %format_args!("call {}", self.backing.name),
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+            );
+            let outcome = tokio::task::spawn_blocking(move || this.call_blocking(&job, staged, call)).await;
             self.backing.stats.process_duration.observe(started.elapsed());
             let outputs = match outcome {
                 Ok(Ok(outputs)) => outputs,
@@ -106,7 +117,12 @@ impl<H: Handler> Executor for Execution<H> {
 }
 
 impl<H: Handler> Execution<H> {
-    fn call_blocking(&self, job: &Job, staging: Arc<Staging>) -> Result<Vec<(u64, CaseValue)>, Failure> {
+    fn call_blocking(
+        &self,
+        job: &Job,
+        staging: Arc<Staging>,
+        call: tracing::Span,
+    ) -> Result<Vec<(u64, CaseValue)>, Failure> {
         let mut connection =
             H::Connection::checkout(&self.pool).map_err(|e| Failure::outage(FailureKind::Database, e.to_string()))?;
         let b = &self.backing;
@@ -116,14 +132,23 @@ impl<H: Handler> Execution<H> {
             let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
             let store = store.clone();
             let key = id.to_string();
-            let reader = bridge::wait(&handle, async move { store.open(&bucket, &key).await }).map_err(|e| {
-                ObjectError::Backend {
-                    op: "read",
-                    bucket: String::new(),
-                    key: id.to_string(),
-                    message: e.to_string(),
-                }
-            })??;
+            let span = object_span("GetObject", &bucket, &key);
+            let opened = bridge::wait(
+                &handle,
+                async move { store.open(&bucket, &key).await }.instrument(span.clone()),
+            )
+            .map_err(|e| ObjectError::Backend {
+                op: "read",
+                bucket: String::new(),
+                key: id.to_string(),
+                message: e.to_string(),
+            })
+            .and_then(|opened| opened);
+            if let Err(e) = &opened {
+                span.record("otel.status_code", "error");
+                span.record("otel.status_description", e.to_string());
+            }
+            let reader = opened?;
             Ok(ObjectReader::new(Counted {
                 inner: reader,
                 stats: stats.clone(),
@@ -146,9 +171,14 @@ impl<H: Handler> Execution<H> {
             write_file: &write_file as &WriteFileFn,
             context: &context,
         };
-        self.handler
-            .call(job.request, &parts, &mut connection)
-            .map_err(Failure::from_process)
+        call.in_scope(|| {
+            let result = self.handler.call(job.request, &parts, &mut connection);
+            if let Err(e) = &result {
+                call.record("otel.status_code", "error");
+                call.record("otel.status_description", e.to_string());
+            }
+            result.map_err(Failure::from_process)
+        })
     }
 }
 
@@ -194,5 +224,84 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         format!("process panicked: {s}")
     } else {
         "process panicked".to_string()
+    }
+}
+
+/// The CLIENT span of one object-storage call, a child of the current span.
+pub(crate) fn object_span(operation: &'static str, bucket: &str, key: &str) -> tracing::Span {
+    tracing::info_span!(
+        "object",
+        otel.name = %format_args!("S3.{operation}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        rpc.service = "S3",
+        rpc.method = operation,
+        aws.s3.bucket = %bucket,
+        aws.s3.key = %key,
+    )
+}
+
+/// Makes every database connection opened from now on report its queries
+/// as CLIENT spans (diesel's instrumentation). Once per process.
+fn install_query_spans() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        fn query_spans() -> Option<Box<dyn Instrumentation>> {
+            Some(Box::new(QuerySpans::default()))
+        }
+        if let Err(e) = diesel::connection::set_default_instrumentation(query_spans) {
+            tracing::warn!(error = %e, "database calls will not have spans");
+        }
+    });
+}
+
+/// One connection's queries as spans: each query a CLIENT span, a child of
+/// the span current when it starts (the `process` call). Queries outside
+/// any span (the pool's health checks) are not recorded.
+#[derive(Default)]
+struct QuerySpans {
+    system: &'static str,
+    current: Option<tracing::Span>,
+}
+
+impl Instrumentation for QuerySpans {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::StartEstablishConnection { url, .. } => {
+                // Only the scheme: the URL may hold a password.
+                self.system = if url.starts_with("postgres") {
+                    "postgresql"
+                } else {
+                    "sqlite"
+                };
+            }
+            InstrumentationEvent::StartQuery { query, .. } => {
+                if tracing::Span::current().is_none() {
+                    return;
+                }
+                let text = query.to_string();
+                // Diesel appends the bound values; they stay out of traces.
+                let sql = text.split(" -- binds:").next().unwrap_or_default().trim();
+                let operation = sql.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+                self.current = Some(tracing::info_span!(
+                    "query",
+                    otel.name = %operation,
+                    otel.kind = "client",
+                    otel.status_code = tracing::field::Empty,
+                    otel.status_description = tracing::field::Empty,
+                    db.system.name = self.system,
+                    db.operation.name = %operation,
+                    db.query.text = sql,
+                ));
+            }
+            InstrumentationEvent::FinishQuery { error, .. } => {
+                if let (Some(span), Some(error)) = (self.current.take(), error) {
+                    span.record("otel.status_code", "error");
+                    span.record("otel.status_description", error.to_string());
+                }
+            }
+            _ => {}
+        }
     }
 }

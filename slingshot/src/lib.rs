@@ -39,6 +39,7 @@ pub mod execute;
 pub mod failure;
 pub mod metrics;
 pub mod ops;
+pub mod otel;
 pub mod protocol;
 pub mod routing;
 pub mod runtime;

@@ -1,8 +1,10 @@
 //! The AMQP message format slingshot speaks: the body, the headers and the dead-letter queue name. No I/O and no broker calls here.
 //!
 //! A request is a message whose body is its ID in decimal ASCII. Headers
-//! carry its attempt number, how many outages it has waited out, the trace ID
-//! that follows it through a pipeline and, once it failed, the failure record.
+//! carry its attempt number, how many outages it has waited out, its W3C
+//! trace context (`traceparent`, `tracestate`, as OpenTelemetry's messaging
+//! conventions and FastStream put them in AMQP headers), the legacy trace ID
+//! and, once it failed, the failure record.
 //! The worker and the dead-letter tools read and write messages only through
 //! this module, and [`decide`] is the rule that chooses between retrying a
 //! failed request and dead-lettering it.
@@ -19,8 +21,15 @@ pub const ATTEMPT_HEADER: &str = "x-slingshot-attempt";
 /// Header counting retries caused by outages of S3, the database or the
 /// broker; they do not use up attempts, but their backoff grows with it.
 pub const OUTAGES_HEADER: &str = "x-slingshot-outages";
-/// Header carrying the trace ID of a request through the pipeline.
+/// Legacy header carrying the trace ID of a request through the pipeline.
+/// Still read (messages already in queues keep their trace) and still
+/// written, unchanged from the inbound message when it had one, for older
+/// services and tools that follow it.
 pub const TRACE_HEADER: &str = "x-slingshot-trace-id";
+/// W3C Trace Context header: version, trace ID, parent span ID and flags.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// W3C Trace Context header: vendor-specific trace state, carried unchanged.
+pub const TRACESTATE_HEADER: &str = "tracestate";
 /// Dead-letter header: the last error.
 pub const ERROR_HEADER: &str = "x-slingshot-error";
 /// Dead-letter header: the kind of the last error (`malformed`, `panic`, ...).
@@ -80,13 +89,14 @@ pub struct Malformed {
 
 impl Envelope {
     /// Reads a delivered message. Missing or unreadable counts mean a first
-    /// attempt without outages; a missing (or not text) trace ID gets a new
-    /// one.
+    /// attempt without outages. The trace ID is the legacy header's, else the
+    /// `traceparent`'s; a message with neither gets a new one.
     pub fn decode(message: &Message) -> Result<Envelope, Malformed> {
         let attempt = attempt(message);
         let id = parse_id(&message.body).map_err(|reason| Malformed { reason, attempt })?;
         let trace_id = trace_id(message)
             .map(str::to_string)
+            .or_else(|| TraceParent::read(message).map(|t| t.trace_id_hex()))
             .unwrap_or_else(|| new_trace_id(id));
         Ok(Envelope {
             id,
@@ -113,9 +123,12 @@ impl Envelope {
     }
 
     /// The message of output `id` of this request: a new request on its
-    /// first attempt, carrying this request's trace ID.
-    pub fn encode_output(&self, id: u64) -> Message {
-        Message::id(id).with_header(TRACE_HEADER, HeaderValue::Str(self.trace_id.clone()))
+    /// first attempt, carrying this request's trace ID and `context`, the
+    /// trace context of the span that publishes it.
+    pub fn encode_output(&self, id: u64, context: &TraceParent) -> Message {
+        let mut message = Message::id(id);
+        context.stamp(&mut message, &self.trace_id);
+        message
     }
 }
 
@@ -263,25 +276,127 @@ pub fn replay_message(dead: &Message) -> Message {
     message
 }
 
-/// Gives `message` a new trace ID unless it has one: the first service a
-/// request meets starts its trace.
-pub fn assign_trace_id(message: &mut Message) {
-    if !message.headers.contains_key(TRACE_HEADER) {
-        let id = parse_id(&message.body).unwrap_or(0);
-        message
-            .headers
-            .insert(TRACE_HEADER.into(), HeaderValue::Str(new_trace_id(id)));
-    }
-}
-
 /// The attempt `message` is on: 1 unless a retry raised it.
 pub fn attempt(message: &Message) -> u32 {
     header_count(message, ATTEMPT_HEADER).max(1)
 }
 
-/// The trace ID `message` carries, if it carries one as text.
+/// The legacy trace ID `message` carries ([`TRACE_HEADER`]), if it
+/// carries one as text.
 pub fn trace_id(message: &Message) -> Option<&str> {
     message.headers.get(TRACE_HEADER).and_then(HeaderValue::as_str)
+}
+
+/// A W3C trace context as it travels in message headers: the trace, the span
+/// that sent the message, whether the trace is sampled and the vendors'
+/// `tracestate`.
+///
+/// ```
+/// use slingshot::protocol::TraceParent;
+/// let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// let context = TraceParent::parse(header, Some("vendor=1")).unwrap();
+/// assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert_eq!(context.header_value(), header);
+/// assert!(TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None).is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace ID; never 0.
+    pub trace_id: u128,
+    /// The span that sent the message (the parent of the span that
+    /// receives it); never 0.
+    pub span_id: u64,
+    /// The trace flags; bit 0 is "sampled".
+    pub flags: u8,
+    /// The `tracestate` header, unchanged, if there was one.
+    pub state: Option<String>,
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` header (and its `tracestate`) as W3C Trace
+    /// Context level 1 says: `None` when malformed, on version `ff`, or with
+    /// an all-zero trace or span ID. Versions above 00 may append fields.
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<TraceParent> {
+        let text = traceparent.trim();
+        let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let mut fields = text.splitn(5, '-');
+        let (version, trace, span, flags) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+        let rest = fields.next();
+        if version.len() != 2 || !lower_hex(version) || version == "ff" || (version == "00" && rest.is_some()) {
+            return None;
+        }
+        if trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+            return None;
+        }
+        if !(lower_hex(trace) && lower_hex(span) && lower_hex(flags)) {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        let state = tracestate.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        Some(TraceParent {
+            trace_id,
+            span_id,
+            flags,
+            state,
+        })
+    }
+
+    /// The trace context `message` carries: its `traceparent` (with its
+    /// `tracestate`), else a context made from a legacy trace ID that is a
+    /// W3C trace ID (32 hex digits, as slingshot generated them), whose parent
+    /// span ID is derived from it. `None` when neither is usable.
+    pub fn read(message: &Message) -> Option<TraceParent> {
+        let text = |name: &str| message.headers.get(name).and_then(HeaderValue::as_str);
+        if let Some(parsed) = text(TRACEPARENT_HEADER).and_then(|t| TraceParent::parse(t, text(TRACESTATE_HEADER))) {
+            return Some(parsed);
+        }
+        let legacy = trace_id(message)?.trim();
+        if legacy.len() != 32 || !legacy.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(legacy, 16).ok().filter(|t| *t != 0)?;
+        let folded = (trace_id as u64) ^ ((trace_id >> 64) as u64);
+        Some(TraceParent {
+            trace_id,
+            span_id: folded.max(1),
+            flags: 1,
+            state: None,
+        })
+    }
+
+    /// Whether the sender sampled the trace.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// The trace ID as 32 lowercase hex digits, as logs show it.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The span ID as 16 lowercase hex digits, as logs show it.
+    pub fn span_id_hex(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+
+    /// The `traceparent` header value (version 00).
+    pub fn header_value(&self) -> String {
+        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+    }
+
+    /// Puts this context on `message`: `traceparent`, `tracestate` (removed
+    /// when there is none) and the legacy trace ID `legacy`.
+    pub fn stamp(&self, message: &mut Message, legacy: &str) {
+        let headers = &mut message.headers;
+        headers.insert(TRACEPARENT_HEADER.into(), HeaderValue::Str(self.header_value()));
+        match &self.state {
+            Some(state) => headers.insert(TRACESTATE_HEADER.into(), HeaderValue::Str(state.clone())),
+            None => headers.remove(TRACESTATE_HEADER),
+        };
+        headers.insert(TRACE_HEADER.into(), HeaderValue::Str(legacy.to_string()));
+    }
 }
 
 /// `original` with `headers` set (replacing any of the same name): body and
@@ -429,27 +544,126 @@ mod tests {
             outages: 2,
             trace_id: "t".into(),
         };
+        let context = TraceParent {
+            trace_id: 0xabc,
+            span_id: 0x12,
+            flags: 1,
+            state: Some("k=v".into()),
+        };
         assert_eq!(
-            envelope.encode_output(12),
-            message(b"12", &[(TRACE_HEADER, HeaderValue::Str("t".into()))])
+            envelope.encode_output(12, &context),
+            message(
+                b"12",
+                &[
+                    (TRACE_HEADER, HeaderValue::Str("t".into())),
+                    (
+                        TRACEPARENT_HEADER,
+                        HeaderValue::Str("00-00000000000000000000000000000abc-0000000000000012-01".into())
+                    ),
+                    (TRACESTATE_HEADER, HeaderValue::Str("k=v".into())),
+                ]
+            )
         );
+        // No trace state: no header, and a stale one is removed.
+        let mut stale = message(b"1", &[(TRACESTATE_HEADER, HeaderValue::Str("old".into()))]);
+        TraceParent { state: None, ..context }.stamp(&mut stale, "t");
+        assert!(!stale.headers.contains_key(TRACESTATE_HEADER));
     }
 
     #[test]
-    fn the_first_service_assigns_the_trace_id() {
-        let mut m = Message::id(5);
-        assign_trace_id(&mut m);
-        let assigned = trace_id(&m).unwrap().to_string();
-        assign_trace_id(&mut m);
-        assert_eq!(trace_id(&m), Some(assigned.as_str()), "kept once assigned");
-        let mut odd = message(b"5", &[(TRACE_HEADER, HeaderValue::Int(1))]);
-        assign_trace_id(&mut odd);
-        assert_eq!(
-            odd.headers.get(TRACE_HEADER),
-            Some(&HeaderValue::Int(1)),
-            "any value counts"
+    fn traceparent_headers_parse_as_w3c_says() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(good, Some(" congo=t61rcWkgMzE ")).unwrap();
+        assert_eq!(parsed.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(parsed.span_id, 0x00f067aa0ba902b7);
+        assert!(parsed.sampled());
+        assert_eq!(parsed.state.as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(parsed.header_value(), good);
+        assert_eq!(parsed.span_id_hex(), "00f067aa0ba902b7");
+        let unsampled =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", Some("")).unwrap();
+        assert!(!unsampled.sampled());
+        assert_eq!(unsampled.state, None);
+        // A later version may append fields; version 00 may not.
+        assert!(TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", None).is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bx-01",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+        ] {
+            assert_eq!(TraceParent::parse(bad, None), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_trace_context_is_read_from_traceparent_then_the_legacy_header() {
+        let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let legacy = "0123456789abcdef0123456789abcdef";
+        let both = message(
+            b"1",
+            &[
+                (TRACEPARENT_HEADER, HeaderValue::Str(w3c.into())),
+                (TRACESTATE_HEADER, HeaderValue::Str("a=b".into())),
+                (TRACE_HEADER, HeaderValue::Str(legacy.into())),
+            ],
         );
-        assert_eq!(trace_id(&odd), None);
+        let read = TraceParent::read(&both).unwrap();
+        assert_eq!(
+            (read.header_value().as_str(), read.state.as_deref()),
+            (w3c, Some("a=b"))
+        );
+        // The legacy trace ID still names the request, and the body's ID is read.
+        assert_eq!(Envelope::decode(&both).unwrap().trace_id, legacy);
+
+        // Only the legacy header (a message queued by an older slingshot):
+        // the same trace, under a parent span derived from it.
+        let old = message(b"1", &[(TRACE_HEADER, HeaderValue::Str(legacy.into()))]);
+        let read = TraceParent::read(&old).unwrap();
+        assert_eq!(read.trace_id_hex(), legacy);
+        assert_eq!(read.span_id, 1, "equal halves fold to 0, which is not a span ID");
+        let other = message(
+            b"1",
+            &[(
+                TRACE_HEADER,
+                HeaderValue::Str("000000000000000f00000000000000f0".into()),
+            )],
+        );
+        assert_eq!(TraceParent::read(&other).unwrap().span_id, 0xff);
+        assert!(read.sampled());
+        // A malformed traceparent falls back to the legacy header too.
+        let broken = message(
+            b"1",
+            &[
+                (TRACEPARENT_HEADER, HeaderValue::Str("garbage".into())),
+                (TRACE_HEADER, HeaderValue::Str(legacy.into())),
+            ],
+        );
+        assert_eq!(TraceParent::read(&broken).unwrap().trace_id_hex(), legacy);
+        // Only a traceparent: its trace ID names the request.
+        let w3c_only = message(b"1", &[(TRACEPARENT_HEADER, HeaderValue::Str(w3c.into()))]);
+        assert_eq!(
+            Envelope::decode(&w3c_only).unwrap().trace_id,
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        // Legacy IDs that are not W3C trace IDs, or no header at all: no context.
+        for value in [
+            "invoke-7",
+            "",
+            "00000000000000000000000000000000",
+            "0123456789abcdef0123456789abcdeX",
+        ] {
+            let m = message(b"1", &[(TRACE_HEADER, HeaderValue::Str(value.into()))]);
+            assert_eq!(TraceParent::read(&m), None, "{value:?}");
+        }
+        assert_eq!(TraceParent::read(&Message::id(1)), None);
     }
 
     #[test]

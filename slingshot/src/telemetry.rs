@@ -1,9 +1,15 @@
-//! Logging set-up: human-readable logs by default (coloured only on a terminal), JSON with `SLINGSHOT_LOG_FORMAT=json`, filtered by `SLINGSHOT_LOG`.
+//! Logging and tracing set-up: human-readable logs by default (coloured only on a terminal), JSON with `SLINGSHOT_LOG_FORMAT=json`, filtered by `SLINGSHOT_LOG`; spans to OpenTelemetry (see [`crate::otel`]).
 
 use std::io::IsTerminal;
 
 use clap::{Args, FromArgMatches, ValueEnum};
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::otel::{self, Export};
 
 /// The logging settings, as flags or environment variables.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -47,8 +53,10 @@ pub enum Output {
 
 /// Installs the global log subscriber as `SLINGSHOT_LOG` and
 /// `SLINGSHOT_LOG_FORMAT` say, logging to stdout (containers collect
-/// stdout). A malformed value is reported on stderr and the defaults used.
-/// Once; later calls do nothing.
+/// stdout), and the OpenTelemetry tracer as the `OTEL_*` variables say. A
+/// malformed value is reported on stderr and the defaults used. Once; later
+/// calls do nothing. Call [`otel::shutdown`] before exiting to export the
+/// last spans.
 pub fn init() {
     let command = LogArgs::augment_args(clap::Command::new("slingshot"));
     let args = command
@@ -68,9 +76,15 @@ pub fn init() {
 }
 
 impl LogArgs {
-    /// Installs the global log subscriber, logging to `output`. Once; later
-    /// calls do nothing.
+    /// Installs the global log subscriber, logging to `output`, and the
+    /// OpenTelemetry tracer. Once; later calls do nothing.
     pub fn init(&self, output: Output) {
+        self.init_service(None, output)
+    }
+
+    /// As [`LogArgs::init`], for service `service`: its spans carry its name
+    /// as `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
+    pub fn init_service(&self, service: Option<&str>, output: Output) {
         let filter = EnvFilter::try_new(&self.filter).unwrap_or_else(|_| EnvFilter::new("info"));
         let writer = move || -> Box<dyn std::io::Write> {
             match output {
@@ -84,15 +98,66 @@ impl LogArgs {
             Output::Stdout => std::io::stdout().is_terminal(),
             Output::Stderr => std::io::stderr().is_terminal(),
         };
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        let logs = tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(ansi)
             .with_writer(writer);
-        // An error here only means a subscriber is already installed.
-        let _ = match self.log_format {
-            LogFormat::Json => builder.json().try_init(),
-            LogFormat::Text => builder.compact().try_init(),
+        let logs = match self.log_format {
+            LogFormat::Json => logs.json().with_filter(filter).boxed(),
+            LogFormat::Text => logs.compact().with_filter(filter).boxed(),
         };
+        let export = Export::from_vars(|name| std::env::var(name).ok()).unwrap_or_else(|e| {
+            eprintln!("warning: {e}; traces are not exported");
+            Export::Off
+        });
+        let (provider, exporting) = match otel::provider(service, &export) {
+            Ok(provider) => (Ok(provider), export != Export::Off),
+            Err(e) => {
+                eprintln!("warning: {e}; traces are not exported");
+                (otel::provider(service, &Export::Off), false)
+            }
+        };
+        // Spans are recorded whatever `SLINGSHOT_LOG` says, so that messages
+        // carry trace contexts and exported traces are whole; the libraries'
+        // own spans and events stay out of them. Log events become span
+        // events only when spans are exported.
+        let spans = provider.ok().map(|provider| {
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("slingshot"))
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(span_targets().and(filter_fn(move |meta| exporting || meta.is_span())))
+        });
+        // An error here only means a subscriber is already installed.
+        let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
+        if let Export::Otlp(url) = &export {
+            tracing::info!(%url, "exporting traces over OTLP/HTTP");
+        }
     }
+}
+
+/// What the OpenTelemetry layer records: slingshot's and the services' own
+/// spans and events at `info` and above, none of the libraries'.
+fn span_targets() -> Targets {
+    let quiet = [
+        "amq_protocol",
+        "aws",
+        "diesel",
+        "h2",
+        "hyper",
+        "lapin",
+        "opentelemetry",
+        "pinky_swear",
+        "r2d2",
+        "reqwest",
+        "rustls",
+        "tokio",
+        "tower",
+    ];
+    quiet
+        .iter()
+        .fold(Targets::new().with_default(LevelFilter::INFO), |targets, target| {
+            targets.with_target(*target, LevelFilter::OFF)
+        })
 }

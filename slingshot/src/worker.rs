@@ -7,13 +7,16 @@ use std::time::{Duration, SystemTime};
 use futures::future::try_join_all;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::broker::{Broker, BrokerError, Delivery, Message};
 use crate::error::error_chain;
 use crate::execute::{Executed, Executor, Job};
 use crate::failure::{Failure, FailureKind};
 pub use crate::metrics::Stats;
-use crate::protocol::{self, dead_letter_queue, Decision, Envelope, FailureRecord};
+use crate::otel::{self, Operation};
+use crate::protocol::{self, dead_letter_queue, Decision, Envelope, FailureRecord, TraceParent};
 use crate::routing::RouteTable;
 use crate::settings::Settings;
 
@@ -70,14 +73,14 @@ impl Worker {
             match next {
                 None => break Err(Stopped::Cancelled(self.inbound.clone())),
                 Some(Err(e)) => break Err(e.into()),
-                Some(Ok(mut delivery)) => {
-                    protocol::assign_trace_id(&mut delivery.message);
+                Some(Ok(delivery)) => {
                     self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    let span = request_span(self.name, &delivery);
-                    tasks.spawn(tracing::Instrument::instrument(
-                        self.clone().handle(delivery, slot, shutdown.clone()),
-                        span,
-                    ));
+                    let (span, traced) = self.request_span(&delivery);
+                    tasks.spawn(
+                        self.clone()
+                            .handle(delivery, traced, slot, shutdown.clone())
+                            .instrument(span),
+                    );
                 }
             }
         };
@@ -107,8 +110,14 @@ impl Worker {
         result
     }
 
-    async fn handle(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit, shutdown: watch::Receiver<bool>) {
-        let envelope = match Envelope::decode(&delivery.message) {
+    async fn handle(
+        self: Arc<Self>,
+        delivery: Delivery,
+        traced: Traced,
+        slot: OwnedSemaphorePermit,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let mut envelope = match Envelope::decode(&delivery.message) {
             Ok(envelope) => envelope,
             // Not a request: nothing to retry, so dead-lettered at once (as
             // `protocol::decide` does with malformed failures).
@@ -118,12 +127,14 @@ impl Worker {
                 return self
                     .dead_letter(
                         delivery,
+                        &traced,
                         Failure::new(FailureKind::Malformed, malformed.reason),
                         attempt,
                     )
                     .await;
             }
         };
+        envelope.trace_id = traced.legacy.clone();
         let (request, attempt) = (envelope.id, envelope.attempt);
         let job = Job {
             request,
@@ -138,7 +149,7 @@ impl Worker {
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.
         drop(slot);
         let result = match executed {
-            Ok(executed) => self.route(&envelope, &executed).await,
+            Ok(executed) => self.route(&envelope, &traced, &executed).await,
             Err(failure) => Err(failure),
         };
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -154,21 +165,29 @@ impl Worker {
                     }
                 }
             }
-            Err(failure) => match protocol::decide(&failure, &envelope, &self.settings) {
-                Decision::Retry { delay, next } => {
-                    self.retry(delivery, &envelope, next, delay, failure, shutdown).await
+            Err(failure) => {
+                // The delivery failed, whatever happens next.
+                let span = tracing::Span::current();
+                span.record("otel.status_code", "error");
+                span.record("otel.status_description", failure.to_string());
+                span.record("error.type", failure.kind.as_str());
+                match protocol::decide(&failure, &envelope, &self.settings) {
+                    Decision::Retry { delay, next } => {
+                        self.retry(delivery, &traced, &envelope, next, delay, failure, shutdown)
+                            .await
+                    }
+                    Decision::DeadLetter { attempts } => {
+                        tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
+                        self.dead_letter(delivery, &traced, failure, attempts).await;
+                    }
                 }
-                Decision::DeadLetter { attempts } => {
-                    tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
-                    self.dead_letter(delivery, failure, attempts).await;
-                }
-            },
+            }
         }
     }
 
     /// Routes the outputs: publishes every `(queue, id)` concurrently and
     /// waits for all the confirms.
-    async fn route(&self, envelope: &Envelope, executed: &Executed) -> Result<(), Failure> {
+    async fn route(&self, envelope: &Envelope, traced: &Traced, executed: &Executed) -> Result<(), Failure> {
         let request = envelope.id;
         let plan = self.routes.plan(&executed.outputs);
         for (id, case) in &plan.unrouted {
@@ -177,13 +196,18 @@ impl Worker {
             tracing::warn!(service = self.name, request, output = id, %case, "no route for this case; output dropped");
         }
         let publishes = plan.sends.iter().map(|(queue, id)| {
-            let message = envelope.encode_output(*id);
+            let span = self.publish_span(queue);
+            let message = envelope.encode_output(*id, &otel::context_of(&span, Some(&traced.context)));
             async move {
                 let sent = std::time::Instant::now();
                 let confirmed = self.broker.publish(queue, message).await;
                 self.stats.confirm_latency.observe(sent.elapsed());
+                if let Err(e) = &confirmed {
+                    failed(&tracing::Span::current(), &e.to_string());
+                }
                 confirmed
             }
+            .instrument(span)
         });
         try_join_all(publishes)
             .await
@@ -211,9 +235,11 @@ impl Worker {
     /// inbound queue as `next` (its attempt or outage count raised), then acks
     /// this delivery. The counts travel in the message, so they survive
     /// restarts.
+    #[allow(clippy::too_many_arguments)]
     async fn retry(
         &self,
         delivery: Delivery,
+        traced: &Traced,
         envelope: &Envelope,
         next: Envelope,
         delay: Duration,
@@ -236,23 +262,34 @@ impl Worker {
             _ = shutdown.wait_for(|stop| *stop) => {}
         }
         let message = next.encode_retry(&delivery.message, &failure);
-        self.forward(delivery, &self.inbound.clone(), message).await;
+        self.forward(delivery, traced, &self.inbound.clone(), message).await;
         self.stats.retried.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn dead_letter(&self, delivery: Delivery, failure: Failure, attempt: u32) {
+    async fn dead_letter(&self, delivery: Delivery, traced: &Traced, failure: Failure, attempt: u32) {
         let record = FailureRecord::new(&failure, attempt, self.name, &self.inbound, SystemTime::now());
         let message = record.encode(&delivery.message);
-        tracing::warn!(service = self.name, kind = failure.kind.as_str(), error = %failure.message, "dead-lettered");
-        if self.forward(delivery, &dead_letter_queue(&self.inbound), message).await {
+        tracing::warn!(service = self.name, kind = failure.kind.as_str(), error = %failure.message, attempts = attempt, "dead-lettered");
+        if self
+            .forward(delivery, traced, &dead_letter_queue(&self.inbound), message)
+            .await
+        {
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Publishes `message` to `queue`, then acks `delivery`; if the publish
-    /// is not confirmed the delivery is requeued instead, so nothing is lost.
-    async fn forward(&self, delivery: Delivery, queue: &str, message: Message) -> bool {
-        match self.broker.publish(queue, message).await {
+    /// Publishes `message` to `queue` under a PRODUCER span whose context it
+    /// carries, then acks `delivery`; if the publish is not confirmed the
+    /// delivery is requeued instead, so nothing is lost.
+    async fn forward(&self, delivery: Delivery, traced: &Traced, queue: &str, mut message: Message) -> bool {
+        let span = self.publish_span(queue);
+        otel::context_of(&span, Some(&traced.context)).stamp(&mut message, &traced.legacy);
+        let published = self.broker.publish(queue, message).instrument(span.clone()).await;
+        if let Err(e) = &published {
+            failed(&span, &e.to_string());
+        }
+        drop(span);
+        match published {
             Ok(()) => {
                 if let Err(e) = delivery.acker.ack().await {
                     tracing::warn!(service = self.name, error = %e, "ack after forwarding failed; the broker will redeliver");
@@ -270,16 +307,68 @@ impl Worker {
     }
 }
 
-/// The span of one request: service, request ID, attempt and trace ID, so
-/// every log line of the request carries them and one ID can be followed
-/// through a pipeline by its trace ID.
-fn request_span(service: &'static str, delivery: &Delivery) -> tracing::Span {
-    let body = std::str::from_utf8(&delivery.message.body).unwrap_or("<not UTF-8>");
-    tracing::info_span!(
-        "request",
-        service,
-        request = body.trim(),
-        attempt = protocol::attempt(&delivery.message),
-        trace_id = protocol::trace_id(&delivery.message).unwrap_or(""),
-    )
+/// The trace a delivery continues: the W3C context of its CONSUMER span and
+/// the legacy trace ID its outputs carry.
+#[derive(Debug, Clone)]
+struct Traced {
+    context: TraceParent,
+    legacy: String,
+}
+
+impl Worker {
+    /// The CONSUMER span of one delivery, continuing the trace its message
+    /// carries (`traceparent`, else the legacy trace ID), and the context it
+    /// runs in. Its service, request ID, attempt, trace and span IDs are on
+    /// every log line of the request.
+    fn request_span(&self, delivery: &Delivery) -> (tracing::Span, Traced) {
+        let message = &delivery.message;
+        let body = std::str::from_utf8(&message.body).unwrap_or("<not UTF-8>");
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %format_args!("process {}", self.inbound),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            service = self.name,
+            request = body.trim(),
+            attempt = protocol::attempt(message),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let parent = TraceParent::read(message);
+        if let Some(parent) = &parent {
+            otel::set_remote_parent(&span, parent);
+        }
+        otel::set_messaging_attributes(&span, self.broker.messaging_system(), &self.inbound, Operation::Process);
+        span.set_attribute("messaging.message.body.size", message.body.len() as i64);
+        span.set_attribute("messaging.destination.redelivered", delivery.redelivered);
+        let context = otel::context_of(&span, parent.as_ref());
+        span.record("trace_id", context.trace_id_hex());
+        span.record("span_id", context.span_id_hex());
+        let legacy = protocol::trace_id(message)
+            .map(str::to_string)
+            .unwrap_or_else(|| context.trace_id_hex());
+        (span, Traced { context, legacy })
+    }
+
+    /// The PRODUCER span of one publish to `queue`, a child of the current
+    /// (CONSUMER) span.
+    fn publish_span(&self, queue: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {queue}"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        otel::set_messaging_attributes(&span, self.broker.messaging_system(), queue, Operation::Publish);
+        span
+    }
+}
+
+/// Marks `span` failed with `error`.
+fn failed(span: &tracing::Span, error: &str) {
+    span.record("otel.status_code", "error");
+    span.record("otel.status_description", error);
 }

@@ -6,6 +6,7 @@
 
 pub mod database;
 pub mod original;
+pub mod otlp;
 pub mod private;
 
 use std::sync::atomic::{AtomicU64, Ordering};

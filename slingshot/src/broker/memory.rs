@@ -164,6 +164,10 @@ impl Broker for MemoryBroker {
     fn describe(&self) -> String {
         "in-process broker".into()
     }
+
+    fn messaging_system(&self) -> &'static str {
+        "slingshot-memory"
+    }
 }
 
 type Unacked = Arc<Mutex<HashMap<u64, (Stored, OwnedSemaphorePermit)>>>;

@@ -202,4 +202,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// One line naming the broker, for logs (never credentials).
     fn describe(&self) -> String;
+
+    /// The `messaging.system` of the spans of messages through this broker.
+    fn messaging_system(&self) -> &'static str {
+        "rabbitmq"
+    }
 }

@@ -92,9 +92,22 @@ impl Staging {
                 .map(|s| (s.bucket.clone(), s.key.clone(), s.path.clone()))
                 .collect()
         };
-        try_join_all(staged.into_iter().map(|(bucket, key, path)| async move {
-            let size = store.put_file(&bucket, &key, &path).await?;
-            Ok(WrittenObject { bucket, key, size })
+        try_join_all(staged.into_iter().map(|(bucket, key, path)| {
+            let span = crate::execute::object_span("PutObject", &bucket, &key);
+            let put = async move {
+                let put = store.put_file(&bucket, &key, &path).await;
+                if let Err(e) = &put {
+                    let span = tracing::Span::current();
+                    span.record("otel.status_code", "error");
+                    span.record("otel.status_description", e.to_string());
+                }
+                Ok(WrittenObject {
+                    bucket,
+                    key,
+                    size: put?,
+                })
+            };
+            tracing::Instrument::instrument(put, span)
         }))
         .await
     }

@@ -1,0 +1,347 @@
+//! OpenTelemetry: the tracer behind slingshot's spans, OTLP/HTTP export configured by the standard `OTEL_*` variables (off when unset), and the bridge between W3C trace contexts in message headers and spans.
+//!
+//! Spans always get W3C IDs, exported or not, so every published message
+//! carries a `traceparent` and every log line of a request its trace and span
+//! IDs. Export starts only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; the OpenTelemetry SDK reads
+//! the rest (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_EXPORTER_OTLP_HEADERS`,
+//! `OTEL_BSP_*`...). Spans follow the messaging semantic conventions: a
+//! CONSUMER span per delivery, a PRODUCER span per publish.
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::protocol::TraceParent;
+
+/// Where spans go, as the `OTEL_*` variables say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Export {
+    /// Not exported: no OTLP endpoint is set, or `OTEL_SDK_DISABLED=true`,
+    /// or `OTEL_TRACES_EXPORTER=none`. Spans still get IDs for headers and logs.
+    Off,
+    /// OTLP over HTTP/protobuf to this URL (`…/v1/traces`).
+    Otlp(String),
+}
+
+impl Export {
+    /// Reads the export settings through `var` (the environment, in a
+    /// service). Only OTLP over HTTP/protobuf is built in; another protocol
+    /// or exporter is an error that says so.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Export, String> {
+        let set = |name: &str| var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(Export::Off);
+        }
+        match set("OTEL_TRACES_EXPORTER").as_deref() {
+            None | Some("otlp") => {}
+            Some("none") => return Ok(Export::Off),
+            Some(other) => {
+                return Err(format!(
+                    "OTEL_TRACES_EXPORTER={other}: slingshot exports traces with `otlp` (or `none`)"
+                ))
+            }
+        }
+        let url = match (
+            set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            set("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(traces), _) => traces,
+            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, None) => return Ok(Export::Off),
+        };
+        for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+            if let Some(protocol) = set(name) {
+                if protocol != "http/protobuf" {
+                    return Err(format!(
+                        "{name}={protocol}: slingshot exports OTLP over http/protobuf only (a collector's port 4318)"
+                    ));
+                }
+                break;
+            }
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("OTLP endpoint {url:?}: not an http:// or https:// URL"));
+        }
+        Ok(Export::Otlp(url))
+    }
+}
+
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// The tracer provider of this process, built once as `export` says; spans
+/// of `service` name it unless `OTEL_SERVICE_NAME` or
+/// `OTEL_RESOURCE_ATTRIBUTES` does.
+pub(crate) fn provider(service: Option<&str>, export: &Export) -> Result<SdkTracerProvider, String> {
+    if let Some(provider) = PROVIDER.get() {
+        return Ok(provider.clone());
+    }
+    let mut resource = Resource::builder();
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    if let (Some(service), false) = (service, named) {
+        resource = resource.with_service_name(service.to_string());
+    }
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    if let Export::Otlp(_) = export {
+        // The exporter resolves the endpoint, headers and timeout from the
+        // same variables `Export::from_vars` checked.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_http_client(OtlpClient::new(export_timeout()))
+            .build()
+            .map_err(|e| format!("OTLP exporter: {e}"))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(PROVIDER.get_or_init(|| builder.build()).clone())
+}
+
+/// Exports what is left and stops the exporter. Blocking: call it from the
+/// main thread once the async runtime has finished its work, not from an
+/// async task.
+pub fn shutdown() {
+    if let Some(provider) = PROVIDER.get() {
+        if let Err(e) = provider.shutdown() {
+            eprintln!("warning: exporting the last spans failed: {e}");
+        }
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT`
+/// (milliseconds), 10 s by default.
+fn export_timeout() -> Duration {
+    ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(10))
+}
+
+/// The OTLP exporter's HTTP client: slingshot's reqwest on a small runtime of
+/// its own. The SDK exports from a dedicated thread that is not a tokio
+/// thread, so the client brings the reactor it needs; no async thread of the
+/// service ever waits for the collector.
+#[derive(Debug)]
+struct OtlpClient {
+    client: reqwest::Client,
+    timeout: Duration,
+    runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
+}
+
+impl OtlpClient {
+    fn new(timeout: Duration) -> Self {
+        OtlpClient {
+            client: reqwest::Client::new(),
+            timeout,
+            runtime: OnceLock::new(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for OtlpClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let runtime = self
+            .runtime
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the exporter's runtime: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| HttpError::from(e.clone()))?;
+        let (parts, body) = request.into_parts();
+        let sent = self
+            .client
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers)
+            .timeout(self.timeout)
+            .body(body);
+        runtime.block_on(async move {
+            let response = sent.send().await?;
+            let mut answer = Response::builder().status(response.status());
+            if let Some(headers) = answer.headers_mut() {
+                headers.extend(response.headers().clone());
+            }
+            let body = response.bytes().await?;
+            Ok::<_, HttpError>(answer.body(body)?)
+        })
+    }
+}
+
+/// The W3C context `span` runs in: its OpenTelemetry context when the layer
+/// records it, else a new span ID under `parent` (or a new sampled trace), so
+/// messages carry a trace context with or without telemetry installed.
+pub(crate) fn context_of(span: &tracing::Span, parent: Option<&TraceParent>) -> TraceParent {
+    let context = span.context();
+    let recorded = context.span().span_context().clone();
+    if recorded.is_valid() {
+        let state = recorded.trace_state().header();
+        return TraceParent {
+            trace_id: u128::from_be_bytes(recorded.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(recorded.span_id().to_bytes()),
+            flags: recorded.trace_flags().to_u8(),
+            state: Some(state).filter(|s| !s.is_empty()),
+        };
+    }
+    let ids = RandomIdGenerator::default();
+    let span_id = u64::from_be_bytes(ids.new_span_id().to_bytes());
+    match parent {
+        Some(parent) => TraceParent {
+            span_id,
+            ..parent.clone()
+        },
+        None => TraceParent {
+            trace_id: u128::from_be_bytes(ids.new_trace_id().to_bytes()),
+            span_id,
+            flags: 1,
+            state: None,
+        },
+    }
+}
+
+/// Makes the remote `parent` (the span that published a message) the parent
+/// of `span`. Does nothing when OpenTelemetry does not record `span`.
+pub(crate) fn set_remote_parent(span: &tracing::Span, parent: &TraceParent) {
+    let state = parent
+        .state
+        .as_deref()
+        .and_then(|s| TraceState::from_str(s).ok())
+        .unwrap_or_default();
+    let remote = SpanContext::new(
+        TraceId::from_bytes(parent.trace_id.to_be_bytes()),
+        SpanId::from_bytes(parent.span_id.to_be_bytes()),
+        TraceFlags::new(parent.flags),
+        true,
+        state,
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+}
+
+/// Attributes of the messaging conventions for RabbitMQ's default exchange:
+/// the exchange (`""`), the routing key (the queue) and the operation.
+pub(crate) fn set_messaging_attributes(span: &tracing::Span, system: &'static str, queue: &str, operation: Operation) {
+    span.set_attribute("messaging.system", system);
+    span.set_attribute("messaging.operation.type", operation.kind());
+    span.set_attribute("messaging.operation.name", operation.name());
+    span.set_attribute("messaging.rabbitmq.destination.routing_key", queue.to_string());
+    let destination = match operation {
+        // Consumers read a queue; producers publish to an exchange, the default one.
+        Operation::Process => queue.to_string(),
+        Operation::Publish => String::new(),
+    };
+    span.set_attribute("messaging.destination.name", destination);
+}
+
+/// A messaging operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// A CONSUMER span: one delivery processed.
+    Process,
+    /// A PRODUCER span: one message published.
+    Publish,
+}
+
+impl Operation {
+    fn kind(self) -> &'static str {
+        match self {
+            Operation::Process => "process",
+            Operation::Publish => "send",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Process => "process",
+            Operation::Publish => "publish",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(vars: &[(&str, &str)]) -> Result<Export, String> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Export::from_vars(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn export_is_off_unless_an_endpoint_is_set() {
+        assert_eq!(export(&[]), Ok(Export::Off));
+        assert_eq!(export(&[("OTEL_SERVICE_NAME", "x")]), Ok(Export::Off));
+        assert_eq!(export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), Ok(Export::Off));
+        let on = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")];
+        assert_eq!(export(&on), Ok(Export::Otlp("http://collector:4318/v1/traces".into())));
+        assert_eq!(
+            export(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://traces.example/x"),
+            ]),
+            Ok(Export::Otlp("https://traces.example/x".into())),
+            "the traces endpoint is used as it is"
+        );
+        for off in [("OTEL_SDK_DISABLED", "TRUE"), ("OTEL_TRACES_EXPORTER", "none")] {
+            assert_eq!(export(&[on[0], off]), Ok(Export::Off), "{off:?}");
+        }
+        assert_eq!(
+            export(&[on[0], ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+            Ok(Export::Otlp("http://collector:4318/v1/traces".into()))
+        );
+    }
+
+    #[test]
+    fn unsupported_export_settings_say_what_is_supported() {
+        let on = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        let grpc = export(&[on, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap_err();
+        assert!(grpc.contains("http/protobuf only"), "{grpc}");
+        // The traces variable wins over the general one.
+        let mixed = export(&[
+            on,
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ])
+        .unwrap_err();
+        assert!(
+            mixed.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json"),
+            "{mixed}"
+        );
+        let zipkin = export(&[on, ("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
+        assert!(zipkin.contains("`otlp`"), "{zipkin}");
+        let bare = export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]).unwrap_err();
+        assert!(bare.contains("not an http"), "{bare}");
+    }
+
+    #[test]
+    fn without_the_layer_contexts_continue_the_parent_or_start_a_trace() {
+        // No subscriber here: spans are not recorded, IDs come from the fallback.
+        let span = tracing::Span::none();
+        let parent = TraceParent {
+            trace_id: 7,
+            span_id: 9,
+            flags: 0,
+            state: Some("a=b".into()),
+        };
+        let child = context_of(&span, Some(&parent));
+        assert_eq!(
+            (child.trace_id, child.flags, child.state.as_deref()),
+            (7, 0, Some("a=b"))
+        );
+        assert_ne!(child.span_id, 9);
+        assert_ne!(child.span_id, 0);
+        let root = context_of(&span, None);
+        assert!(root.trace_id != 0 && root.span_id != 0 && root.sampled());
+        assert_ne!(root.trace_id, context_of(&span, None).trace_id);
+    }
+}
