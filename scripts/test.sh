@@ -76,6 +76,10 @@ echo "==> cargo test --workspace --doc --no-fail-fast"
 doc_status=0
 cargo test --workspace --doc --no-fail-fast || doc_status=$?
 
+echo "==> Python services (scripts/python-tests.sh: maturin develop, then pytest)"
+python_status=0
+bash scripts/python-tests.sh || python_status=$?
+
 echo
 echo "==> fault injection (tests/tests/faults.rs)"
 if [ -s "$SLINGSHOT_FAULT_REPORT" ]; then
@@ -91,6 +95,10 @@ if [ "$tests_status" -ne 0 ]; then
 fi
 if [ "$doc_status" -ne 0 ]; then
     echo "==> FAILED: cargo test --workspace --doc exited with $doc_status (failures listed above)"
+    status=1
+fi
+if [ "$python_status" -ne 0 ]; then
+    echo "==> FAILED: the Python tests (scripts/python-tests.sh) exited with $python_status (failures listed above)"
     status=1
 fi
 if [ "$status" -eq 0 ]; then

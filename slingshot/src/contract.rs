@@ -41,11 +41,13 @@ pub struct RequestContext {
     pub trace_id: String,
 }
 
-/// Everything a `process` call may borrow by shared reference.
+/// Everything a `process` call may borrow by shared reference. The file
+/// functions are shared so that a language binding can hand out handles that
+/// own them.
 #[doc(hidden)]
 pub struct Parts<'a> {
-    pub read_file: &'a ReadFileFn,
-    pub write_file: &'a WriteFileFn,
+    pub read_file: &'a std::sync::Arc<ReadFileFn>,
+    pub write_file: &'a std::sync::Arc<WriteFileFn>,
     pub context: &'a RequestContext,
 }
 
@@ -64,14 +66,14 @@ pub trait RefParam {
 #[diagnostic::do_not_recommend]
 impl RefParam for ReadFileFn {
     fn from_parts<'a>(parts: &Parts<'a>) -> &'a Self {
-        parts.read_file
+        &**parts.read_file
     }
 }
 
 #[diagnostic::do_not_recommend]
 impl RefParam for WriteFileFn {
     fn from_parts<'a>(parts: &Parts<'a>) -> &'a Self {
-        parts.write_file
+        &**parts.write_file
     }
 }
 

@@ -60,7 +60,9 @@ impl DbTarget {
         }
     }
 
-    fn url(&self) -> String {
+    /// The connection URL, credentials included: a libpq URL or a SQLite path.
+    #[doc(hidden)]
+    pub fn url(&self) -> String {
         match self {
             DbTarget::Sqlite(path) => path.display().to_string(),
             DbTarget::Postgres { url, .. } => url.clone(),

@@ -68,14 +68,16 @@ struct Execution<H: Handler> {
 
 /// Builds the executor of handler `H` (referenced from the generated `ServiceDef`). Blocking: opens the pool.
 #[doc(hidden)]
-pub fn prepare<H: Handler>(backing: Backing) -> Result<Arc<dyn Executor>, Error> {
+pub fn prepare<H: Handler + Default>(backing: Backing) -> Result<Arc<dyn Executor>, Error> {
+    prepare_with(H::default(), backing)
+}
+
+/// [`prepare`] for a handler built at run time (a Python service's).
+#[doc(hidden)]
+pub fn prepare_with<H: Handler>(handler: H, backing: Backing) -> Result<Arc<dyn Executor>, Error> {
     install_query_spans();
     let pool = H::Connection::open_pool(backing.database.as_ref(), backing.pool_size)?;
-    Ok(Arc::new(Execution {
-        handler: H::default(),
-        pool,
-        backing,
-    }))
+    Ok(Arc::new(Execution { handler, pool, backing }))
 }
 
 impl<H: Handler> Executor for Execution<H> {
@@ -128,7 +130,7 @@ impl<H: Handler> Execution<H> {
         let b = &self.backing;
         let (sysmap, name, handle, store) = (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
         let stats = b.stats.clone();
-        let read_file = move |key: &str, id: u64| -> Result<ObjectReader, ObjectError> {
+        let read_file: Arc<ReadFileFn> = Arc::new(move |key: &str, id: u64| -> Result<ObjectReader, ObjectError> {
             let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
             let store = store.clone();
             let key = id.to_string();
@@ -153,12 +155,12 @@ impl<H: Handler> Execution<H> {
                 inner: reader,
                 stats: stats.clone(),
             }))
-        };
+        });
         let (sysmap, handle) = (b.sysmap.clone(), b.handle.clone());
-        let write_file = move |key: &str, id: u64| -> Result<ObjectWriter, ObjectError> {
+        let write_file: Arc<WriteFileFn> = Arc::new(move |key: &str, id: u64| -> Result<ObjectWriter, ObjectError> {
             let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
             staging.create(&bucket, &id.to_string())
-        };
+        });
         let context = RequestContext {
             service: name,
             request: job.request,
@@ -167,8 +169,8 @@ impl<H: Handler> Execution<H> {
             trace_id: job.trace_id.clone(),
         };
         let parts = Parts {
-            read_file: &read_file as &ReadFileFn,
-            write_file: &write_file as &WriteFileFn,
+            read_file: &read_file,
+            write_file: &write_file,
             context: &context,
         };
         call.in_scope(|| {

@@ -74,6 +74,10 @@ impl Failure {
         let message = error_chain(&*error);
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
         while let Some(e) = cause {
+            // Classified already (by a language binding): kept as it is.
+            if let Some(failure) = e.downcast_ref::<Failure>() {
+                return failure.clone();
+            }
             if let Some(object) = e.downcast_ref::<ObjectError>() {
                 return Failure {
                     transient: object.is_transient(),

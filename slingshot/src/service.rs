@@ -10,7 +10,7 @@ use crate::execute::{Backing, Executor};
 
 /// What `#[slingshot::microservice]` implements for the annotated function.
 #[doc(hidden)]
-pub trait Handler: Default + Send + Sync + 'static {
+pub trait Handler: Send + Sync + 'static {
     /// The connection type `process` takes (`NoConnection` if none).
     type Connection: DbConnection;
     /// Calls `process`. Runs on a blocking thread.
@@ -49,17 +49,43 @@ impl std::fmt::Debug for ServiceDef {
 
 inventory::collect!(ServiceDef);
 
+/// Services registered while the program runs (Python services), beside the
+/// ones `#[slingshot::microservice]` links in.
+static REGISTERED: std::sync::Mutex<Vec<&'static ServiceDef>> = std::sync::Mutex::new(Vec::new());
+
+fn registered() -> Vec<&'static ServiceDef> {
+    // A poisoned lock only means a panic elsewhere while pushing; the list is intact.
+    REGISTERED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 impl ServiceDef {
-    /// Every service linked into this binary, by name.
+    /// Registers a service defined at run time (a Python service). A later
+    /// registration of the same name takes the place of the earlier one.
+    #[doc(hidden)]
+    pub fn register(def: ServiceDef) -> &'static ServiceDef {
+        let mut list = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+        // Leaked on purpose: a service definition lives as long as the program.
+        let def: &'static ServiceDef = Box::leak(Box::new(def));
+        list.retain(|d| d.name != def.name);
+        list.push(def);
+        def
+    }
+
+    /// Every service linked into this binary or registered at run time, by name.
     pub fn all() -> Vec<&'static ServiceDef> {
         let mut all: Vec<_> = inventory::iter::<ServiceDef>.into_iter().collect();
+        all.extend(registered());
         all.sort_by_key(|d| d.name);
         all
     }
 
-    /// The service called `name`, if one is linked in.
+    /// The service called `name`, if one is linked in or registered.
     pub fn named(name: &str) -> Option<&'static ServiceDef> {
-        inventory::iter::<ServiceDef>.into_iter().find(|d| d.name == name)
+        registered()
+            .into_iter()
+            .rev()
+            .find(|d| d.name == name)
+            .or_else(|| inventory::iter::<ServiceDef>.into_iter().find(|d| d.name == name))
     }
 
     /// Like [`ServiceDef::named`], with an error that lists the services there are.

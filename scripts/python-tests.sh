@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Build the Python package (slingshot-py) into a virtual environment and run
+# its pytest suite: the embedded default and the real RabbitMQ, PostgreSQL and
+# S3 (which scripts/services.sh starts; their addresses come from its env file).
+#
+#   scripts/python-tests.sh [pytest args...]
+#
+# The virtual environment lives in $SLINGSHOT_PY_VENV (default
+# /var/tmp/slingshot-services/pyvenv) and is created, with maturin, pytest,
+# boto3 and pika, when missing. The extension is built with `maturin develop`
+# (a debug build sharing the workspace's target/). Needs python3 >= 3.10 with
+# venv and pip; fails, saying so, without one.
+set -euo pipefail
+exec </dev/null
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+STATE_DIR="${SLINGSHOT_SERVICES_DIR:-/var/tmp/slingshot-services}"
+VENV="${SLINGSHOT_PY_VENV:-$STATE_DIR/pyvenv}"
+REQUIREMENTS="maturin>=1.5,<2 pytest>=8 boto3 pika sqlalchemy>=2 psycopg2-binary>=2.9"
+
+die() { echo "python-tests.sh: ERROR: $*" >&2; exit 1; }
+
+python=${PYTHON:-python3}
+command -v "$python" >/dev/null || die "$python not found: the Python tests need CPython >= 3.10 with venv and pip"
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "$($python --version) is too old: slingshot's Python package needs CPython >= 3.10"
+
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.slingshot-requirements" 2>/dev/null)" != "$REQUIREMENTS" ]; then
+    echo "python-tests.sh: creating $VENV ($REQUIREMENTS)" >&2
+    "$python" -m venv "$VENV" || die "cannot create a virtual environment (is python3-venv installed?)"
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install --quiet --upgrade $REQUIREMENTS || die "pip could not install: $REQUIREMENTS"
+    echo "$REQUIREMENTS" > "$VENV/.slingshot-requirements"
+fi
+
+# shellcheck source=/dev/null
+. "$STATE_DIR/env" || die "$STATE_DIR/env is missing: run scripts/services.sh first"
+
+echo "==> maturin develop (slingshot-py)"
+(
+    cd slingshot-py
+    VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" maturin develop --quiet
+)
+
+echo "==> pytest slingshot-py/tests"
+cd slingshot-py
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,40 @@
+"""slingshot for Python: queue-driven pipeline microservices on the slingshot runtime.
+
+One function, decorated, becomes a service that consumes request IDs from
+RabbitMQ, reads and writes S3 objects, uses a pooled PostgreSQL connection and
+routes its outputs by case — with the delivery guarantees, retries, dead
+letters, ops endpoint and command line of Rust services::
+
+    import slingshot
+
+    @slingshot.microservice(name="shout", sys_map="sys-map.example.com")
+    def process(request: int, read_file: slingshot.ReadFileFn, write_file: slingshot.WriteFileFn):
+        text = read_file("in", request).read()
+        write_file("out", request).write(text.upper())
+        yield request, len(text) > 100
+
+    if __name__ == "__main__":
+        process.main()
+
+The original API, ``slingshot_microservice.Microservice(name, sys_map,
+process).start()``, runs on the same runtime.
+"""
+
+from ._native import ObjectNotFound, StorageError
+from .files import ObjectReader, WriteHandle
+from .service import RequestContext, Service, microservice
+from .typing import CaseVariable, ProcessFn, ReadFileFn, WriteFileFn
+
+__all__ = [
+    "microservice",
+    "Service",
+    "RequestContext",
+    "ReadFileFn",
+    "WriteFileFn",
+    "ProcessFn",
+    "CaseVariable",
+    "ObjectReader",
+    "WriteHandle",
+    "StorageError",
+    "ObjectNotFound",
+]

@@ -1,0 +1,230 @@
+"""How the slingshot runtime calls a Python ``process``: the call, its result checked, its exceptions classified, and the SQLAlchemy engine behind ``connection``.
+
+The Rust side (``slingshot._native``) calls :func:`call` on one of the
+runtime's blocking threads for each delivery; tokio's async threads never
+enter Python. Everything here runs with the interpreter attached; the file
+handles and the database driver release it while they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import sys
+import threading
+import traceback
+from typing import Any, Iterable
+
+from . import _native
+from .files import ObjectReader, WriteHandle
+
+#: Integer cases are anything in i64 ∪ u64, as the sys-map's JSON allows.
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_ID_MAX = 2**64 - 1
+#: Frames in here are slingshot's, not the service's.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def call(process, request: int, files: "_native.Files", connection, context: dict) -> tuple:
+    """Runs ``process`` for one request.
+
+    Answers ``("ok", [(id, kind, case), ...])`` or
+    ``("error", kind, transient, summary, traceback)``; never raises.
+    """
+    def read_file(key: str, id: int) -> ObjectReader:
+        _check_file_args("read_file", key, id)
+        return ObjectReader(files.open_read(key, id), f"{key}/{id}")
+
+    def write_file(key: str, id: int) -> WriteHandle:
+        _check_file_args("write_file", key, id)
+        return WriteHandle(files.open_write(key, id), f"{key}/{id}")
+
+    try:
+        result = process(request, read_file, write_file, connection, context)
+        if inspect.isasyncgen(result):
+            result = _run_async(_collect(result))
+        elif inspect.isawaitable(result):
+            result = _run_async(result)
+        return ("ok", _outputs(result))
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported; stopping is the runtime's job
+        return ("error", *classify(exc))
+
+
+def _check_file_args(what: str, key: Any, id: Any) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"{what}(key, id): key must be a str bucket reference such as 'in', not {type(key).__name__}")
+    if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= _ID_MAX:
+        raise TypeError(f"{what}(key, id): id must be an int request ID in 0..2**64-1, not {id!r}")
+
+
+def _outputs(result: Any) -> list:
+    """Checks what ``process`` returned or yielded: ``(id, case)`` pairs."""
+    if result is None:
+        return []
+    if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
+        raise TypeError(
+            f"process returned {type(result).__name__}: return or yield (id, case) pairs, "
+            "e.g. `yield (request, True)` or `return [(request, 'ok')]`"
+        )
+    outputs = []
+    for item in result:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise TypeError(f"process produced {item!r}: each output must be a tuple (id, case)")
+        id, case = item
+        if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= _ID_MAX:
+            raise TypeError(f"process produced {item!r}: the id must be an int in 0..2**64-1")
+        # bool before int: True is an int in Python, but a different case in the sys-map.
+        if isinstance(case, bool):
+            outputs.append((id, "bool", case))
+        elif isinstance(case, int):
+            if not _INT_MIN <= case <= _INT_MAX:
+                raise TypeError(f"process produced {item!r}: an integer case must fit in i64 or u64")
+            outputs.append((id, "int", case))
+        elif isinstance(case, str):
+            outputs.append((id, "str", case))
+        else:
+            raise TypeError(
+                f"process produced {item!r}: the case must be a bool, an int or a str "
+                f"(not {type(case).__name__}), as the sys-map's routes are"
+            )
+    return outputs
+
+
+async def _collect(agen) -> list:
+    return [item async for item in agen]
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _run_async(awaitable) -> Any:
+    """Runs a coroutine of ``async def process`` on the service's one event
+    loop thread and waits for it (this thread releases the interpreter while
+    it waits)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="slingshot-asyncio", daemon=True).start()
+            _loop = loop
+        loop = _loop
+    return asyncio.run_coroutine_threadsafe(_awaited(awaitable), loop).result()
+
+
+async def _awaited(awaitable):
+    return await awaitable
+
+
+def classify(exc: BaseException) -> tuple[str, bool, str, str]:
+    """``(kind, transient, summary, traceback)`` for an exception of ``process``.
+
+    Storage and database failures keep their kind anywhere in the exception's
+    chain (``raise ... from``, or raised while handling one); an outside
+    system that failed (the store, a lost database connection) is transient:
+    retried until it is back, without using an attempt.
+    """
+    kind, transient = "process-error", False
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        found = _kind_of(e)
+        if found is not None:
+            kind, transient = found
+            break
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    return kind, transient, summary(exc), "".join(traceback.format_exception(exc))
+
+
+def _kind_of(e: BaseException) -> tuple[str, bool] | None:
+    if isinstance(e, _native.ObjectNotFound):
+        return "storage", False
+    if isinstance(e, _native.StorageError):
+        return "storage", bool(getattr(e, "transient", True))
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None:
+        if isinstance(e, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):
+            return "database", True
+        if isinstance(e, sa_exc.DBAPIError):
+            lost = e.connection_invalidated or isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError))
+            return "database", lost
+    return None
+
+
+def summary(exc: BaseException) -> str:
+    """``module.Type: message (at file:line in function)``: what the
+    dead-letter headers carry."""
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    text = f"{name}: {exc}" if str(exc) else name
+    frames = traceback.extract_tb(exc.__traceback__)
+    # Where the user's code raised (or called what raised): not slingshot's own frames.
+    own = [f for f in frames if not f.filename.startswith(_PACKAGE_DIR)]
+    if own or frames:
+        last = (own or frames)[-1]
+        text += f" (at {last.filename}:{last.lineno} in {last.name})"
+    return text
+
+
+# ---- the database -----------------------------------------------------------
+
+
+def create_engine(kind: str, location: str, size: int):
+    """The service's SQLAlchemy engine, pooled to its concurrency.
+
+    ``kind`` is ``"postgres"`` (``location`` a libpq URL) or ``"sqlite"``
+    (``location`` a file path).
+    """
+    import sqlalchemy
+
+    if kind == "sqlite":
+        directory = os.path.dirname(location)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        engine = sqlalchemy.create_engine(
+            sqlalchemy.engine.URL.create("sqlite", database=location),
+            pool_size=max(size, 1),
+            max_overflow=0,
+            pool_pre_ping=True,
+            connect_args={"timeout": 10, "check_same_thread": False},
+        )
+
+        @sqlalchemy.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            # As the Rust services' SQLite connections: wait instead of "database is locked".
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout = 10000")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.close()
+
+        return engine
+    scheme, sep, rest = location.partition("://")
+    if not sep or scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a PostgreSQL URL: {scheme}://…")
+    return sqlalchemy.create_engine(
+        "postgresql+psycopg2://" + rest,
+        pool_size=max(size, 1),
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=10,
+    )
+
+
+def connect(engine):
+    """A connection checked out of the engine for one request."""
+    return engine.connect()
+
+
+def release(connection) -> None:
+    """Rolls back what the request did not commit and returns the connection to the pool."""
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+    except Exception:  # noqa: BLE001 - a broken connection is discarded, not reused
+        connection.invalidate()
+    finally:
+        connection.close()

@@ -1,0 +1,271 @@
+//! The file handles a Python `process` gets: streaming readers and staged writers over the runtime's `read_file`/`write_file`, valid only during the request.
+
+use std::io::{BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use slingshot::{ObjectError, ObjectReader, ObjectWriter, ReadFileFn, WriteFileFn};
+
+use crate::{ObjectNotFound, StorageError};
+
+/// Writes are buffered this much before they reach the staged file.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// What `Reader.read()` without a size reads per step.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A staged file's writer, shared by its Python handle and the request's
+/// [`Files`] (which closes it when the request ends).
+type SharedWriter = Arc<Mutex<Option<BufWriter<ObjectWriter>>>>;
+
+/// A lock that a panic elsewhere cannot make unusable: the data behind it is
+/// a handle that is either there or not.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `ObjectError` as the Python exception `process` sees.
+fn object_error(error: &ObjectError) -> PyErr {
+    let (err, transient) = if error.is_not_found() {
+        (ObjectNotFound::new_err(error.to_string()), false)
+    } else {
+        (StorageError::new_err(error.to_string()), error.is_transient())
+    };
+    mark(err, transient)
+}
+
+fn io_error(what: &str, error: std::io::Error) -> PyErr {
+    mark(StorageError::new_err(format!("{what}: {error}")), true)
+}
+
+fn mark(err: PyErr, transient: bool) -> PyErr {
+    Python::attach(|py| {
+        // Setting an attribute on a fresh exception instance cannot fail short of memory exhaustion.
+        let _ = err.value(py).setattr("transient", transient);
+    });
+    err
+}
+
+fn ended() -> PyErr {
+    PyValueError::new_err("the request this file belongs to has ended: file handles are valid only inside `process`")
+}
+
+/// The `read_file`/`write_file` of one request. The runtime ends it when
+/// `process` returns: writers are flushed and closed, and every handle stops
+/// working.
+#[pyclass(module = "slingshot._native", frozen)]
+pub struct Files {
+    read_file: Arc<ReadFileFn>,
+    write_file: Arc<WriteFileFn>,
+    live: Arc<AtomicBool>,
+    writers: Mutex<Vec<SharedWriter>>,
+}
+
+impl Files {
+    pub(crate) fn new(read_file: Arc<ReadFileFn>, write_file: Arc<WriteFileFn>) -> Files {
+        Files {
+            read_file,
+            write_file,
+            live: Arc::new(AtomicBool::new(true)),
+            writers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Ends the request's file access: flushes and closes every writer still
+    /// open. An error is a failed write (the request must not succeed).
+    pub(crate) fn end(&self) -> std::io::Result<()> {
+        self.live.store(false, Ordering::SeqCst);
+        let mut first_error = None;
+        for writer in lock(&self.writers).drain(..) {
+            if let Some(mut w) = lock(&writer).take() {
+                if let Err(e) = w.flush() {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[pymethods]
+impl Files {
+    /// Opens object `id` of the bucket behind reference `key` for streaming reads.
+    fn open_read(&self, py: Python<'_>, key: String, id: u64) -> PyResult<Reader> {
+        if !self.live.load(Ordering::SeqCst) {
+            return Err(ended());
+        }
+        let read_file = self.read_file.clone();
+        let opened = py.detach(|| read_file(&key, id));
+        let reader = opened.map_err(|e| object_error(&e))?;
+        Ok(Reader {
+            inner: Mutex::new(Some(reader)),
+            read_file: self.read_file.clone(),
+            live: self.live.clone(),
+            key,
+            id,
+        })
+    }
+
+    /// Opens a staged file for object `id` of the bucket behind `key`.
+    fn open_write(&self, py: Python<'_>, key: String, id: u64) -> PyResult<Writer> {
+        if !self.live.load(Ordering::SeqCst) {
+            return Err(ended());
+        }
+        let write_file = self.write_file.clone();
+        let created = py.detach(|| write_file(&key, id));
+        let writer = created.map_err(|e| object_error(&e))?;
+        let shared = Arc::new(Mutex::new(Some(BufWriter::with_capacity(WRITE_BUFFER, writer))));
+        lock(&self.writers).push(shared.clone());
+        Ok(Writer {
+            inner: shared,
+            name: format!("{key}/{id}"),
+        })
+    }
+}
+
+/// A streaming reader of one object. `read` releases the interpreter while
+/// it waits for the store.
+#[pyclass(module = "slingshot._native", frozen)]
+pub struct Reader {
+    inner: Mutex<Option<ObjectReader>>,
+    read_file: Arc<ReadFileFn>,
+    live: Arc<AtomicBool>,
+    key: String,
+    id: u64,
+}
+
+#[pymethods]
+impl Reader {
+    /// Reads up to `size` bytes (all that is left if `size` is negative);
+    /// `b""` at the end of the object.
+    #[pyo3(signature = (size = -1))]
+    fn read<'py>(&self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyBytes>> {
+        let read = py.detach(|| -> std::io::Result<Option<Vec<u8>>> {
+            let mut guard = lock(&self.inner);
+            let Some(reader) = guard.as_mut() else {
+                return Ok(None);
+            };
+            let mut data = Vec::new();
+            match usize::try_from(size) {
+                Ok(wanted) => {
+                    data.resize(wanted, 0);
+                    let mut filled = 0;
+                    // One read may return less than asked; fill what the stream gives before its end.
+                    while filled < wanted {
+                        let n = reader.read(&mut data[filled..])?;
+                        if n == 0 {
+                            break;
+                        }
+                        filled += n;
+                    }
+                    data.truncate(filled);
+                }
+                Err(_) => {
+                    let mut chunk = vec![0; READ_CHUNK];
+                    loop {
+                        let n = reader.read(&mut chunk)?;
+                        if n == 0 {
+                            break;
+                        }
+                        data.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            }
+            Ok(Some(data))
+        });
+        match read {
+            Ok(Some(data)) => Ok(PyBytes::new(py, &data)),
+            Ok(None) => Err(PyValueError::new_err("I/O operation on closed file")),
+            Err(e) => Err(io_error(&format!("reading {}/{}", self.key, self.id), e)),
+        }
+    }
+
+    /// Starts again from the object's first byte (a new request to the store).
+    fn reopen(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.live.load(Ordering::SeqCst) {
+            return Err(ended());
+        }
+        let read_file = self.read_file.clone();
+        let reopened = py
+            .detach(|| read_file(&self.key, self.id))
+            .map_err(|e| object_error(&e))?;
+        *lock(&self.inner) = Some(reopened);
+        Ok(())
+    }
+
+    /// Closes the stream. Further reads raise `ValueError`.
+    fn close(&self) {
+        lock(&self.inner).take();
+    }
+
+    /// Whether [`Reader::close`] was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.inner).is_none()
+    }
+}
+
+/// A staged file for one object, uploaded after `process` returns
+/// successfully. `write` releases the interpreter while it writes.
+#[pyclass(module = "slingshot._native", frozen)]
+pub struct Writer {
+    inner: SharedWriter,
+    name: String,
+}
+
+impl Writer {
+    fn with<T>(
+        &self,
+        py: Python<'_>,
+        what: &str,
+        f: impl FnOnce(&mut BufWriter<ObjectWriter>) -> std::io::Result<T> + Send,
+    ) -> PyResult<T>
+    where
+        T: Send,
+    {
+        let done = py.detach(|| lock(&self.inner).as_mut().map(f));
+        match done {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(e)) => Err(io_error(&format!("{what} {}", self.name), e)),
+            None => Err(PyValueError::new_err(format!(
+                "I/O operation on closed file {}: it was closed, or the request ended",
+                self.name
+            ))),
+        }
+    }
+}
+
+#[pymethods]
+impl Writer {
+    /// Writes `data` (bytes) and returns how many bytes were written.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) -> PyResult<usize> {
+        let bytes: &[u8] = data.as_bytes();
+        self.with(py, "writing", |w| w.write_all(bytes).map(|()| bytes.len()))
+    }
+
+    /// Pushes buffered bytes to the staged file.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, "flushing", |w| w.flush())
+    }
+
+    /// Flushes and closes the file; it is still uploaded when `process`
+    /// succeeds. Closing twice is allowed.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = py.detach(|| lock(&self.inner).take());
+        match taken {
+            Some(mut w) => py
+                .detach(|| w.flush())
+                .map_err(|e| io_error(&format!("closing {}", self.name), e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the file is closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        lock(&self.inner).is_none()
+    }
+}

@@ -1,0 +1,227 @@
+//! A Python `process` as a slingshot `Handler`: the call on the runtime's blocking thread, its result and exceptions translated, and a pooled SQLAlchemy connection as its database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use slingshot::case::{CaseDomain, CaseValue};
+use slingshot::contract::{Outcome, Parts};
+use slingshot::db::{ConnectionKind, DbConnection, DbError, DbTarget};
+use slingshot::execute::{prepare_with, Backing, Executor};
+use slingshot::service::Handler;
+use slingshot::{Error, Failure, FailureKind};
+
+use crate::files::Files;
+
+/// The Python module that calls `process` and owns the SQLAlchemy engine.
+const RUNTIME: &str = "slingshot._runtime";
+
+/// A registered Python service.
+struct Registered {
+    /// The user's `process`.
+    process: Py<PyAny>,
+    /// `slingshot._runtime.call`.
+    call: Py<PyAny>,
+}
+
+static SERVICES: Mutex<Option<HashMap<String, Arc<Registered>>>> = Mutex::new(None);
+
+pub(crate) fn set(name: &str, process: Py<PyAny>, call: Py<PyAny>) {
+    let mut services = SERVICES.lock().unwrap_or_else(|e| e.into_inner());
+    services
+        .get_or_insert_with(HashMap::new)
+        .insert(name.to_string(), Arc::new(Registered { process, call }));
+}
+
+/// `ServiceDef::prepare` of every Python service: finds the callable
+/// registered under the service's name and opens its pool. Blocking.
+pub(crate) fn prepare(backing: Backing) -> Result<Arc<dyn Executor>, Error> {
+    let registered = SERVICES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|services| services.get(backing.name).cloned())
+        .ok_or_else(|| Error::Config(format!("no Python service {:?} is registered", backing.name)))?;
+    prepare_with(PyHandler { registered }, backing)
+}
+
+struct PyHandler {
+    registered: Arc<Registered>,
+}
+
+impl Handler for PyHandler {
+    type Connection = PyConnection;
+
+    fn call(&self, request: u64, parts: &Parts<'_>, connection: &mut PyConnection) -> Outcome {
+        let files = Files::new(parts.read_file.clone(), parts.write_file.clone());
+        let context = parts.context;
+        Python::attach(|py| {
+            let files = Bound::new(py, files).map_err(|e| internal(py, e))?;
+            let ctx = PyDict::new(py);
+            let filled = (|| -> PyResult<()> {
+                ctx.set_item("service", context.service)?;
+                ctx.set_item("request", context.request)?;
+                ctx.set_item("attempt", context.attempt)?;
+                ctx.set_item("redelivered", context.redelivered)?;
+                ctx.set_item("trace_id", &context.trace_id)
+            })();
+            filled.map_err(|e| internal(py, e))?;
+            let db = connection.0.as_ref().map(|c| c.bind(py).clone());
+            let answer = self.registered.call.bind(py).call1((
+                self.registered.process.bind(py),
+                request,
+                files.clone(),
+                db,
+                ctx,
+            ));
+            // The request's files end with the call, whatever it did.
+            let handles: &Files = files.get();
+            let ended = py.detach(|| handles.end());
+            let answer = answer.map_err(|e| internal(py, e))?;
+            let outcome = translate(py, &answer, context.service, request, &context.trace_id);
+            if let (Ok(_), Err(e)) = (&outcome, ended) {
+                return Err(Box::new(Failure {
+                    kind: FailureKind::Storage,
+                    message: format!("finishing the files written: {e}"),
+                    transient: true,
+                }) as _);
+            }
+            outcome
+        })
+    }
+
+    fn case_domain() -> Option<CaseDomain> {
+        None
+    }
+}
+
+/// An error of the glue itself (not of `process`): a process error with the
+/// Python exception's text.
+fn internal(py: Python<'_>, e: PyErr) -> slingshot::AnyError {
+    let text = e
+        .value(py)
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| e.to_string());
+    Box::new(Failure {
+        kind: FailureKind::Process,
+        message: format!("calling process failed: {text}"),
+        transient: false,
+    })
+}
+
+/// `slingshot._runtime.call` answers `("ok", [(id, tag, case)...])` or
+/// `("error", kind, transient, summary, traceback)`.
+fn translate(py: Python<'_>, answer: &Bound<'_, PyAny>, service: &str, request: u64, trace_id: &str) -> Outcome {
+    let status: String = answer
+        .get_item(0)
+        .and_then(|s| s.extract())
+        .map_err(|e| internal(py, e))?;
+    if status == "ok" {
+        let items: Vec<(u64, String, Bound<'_, PyAny>)> = answer
+            .get_item(1)
+            .and_then(|s| s.extract())
+            .map_err(|e| internal(py, e))?;
+        let mut outputs = Vec::with_capacity(items.len());
+        for (id, tag, value) in items {
+            let case = match tag.as_str() {
+                "bool" => value.extract::<bool>().map(CaseValue::Bool),
+                "int" => value.extract::<i128>().map(CaseValue::Int),
+                _ => value.extract::<String>().map(|s| CaseValue::Str(s.into())),
+            };
+            outputs.push((id, case.map_err(|e| internal(py, e))?));
+        }
+        return Ok(outputs);
+    }
+    let (_, kind, transient, summary, traceback): (String, String, bool, String, String) =
+        answer.extract().map_err(|e| internal(py, e))?;
+    let kind = match kind.as_str() {
+        "storage" => FailureKind::Storage,
+        "database" => FailureKind::Database,
+        _ => FailureKind::Process,
+    };
+    tracing::warn!(
+        service,
+        request,
+        trace_id,
+        kind = kind.as_str(),
+        transient,
+        "process raised {summary}\n{traceback}"
+    );
+    Err(Box::new(Failure {
+        kind,
+        message: summary,
+        transient,
+    }))
+}
+
+/// The database connection of a Python `process`: a SQLAlchemy `Connection`
+/// checked out of the service's engine (`None` when no database is
+/// configured). Dropping it rolls back what was not committed and returns it
+/// to the pool.
+pub(crate) struct PyConnection(Option<Py<PyAny>>);
+
+fn runtime_call<'py, A: pyo3::call::PyCallArgs<'py>>(py: Python<'py>, function: &str, args: A) -> PyResult<Py<PyAny>> {
+    let module = py.import(RUNTIME)?;
+    Ok(module.getattr(function)?.call1(args)?.unbind())
+}
+
+fn connect_error(target: &str, py: Python<'_>, e: PyErr) -> DbError {
+    let text = e
+        .value(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| e.to_string());
+    DbError::Connect {
+        target: target.to_string(),
+        message: text,
+    }
+}
+
+impl DbConnection for PyConnection {
+    const KIND: ConnectionKind = ConnectionKind::Any;
+    /// The engine and the target's display form.
+    type Pool = Option<(Py<PyAny>, String)>;
+    type Guard = Box<PyConnection>;
+
+    fn open_pool(target: Option<&DbTarget>, size: u32) -> Result<Self::Pool, DbError> {
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        let (kind, location) = match target {
+            DbTarget::Sqlite(path) => ("sqlite", path.display().to_string()),
+            DbTarget::Postgres { .. } => ("postgres", target.url()),
+        };
+        let display = target.display();
+        Python::attach(|py| {
+            runtime_call(py, "create_engine", (kind, location, size))
+                .map(|engine| Some((engine, display.clone())))
+                .map_err(|e| connect_error(&display, py, e))
+        })
+    }
+
+    fn checkout(pool: &Self::Pool) -> Result<Self::Guard, DbError> {
+        let Some((engine, display)) = pool else {
+            return Ok(Box::new(PyConnection(None)));
+        };
+        Python::attach(|py| {
+            runtime_call(py, "connect", (engine.bind(py),))
+                .map(|c| Box::new(PyConnection(Some(c))))
+                .map_err(|e| connect_error(display, py, e))
+        })
+    }
+}
+
+impl Drop for PyConnection {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            Python::attach(|py| {
+                if let Err(e) = runtime_call(py, "release", (connection.bind(py),)) {
+                    tracing::warn!("returning a database connection to the pool failed: {e}");
+                }
+            });
+        }
+    }
+}

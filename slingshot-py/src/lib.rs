@@ -1,0 +1,90 @@
+//! `slingshot._native`: the Rust half of the Python packages — Python services registered with the slingshot runtime and run by it.
+//!
+//! Everything a Rust service gets (consuming, retries, dead letters,
+//! confirms, staging, routing, the ops endpoint, the CLI) comes from the
+//! `slingshot` crate unchanged; this module only registers a Python callable
+//! as a service ([`register`]), runs the generated binary's command line for
+//! it ([`main`]), and gives Python the file handles and the database pool.
+//! The Python side (`slingshot/_runtime.py`) calls `process` and classifies
+//! what it raised.
+
+mod files;
+mod handler;
+mod testing;
+
+use std::process::ExitCode;
+
+use pyo3::prelude::*;
+
+use slingshot::db::ConnectionKind;
+use slingshot::ServiceDef;
+
+pub use files::{Files, Reader, Writer};
+
+pyo3::create_exception!(
+    slingshot,
+    StorageError,
+    pyo3::exceptions::PyOSError,
+    "Object storage failed. `transient` says whether the store failed (retried without using an attempt) rather than the request."
+);
+pyo3::create_exception!(
+    slingshot,
+    ObjectNotFound,
+    StorageError,
+    "The object `read_file` was asked for does not exist."
+);
+
+/// Registers `process` as the service `name` with sys-map `sys_map` (the
+/// default location; `SLINGSHOT_SYS_MAP` overrides it). `call` is the Python
+/// function that runs `process` for one request (`slingshot._runtime.call`).
+/// Registering a name again replaces the earlier registration. A service
+/// whose `process` takes no connection gets no database pool.
+#[pyfunction]
+fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, connection: bool) -> PyResult<()> {
+    handler::set(&name, process, call);
+    // Leaked once per registration: a service definition lives as long as the program.
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    ServiceDef::register(ServiceDef {
+        name,
+        sys_map: Box::leak(sys_map.into_boxed_str()),
+        function: "process",
+        connection: if connection {
+            ConnectionKind::Any
+        } else {
+            ConnectionKind::None
+        },
+        prepare: handler::prepare,
+        case_domain: || None,
+    });
+    Ok(())
+}
+
+/// Runs the service's command line (`run` when `argv` is empty, or `invoke`,
+/// `check`, `dead-letters`, `topology`…) and returns the exit status: 0 on
+/// success, 2 for a usage error, 1 otherwise. Blocks, without holding the
+/// interpreter, until the service stops (SIGTERM or Ctrl-C drain it first).
+#[pyfunction]
+fn main(py: Python<'_>, name: &str, argv: Vec<String>) -> PyResult<u8> {
+    let def = ServiceDef::find(name).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    let code = py.detach(|| slingshot::main_with_args(def, argv));
+    Ok(if code == ExitCode::SUCCESS {
+        0
+    } else if code == ExitCode::from(2) {
+        2
+    } else {
+        1
+    })
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(register, m)?)?;
+    m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_class::<Files>()?;
+    m.add_class::<Reader>()?;
+    m.add_class::<Writer>()?;
+    m.add_class::<testing::Harness>()?;
+    m.add("StorageError", m.py().get_type::<StorageError>())?;
+    m.add("ObjectNotFound", m.py().get_type::<ObjectNotFound>())?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+"""Python services on the real RabbitMQ, PostgreSQL and S3 (Garage), each in its own process as in production."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from conftest import SERVICES, output_of
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_the_original_example_runs_unchanged(real):
+    inbound, outbound = real.queue("simple-in"), real.queue("simple-out")
+    bucket_in, bucket_out = real.bucket("in"), real.bucket("out")
+    url = real.serve(
+        {
+            "simple-py-microservice": {"in": inbound, "out": [{"case": True, "queues": [outbound]}]},
+            "simple-py-microservice/in": bucket_in,
+            "simple-py-microservice/out": bucket_out,
+        }
+    )
+    ids = list(range(1, 21))
+    for id in ids:
+        real.put(bucket_in, id, f"world {id}".encode())
+    service = real.start(SERVICES / "legacy_simple.py", url)
+    real.publish(inbound, ids)
+
+    arrived = real.drain(outbound, len(ids))
+    service.send_signal(signal.SIGTERM)
+    log = output_of(service)
+
+    assert sorted(int(body) for body, _ in arrived) == ids, log
+    for id in ids:
+        assert real.get(bucket_out, id) == f"Hello world {id}".encode()
+    assert service.returncode == 0, log
+
+
+def test_sigterm_finishes_requests_in_flight_and_loses_none(real):
+    inbound, outbound = real.queue("slow-in"), real.queue("slow-out")
+    url = real.serve({"slow": {"in": inbound, "out": [{"case": "done", "queues": [outbound]}]}})
+    ids = list(range(100, 124))
+    real.publish(inbound, ids)
+    service = real.start(
+        SERVICES / "slow.py", url, env={"SLOW_SECONDS": "0.4", "SLINGSHOT_CONCURRENCY": "4"}
+    )
+    wait_until(lambda: real.count(outbound) >= 4, 60, "the first outputs")
+    service.send_signal(signal.SIGTERM)
+    log = output_of(service, timeout=30)
+
+    done = [int(body) for body, _ in real.drain(outbound, len(ids), timeout=2)]
+    left = real.count(inbound)
+    assert service.returncode == 0, log
+    assert 4 <= len(done) < len(ids), f"stopped after {len(done)} of {len(ids)}:\n{log}"
+    # Every request either went through exactly once or is still queued for the next instance.
+    assert len(set(done)) == len(done), f"duplicates: {done}"
+    assert len(done) + left == len(ids), f"{len(done)} done + {left} queued != {len(ids)}\n{log}"
+
+
+def test_a_killed_database_connection_loses_nothing(real):
+    real.sql("CREATE TABLE seen (id BIGINT PRIMARY KEY)")
+    inbound, outbound = real.queue("rec-in"), real.queue("rec-out")
+    url = real.serve({"recorder": {"in": inbound, "out": [{"case": True, "queues": [outbound]}]}})
+    ids = list(range(1, 151))
+    service = real.start(SERVICES / "recorder.py", url, env={"SLINGSHOT_CONCURRENCY": "4"})
+    real.publish(inbound, ids)
+    wait_until(lambda: real.count(outbound) >= 20, 60, "the first outputs")
+    killed = real.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (real.database,),
+    )
+    arrived = real.drain(outbound, len(ids), timeout=90)
+    service.send_signal(signal.SIGTERM)
+    log = output_of(service)
+
+    assert killed, "no connection of the service was found to kill"
+    assert sorted({int(body) for body, _ in arrived}) == ids, log
+    assert real.sql("SELECT count(*) FROM seen")[0][0] == len(ids)
+    assert real.count(f"{inbound}.dead-letter") == 0, log
+
+
+def test_exceptions_are_dead_lettered_with_their_kind_type_and_location(real):
+    inbound, outbound = real.queue("fail-in"), real.queue("fail-out")
+    bucket_in = real.bucket("in")
+    url = real.serve(
+        {
+            "failing": {"in": inbound, "out": [{"case": True, "queues": [outbound]}]},
+            "failing/in": bucket_in,
+        }
+    )
+    service = real.start(
+        SERVICES / "failing.py",
+        url,
+        env={"SLINGSHOT_MAX_ATTEMPTS": "2", "SLINGSHOT_RETRY_BASE_MS": "10", "SLINGSHOT_RETRY_MAX_MS": "20"},
+    )
+    real.publish(inbound, [1, 2, 3])
+    ok = real.drain(outbound, 1)
+    dead = real.drain(f"{inbound}.dead-letter", 2, timeout=60)
+    service.send_signal(signal.SIGTERM)
+    log = output_of(service)
+
+    assert [int(body) for body, _ in ok] == [3], log
+    by_id = {int(body): headers for body, headers in dead}
+    assert sorted(by_id) == [1, 2], log
+    raised = by_id[1]
+    assert raised["x-slingshot-error-kind"] == "process-error"
+    error = raised["x-slingshot-error"]
+    error = error.decode() if isinstance(error, bytes) else error
+    assert error.startswith("ValueError: bad request 1 (at "), error
+    assert "failing.py:" in error and error.endswith(" in process)"), error
+    assert raised["x-slingshot-attempt"] == 2
+    missing = by_id[2]
+    assert missing["x-slingshot-error-kind"] == "storage"
+    assert "ObjectNotFound" in str(missing["x-slingshot-error"])
+    # The traceback is in the log, with the request's trace ID.
+    assert "Traceback (most recent call last)" in log and "bad request 1" in log
+    assert "trace_id" in log, log
