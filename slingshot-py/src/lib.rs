@@ -76,10 +76,22 @@ fn main(py: Python<'_>, name: &str, argv: Vec<String>) -> PyResult<u8> {
     })
 }
 
+/// `"debug"` or `"release"`: how this extension was compiled (the benchmark
+/// refuses to measure a debug build).
+#[pyfunction]
+fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(register, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_function(wrap_pyfunction!(build_profile, m)?)?;
     m.add_class::<Files>()?;
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
