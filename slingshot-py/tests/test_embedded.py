@@ -272,13 +272,14 @@ def test_the_original_example_runs_unchanged_on_the_embedded_default(tmp_path):
     assert "done" in result.stdout + result.stderr
 
 
-def test_the_command_line_answers_help_for_a_python_service():
-    result = subprocess.run(
-        [sys.executable, str(SERVICES / "slow.py"), "--help"], capture_output=True, text=True, timeout=60
-    )
+@pytest.mark.parametrize("how", ["script", "python -m slingshot"])
+def test_the_command_line_answers_help_for_a_python_service(how):
+    script = str(SERVICES / "slow.py")
+    command = [sys.executable, script] if how == "script" else [sys.executable, "-m", "slingshot", script]
+    result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for command in ("run", "invoke", "check", "dead-letters", "topology"):
-        assert command in result.stdout
+    for word in ("run", "invoke", "check", "dead-letters", "topology", "SLINGSHOT_CONCURRENCY"):
+        assert word in result.stdout, result.stdout
 
 
 def test_start_raises_runtime_error_when_the_service_fails(tmp_path):

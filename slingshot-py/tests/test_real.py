@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from conftest import SERVICES, output_of
 
 
@@ -121,3 +123,30 @@ def test_exceptions_are_dead_lettered_with_their_kind_type_and_location(real):
     # The traceback is in the log, with the request's trace ID.
     assert "Traceback (most recent call last)" in log and "bad request 1" in log
     assert "trace_id" in log, log
+
+
+
+@pytest.mark.parametrize("mode", ["threads", "async"])
+def test_concurrency_requests_are_in_process_at_once(real, mode):
+    # A barrier of 4 parties only opens if 4 calls are in `process` together:
+    # calls that ran one at a time (a held GIL, a serialised loop) would time
+    # out and be dead-lettered instead.
+    inbound, outbound = real.queue("bar-in"), real.queue("bar-out")
+    url = real.serve({"barrier": {"in": inbound, "out": [{"case": True, "queues": [outbound]}]}})
+    ids = list(range(1, 9))
+    real.publish(inbound, ids)
+    service = real.start(
+        SERVICES / "barrier.py",
+        url,
+        env={
+            "SLINGSHOT_CONCURRENCY": "4",
+            "SLINGSHOT_MAX_ATTEMPTS": "1",
+            "BARRIER": "4",
+            "ASYNC": "1" if mode == "async" else "0",
+        },
+    )
+    arrived = real.drain(outbound, len(ids), timeout=90)
+    service.send_signal(signal.SIGTERM)
+    log = output_of(service)
+    assert sorted(int(body) for body, _ in arrived) == ids, log
+    assert real.count(f"{inbound}.dead-letter") == 0, log
