@@ -141,7 +141,11 @@ pub fn document(topology: &Topology, options: &Options) -> Value {
                     persistent(),
                 );
                 send["x-slingshot-case"] = case_json(&route.case);
-                operations.insert(operation_id(&[name, "send", &case_label(&route.case), queue]), send);
+                insert_unique(
+                    &mut operations,
+                    operation_id(&[name, "send", &case_label(&route.case), queue]),
+                    send,
+                );
             }
         }
 
@@ -255,6 +259,18 @@ fn sanitize(s: &str) -> String {
 /// An operation ID from its parts, joined by `.`.
 fn operation_id(parts: &[&str]) -> String {
     parts.iter().map(|p| sanitize(p)).collect::<Vec<_>>().join(".")
+}
+
+/// Inserts `operation` as `id`, or as `id_2`, `id_3`... if that is taken
+/// (case `true` and case `"true"` both read `true`).
+fn insert_unique(operations: &mut Map<String, Value>, id: String, operation: Value) {
+    let mut unique = id.clone();
+    let mut n = 2;
+    while operations.contains_key(&unique) {
+        unique = format!("{id}_{n}");
+        n += 1;
+    }
+    operations.insert(unique, operation);
 }
 
 /// A case as an ID part: `true`, `0`, `small` (strings without quotes).
@@ -466,7 +482,11 @@ mod tests {
                     name: "resize".into(),
                     wiring: ServiceWiring {
                         inbound: "resize".into(),
-                        routes: vec![route(CaseValue::Str("small".into()), &["audit_log"])],
+                        routes: vec![
+                            route(CaseValue::Str("small".into()), &["audit_log"]),
+                            route(CaseValue::Bool(true), &["audit_log"]),
+                            route(CaseValue::Str("true".into()), &["audit_log"]),
+                        ],
                         warnings: vec![],
                     },
                     buckets: vec![],
@@ -517,6 +537,8 @@ mod tests {
             "ingest.deadLetter",
             "resize.receive",
             "resize.send.small.audit_log",
+            "resize.send.true.audit_log",
+            "resize.send.true.audit_log_2",
             "resize.retry",
             "resize.deadLetter",
         ]
@@ -528,6 +550,8 @@ mod tests {
         assert_eq!(resolve(&doc, &send["channel"])["address"], "audit/log");
         assert_eq!(send["bindings"]["amqp"]["deliveryMode"], 2);
         assert_eq!(operations["resize.send.small.audit_log"]["x-slingshot-case"], "small");
+        assert_eq!(operations["resize.send.true.audit_log"]["x-slingshot-case"], true);
+        assert_eq!(operations["resize.send.true.audit_log_2"]["x-slingshot-case"], "true");
         assert_eq!(operations["ingest.receive"]["x-slingshot-buckets"]["in"], "uploads");
         assert_eq!(
             resolve(&doc, &operations["resize.deadLetter"]["channel"])["address"],
