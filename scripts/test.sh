@@ -14,6 +14,10 @@
 # its services start and dropped when it ends (see tests/src/database.rs);
 # scripts/services.sh drops any that a killed run left behind.
 #
+# After the cargo tests, scripts/image-check.sh proves examples/Dockerfile's
+# runtime image (debootstrap root filesystem, the release binary run in it by
+# chroot as uid 10001 against the services); it needs root.
+#
 # The fault-injection tests (tests/tests/faults.rs) append their figures,
 # `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`, to
 # the file $SLINGSHOT_FAULT_REPORT; this script sets it to a fresh temporary
@@ -62,6 +66,11 @@ fi
 # shellcheck source=/dev/null
 . "${SLINGSHOT_SERVICES_DIR:-/var/tmp/slingshot-services}/env"
 
+# The AsyncAPI validator (examples/tests/asyncapi.rs runs it): the official
+# JSON Schema and parser from npm, pinned by tests/asyncapi/package-lock.json.
+echo "==> AsyncAPI validator (npm ci --prefix tests/asyncapi)"
+npm ci --prefix tests/asyncapi --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error
+
 SLINGSHOT_FAULT_REPORT=$(mktemp "${TMPDIR:-/tmp}/slingshot-fault-report.XXXXXX")
 export SLINGSHOT_FAULT_REPORT
 trap 'rm -f "$SLINGSHOT_FAULT_REPORT"' EXIT
@@ -79,6 +88,10 @@ cargo test --workspace --doc --no-fail-fast || doc_status=$?
 echo "==> Python services (scripts/python-tests.sh: maturin develop, then pytest)"
 python_status=0
 bash scripts/python-tests.sh || python_status=$?
+
+echo "==> container image (scripts/image-check.sh)"
+image_status=0
+bash scripts/image-check.sh || image_status=$?
 
 echo
 echo "==> fault injection (tests/tests/faults.rs)"
@@ -99,6 +112,10 @@ if [ "$doc_status" -ne 0 ]; then
 fi
 if [ "$python_status" -ne 0 ]; then
     echo "==> FAILED: the Python tests (scripts/python-tests.sh) exited with $python_status (failures listed above)"
+    status=1
+fi
+if [ "$image_status" -ne 0 ]; then
+    echo "==> FAILED: scripts/image-check.sh exited with $image_status (see above)"
     status=1
 fi
 if [ "$status" -eq 0 ]; then

@@ -89,6 +89,12 @@ enum Command {
         /// Other services to include (their sys-map endpoints).
         services: Vec<String>,
     },
+    /// Print the pipeline's AsyncAPI 3.0 document (JSON): this service, or
+    /// every service named, with their queues, routes and message headers.
+    Asyncapi {
+        /// Other services to include (their sys-map endpoints).
+        services: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -222,6 +228,7 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
             Command::Check => check(def, &location, &settings).await,
             Command::DeadLetters { action } => dead_letters(def, &location, settings, action).await,
             Command::Topology { format, services } => topology(def, &location, format, services).await,
+            Command::Asyncapi { services } => asyncapi(def, &location, &settings, services).await,
         }
     });
     // The last spans, exported from this thread once the work is done.
@@ -291,17 +298,27 @@ async fn check(def: &'static ServiceDef, location: &str, settings: &Settings) ->
     })
 }
 
+/// The topology of this service and `services`, read from the sys-map.
+async fn load_topology(
+    def: &'static ServiceDef,
+    sysmap: &SysMap,
+    mut services: Vec<String>,
+) -> Result<Topology, Error> {
+    services.insert(0, def.name.to_string());
+    let mut seen = std::collections::HashSet::new();
+    services.retain(|s| seen.insert(s.clone()));
+    let references: Vec<String> = crate::check::BUCKET_REFERENCES.iter().map(|r| r.to_string()).collect();
+    Ok(Topology::from_sysmap(sysmap, &services, &references).await?)
+}
+
 async fn topology(
     def: &'static ServiceDef,
     location: &str,
     format: Format,
-    mut services: Vec<String>,
+    services: Vec<String>,
 ) -> Result<ExitCode, Error> {
     let sysmap = SysMap::open(location)?;
-    services.insert(0, def.name.to_string());
-    services.dedup();
-    let references: Vec<String> = crate::check::BUCKET_REFERENCES.iter().map(|r| r.to_string()).collect();
-    let topology = Topology::from_sysmap(&sysmap, &services, &references).await?;
+    let topology = load_topology(def, &sysmap, services).await?;
     print!(
         "{}",
         match format {
@@ -310,6 +327,34 @@ async fn topology(
             Format::Svg => topology.svg(),
         }
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn asyncapi(
+    def: &'static ServiceDef,
+    location: &str,
+    settings: &Settings,
+    services: Vec<String>,
+) -> Result<ExitCode, Error> {
+    let sysmap = SysMap::open(location)?;
+    let topology = load_topology(def, &sysmap, services).await?;
+    // The broker as the sys-map names it (a file sys-map may name none).
+    let server = match sysmap.rabbitmq().await {
+        Ok(rabbitmq) => Some(format!("{}:{}", rabbitmq.host, rabbitmq.port)),
+        Err(crate::sysmap::SysMapError::Missing { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let options = crate::asyncapi::Options {
+        source: Some(sysmap.describe()),
+        durable: settings.queue_mode.durability() == crate::broker::Durability::Durable,
+        vhost: settings.amqp_vhost.clone(),
+        server,
+        ..crate::asyncapi::Options::new(&format!("{} pipeline", def.name))
+    };
+    let document = crate::asyncapi::document(&topology, &options);
+    let text = serde_json::to_string_pretty(&document)
+        .map_err(|e| Error::Config(format!("cannot write the AsyncAPI document: {e}")))?;
+    println!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -453,6 +498,10 @@ mod tests {
             parse(&["topology", "--format", "svg", "other"]),
             Ok(Command::Topology { format: Format::Svg, services }) if services == ["other"]
         ));
+        assert!(matches!(
+            parse(&["asyncapi", "a", "b"]),
+            Ok(Command::Asyncapi { services }) if services == ["a", "b"]
+        ));
     }
 
     #[test]
@@ -466,6 +515,7 @@ mod tests {
             &["dead-letters", "replay"],
             &["dead-letters", "replay", "--all", "3"],
             &["topology", "--format", "png"],
+            &["asyncapi", "--format", "svg"],
         ] {
             let err = parse(args).err().unwrap_or_else(|| panic!("{args:?} parsed"));
             assert!(err.use_stderr(), "{args:?}: {err}");
@@ -486,7 +536,7 @@ mod tests {
             assert!(help.contains(&format!("[env: {var}=")), "--help lacks {var}");
         }
         assert!(help.contains("SLINGSHOT_SECRET_<REF>"), "--help lacks the secrets");
-        for command in ["run", "invoke", "check", "dead-letters", "topology"] {
+        for command in ["run", "invoke", "check", "dead-letters", "topology", "asyncapi"] {
             assert!(help.contains(command), "--help lacks {command}");
         }
     }

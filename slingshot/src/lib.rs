@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod asyncapi;
 mod bridge;
 pub mod broker;
 pub mod case;
