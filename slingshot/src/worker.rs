@@ -8,7 +8,7 @@ use futures::future::try_join_all;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::broker::{Broker, BrokerError, Delivery, Message};
+use crate::broker::{Broker, BrokerError, Delivery, Message, QUORUM_DELIVERY_LIMIT};
 use crate::error::error_chain;
 use crate::execute::{Executed, Executor, Job};
 use crate::failure::{Failure, FailureKind};
@@ -16,6 +16,10 @@ pub use crate::metrics::Stats;
 use crate::protocol::{self, dead_letter_queue, Decision, Envelope, FailureRecord};
 use crate::routing::RouteTable;
 use crate::settings::Settings;
+
+/// How long a `process` call may run before a warning says that RabbitMQ's
+/// consumer timeout (30 minutes by default) is near.
+pub(crate) const CONSUMER_TIMEOUT_WARNING: Duration = Duration::from_secs(20 * 60);
 
 /// A service's consumer and everything it needs.
 pub(crate) struct Worker {
@@ -125,14 +129,44 @@ impl Worker {
             }
         };
         let (request, attempt) = (envelope.id, envelope.attempt);
+        // Quorum queues count the deliveries they took back (lost
+        // connections, crashes); past the delivery limit the broker
+        // dead-letters the message itself.
+        let delivery_count = protocol::delivery_count(&delivery.message);
+        if i64::from(delivery_count) * 2 >= QUORUM_DELIVERY_LIMIT {
+            tracing::warn!(
+                service = self.name,
+                request,
+                delivery_count,
+                limit = QUORUM_DELIVERY_LIMIT,
+                "delivered again and again without being settled (does processing it crash the service?); \
+                 the broker dead-letters it at the limit"
+            );
+        }
         let job = Job {
             request,
             attempt,
-            redelivered: delivery.redelivered,
+            redelivered: delivery.redelivered || delivery_count > 0,
             trace_id: envelope.trace_id.clone(),
         };
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let executed = self.executor.clone().execute(job).await;
+        let executing = self.executor.clone().execute(job);
+        tokio::pin!(executing);
+        let executed = tokio::select! {
+            executed = &mut executing => executed,
+            _ = tokio::time::sleep(CONSUMER_TIMEOUT_WARNING) => {
+                tracing::warn!(
+                    service = self.name,
+                    request,
+                    running = ?CONSUMER_TIMEOUT_WARNING,
+                    "process is still running: RabbitMQ closes the channel of a consumer that holds a delivery \
+                     past its consumer timeout (30 minutes by default), and the request then runs again; \
+                     raise `consumer_timeout` in rabbitmq.conf (or the queue's x-consumer-timeout policy) \
+                     for requests this long"
+                );
+                executing.await
+            }
+        };
         // The slot bounds concurrent `process` calls and uploads; waiting for
         // the broker's confirms is not processing, so the next request may
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use slingshot::broker::{Durability, HeaderValue, Message, QueueState};
+use slingshot::broker::{Durability, HeaderValue, Message, QueueState, QueueType};
 use slingshot::protocol::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SERVICE_HEADER};
 use slingshot::settings::QueueMode;
 use slingshot::{AnyConnection, AnyError, ReadFileFn, RequestContext, ServiceDef, WriteFileFn};
@@ -139,6 +139,13 @@ macro_rules! on_every_backend {
                 super::$test(slingshot_tests::Backend::Real).await
             })*
         }
+        /// RabbitMQ with quorum queues.
+        mod quorum {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(slingshot_tests::Backend::Quorum).await
+            })*
+        }
     };
 }
 
@@ -165,7 +172,12 @@ on_every_backend!(
 /// is, and `inspect` tells the difference without creating anything.
 async fn existing_queues_are_used_as_they_are(backend: Backend) {
     let f = Fixture::new(backend, "declare");
-    let runtime = f.runtime(json!({})).await;
+    // Durabilities are a classic queue's: a quorum queue is always durable.
+    let classic = slingshot::Settings {
+        queue_type: QueueType::Classic,
+        ..f.settings()
+    };
+    let runtime = f.runtime_with(json!({}), classic).await;
     let broker = runtime.broker().clone();
     let queue = f.q("shared");
     for _ in 0..2 {
@@ -193,6 +205,8 @@ async fn compatible_mode_declares_queues_transient(backend: Backend) {
     let f = Fixture::new(backend, "compatible");
     let settings = slingshot::Settings {
         queue_mode: QueueMode::Compatible,
+        // Compatible mode declares classic queues, as the original does.
+        queue_type: QueueType::Classic,
         ..f.settings()
     };
     let endpoints = json!({"kind-bool": wiring(&f, "in", json!([{"case": true, "queues": [f.q("out")]}]))});
@@ -582,6 +596,7 @@ async fn outages_are_retried_without_using_up_attempts(backend: Backend) {
     let base = match backend {
         Backend::Embedded => 0,
         Backend::Real => 1_000_000,
+        Backend::Quorum => 2_000_000,
     };
     runtime.send(&f.q("in"), base..base + 10).await.unwrap();
     wait_for_count(runtime.broker().as_ref(), &f.q("ok"), 10, WAIT).await;
