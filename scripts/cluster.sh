@@ -59,6 +59,9 @@ write_node() {
     cat >"$d/rabbitmq.conf" <<EOF
 listeners.tcp.default = 127.0.0.1:$(amqp_port "$n")
 loopback_users = none
+# A node frozen (SIGSTOP) for longer than net_ticktime comes back
+# partitioned from the others: let the cluster heal itself.
+cluster_partition_handling = autoheal
 EOF
     cat >"$d/start" <<EOF
 #!/bin/sh

@@ -359,3 +359,19 @@ fn mismatch_advice(
         (false, _) => "exists with other arguments than a plain declaration (e.g. a queue type, TTL or length limit): the service uses it as it is".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_of_another_type_is_named_with_what_to_do() {
+        let refused = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/': \
+                       received 'quorum' but current is 'classic'";
+        let advice = queue_type_advice(refused, QueueType::Quorum).unwrap();
+        assert!(advice.starts_with("exists as a classic queue"), "{advice}");
+        let advice = queue_type_advice(refused, QueueType::Classic).unwrap();
+        assert!(advice.contains("SLINGSHOT_QUEUE_TYPE=quorum"), "{advice}");
+        assert_eq!(queue_type_advice("inequivalent arg 'durable'", QueueType::Quorum), None);
+    }
+}

@@ -286,6 +286,16 @@ impl Worker {
     /// Publishes `message` to `queue`, then acks `delivery`; if the publish
     /// is not confirmed the delivery is requeued instead, so nothing is lost.
     async fn forward(&self, delivery: Delivery, queue: &str, message: Message) -> bool {
+        // Its channel is gone (the connection was lost meanwhile): the broker
+        // delivers the original again, a copy would be a duplicate.
+        if !delivery.acker.is_live() {
+            tracing::warn!(
+                service = self.name,
+                queue,
+                "delivery's channel closed; the broker will redeliver it"
+            );
+            return false;
+        }
         match self.broker.publish(queue, message).await {
             Ok(()) => {
                 if let Err(e) = delivery.acker.ack().await {

@@ -181,6 +181,40 @@ impl Cluster {
                 None => self.start(i),
             }
         }
+        self.await_whole();
+    }
+
+    /// Waits until every node runs in the cluster and no partition is left
+    /// (a node frozen past net_ticktime comes back partitioned; autoheal
+    /// restarts it). Restarts a node that stays partitioned.
+    fn await_whole(&self) {
+        let start = Instant::now();
+        let mut restarted = false;
+        loop {
+            let status = ctl(&self.nodes[1].name, &["cluster_status", "--formatter", "json"]).unwrap_or_default();
+            let whole = serde_json::from_str::<serde_json::Value>(&status).is_ok_and(|s| {
+                let running = s["running_nodes"].as_array().map_or(0, Vec::len);
+                let partitioned = s["partitions"].as_object().is_some_and(|p| !p.is_empty())
+                    || s["partitions"].as_array().is_some_and(|p| !p.is_empty());
+                running == self.nodes.len() && !partitioned
+            });
+            if whole {
+                return;
+            }
+            if !restarted && start.elapsed() > Duration::from_secs(30) {
+                // Autoheal did not: restart the applications of every node but c2.
+                for node in self.nodes.iter().filter(|n| n.name != self.nodes[1].name) {
+                    let _ = ctl(&node.name, &["-t", "60", "stop_app"]);
+                    let _ = ctl(&node.name, &["-t", "60", "start_app"]);
+                }
+                restarted = true;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "the test cluster is not whole after 180 s: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// The node leading quorum queue `queue`, by index.

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
-use slingshot::broker::{Durability, Message, QueueType, QUORUM_DELIVERY_LIMIT};
+use slingshot::broker::{Durability, Message, QueueState, QueueType, QUORUM_DELIVERY_LIMIT};
 use slingshot::protocol::{dead_letter_queue, delivery_count};
 use slingshot::ServiceDef;
 use slingshot_tests::fault_report::{assert_nothing_lost, report, send_ids, Figures};
@@ -68,6 +68,28 @@ async fn a_quorum_service_declares_quorum_queues_and_runs() {
     let mut ids = slingshot_tests::drain_ids(&**runtime.broker(), &f.q("out")).await;
     ids.sort();
     assert_eq!(ids, [1, 2, 3]);
+}
+
+/// A classic queue that exists is used as it is by a quorum service (and
+/// the other way round); `inspect` says the queue type differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_queues_of_the_other_type_are_used_as_they_are() {
+    let f = Fixture::new(Backend::Quorum, "qq-existing");
+    let classic = test_cluster_broker(&[shared_amqp()], QueueType::Classic).await;
+    let quorum = test_cluster_broker(&[shared_amqp()], QueueType::Quorum).await;
+    for (existing, declaring, name) in [(&classic, &quorum, "was-classic"), (&quorum, &classic, "was-quorum")] {
+        let queue = f.q(name);
+        existing.declare(&queue, Durability::Durable).await.unwrap();
+        match declaring.inspect(&queue, Durability::Durable).await.unwrap() {
+            QueueState::Differs(why) => assert!(why.contains("x-queue-type"), "{name}: {why}"),
+            other => panic!("{name}: a queue of the other type inspected as {other:?}"),
+        }
+        declaring.declare(&queue, Durability::Durable).await.unwrap();
+        declaring.publish(&queue, Message::id(9)).await.unwrap();
+        assert_eq!(slingshot_tests::drain_ids(&**declaring, &queue).await, [9], "{name}");
+    }
+    assert_eq!(queue_info_async(f.q("was-classic"), "type").await, "classic");
+    assert_eq!(queue_info_async(f.q("was-quorum"), "type").await, "quorum");
 }
 
 /// A message the broker takes back again and again (here `basic.reject`

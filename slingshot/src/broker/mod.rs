@@ -187,6 +187,13 @@ pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
     /// Rejects: `requeue` puts it back, otherwise the broker drops it.
     async fn reject(self: Box<Self>, requeue: bool) -> Result<(), BrokerError>;
+
+    /// Whether the delivery can still be settled. `false` once its channel
+    /// or connection is gone: the broker then delivers the message again by
+    /// itself, so sending a copy of it (a retry) would only duplicate it.
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 /// A message received from a queue.

@@ -580,7 +580,11 @@ impl Broker for RabbitMq {
                     body: delivery.data,
                 },
                 redelivered: delivery.redelivered,
-                acker: Box::new(RabbitAcker { acker: delivery.acker }),
+                acker: Box::new(RabbitAcker {
+                    acker: delivery.acker,
+                    channel: channel.clone(),
+                    session: None,
+                }),
             }
         }))
     }
@@ -659,7 +663,11 @@ impl Consumer for RabbitConsumer {
                         body: delivery.data,
                     },
                     redelivered: delivery.redelivered,
-                    acker: Box::new(RabbitAcker { acker: delivery.acker }),
+                    acker: Box::new(RabbitAcker {
+                        acker: delivery.acker,
+                        channel: self.channel.clone(),
+                        session: Some(self.session.clone()),
+                    }),
                 })),
                 Err(e) => Some(Err(BrokerError::Disconnected(format!(
                     "consumer of {:?}: {e}",
@@ -688,6 +696,10 @@ impl Drop for RabbitConsumer {
 
 struct RabbitAcker {
     acker: lapin::Acker,
+    /// The channel the delivery came on: it can be settled only there.
+    channel: Channel,
+    /// The connection of that channel, if it may be given up while open.
+    session: Option<Arc<Session>>,
 }
 
 #[async_trait]
@@ -706,6 +718,10 @@ impl Acker for RabbitAcker {
             .await
             .map(drop)
             .map_err(|e| BrokerError::Disconnected(format!("reject: {e}")))
+    }
+
+    fn is_live(&self) -> bool {
+        self.channel.status().connected() && !self.session.as_ref().is_some_and(|s| s.dead.load(Ordering::SeqCst))
     }
 }
 
