@@ -308,11 +308,14 @@ async fn check_queues(report: &mut Report, broker: &dyn Broker, wiring: &Service
 /// What a queue of another type than `wanted` means, if the broker's
 /// refusal says the queue type differs.
 fn queue_type_advice(broker_says: &str, wanted: QueueType) -> Option<String> {
-    if !broker_says.contains("x-queue-type") {
+    // RabbitMQ names the first argument that differs: for a classic queue
+    // declared as quorum, one of the quorum arguments it lacks.
+    let lacks_quorum_arguments = wanted == QueueType::Quorum && broker_says.contains("but current is none");
+    if !broker_says.contains("inequivalent arg 'x-queue-type'") && !lacks_quorum_arguments {
         return None;
     }
     Some(match wanted {
-        QueueType::Quorum => "exists as a classic queue, not quorum as SLINGSHOT_QUEUE_TYPE=quorum declares it: \
+        QueueType::Quorum => "exists as a classic queue (or without slingshot's quorum arguments), not quorum as SLINGSHOT_QUEUE_TYPE=quorum declares it: \
              the service uses it as it is, but it lives on one node and a cluster does not replicate it. \
              To move it, declare a quorum queue beside it, move the messages (shovel), and point the sys-map at the new one"
             .to_string(),
@@ -367,8 +370,11 @@ mod tests {
     #[test]
     fn a_queue_of_another_type_is_named_with_what_to_do() {
         let refused = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/': \
-                       received 'quorum' but current is 'classic'";
-        let advice = queue_type_advice(refused, QueueType::Quorum).unwrap();
+                       received none but current is the value 'quorum' of type 'longstr'";
+        // What RabbitMQ 3.10 answers a quorum declaration of a classic queue.
+        let lacking = "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in vhost '/': \
+                       received the value '' of type 'longstr' but current is none";
+        let advice = queue_type_advice(lacking, QueueType::Quorum).unwrap();
         assert!(advice.starts_with("exists as a classic queue"), "{advice}");
         let advice = queue_type_advice(refused, QueueType::Classic).unwrap();
         assert!(advice.contains("SLINGSHOT_QUEUE_TYPE=quorum"), "{advice}");
