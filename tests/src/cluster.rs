@@ -148,13 +148,17 @@ impl Cluster {
     /// Starts node `i` again and waits until it runs; it rejoins the cluster.
     pub fn start(&self, i: usize) {
         let node = &self.nodes[i];
-        Command::new("setsid")
+        // `setsid --fork` returns at once, leaving the node in a session of
+        // its own: it outlives the test, and scripts/cluster.sh stops it.
+        let forked = Command::new("setsid")
+            .arg("--fork")
             .arg(node.dir.join("start"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .status()
             .unwrap_or_else(|e| panic!("start {}: {e}", node.name));
+        assert!(forked.success(), "setsid --fork {}: {forked}", node.name);
         let start = Instant::now();
         while ctl(&node.name, &["-t", "30", "await_startup"]).is_err() {
             assert!(

@@ -82,7 +82,9 @@ async fn existing_queues_of_the_other_type_are_used_as_they_are() {
         existing.declare(&queue, Durability::Durable).await.unwrap();
         match declaring.inspect(&queue, Durability::Durable).await.unwrap() {
             // RabbitMQ names the first argument that differs.
-            QueueState::Differs(why) => assert!(why.contains("PRECONDITION_FAILED - inequivalent arg"), "{name}: {why}"),
+            QueueState::Differs(why) => {
+                assert!(why.contains("PRECONDITION_FAILED - inequivalent arg"), "{name}: {why}")
+            }
             other => panic!("{name}: a queue of the other type inspected as {other:?}"),
         }
         declaring.declare(&queue, Durability::Durable).await.unwrap();

@@ -349,7 +349,11 @@ async fn unacked_messages_are_redelivered(backend: Backend) {
     let mut consumer = broker.consume(&queue, 2).await.unwrap();
     let mut back = Vec::new();
     for _ in 0..2 {
-        let delivery = tokio::time::timeout(WAIT, consumer.next()).await.unwrap().unwrap().unwrap();
+        let delivery = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         back.push(delivery);
     }
     let (second_back, first_back) = (back.pop().unwrap(), back.pop().unwrap());
