@@ -161,8 +161,7 @@ impl Worker {
                     running = ?CONSUMER_TIMEOUT_WARNING,
                     "process is still running: RabbitMQ closes the channel of a consumer that holds a delivery \
                      past its consumer timeout (30 minutes by default), and the request then runs again; \
-                     raise `consumer_timeout` in rabbitmq.conf (or the queue's x-consumer-timeout policy) \
-                     for requests this long"
+                     raise `consumer_timeout` in rabbitmq.conf for requests this long"
                 );
                 executing.await
             }
