@@ -22,6 +22,11 @@
 # `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`, to
 # the file $SLINGSHOT_FAULT_REPORT; this script sets it to a fresh temporary
 # file and prints it after the tests, whether they passed or failed.
+#
+# The cluster fault tests (tests/tests/cluster.rs) run on a three-node
+# RabbitMQ cluster (scripts/cluster.sh, ports 5691-5693): it starts in the
+# background while the tests build, and is stopped when this script exits,
+# pass or fail. The run prints how long the cluster took to start.
 set -euo pipefail
 
 # Never wait on stdin (CI runs us without one).
@@ -73,7 +78,23 @@ npm ci --prefix tests/asyncapi --ignore-scripts --prefer-offline --no-audit --no
 
 SLINGSHOT_FAULT_REPORT=$(mktemp "${TMPDIR:-/tmp}/slingshot-fault-report.XXXXXX")
 export SLINGSHOT_FAULT_REPORT
-trap 'rm -f "$SLINGSHOT_FAULT_REPORT"' EXIT
+
+# The three-node cluster, started while the tests build; the cluster tests
+# wait for $SLINGSHOT_TEST_CLUSTER_DIR/ready.
+export SLINGSHOT_TEST_CLUSTER_DIR=${SLINGSHOT_TEST_CLUSTER_DIR:-/var/tmp/slingshot-cluster}
+export SLINGSHOT_CLUSTER_DIR=$SLINGSHOT_TEST_CLUSTER_DIR
+cluster_log=$(mktemp "${TMPDIR:-/tmp}/slingshot-cluster-log.XXXXXX")
+echo "==> three-node RabbitMQ cluster (scripts/cluster.sh start, in the background)"
+rm -f "$SLINGSHOT_TEST_CLUSTER_DIR/ready" "$SLINGSHOT_TEST_CLUSTER_DIR/failed"
+bash scripts/cluster.sh start >"$cluster_log" 2>&1 &
+cluster_pid=$!
+cleanup() {
+    kill "$cluster_pid" 2>/dev/null || true
+    wait "$cluster_pid" 2>/dev/null || true
+    bash scripts/cluster.sh stop >>"$cluster_log" 2>&1 || true
+    rm -f "$SLINGSHOT_FAULT_REPORT" "$cluster_log"
+}
+trap cleanup EXIT
 
 status=0
 
@@ -94,7 +115,11 @@ image_status=0
 bash scripts/image-check.sh || image_status=$?
 
 echo
-echo "==> fault injection (tests/tests/faults.rs)"
+echo "==> cluster: $(grep -h 'ready in' "$cluster_log" || echo 'did not start; see below') (started while the tests built)"
+if ! grep -q 'ready in' "$cluster_log"; then
+    cat "$cluster_log"
+fi
+echo "==> fault injection (tests/tests/faults.rs, cluster.rs, quorum.rs)"
 if [ -s "$SLINGSHOT_FAULT_REPORT" ]; then
     cat "$SLINGSHOT_FAULT_REPORT"
 else

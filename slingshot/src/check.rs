@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::broker::{Broker, Durability, QueueState};
+use crate::broker::{Broker, Durability, QueueState, QueueType};
 use crate::connect::{database_target, rabbitmq_from, s3_config_from};
 use crate::db::ConnectionKind;
 use crate::error::Error;
@@ -261,6 +261,13 @@ async fn check_queues(report: &mut Report, broker: &dyn Broker, wiring: &Service
             QueueMode::Compatible => "compatible (SLINGSHOT_QUEUE_MODE): new queues are transient, as original slingshot-microservice services declare them",
         },
     );
+    report.pass(
+        "queue type",
+        match settings.queue_type {
+            QueueType::Classic => "classic (SLINGSHOT_QUEUE_TYPE): new queues live on one RabbitMQ node",
+            QueueType::Quorum => "quorum (SLINGSHOT_QUEUE_TYPE): new queues are replicated over the cluster, with a delivery limit of 20 and at-least-once dead-lettering to the dead-letter queue",
+        },
+    );
     let dead_letters = dead_letter_queue(&wiring.inbound);
     for (queue, durability) in queues_of(wiring, settings) {
         let what = format!("queue {queue:?}");
@@ -288,11 +295,35 @@ async fn check_queues(report: &mut Report, broker: &dyn Broker, wiring: &Service
                     Durability::Transient => Durability::Durable,
                 };
                 let only_durability = matches!(broker.inspect(&queue, other).await, Ok(QueueState::Matches));
-                let advice = mismatch_advice(&queue, queue == dead_letters, durability, only_durability, mode);
+                let advice = match queue_type_advice(&broker_says, settings.queue_type) {
+                    Some(advice) => advice,
+                    None => mismatch_advice(&queue, queue == dead_letters, durability, only_durability, mode),
+                };
                 report.warn(&what, format!("{advice}{ready} (RabbitMQ: {broker_says})"));
             }
         }
     }
+}
+
+/// What a queue of another type than `wanted` means, if the broker's
+/// refusal says the queue type differs.
+fn queue_type_advice(broker_says: &str, wanted: QueueType) -> Option<String> {
+    // RabbitMQ names the first argument that differs: for a classic queue
+    // declared as quorum, one of the quorum arguments it lacks.
+    let lacks_quorum_arguments = wanted == QueueType::Quorum && broker_says.contains("but current is none");
+    if !broker_says.contains("inequivalent arg 'x-queue-type'") && !lacks_quorum_arguments {
+        return None;
+    }
+    Some(match wanted {
+        QueueType::Quorum => "exists as a classic queue (or without slingshot's quorum arguments), not quorum as SLINGSHOT_QUEUE_TYPE=quorum declares it: \
+             the service uses it as it is, but it lives on one node and a cluster does not replicate it. \
+             To move it, declare a quorum queue beside it, move the messages (shovel), and point the sys-map at the new one"
+            .to_string(),
+        QueueType::Classic => "exists as a quorum queue, not classic as SLINGSHOT_QUEUE_TYPE=classic declares it: \
+             the service uses it as it is (its delivery limit and dead-letter arguments apply); \
+             set SLINGSHOT_QUEUE_TYPE=quorum so that new queues match"
+            .to_string(),
+    })
 }
 
 /// What a queue declared otherwise than `declared` means, and what to do.
@@ -329,5 +360,24 @@ fn mismatch_advice(
                 .to_string()
         }
         (false, _) => "exists with other arguments than a plain declaration (e.g. a queue type, TTL or length limit): the service uses it as it is".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_of_another_type_is_named_with_what_to_do() {
+        let refused = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/': \
+                       received none but current is the value 'quorum' of type 'longstr'";
+        // What RabbitMQ 3.10 answers a quorum declaration of a classic queue.
+        let lacking = "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in vhost '/': \
+                       received the value '' of type 'longstr' but current is none";
+        let advice = queue_type_advice(lacking, QueueType::Quorum).unwrap();
+        assert!(advice.starts_with("exists as a classic queue"), "{advice}");
+        let advice = queue_type_advice(refused, QueueType::Classic).unwrap();
+        assert!(advice.contains("SLINGSHOT_QUEUE_TYPE=quorum"), "{advice}");
+        assert_eq!(queue_type_advice("inequivalent arg 'durable'", QueueType::Quorum), None);
     }
 }

@@ -83,19 +83,18 @@ pub(crate) fn encode_component(text: &str) -> String {
 }
 
 /// The broker of the sys-map's `rabbitmq` endpoint, connected, on the
-/// settings' virtual host.
+/// settings' virtual host, declaring queues of the settings' type. When the
+/// endpoint lists several nodes (a cluster), the broker connects to the
+/// first that answers and fails over to the others.
 pub(crate) async fn rabbitmq_from(sysmap: &SysMap, settings: &Settings) -> Result<RabbitMq, Error> {
     let endpoint = sysmap.rabbitmq().await?;
     let pass = resolve_secret(endpoint.pass.clone(), settings).await?;
-    let (url, display) = server_url(
-        "amqp",
-        &endpoint.username,
-        &pass,
-        &endpoint.host,
-        endpoint.port,
-        &settings.amqp_vhost,
-    )?;
-    let broker = RabbitMq::new(url, display, "slingshot");
+    let nodes = endpoint
+        .nodes
+        .iter()
+        .map(|(host, port)| server_url("amqp", &endpoint.username, &pass, host, *port, &settings.amqp_vhost))
+        .collect::<Result<Vec<_>, _>>()?;
+    let broker = RabbitMq::cluster(nodes, "slingshot").with_queue_type(settings.queue_type);
     broker.connect().await?;
     Ok(broker)
 }

@@ -41,6 +41,11 @@ pub const QUEUE_HEADER: &str = "x-slingshot-queue";
 /// Dead-letter header: when it was dead-lettered, Unix seconds.
 pub const FAILED_AT_HEADER: &str = "x-slingshot-failed-at";
 
+/// Header RabbitMQ sets on a delivery from a quorum queue that it delivered
+/// before (returned by a lost connection or a `basic.reject`): how many
+/// times. Read, never forwarded: a retry or dead letter is a new message.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+
 /// The dead-letter queue of `inbound`.
 pub fn dead_letter_queue(inbound: &str) -> String {
     format!("{inbound}.dead-letter")
@@ -281,6 +286,12 @@ pub fn attempt(message: &Message) -> u32 {
     header_count(message, ATTEMPT_HEADER).max(1)
 }
 
+/// How many times the broker delivered `message` before, by the
+/// `x-delivery-count` quorum queues set (0 when absent).
+pub fn delivery_count(message: &Message) -> u32 {
+    header_count(message, DELIVERY_COUNT_HEADER)
+}
+
 /// The legacy trace ID `message` carries ([`TRACE_HEADER`]), if it
 /// carries one as text.
 pub fn trace_id(message: &Message) -> Option<&str> {
@@ -403,6 +414,7 @@ impl TraceParent {
 /// other headers kept.
 fn with_headers<const N: usize>(original: &Message, headers: [(&str, HeaderValue); N]) -> Message {
     let mut message = original.clone();
+    message.headers.remove(DELIVERY_COUNT_HEADER);
     for (name, value) in headers {
         message.headers.insert(name.into(), value);
     }
@@ -534,6 +546,19 @@ mod tests {
         );
         assert_eq!(next.encode_retry(&original, &failure), expected);
         assert_eq!(Envelope::decode(&expected), Ok(next));
+    }
+
+    #[test]
+    fn the_brokers_delivery_count_is_read_and_not_forwarded() {
+        let delivered = message(b"7", &[(DELIVERY_COUNT_HEADER, HeaderValue::Int(3))]);
+        assert_eq!(delivery_count(&delivered), 3);
+        assert_eq!(delivery_count(&message(b"7", &[])), 0);
+        let envelope = Envelope::decode(&delivered).unwrap();
+        let failure = Failure::new(FailureKind::Process, "boom");
+        let retry = envelope.encode_retry(&delivered, &failure);
+        assert!(!retry.headers.contains_key(DELIVERY_COUNT_HEADER));
+        let record = FailureRecord::new(&failure, 1, "svc", "q", UNIX_EPOCH);
+        assert!(!record.encode(&delivered).headers.contains_key(DELIVERY_COUNT_HEADER));
     }
 
     #[test]

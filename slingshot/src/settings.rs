@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, FromArgMatches, ValueEnum};
 
-use crate::broker::Durability;
+use crate::broker::{Durability, QueueType};
 use crate::error::Error;
 
 /// The settings as clap reads them. Resolve them with
@@ -73,6 +73,11 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "SLINGSHOT_QUEUE_MODE", value_enum, default_value_t = QueueMode::Durable)]
     pub queue_mode: QueueMode,
 
+    /// RabbitMQ queue type of the queues the service declares: `quorum`
+    /// (replicated, for clusters) needs the durable queue mode.
+    #[arg(long, global = true, env = "SLINGSHOT_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
+    pub queue_type: QueueType,
+
     /// RabbitMQ virtual host.
     #[arg(
         long,
@@ -128,6 +133,8 @@ pub struct Settings {
     pub shutdown_deadline: Duration,
     /// How the service declares its inbound and outbound queues.
     pub queue_mode: QueueMode,
+    /// The RabbitMQ queue type of the queues the service declares.
+    pub queue_type: QueueType,
     /// RabbitMQ virtual host.
     pub amqp_vhost: String,
     /// Scheme for an object-storage host given without one.
@@ -238,6 +245,13 @@ impl SettingsArgs {
                 self.retry_max_ms, self.retry_base_ms
             )));
         }
+        if self.queue_type == QueueType::Quorum && self.queue_mode == QueueMode::Compatible {
+            return Err(Error::Config(
+                "SLINGSHOT_QUEUE_TYPE=quorum needs SLINGSHOT_QUEUE_MODE=durable: quorum queues are always durable, \
+                 the compatible mode declares transient queues"
+                    .into(),
+            ));
+        }
         Ok(Settings {
             concurrency: self.concurrency,
             prefetch,
@@ -247,6 +261,7 @@ impl SettingsArgs {
             staging_dir: self.staging_dir.unwrap_or_else(std::env::temp_dir),
             shutdown_deadline: Duration::from_secs(self.shutdown_secs),
             queue_mode: self.queue_mode,
+            queue_type: self.queue_type,
             amqp_vhost: self.amqp_vhost,
             s3_scheme: self.s3_scheme,
             s3_region: self.s3_region,
@@ -370,6 +385,19 @@ mod tests {
         assert_eq!(compatible, QueueMode::Compatible);
         assert_eq!(compatible.durability(), Durability::Transient);
         assert_eq!(QueueMode::Durable.durability(), Durability::Durable);
+    }
+
+    #[test]
+    fn queue_types() {
+        assert_eq!(with(&[]).unwrap().queue_type, QueueType::Classic);
+        assert_eq!(with(&["--queue-type", "quorum"]).unwrap().queue_type, QueueType::Quorum);
+        let err = with(&["--queue-type", "quorum", "--queue-mode", "compatible"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SLINGSHOT_QUEUE_TYPE=quorum needs SLINGSHOT_QUEUE_MODE=durable"),
+            "{err}"
+        );
     }
 
     #[test]

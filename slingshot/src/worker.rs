@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::broker::{Broker, BrokerError, Delivery, Message};
+use crate::broker::{Broker, BrokerError, Delivery, Message, QUORUM_DELIVERY_LIMIT};
 use crate::error::error_chain;
 use crate::execute::{Executed, Executor, Job};
 use crate::failure::{Failure, FailureKind};
@@ -19,6 +19,10 @@ use crate::otel::{self, Operation};
 use crate::protocol::{self, dead_letter_queue, Decision, Envelope, FailureRecord, TraceParent};
 use crate::routing::RouteTable;
 use crate::settings::Settings;
+
+/// How long a `process` call may run before a warning says that RabbitMQ's
+/// consumer timeout (30 minutes by default) is near.
+pub(crate) const CONSUMER_TIMEOUT_WARNING: Duration = Duration::from_secs(20 * 60);
 
 /// A service's consumer and everything it needs.
 pub(crate) struct Worker {
@@ -136,14 +140,43 @@ impl Worker {
         };
         envelope.trace_id = traced.legacy.clone();
         let (request, attempt) = (envelope.id, envelope.attempt);
+        // Quorum queues count the deliveries they took back (lost
+        // connections, crashes); past the delivery limit the broker
+        // dead-letters the message itself.
+        let delivery_count = protocol::delivery_count(&delivery.message);
+        if i64::from(delivery_count) * 2 >= QUORUM_DELIVERY_LIMIT {
+            tracing::warn!(
+                service = self.name,
+                request,
+                delivery_count,
+                limit = QUORUM_DELIVERY_LIMIT,
+                "delivered again and again without being settled (does processing it crash the service?); \
+                 the broker dead-letters it at the limit"
+            );
+        }
         let job = Job {
             request,
             attempt,
-            redelivered: delivery.redelivered,
+            redelivered: delivery.redelivered || delivery_count > 0,
             trace_id: envelope.trace_id.clone(),
         };
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let executed = self.executor.clone().execute(job).await;
+        let executing = self.executor.clone().execute(job);
+        tokio::pin!(executing);
+        let executed = tokio::select! {
+            executed = &mut executing => executed,
+            _ = tokio::time::sleep(CONSUMER_TIMEOUT_WARNING) => {
+                tracing::warn!(
+                    service = self.name,
+                    request,
+                    running = ?CONSUMER_TIMEOUT_WARNING,
+                    "process is still running: RabbitMQ closes the channel of a consumer that holds a delivery \
+                     past its consumer timeout (30 minutes by default), and the request then runs again; \
+                     raise `consumer_timeout` in rabbitmq.conf for requests this long"
+                );
+                executing.await
+            }
+        };
         // The slot bounds concurrent `process` calls and uploads; waiting for
         // the broker's confirms is not processing, so the next request may
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.
@@ -282,6 +315,16 @@ impl Worker {
     /// carries, then acks `delivery`; if the publish is not confirmed the
     /// delivery is requeued instead, so nothing is lost.
     async fn forward(&self, delivery: Delivery, traced: &Traced, queue: &str, mut message: Message) -> bool {
+        // Its channel is gone (the connection was lost meanwhile): the broker
+        // delivers the original again, a copy would be a duplicate.
+        if !delivery.acker.is_live() {
+            tracing::warn!(
+                service = self.name,
+                queue,
+                "delivery's channel closed; the broker will redeliver it"
+            );
+            return false;
+        }
         let span = self.publish_span(queue);
         otel::context_of(&span, Some(&traced.context)).stamp(&mut message, &traced.legacy);
         let published = self.broker.publish(queue, message).instrument(span.clone()).await;

@@ -4,7 +4,9 @@
 //! [`Backend`], so the embedded implementations and the real services are
 //! held to the same behaviour.
 
+pub mod cluster;
 pub mod database;
+pub mod fault_report;
 pub mod original;
 pub mod otlp;
 pub mod private;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use slingshot::broker::memory::MemoryBroker;
-use slingshot::broker::{Broker, Delivery};
+use slingshot::broker::{Broker, Delivery, QueueType};
 use slingshot::settings::QueueMode;
 use slingshot::storage::dir::DirStore;
 use slingshot::storage::ObjectStore;
@@ -30,6 +32,9 @@ pub enum Backend {
     Embedded,
     /// RabbitMQ, Garage (S3) and PostgreSQL, wired by an HTTP sys-map.
     Real,
+    /// The same, with the services declaring quorum queues
+    /// (`SLINGSHOT_QUEUE_TYPE=quorum`).
+    Quorum,
 }
 
 /// The real services, as `scripts/services.sh` describes them in its env file.
@@ -206,7 +211,7 @@ impl Fixture {
                 .await
                 .expect("creating the test tables");
             }
-            Backend::Real => {
+            Backend::Real | Backend::Quorum => {
                 let url = self.database().await.url().to_string();
                 tokio::task::spawn_blocking(move || {
                     let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
@@ -246,6 +251,10 @@ impl Fixture {
             staging_dir: self.staging_dir(),
             shutdown_deadline: Duration::from_secs(10),
             queue_mode: QueueMode::Durable,
+            queue_type: match self.backend {
+                Backend::Quorum => QueueType::Quorum,
+                Backend::Embedded | Backend::Real => QueueType::Classic,
+            },
             ..Settings::default()
         }
     }
@@ -276,7 +285,7 @@ impl Fixture {
                 let store: Arc<dyn ObjectStore> = Arc::new(DirStore::new(self.dir.path().join("objects")));
                 Runtime::from_parts(SysMap::new(Arc::new(map)), broker, store, settings)
             }
-            Backend::Real => {
+            Backend::Real | Backend::Quorum => {
                 let url = self.serve_sysmap(endpoints).await;
                 Runtime::connect(&url, settings)
                     .await
@@ -461,6 +470,18 @@ impl Drop for Collector {
 pub async fn test_broker(amqp_url: &str) -> Arc<dyn Broker> {
     let broker =
         slingshot::broker::rabbitmq::RabbitMq::new(amqp_url.to_string(), "test broker".into(), "slingshot-test");
+    broker.connect().await.expect("the test's broker connection");
+    Arc::new(broker)
+}
+
+/// A broker client for a test on the nodes of a cluster at `amqp_urls`
+/// (tried in order), declaring queues of `queue_type`.
+pub async fn test_cluster_broker(amqp_urls: &[String], queue_type: QueueType) -> Arc<dyn Broker> {
+    let nodes = amqp_urls
+        .iter()
+        .map(|u| (u.clone(), format!("test broker {}", Url::parse(u).port)))
+        .collect();
+    let broker = slingshot::broker::rabbitmq::RabbitMq::cluster(nodes, "slingshot-test").with_queue_type(queue_type);
     broker.connect().await.expect("the test's broker connection");
     Arc::new(broker)
 }

@@ -234,7 +234,8 @@ async fn check_passes_a_good_configuration_and_names_each_problem() {
         "ok      broker: RabbitMQ",
         "ok      bucket \"out\"",
         "ok      queue mode: durable",
-        "all 9 checks passed",
+        "ok      queue type: classic",
+        "all 10 checks passed",
     ] {
         assert!(out.contains(needle), "lacks {needle:?}:\n{out}");
     }

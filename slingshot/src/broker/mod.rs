@@ -71,6 +71,48 @@ impl std::fmt::Display for Durability {
     }
 }
 
+/// The kind of RabbitMQ queue a service declares (`SLINGSHOT_QUEUE_TYPE`).
+///
+/// Classic queues live on one node. Quorum queues are replicated over a
+/// cluster (Raft) and survive the loss of a minority of its nodes; they are
+/// RabbitMQ 4's only replicated queues. slingshot declares a quorum queue
+/// with the arguments RabbitMQ 4.0 would otherwise impose or that keep it
+/// lossless: a delivery limit ([`QUORUM_DELIVERY_LIMIT`]) with the queue's
+/// dead-letter queue as dead-letter target, at-least-once dead-lettering and
+/// `reject-publish` overflow. The in-process broker has one kind of queue
+/// and ignores this.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum QueueType {
+    /// One node's queue: RabbitMQ's default, and the original crate's.
+    #[default]
+    Classic,
+    /// A replicated Raft queue: for clusters, survives losing a node.
+    Quorum,
+}
+
+impl QueueType {
+    /// `classic` or `quorum`, as RabbitMQ's `x-queue-type` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The delivery limit slingshot sets on the quorum queues it declares:
+/// RabbitMQ 4.0's default, set explicitly so that 3.x brokers apply it too.
+/// Only deliveries the broker takes back count (a lost connection or channel,
+/// `basic.reject`); slingshot's own retries publish a new message and do not.
+/// A message over the limit goes to the queue's dead-letter queue.
+pub const QUORUM_DELIVERY_LIMIT: i64 = 20;
+
 /// How an existing queue compares with a declaration (see [`Broker::inspect`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueState {
@@ -145,6 +187,13 @@ pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
     /// Rejects: `requeue` puts it back, otherwise the broker drops it.
     async fn reject(self: Box<Self>, requeue: bool) -> Result<(), BrokerError>;
+
+    /// Whether the delivery can still be settled. `false` once its channel
+    /// or connection is gone: the broker then delivers the message again by
+    /// itself, so sending a copy of it (a retry) would only duplicate it.
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 /// A message received from a queue.

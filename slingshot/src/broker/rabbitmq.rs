@@ -1,6 +1,8 @@
-//! The RabbitMQ broker (lapin): queue declarations durable or as the original crate makes them, a channel per consumer with bounded prefetch, one confirm-mode channel for pipelined persistent publishes, reconnection on demand.
+//! The RabbitMQ broker (lapin): classic or quorum queue declarations (durable or as the original crate makes them), a channel per consumer with bounded prefetch, one confirm-mode channel for pipelined persistent publishes, and supervision of the connection: connect timeout, heartbeats, failover over the nodes of a cluster, and a watchdog that gives up on a broker that stops answering.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -13,17 +15,43 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
-use super::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, HeaderValue, Headers, Message, QueueState};
+use super::{
+    Acker, Broker, BrokerError, Consumer, Delivery, Durability, HeaderValue, Headers, Message, QueueState, QueueType,
+    QUORUM_DELIVERY_LIMIT,
+};
+use crate::protocol::dead_letter_queue;
 
 /// Persistent delivery mode of AMQP 0-9-1.
 const PERSISTENT: u8 = 2;
 
+/// How long opening a connection (TCP, TLS, AMQP handshake) may take before
+/// the next node is tried: a frozen node accepts TCP connections and never
+/// answers.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The AMQP heartbeat asked for, in seconds: lapin closes a connection that
+/// heard nothing from the broker for twice this long.
+pub const HEARTBEAT_SECS: u16 = 10;
+/// A consumer that received nothing for this long checks that its channel
+/// still answers.
+pub const WATCHDOG_IDLE: Duration = Duration::from_secs(5);
+/// How long the broker may take to answer the watchdog's probe, or to
+/// confirm a publish, before the connection is given up and rebuilt.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The delivery limit of the dead-letter queues slingshot declares as quorum
+/// queues: no limit in practice (RabbitMQ 4.0 would otherwise drop a dead
+/// letter delivered 20 times to tools that never settle it).
+const DEAD_LETTER_DELIVERY_LIMIT: i64 = 1_000_000;
+
 /// A RabbitMQ broker reached through one AMQP connection, opened lazily and
-/// reopened after it is lost.
+/// reopened after it is lost, on the next of its nodes.
 pub struct RabbitMq {
-    url: String,
+    /// Every node, as (URL with credentials, URL without).
+    nodes: Vec<(String, String)>,
+    /// The node to try first when connecting.
+    next_node: AtomicUsize,
     display: String,
     name: String,
+    queue_type: QueueType,
     /// The live session, read on every publish without waiting.
     session: std::sync::RwLock<Option<Arc<Session>>>,
     /// Held while (re)connecting, so only one task reconnects.
@@ -36,6 +64,28 @@ struct Session {
     connection: Connection,
     /// Confirm-mode channel shared by every publish.
     publisher: Channel,
+    /// The node of `nodes` it is connected to.
+    node: usize,
+    /// Set when the broker stopped answering on it: the next operation
+    /// connects again, to the next node, whatever lapin's status says.
+    dead: AtomicBool,
+}
+
+impl Session {
+    /// Gives up on this session: it is no longer used, and its connection is
+    /// closed in the background (a frozen broker never answers the close).
+    fn give_up(self: &Arc<Self>, why: &str) {
+        if !self.dead.swap(true, Ordering::SeqCst) {
+            tracing::warn!(why, "giving up on the AMQP connection; reconnecting");
+            let session = self.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let close = session.connection.close(320, ShortString::from("not answering"));
+                    let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+                });
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RabbitMq {
@@ -49,14 +99,41 @@ impl RabbitMq {
     /// percent-encoded); `display` is the same without credentials.
     /// `name` labels the connection in RabbitMQ's management views.
     pub fn new(url: String, display: String, name: &str) -> Self {
+        Self::cluster(vec![(url, display)], name)
+    }
+
+    /// A broker of several nodes (a cluster), as `(url, display)` pairs: it
+    /// connects to the first that answers, and after losing a connection to
+    /// the next one. Each URL gets a heartbeat unless it sets one.
+    ///
+    /// # Panics
+    ///
+    /// If `nodes` is empty.
+    pub fn cluster(nodes: Vec<(String, String)>, name: &str) -> Self {
+        assert!(!nodes.is_empty(), "a RabbitMQ broker needs at least one node");
+        let display = nodes.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join(", ");
+        let nodes = nodes.into_iter().map(|(url, d)| (with_heartbeat(&url), d)).collect();
         RabbitMq {
-            url,
+            nodes,
+            next_node: AtomicUsize::new(0),
             display,
             name: name.to_string(),
+            queue_type: QueueType::Classic,
             session: std::sync::RwLock::new(None),
             connecting: Mutex::new(()),
             getter: Mutex::new(None),
         }
+    }
+
+    /// Declares queues of `queue_type` from now on.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// The type of the queues it declares.
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
     }
 
     /// Connects now, so a wrong address or password fails at start-up.
@@ -68,7 +145,9 @@ impl RabbitMq {
     fn healthy(&self) -> Option<Arc<Session>> {
         let slot = self.session.read().unwrap_or_else(|p| p.into_inner());
         slot.as_ref()
-            .filter(|s| s.connection.status().connected() && s.publisher.status().connected())
+            .filter(|s| {
+                !s.dead.load(Ordering::SeqCst) && s.connection.status().connected() && s.publisher.status().connected()
+            })
             .cloned()
     }
 
@@ -84,41 +163,222 @@ impl RabbitMq {
         if self.session.read().unwrap_or_else(|p| p.into_inner()).is_some() {
             tracing::warn!(broker = %self.display, "AMQP connection lost; reconnecting");
         }
+        // After losing a node, start with the one after it.
+        let lost = self.session.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(lost) = lost {
+            self.next_node
+                .store((lost.node + 1) % self.nodes.len(), Ordering::SeqCst);
+        }
+        let first = self.next_node.load(Ordering::SeqCst);
+        let mut failures = Vec::new();
+        for node in (0..self.nodes.len()).map(|i| (first + i) % self.nodes.len()) {
+            match self.open(node).await {
+                Ok(session) => {
+                    let session = Arc::new(session);
+                    self.next_node.store(node, Ordering::SeqCst);
+                    *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
+                    tracing::info!(broker = %self.nodes[node].1, "connected");
+                    return Ok(session);
+                }
+                Err(e) => {
+                    tracing::warn!(broker = %self.nodes[node].1, error = %e, "cannot connect");
+                    failures.push(e);
+                }
+            }
+        }
+        Err(BrokerError::Disconnected(format!(
+            "cannot connect to any node: {}",
+            failures.join("; ")
+        )))
+    }
+
+    /// Opens a connection and the publishing channel to `node`, within
+    /// [`CONNECT_TIMEOUT`].
+    async fn open(&self, node: usize) -> Result<Session, String> {
+        let (url, display) = &self.nodes[node];
         let properties = ConnectionProperties::default().with_connection_name(LongString::from(self.name.clone()));
-        let connection = Connection::connect(&self.url, properties)
-            .await
-            .map_err(|e| BrokerError::Disconnected(format!("cannot connect to {}: {e}", self.display)))?;
-        let publisher = connection.create_channel().await.map_err(|e| self.lost(e))?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| self.lost(e))?;
-        let session = Arc::new(Session { connection, publisher });
-        *self.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
-        tracing::info!(broker = %self.display, "connected");
-        Ok(session)
+        let opening = async {
+            let connection = Connection::connect(url, properties).await?;
+            let publisher = connection.create_channel().await?;
+            publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+            Ok::<_, lapin::Error>(Session {
+                connection,
+                publisher,
+                node,
+                dead: AtomicBool::new(false),
+            })
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, opening).await {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(e)) => Err(format!("{display}: {e}")),
+            Err(_) => Err(format!("{display}: no answer within {CONNECT_TIMEOUT:?}")),
+        }
+    }
+
+    /// The arguments `queue` is declared with: none for a classic queue (as
+    /// the original crate declares it); for a quorum queue, its type, a
+    /// delivery limit and, unless it is a dead-letter queue itself,
+    /// at-least-once dead-lettering to its dead-letter queue.
+    fn arguments(&self, queue: &str) -> FieldTable {
+        let mut table = FieldTable::default();
+        if self.queue_type == QueueType::Classic {
+            return table;
+        }
+        let mut set = |name: &str, value: AMQPValue| {
+            table.insert(ShortString::from(name), value);
+        };
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        set("x-queue-type", text("quorum"));
+        if is_dead_letter_queue(queue) {
+            set("x-delivery-limit", AMQPValue::LongLongInt(DEAD_LETTER_DELIVERY_LIMIT));
+        } else {
+            set("x-delivery-limit", AMQPValue::LongLongInt(QUORUM_DELIVERY_LIMIT));
+            set("x-dead-letter-exchange", text(""));
+            set("x-dead-letter-routing-key", text(&dead_letter_queue(queue)));
+            // at-least-once dead-lettering only applies with reject-publish
+            // overflow; with the default (drop-head) it is at-most-once.
+            set("x-dead-letter-strategy", text("at-least-once"));
+            set("x-overflow", text("reject-publish"));
+        }
+        table
     }
 
     fn lost(&self, e: lapin::Error) -> BrokerError {
         BrokerError::Disconnected(format!("{}: {e}", self.display))
     }
 
+    /// Declares one queue with this broker's queue type; an existing queue
+    /// with other properties is used as it is.
+    async fn declare_one(&self, queue: &str, durability: Durability) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        let durability = self.durability(durability);
+        match declare_plain(&channel, queue, durability, self.arguments(queue)).await {
+            Ok(_) => {
+                let _ = channel.close(200, ShortString::from("declared")).await;
+                Ok(())
+            }
+            // The queue exists with another durability or other arguments
+            // (another queue type, TTL, DLX...): the broker closed that
+            // channel; check that the queue exists and use it as it is.
+            Err(e) if is_precondition_failed(&e) => {
+                let check = self.channel().await?;
+                declare_passive(&check, queue)
+                    .await
+                    .map_err(|e| refused("declare", queue, e))?;
+                let _ = check.close(200, ShortString::from("declared")).await;
+                tracing::warn!(
+                    queue,
+                    declared = %durability,
+                    queue_type = %self.queue_type,
+                    broker = %reply_text(&e),
+                    "queue exists with other properties; using it as it is (`check` explains)"
+                );
+                Ok(())
+            }
+            Err(e) => Err(refused("declare", queue, e)),
+        }
+    }
+
+    async fn inspect_one(&self, queue: &str, durability: Durability) -> Result<QueueState, BrokerError> {
+        // Passive first, so that inspecting never creates a queue.
+        let channel = self.channel().await?;
+        match declare_passive(&channel, queue).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(QueueState::Missing),
+            Err(e) => return Err(refused("inspect", queue, e)),
+        }
+        // Declaring an existing queue with equivalent properties changes
+        // nothing; with other ones the broker refuses and says why.
+        match declare_plain(&channel, queue, self.durability(durability), self.arguments(queue)).await {
+            Ok(_) => {
+                let _ = channel.close(200, ShortString::from("inspected")).await;
+                Ok(QueueState::Matches)
+            }
+            Err(e) if is_precondition_failed(&e) => Ok(QueueState::Differs(reply_text(&e))),
+            Err(e) => Err(refused("inspect", queue, e)),
+        }
+    }
+
+    /// Quorum queues are always durable.
+    fn durability(&self, durability: Durability) -> Durability {
+        match self.queue_type {
+            QueueType::Quorum => Durability::Durable,
+            QueueType::Classic => durability,
+        }
+    }
+
+    /// Runs a broker operation; one that gets no answer within
+    /// [`ANSWER_TIMEOUT`] gives up the connection (the broker froze, or the
+    /// network dropped without a reset) so that the next one reconnects.
+    async fn within<T>(
+        &self,
+        op: &'static str,
+        operation: impl std::future::Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        match tokio::time::timeout(ANSWER_TIMEOUT, operation).await {
+            Ok(result) => result,
+            Err(_) => {
+                if let Some(session) = self.healthy() {
+                    session.give_up(op);
+                }
+                Err(BrokerError::Disconnected(format!(
+                    "{}: {op} got no answer within {ANSWER_TIMEOUT:?}",
+                    self.display
+                )))
+            }
+        }
+    }
+
     async fn channel(&self) -> Result<Channel, BrokerError> {
+        Ok(self.channel_of().await?.0)
+    }
+
+    /// A new channel and the session it belongs to.
+    async fn channel_of(&self) -> Result<(Channel, Arc<Session>), BrokerError> {
         let session = self.session().await?;
-        session.connection.create_channel().await.map_err(|e| self.lost(e))
+        match tokio::time::timeout(ANSWER_TIMEOUT, session.connection.create_channel()).await {
+            Ok(Ok(channel)) => Ok((channel, session)),
+            Ok(Err(e)) => Err(self.lost(e)),
+            Err(_) => {
+                session.give_up("no channel within the answer timeout");
+                Err(BrokerError::Disconnected(format!(
+                    "{}: no channel within {ANSWER_TIMEOUT:?}",
+                    self.display
+                )))
+            }
+        }
     }
 }
 
-/// Declares `queue` with `durability`, no arguments and AMQP's defaults for
-/// the rest (not exclusive, not auto-delete): with `Transient`, exactly what
-/// the original `slingshot-microservice` sends.
-async fn declare_plain(channel: &Channel, queue: &str, durability: Durability) -> lapin::Result<lapin::Queue> {
+/// `url` with `heartbeat=HEARTBEAT_SECS` unless it sets a heartbeat.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_string();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}heartbeat={HEARTBEAT_SECS}")
+}
+
+/// Whether `queue` is a dead-letter queue (named as [`dead_letter_queue`] names them).
+fn is_dead_letter_queue(queue: &str) -> bool {
+    queue.ends_with(&dead_letter_queue(""))
+}
+
+/// Declares `queue` with `durability`, `arguments` and AMQP's defaults for
+/// the rest (not exclusive, not auto-delete): with `Transient` and no
+/// arguments, exactly what the original `slingshot-microservice` sends.
+async fn declare_plain(
+    channel: &Channel,
+    queue: &str,
+    durability: Durability,
+    arguments: FieldTable,
+) -> lapin::Result<lapin::Queue> {
     let options = QueueDeclareOptions {
         durable: durability == Durability::Durable,
         ..QueueDeclareOptions::default()
     };
     channel
-        .queue_declare(ShortString::from(queue), options, FieldTable::default())
+        .queue_declare(ShortString::from(queue), options, arguments)
         .await
 }
 
@@ -205,72 +465,45 @@ fn from_field_table(table: Option<&FieldTable>) -> Headers {
 #[async_trait]
 impl Broker for RabbitMq {
     async fn declare(&self, queue: &str, durability: Durability) -> Result<(), BrokerError> {
-        let channel = self.channel().await?;
-        match declare_plain(&channel, queue, durability).await {
-            Ok(_) => {
-                let _ = channel.close(200, ShortString::from("declared")).await;
-                Ok(())
-            }
-            // The queue exists with another durability or other arguments
-            // (quorum, TTL, DLX...): the broker closed that channel; check
-            // that the queue exists and use it as it is.
-            Err(e) if is_precondition_failed(&e) => {
-                let check = self.channel().await?;
-                declare_passive(&check, queue)
-                    .await
-                    .map_err(|e| refused("declare", queue, e))?;
-                let _ = check.close(200, ShortString::from("declared")).await;
-                tracing::warn!(
-                    queue,
-                    declared = %durability,
-                    broker = %reply_text(&e),
-                    "queue exists with other properties; using it as it is (`check` explains)"
-                );
-                Ok(())
-            }
-            Err(e) => Err(refused("declare", queue, e)),
+        // A quorum queue dead-letters to its dead-letter queue: that one first.
+        if self.queue_type == QueueType::Quorum && !is_dead_letter_queue(queue) {
+            let dead = dead_letter_queue(queue);
+            self.within("declare", self.declare_one(&dead, Durability::Durable))
+                .await?;
         }
+        self.within("declare", self.declare_one(queue, durability)).await
     }
 
     async fn inspect(&self, queue: &str, durability: Durability) -> Result<QueueState, BrokerError> {
-        // Passive first, so that inspecting never creates a queue.
-        let channel = self.channel().await?;
-        match declare_passive(&channel, queue).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => return Ok(QueueState::Missing),
-            Err(e) => return Err(refused("inspect", queue, e)),
-        }
-        // Declaring an existing queue with equivalent properties changes
-        // nothing; with other ones the broker refuses and says why.
-        match declare_plain(&channel, queue, durability).await {
-            Ok(_) => {
-                let _ = channel.close(200, ShortString::from("inspected")).await;
-                Ok(QueueState::Matches)
-            }
-            Err(e) if is_precondition_failed(&e) => Ok(QueueState::Differs(reply_text(&e))),
-            Err(e) => Err(refused("inspect", queue, e)),
-        }
+        self.within("inspect", self.inspect_one(queue, durability)).await
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, BrokerError> {
-        let channel = self.channel().await?;
-        channel
-            .basic_qos(prefetch.max(1), BasicQosOptions::default())
-            .await
-            .map_err(|e| self.lost(e))?;
-        let consumer = channel
-            .basic_consume(
-                ShortString::from(queue),
-                ShortString::from(format!("{}-{}", self.name, std::process::id())),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| refused("consume", queue, e))?;
+        let (channel, session) = self.channel_of().await?;
+        let prefetch = prefetch.max(1);
+        let starting = async {
+            // Per-consumer (not global) QoS: quorum queues refuse global QoS.
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| self.lost(e))?;
+            channel
+                .basic_consume(
+                    ShortString::from(queue),
+                    ShortString::from(format!("{}-{}", self.name, std::process::id())),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| refused("consume", queue, e))
+        };
+        let consumer = self.within("consume", starting).await?;
         Ok(Box::new(RabbitConsumer {
             queue: queue.to_string(),
             consumer,
-            _channel: channel,
+            prefetch,
+            session,
+            channel,
         }))
     }
 
@@ -279,27 +512,37 @@ impl Broker for RabbitMq {
         let properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_headers(to_field_table(&message.headers));
-        let confirm = session
-            .publisher
-            .basic_publish(
-                ShortString::from(""),
-                ShortString::from(queue),
-                // Mandatory: a publish to a queue that does not exist comes
-                // back as an error instead of vanishing.
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &message.body,
-                properties,
-            )
-            .await
-            .map_err(|e| self.lost(e))?;
         let not_confirmed = |message: String| BrokerError::NotConfirmed {
             queue: queue.into(),
             message,
         };
-        match confirm.await.map_err(|e| not_confirmed(e.to_string()))? {
+        let publishing = session.publisher.basic_publish(
+            ShortString::from(""),
+            ShortString::from(queue),
+            // Mandatory: a publish to a queue that does not exist comes
+            // back as an error instead of vanishing.
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &message.body,
+            properties,
+        );
+        // A broker that stops answering would leave the confirm pending
+        // forever: give up the connection instead, and let the caller retry.
+        let confirmed = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            let confirm = publishing.await.map_err(|e| self.lost(e))?;
+            confirm.await.map_err(|e| not_confirmed(e.to_string()))
+        })
+        .await;
+        let confirmation = match confirmed {
+            Ok(confirmation) => confirmation?,
+            Err(_) => {
+                session.give_up("publish not confirmed within the answer timeout");
+                return Err(not_confirmed(format!("no confirm within {ANSWER_TIMEOUT:?}")));
+            }
+        };
+        match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) => Err(not_confirmed(format!(
                 "returned by the broker: {} (does the queue exist?)",
@@ -322,10 +565,13 @@ impl Broker for RabbitMq {
                 }
             }
         };
-        let got = channel
-            .basic_get(ShortString::from(queue), BasicGetOptions::default())
-            .await
-            .map_err(|e| refused("get", queue, e))?;
+        let getting = async {
+            channel
+                .basic_get(ShortString::from(queue), BasicGetOptions::default())
+                .await
+                .map_err(|e| refused("get", queue, e))
+        };
+        let got = self.within("get", getting).await?;
         Ok(got.map(|message| {
             let delivery = message.delivery;
             Delivery {
@@ -334,16 +580,23 @@ impl Broker for RabbitMq {
                     body: delivery.data,
                 },
                 redelivered: delivery.redelivered,
-                acker: Box::new(RabbitAcker { acker: delivery.acker }),
+                acker: Box::new(RabbitAcker {
+                    acker: delivery.acker,
+                    channel: channel.clone(),
+                    session: None,
+                }),
             }
         }))
     }
 
     async fn ready_count(&self, queue: &str) -> Result<u64, BrokerError> {
         let channel = self.channel().await?;
-        let declared = declare_passive(&channel, queue)
-            .await
-            .map_err(|e| refused("count", queue, e))?;
+        let counting = async {
+            declare_passive(&channel, queue)
+                .await
+                .map_err(|e| refused("count", queue, e))
+        };
+        let declared = self.within("count", counting).await?;
         let _ = channel.close(200, ShortString::from("counted")).await;
         Ok(u64::from(declared.message_count()))
     }
@@ -356,40 +609,86 @@ impl Broker for RabbitMq {
 struct RabbitConsumer {
     queue: String,
     consumer: lapin::Consumer,
+    prefetch: u16,
+    /// The connection it consumes on, given up if the watchdog's probe gets no answer.
+    session: Arc<Session>,
     /// Keeps the consumer's channel open; dropping it closes the channel and
     /// the broker requeues every unacknowledged delivery.
-    _channel: Channel,
+    channel: Channel,
+}
+
+impl RabbitConsumer {
+    /// The watchdog's probe: after [`WATCHDOG_IDLE`] without a delivery, asks
+    /// the broker something on the consumer's own channel (setting the same
+    /// prefetch again changes nothing). `Err` when the channel is closed or
+    /// the broker does not answer within [`ANSWER_TIMEOUT`]: lapin may not
+    /// notice a frozen broker before its heartbeat runs out, and would
+    /// otherwise wait for deliveries that never come.
+    async fn probe(&self) -> Result<(), BrokerError> {
+        let lost = |why: String| BrokerError::Disconnected(format!("consumer of {:?}: {why}", self.queue));
+        if self.session.dead.load(Ordering::SeqCst) || !self.channel.status().connected() {
+            return Err(lost("the connection was lost".into()));
+        }
+        match tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            self.channel.basic_qos(self.prefetch, BasicQosOptions::default()),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(lost(e.to_string())),
+            Err(_) => {
+                self.session.give_up("the consumer's watchdog got no answer");
+                Err(lost(format!("the broker did not answer within {ANSWER_TIMEOUT:?}")))
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl Consumer for RabbitConsumer {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
-        match self.consumer.next().await? {
-            Ok(delivery) => Some(Ok(Delivery {
-                message: Message {
-                    headers: from_field_table(delivery.properties.headers().as_ref()),
-                    body: delivery.data,
+        loop {
+            let next = tokio::select! {
+                next = self.consumer.next() => next,
+                _ = tokio::time::sleep(WATCHDOG_IDLE) => match self.probe().await {
+                    Ok(()) => continue,
+                    Err(e) => return Some(Err(e)),
                 },
-                redelivered: delivery.redelivered,
-                acker: Box::new(RabbitAcker { acker: delivery.acker }),
-            })),
-            Err(e) => Some(Err(BrokerError::Disconnected(format!(
-                "consumer of {:?}: {e}",
-                self.queue
-            )))),
+            };
+            return match next? {
+                Ok(delivery) => Some(Ok(Delivery {
+                    message: Message {
+                        headers: from_field_table(delivery.properties.headers().as_ref()),
+                        body: delivery.data,
+                    },
+                    redelivered: delivery.redelivered,
+                    acker: Box::new(RabbitAcker {
+                        acker: delivery.acker,
+                        channel: self.channel.clone(),
+                        session: Some(self.session.clone()),
+                    }),
+                })),
+                Err(e) => Some(Err(BrokerError::Disconnected(format!(
+                    "consumer of {:?}: {e}",
+                    self.queue
+                )))),
+            };
         }
     }
 }
 
 impl Drop for RabbitConsumer {
     fn drop(&mut self) {
-        let channel = self._channel.clone();
+        let channel = self.channel.clone();
         // Closing returns unacked deliveries to the queue now rather than when
         // the connection ends. Best effort: if there is no runtime, the
-        // connection's end does the same.
+        // connection's end does the same; a broker that does not answer
+        // does not keep the task forever.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = channel.close(200, ShortString::from("consumer dropped")).await;
+                let close = channel.close(200, ShortString::from("consumer dropped"));
+                let _ = tokio::time::timeout(ANSWER_TIMEOUT, close).await;
             });
         }
     }
@@ -397,6 +696,10 @@ impl Drop for RabbitConsumer {
 
 struct RabbitAcker {
     acker: lapin::Acker,
+    /// The channel the delivery came on: it can be settled only there.
+    channel: Channel,
+    /// The connection of that channel, if it may be given up while open.
+    session: Option<Arc<Session>>,
 }
 
 #[async_trait]
@@ -415,6 +718,10 @@ impl Acker for RabbitAcker {
             .await
             .map(drop)
             .map_err(|e| BrokerError::Disconnected(format!("reject: {e}")))
+    }
+
+    fn is_live(&self) -> bool {
+        self.channel.status().connected() && !self.session.as_ref().is_some_and(|s| s.dead.load(Ordering::SeqCst))
     }
 }
 

@@ -145,10 +145,14 @@ pub struct ServiceWiring {
 /// The `rabbitmq` endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RabbitMqEndpoint {
-    /// Broker host.
+    /// Broker host (the first node's).
     pub host: String,
-    /// AMQP port.
+    /// AMQP port (the first node's).
     pub port: u16,
+    /// Every node of the broker, in order, as (host, port): the nodes of a
+    /// cluster when `host` lists several, each with the port at the same
+    /// place in `port`, or with the one port given.
+    pub nodes: Vec<(String, u16)>,
     /// User name.
     pub username: String,
     /// Secret reference of the password.
@@ -322,11 +326,30 @@ impl SysMap {
     /// The `rabbitmq` endpoint.
     pub async fn rabbitmq(&self) -> Result<RabbitMqEndpoint, SysMapError> {
         const SHAPE: &str =
-            r#"{"host": ["<host>"], "port": [<port>], "username": ["<user>"], "pass": ["<secret ref>"]}"#;
-        let doc: RabbitMqDoc = self.document("rabbitmq", SHAPE, false, Ok).await?;
+            r#"{"host": ["<host>", ...], "port": [<port>, ...], "username": ["<user>"], "pass": ["<secret ref>"]}"#;
+        let doc: RabbitMqDoc = self
+            .document("rabbitmq", SHAPE, false, |doc: RabbitMqDoc| {
+                let (hosts, ports) = (doc.host.0.len(), doc.port.0.len());
+                match ports == 1 || ports == hosts {
+                    true => Ok(doc),
+                    false => Err(format!(
+                        "port lists {ports} ports for {hosts} hosts; give one port for every host, or one for all"
+                    )),
+                }
+            })
+            .await?;
+        let ports: Vec<u16> = doc.port.0.iter().map(|p| p.0).collect();
+        let nodes: Vec<(String, u16)> = doc
+            .host
+            .0
+            .into_iter()
+            .enumerate()
+            .map(|(i, host)| (host.0, ports.get(i).copied().unwrap_or(ports[0])))
+            .collect();
         Ok(RabbitMqEndpoint {
-            host: doc.host.0 .0,
-            port: doc.port.0 .0,
+            host: nodes[0].0.clone(),
+            port: nodes[0].1,
+            nodes,
             username: doc.username.0 .0,
             pass: doc.pass.0 .0,
         })
@@ -385,8 +408,9 @@ pub(crate) fn http_url(location: &str) -> String {
 #[derive(Deserialize)]
 #[serde(expecting = "an object")]
 struct RabbitMqDoc {
-    host: One<Text>,
-    port: One<Port>,
+    /// The nodes of a cluster, or the one broker.
+    host: Many<Text>,
+    port: Many<Port>,
     username: One<Text>,
     pass: One<Text>,
 }
@@ -446,6 +470,40 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for One<T> {
         }
 
         deserializer.deserialize_any(OneVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A non-empty array of `T`.
+struct Many<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Many<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ManyVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ManyVisitor<T> {
+            type Value = Many<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array holding one value or more")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Many<T>, A::Error> {
+                let mut values = Vec::new();
+                while let Some(value) = seq.next_element::<T>()? {
+                    values.push(value);
+                }
+                match values.is_empty() {
+                    true => Err(de::Error::invalid_length(0, &self)),
+                    false => Ok(Many(values)),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Many<T>, E> {
+                Err(E::invalid_type(Unexpected::Other("a string"), &self))
+            }
+        }
+
+        deserializer.deserialize_any(ManyVisitor(std::marker::PhantomData))
     }
 }
 
@@ -717,6 +775,43 @@ mod tests {
                 "{err}"
             );
             assert!(err.ends_with(&format!("expected {WIRING_SHAPE}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn rabbitmq_hosts_and_ports_may_list_the_nodes_of_a_cluster() {
+        let endpoint = |body: &str| block_on(answering("rabbitmq", body).rabbitmq());
+        let one = endpoint(r#"{"host": ["h"], "port": [5672], "username": ["u"], "pass": ["p"]}"#).unwrap();
+        assert_eq!(one.nodes, vec![("h".to_string(), 5672)]);
+        let paired =
+            endpoint(r#"{"host": ["a", "b", "c"], "port": [1, "2", 3], "username": ["u"], "pass": ["p"]}"#).unwrap();
+        assert_eq!(
+            paired.nodes,
+            vec![("a".to_string(), 1), ("b".to_string(), 2), ("c".to_string(), 3)]
+        );
+        assert_eq!((paired.host.as_str(), paired.port), ("a", 1));
+        let shared = endpoint(r#"{"host": ["a", "b"], "port": [5672], "username": ["u"], "pass": ["p"]}"#).unwrap();
+        assert_eq!(shared.nodes, vec![("a".to_string(), 5672), ("b".to_string(), 5672)]);
+        for (body, needle) in [
+            (
+                r#"{"host": ["a", "b", "c"], "port": [1, 2], "username": ["u"], "pass": ["p"]}"#,
+                "port lists 2 ports for 3 hosts",
+            ),
+            (
+                r#"{"host": [], "port": [1], "username": ["u"], "pass": ["p"]}"#,
+                "host: invalid length 0, expected an array holding one value or more",
+            ),
+            (
+                r#"{"host": ["a", ""], "port": [1], "username": ["u"], "pass": ["p"]}"#,
+                "host[1]: invalid value: string \"\", expected a non-empty string",
+            ),
+            (
+                r#"{"host": ["a"], "port": [1], "username": ["u", "v"], "pass": ["p"]}"#,
+                "username: invalid length 2, expected an array holding exactly one value",
+            ),
+        ] {
+            let err = endpoint(body).unwrap_err().to_string();
+            assert!(err.contains(needle), "{body}: {err:?} lacks {needle:?}");
         }
     }
 

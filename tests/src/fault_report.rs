@@ -1,0 +1,91 @@
+//! Counting a fault test's stream and reporting it: the `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N` line, printed and appended to `$SLINGSHOT_FAULT_REPORT`, as `tests/tests/faults.rs` does.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use slingshot::broker::{Broker, Message};
+
+/// What a stream came to.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub lost: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+}
+
+/// Prints `line` and appends it to the fault report, if there is one.
+pub fn publish(line: &str) {
+    if let Err(e) = try_publish(line) {
+        panic!("{e}");
+    }
+}
+
+fn try_publish(line: &str) -> Result<(), String> {
+    println!("{line}");
+    let Some(path) = std::env::var_os("SLINGSHOT_FAULT_REPORT").filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    // One write of a whole line to a file opened for appending: lines of
+    // tests running at once do not interleave.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()))
+        .map_err(|e| format!("cannot append to the fault report {}: {e}", Path::new(&path).display()))
+}
+
+/// Held for a fault test's life: if the test fails, the report says so.
+pub struct Figures(pub &'static str);
+
+impl Drop for Figures {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let line = format!("fault={} FAILED: the test panicked (see its output for why)", self.0);
+            // Already unwinding: a second panic would abort the test binary.
+            if let Err(e) = try_publish(&line) {
+                eprintln!("{e}");
+            }
+        }
+    }
+}
+
+/// Counts the stream's outcome, reports the line, and returns it.
+pub fn report(fault: &str, sent: u64, expected: &[u64], counts: &HashMap<u64, u32>, dead_lettered: u64) -> Outcome {
+    let delivered = expected.iter().filter(|id| counts.contains_key(id)).count() as u64;
+    let lost = expected.len() as u64 - delivered;
+    let duplicates: u64 = counts.values().map(|&n| u64::from(n.saturating_sub(1))).sum();
+    let expected_set: std::collections::HashSet<u64> = expected.iter().copied().collect();
+    let stray = counts.keys().filter(|id| !expected_set.contains(id)).count();
+    publish(&format!(
+        "fault={fault} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}"
+    ));
+    assert_eq!(stray, 0, "{fault}: IDs arrived that should not have");
+    Outcome {
+        lost,
+        duplicates,
+        dead_lettered,
+    }
+}
+
+/// No ID lost, none dead-lettered, duplicates within `window`.
+pub fn assert_nothing_lost(outcome: &Outcome, window: u64) {
+    assert_eq!(outcome.lost, 0, "IDs were lost");
+    assert_eq!(outcome.dead_lettered, 0, "an outage must not dead-letter good requests");
+    assert!(
+        outcome.duplicates <= window,
+        "{} duplicates exceed the window of {window}",
+        outcome.duplicates
+    );
+}
+
+/// Publishes IDs with confirms, a thousand at a time.
+pub async fn send_ids(broker: &dyn Broker, queue: &str, ids: std::ops::Range<u64>) {
+    let ids: Vec<u64> = ids.collect();
+    for chunk in ids.chunks(1000) {
+        futures::future::try_join_all(chunk.iter().map(|&id| broker.publish(queue, Message::id(id))))
+            .await
+            .expect("send IDs");
+    }
+}
