@@ -435,7 +435,7 @@ async fn run() -> anyhow::Result<()> {
             "memory_idle_anonymous",
             memory.idle_anonymous,
             "MiB",
-            "heap and stacks; the rest is mapped code",
+            format!("heap and stacks of {} threads; the rest is mapped code", memory.idle_threads),
         );
     }
 
