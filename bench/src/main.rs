@@ -435,7 +435,10 @@ async fn run() -> anyhow::Result<()> {
             "memory_idle_anonymous",
             memory.idle_anonymous,
             "MiB",
-            format!("heap and stacks of {} threads; the rest is mapped code", memory.idle_threads),
+            format!(
+                "heap and stacks of {} threads; the rest is mapped code",
+                memory.idle_threads
+            ),
         );
     }
 
