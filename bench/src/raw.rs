@@ -1,4 +1,4 @@
-//! The baselines: hand-written lapin consumers with the same guarantees as a slingshot service (durable queues, persistent confirmed publishes, the input acked after its output is confirmed, bounded prefetch and concurrency), and the broker's upper bound without them.
+//! The baselines: hand-written lapin consumers with the same guarantees as a slingshot service (durable queues, persistent mandatory confirmed publishes, the input acked after its output is confirmed, bounded prefetch and concurrency), pipelined as well as hand-written code can, and the broker's upper bound without the guarantees.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use diesel::PgConnection;
 use futures::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
-use tokio::sync::Semaphore;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::{mpsc, Semaphore};
 
 /// What a baseline does per request besides consuming and publishing.
 #[derive(Clone)]
@@ -27,6 +27,49 @@ pub enum Work {
     },
     /// One INSERT through its own diesel pool.
     Insert(Pool<ConnectionManager<PgConnection>>),
+}
+
+/// One measured round: throughput and the process's CPU time per message.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// Messages per second.
+    pub rate: f64,
+    /// User + system CPU time of this process over the round, per message.
+    pub cpu_us: f64,
+}
+
+/// User + system CPU time this process has used, in microseconds.
+pub fn cpu_time_us() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(usage.ru_utime) + us(usage.ru_stime)
+}
+
+/// Times a round: wall clock and CPU from construction to [`Meter::round`].
+pub struct Meter {
+    started: Instant,
+    cpu: f64,
+}
+
+impl Meter {
+    pub fn start() -> Meter {
+        Meter {
+            started: Instant::now(),
+            cpu: cpu_time_us(),
+        }
+    }
+
+    pub fn round(&self, n: u64) -> Round {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        Round {
+            rate: n as f64 / elapsed,
+            cpu_us: (cpu_time_us() - self.cpu) / n as f64,
+        }
+    }
 }
 
 pub fn now_nanos() -> u128 {
@@ -53,153 +96,251 @@ pub async fn delete_queues(amqp: &str, queues: &[String]) {
     }
 }
 
-async fn preload(conn: &Connection, queue: &str, n: u64, persistent: bool) -> anyhow::Result<()> {
-    let channel = conn.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    let properties = BasicProperties::default().with_delivery_mode(if persistent { 2 } else { 1 });
-    let ids: Vec<u64> = (0..n).collect();
-    for chunk in ids.chunks(2_000) {
-        let mut confirms = Vec::with_capacity(chunk.len());
-        for id in chunk {
-            let body = id.to_string();
-            confirms.push(
-                channel
-                    .basic_publish(
-                        "".into(),
-                        queue.into(),
-                        BasicPublishOptions::default(),
-                        body.as_bytes(),
-                        properties.clone(),
-                    )
-                    .await?,
-            );
-        }
-        for confirm in confirms {
-            anyhow::ensure!(confirm.await?.is_ack(), "preload not confirmed");
-        }
-    }
-    Ok(())
+/// A baseline consumer of `input` publishing to `output`: its connection,
+/// queues declared, not consuming yet.
+pub struct Stage {
+    conn: Connection,
+    input: String,
+    output: Arc<str>,
+    prefetch: u16,
+    concurrency: usize,
+    work: Work,
 }
 
-/// Consumes `n` preloaded IDs from `input`, does `work` and publishes each
-/// to `output`; returns requests per second.
+impl Stage {
+    /// Connects and declares both queues (durable).
+    pub async fn open(
+        amqp: &str,
+        input: &str,
+        output: &str,
+        prefetch: u16,
+        concurrency: usize,
+        work: Work,
+    ) -> anyhow::Result<Stage> {
+        let conn = Connection::connect(amqp, ConnectionProperties::default()).await?;
+        let setup = conn.create_channel().await?;
+        for queue in [input, output] {
+            setup
+                .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
+                .await?;
+        }
+        let _ = setup.close(200, "declared".into()).await;
+        Ok(Stage {
+            conn,
+            input: input.into(),
+            output: output.into(),
+            prefetch,
+            concurrency,
+            work,
+        })
+    }
+
+    fn safe(&self) -> bool {
+        !matches!(self.work, Work::Unsafe)
+    }
+
+    /// Puts IDs `0..n` in the input queue (confirmed, persistent unless unsafe).
+    pub async fn preload(&self, n: u64) -> anyhow::Result<()> {
+        let channel = self.conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let properties = BasicProperties::default().with_delivery_mode(if self.safe() { 2 } else { 1 });
+        let ids: Vec<u64> = (0..n).collect();
+        for chunk in ids.chunks(2_000) {
+            let mut confirms = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let body = id.to_string();
+                confirms.push(
+                    channel
+                        .basic_publish(
+                            "".into(),
+                            self.input.as_str().into(),
+                            BasicPublishOptions::default(),
+                            body.as_bytes(),
+                            properties.clone(),
+                        )
+                        .await?,
+                );
+            }
+            for confirm in confirms {
+                anyhow::ensure!(confirm.await?.is_ack(), "preload not confirmed");
+            }
+        }
+        let _ = channel.close(200, "preloaded".into()).await;
+        Ok(())
+    }
+
+    /// Consumes until `n` requests are done and returns the round's figures.
+    ///
+    /// Pipelined: the work of a request holds one of `concurrency` slots; its
+    /// output is published as soon as the work is done and the slot freed,
+    /// and the confirm is awaited off the consuming path (by one task that
+    /// acks each input once its output is confirmed, in delivery order).
+    /// The broker bounds what is in flight by `prefetch`.
+    pub async fn run(self, n: u64) -> anyhow::Result<Round> {
+        let safe = self.safe();
+        let publisher = self.conn.create_channel().await?;
+        if safe {
+            publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        }
+        let consumer_channel = self.conn.create_channel().await?;
+        consumer_channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = consumer_channel
+            .basic_consume(
+                self.input.as_str().into(),
+                "raw-baseline".into(),
+                BasicConsumeOptions {
+                    no_ack: !safe,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+
+        let processed = Arc::new(AtomicU64::new(0));
+        // Confirms to await, with the input to ack after each, in publish order.
+        let (settle, mut to_settle) = mpsc::unbounded_channel::<(lapin::PublisherConfirm, lapin::Acker)>();
+        let settler = {
+            let processed = processed.clone();
+            tokio::spawn(async move {
+                while let Some((confirm, acker)) = to_settle.recv().await {
+                    let confirmed = confirm.await?;
+                    anyhow::ensure!(
+                        confirmed.is_ack() && confirmed.take_message().is_none(),
+                        "output not confirmed"
+                    );
+                    acker.ack(BasicAckOptions::default()).await?;
+                    processed.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        };
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let meter = Meter::start();
+        let mut received = 0;
+        while received < n {
+            let Some(delivery) = consumer.next().await else {
+                anyhow::bail!("consumer cancelled");
+            };
+            let delivery = delivery?;
+            received += 1;
+            match &self.work {
+                // No work: publish straight from the consuming task.
+                Work::Noop | Work::Unsafe => {
+                    let confirm = publish(&publisher, &self.output, &delivery, safe).await?;
+                    if safe {
+                        settle.send((confirm, delivery.acker))?;
+                    } else {
+                        processed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                work => {
+                    let slot = slots.clone().acquire_owned().await?;
+                    let (publisher, output, work, settle) =
+                        (publisher.clone(), self.output.clone(), work.clone(), settle.clone());
+                    tokio::spawn(async move {
+                        let id: u64 = std::str::from_utf8(&delivery.data)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .expect("decimal ID");
+                        do_work(&work, id).await;
+                        let confirm = publish(&publisher, &output, &delivery, true).await.expect("publish");
+                        drop(slot);
+                        let _ = settle.send((confirm, delivery.acker));
+                    });
+                }
+            }
+        }
+        while processed.load(Ordering::Relaxed) < n {
+            if settler.is_finished() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let round = meter.round(n);
+        drop(settle);
+        if settler.is_finished() {
+            settler.await??;
+        }
+        let _ = self.conn.close(200, "done".into()).await;
+        Ok(round)
+    }
+}
+
+/// Publishes the delivery's ID (and headers) to `output`: persistent and
+/// mandatory when `safe`.
+async fn publish(
+    publisher: &Channel,
+    output: &str,
+    delivery: &lapin::message::Delivery,
+    safe: bool,
+) -> lapin::Result<lapin::PublisherConfirm> {
+    let mut properties = BasicProperties::default().with_delivery_mode(if safe { 2 } else { 1 });
+    if let Some(headers) = delivery.properties.headers() {
+        properties = properties.with_headers(headers.clone());
+    }
+    publisher
+        .basic_publish(
+            "".into(),
+            output.into(),
+            BasicPublishOptions {
+                mandatory: safe,
+                ..Default::default()
+            },
+            &delivery.data,
+            properties,
+        )
+        .await
+}
+
+async fn do_work(work: &Work, id: u64) {
+    match work {
+        Work::Noop | Work::Unsafe => {}
+        Work::File { s3, input, output } => {
+            let object = s3
+                .get_object()
+                .bucket(input)
+                .key(id.to_string())
+                .send()
+                .await
+                .expect("get");
+            let bytes = object.body.collect().await.expect("body").into_bytes();
+            s3.put_object()
+                .bucket(output)
+                .key(id.to_string())
+                .body(bytes.into())
+                .send()
+                .await
+                .expect("put");
+        }
+        Work::Insert(pool) => {
+            let pool = pool.clone();
+            tokio::task::spawn_blocking(move || {
+                use diesel::RunQueryDsl;
+                let mut conn = pool.get().expect("connection");
+                diesel::sql_query("INSERT INTO bench_rows (id) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind::<diesel::sql_types::BigInt, _>(id as i64)
+                    .execute(&mut conn)
+                    .expect("insert");
+            })
+            .await
+            .expect("insert task");
+        }
+    }
+}
+
+/// Preloads `n` IDs into `input`, then consumes them as [`Stage::run`] does.
 pub async fn stage(
     amqp: &str,
     input: &str,
     output: &str,
     n: u64,
+    prefetch: u16,
     concurrency: usize,
     work: Work,
-) -> anyhow::Result<f64> {
-    let safe = !matches!(work, Work::Unsafe);
-    let conn = Connection::connect(amqp, ConnectionProperties::default()).await?;
-    let setup = conn.create_channel().await?;
-    for queue in [input, output] {
-        setup
-            .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
-            .await?;
-    }
-    preload(&conn, input, n, safe).await?;
-
-    let publisher = conn.create_channel().await?;
-    if safe {
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    }
-    let consumer_channel = conn.create_channel().await?;
-    consumer_channel
-        .basic_qos(u16::try_from(concurrency * 2)?, BasicQosOptions::default())
-        .await?;
-    let mut consumer = consumer_channel
-        .basic_consume(
-            input.into(),
-            "raw-baseline".into(),
-            BasicConsumeOptions {
-                no_ack: !safe,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-
-    let processed = Arc::new(AtomicU64::new(0));
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let output: Arc<str> = output.into();
-    let started = Instant::now();
-    let mut received = 0;
-    while received < n {
-        let Some(delivery) = consumer.next().await else {
-            anyhow::bail!("consumer cancelled");
-        };
-        let delivery = delivery?;
-        received += 1;
-        let slot = slots.clone().acquire_owned().await?;
-        let (publisher, processed, output, work) = (publisher.clone(), processed.clone(), output.clone(), work.clone());
-        tokio::spawn(async move {
-            let id: u64 = std::str::from_utf8(&delivery.data)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .expect("decimal ID");
-            match &work {
-                Work::Noop | Work::Unsafe => {}
-                Work::File { s3, input, output } => {
-                    let object = s3
-                        .get_object()
-                        .bucket(input)
-                        .key(id.to_string())
-                        .send()
-                        .await
-                        .expect("get");
-                    let bytes = object.body.collect().await.expect("body").into_bytes();
-                    s3.put_object()
-                        .bucket(output)
-                        .key(id.to_string())
-                        .body(bytes.into())
-                        .send()
-                        .await
-                        .expect("put");
-                }
-                Work::Insert(pool) => {
-                    let pool = pool.clone();
-                    tokio::task::spawn_blocking(move || {
-                        use diesel::RunQueryDsl;
-                        let mut conn = pool.get().expect("connection");
-                        diesel::sql_query("INSERT INTO bench_rows (id) VALUES ($1) ON CONFLICT DO NOTHING")
-                            .bind::<diesel::sql_types::BigInt, _>(id as i64)
-                            .execute(&mut conn)
-                            .expect("insert");
-                    })
-                    .await
-                    .expect("insert task");
-                }
-            }
-            let body = id.to_string();
-            let properties =
-                BasicProperties::default().with_delivery_mode(if matches!(work, Work::Unsafe) { 1 } else { 2 });
-            let confirm = publisher
-                .basic_publish(
-                    "".into(),
-                    (*output).into(),
-                    BasicPublishOptions {
-                        mandatory: !matches!(work, Work::Unsafe),
-                        ..Default::default()
-                    },
-                    body.as_bytes(),
-                    properties,
-                )
-                .await
-                .expect("publish");
-            if !matches!(work, Work::Unsafe) {
-                assert!(confirm.await.expect("confirm").is_ack(), "output not confirmed");
-                delivery.ack(BasicAckOptions::default()).await.expect("ack");
-            }
-            processed.fetch_add(1, Ordering::Relaxed);
-            drop(slot);
-        });
-    }
-    while processed.load(Ordering::Relaxed) < n {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
-    let elapsed = started.elapsed();
-    let _ = conn.close(200, "done".into()).await;
-    Ok(n as f64 / elapsed.as_secs_f64())
+) -> anyhow::Result<Round> {
+    let stage = Stage::open(amqp, input, output, prefetch, concurrency, work).await?;
+    stage.preload(n).await?;
+    stage.run(n).await
 }

@@ -78,7 +78,7 @@ pub async fn prepare_table(url: &str) -> anyhow::Result<()> {
     .await?
 }
 
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
@@ -95,6 +95,8 @@ pub struct Memory {
     /// Of which anonymous memory (heap and stacks), the rest being the
     /// executable's code mapped from disk.
     pub idle_anonymous: f64,
+    /// Threads of the idle service.
+    pub idle_threads: u64,
 }
 
 /// Runs the 1 GiB copy and an idle service in their own processes.
@@ -156,9 +158,10 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
         .spawn()?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = idle.id().unwrap_or(0);
-    let (rss, anonymous) = (
+    let (rss, anonymous, threads) = (
         status_kib(pid, "VmRSS:").unwrap_or(0),
         status_kib(pid, "RssAnon:").unwrap_or(0),
+        status_kib(pid, "Threads:").unwrap_or(0),
     );
     idle.kill().await?;
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -166,5 +169,6 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
         copy_peak: mib(peak),
         idle: mib(rss),
         idle_anonymous: mib(anonymous),
+        idle_threads: threads,
     })
 }

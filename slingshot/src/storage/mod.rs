@@ -117,36 +117,103 @@ impl std::fmt::Debug for ObjectReader {
     }
 }
 
-/// A local file staged for upload, returned by `write_file`. It is uploaded
-/// after `process` returns successfully; close it (drop it) before returning.
-#[derive(Debug)]
+/// An object being written, returned by `write_file`. It is uploaded after
+/// `process` returns successfully; close it (drop it) before returning.
+///
+/// The bytes stay in memory up to [`staging::MEMORY_LIMIT`] and spill to a
+/// private staged file past it, so small objects cost no disk I/O and memory
+/// stays flat whatever the object's size.
 pub struct ObjectWriter {
-    file: std::fs::File,
+    buffer: Buffer,
+    spool: staging::Spool,
+}
+
+enum Buffer {
+    Memory(io::Cursor<Vec<u8>>),
+    File(std::fs::File),
 }
 
 impl ObjectWriter {
-    pub(crate) fn new(file: std::fs::File) -> Self {
-        ObjectWriter { file }
+    pub(crate) fn new(spool: staging::Spool) -> Self {
+        ObjectWriter {
+            buffer: Buffer::Memory(io::Cursor::new(Vec::new())),
+            spool,
+        }
     }
 
-    /// The staged file itself, for APIs that want a `std::fs::File`.
-    pub fn file(&self) -> &std::fs::File {
-        &self.file
+    /// The staged file itself, for APIs that want a `std::fs::File`: what was
+    /// written so far moves to it (at the same position), and everything
+    /// written from then on goes to it.
+    pub fn file(&mut self) -> io::Result<&mut std::fs::File> {
+        self.spill()?;
+        match &mut self.buffer {
+            Buffer::File(file) => Ok(file),
+            Buffer::Memory(_) => unreachable!("spilled above"),
+        }
+    }
+
+    /// Moves the buffered bytes to the staged file.
+    fn spill(&mut self) -> io::Result<()> {
+        if let Buffer::Memory(cursor) = &self.buffer {
+            let mut file = self.spool.create_file()?;
+            file.write_all(cursor.get_ref())?;
+            file.seek(SeekFrom::Start(cursor.position()))?;
+            self.buffer = Buffer::File(file);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ObjectWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = match &self.buffer {
+            Buffer::Memory(cursor) => format!("memory ({} bytes)", cursor.get_ref().len()),
+            Buffer::File(_) => "staged file".to_string(),
+        };
+        f.debug_struct("ObjectWriter").field("buffer", &place).finish()
     }
 }
 
 impl Write for ObjectWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
+        if let Buffer::Memory(cursor) = &self.buffer {
+            if cursor.position().saturating_add(buf.len() as u64) > staging::MEMORY_LIMIT {
+                self.spill()?;
+            }
+        }
+        match &mut self.buffer {
+            Buffer::Memory(cursor) => cursor.write(buf),
+            Buffer::File(file) => file.write(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        match &mut self.buffer {
+            Buffer::Memory(_) => Ok(()),
+            Buffer::File(file) => file.flush(),
+        }
     }
 }
 
 impl Seek for ObjectWriter {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.file.seek(pos)
+        match &mut self.buffer {
+            Buffer::Memory(cursor) => cursor.seek(pos),
+            Buffer::File(file) => file.seek(pos),
+        }
+    }
+}
+
+impl Drop for ObjectWriter {
+    /// Hands what was written to the request's staging, for the upload.
+    fn drop(&mut self) {
+        let buffer = std::mem::replace(&mut self.buffer, Buffer::Memory(io::Cursor::new(Vec::new())));
+        self.spool.close(match buffer {
+            Buffer::Memory(cursor) => staging::Closed::Memory(cursor.into_inner()),
+            Buffer::File(file) => {
+                drop(file);
+                staging::Closed::File
+            }
+        });
     }
 }
 

@@ -351,6 +351,31 @@ impl ObjectStore for S3Store {
             .map_err(|e| backend("upload", bucket, key, e))
     }
 
+    /// Uploads from memory in one request (through a staged file, in parts,
+    /// past the multipart threshold).
+    async fn put_bytes(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError> {
+        if bytes.len() as u64 > MULTIPART_THRESHOLD {
+            let staged = tokio::task::spawn_blocking(move || -> io::Result<tempfile::NamedTempFile> {
+                let mut file = tempfile::NamedTempFile::new()?;
+                io::Write::write_all(&mut file, &bytes)?;
+                Ok(file)
+            })
+            .await
+            .map_err(|e| io_err("stage", bucket, key, io::Error::other(e)))?
+            .map_err(|e| io_err("stage", bucket, key, e))?;
+            return self.put_file(bucket, key, staged.path()).await.map(drop);
+        }
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| backend("upload", bucket, key, e))
+    }
+
     fn describe(&self) -> String {
         format!("S3 {}", self.endpoint)
     }

@@ -1,7 +1,8 @@
 //! Staging of `write_file` output: private local files per request, uploaded only after `process` succeeded, removed on every path.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::future::try_join_all;
 use tempfile::TempDir;
@@ -19,34 +20,29 @@ pub struct WrittenObject {
     pub size: u64,
 }
 
+/// Bytes a writer may hold in memory before it spills to its staged file.
+pub const MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// What a closed writer left for the upload.
 #[derive(Debug)]
-struct Staged {
-    bucket: String,
-    key: String,
-    path: PathBuf,
+pub(crate) enum Closed {
+    /// The writer is still open.
+    Open,
+    /// The whole object, never spilled.
+    Memory(Vec<u8>),
+    /// The object is the staged file.
+    File,
 }
 
-/// The files one request staged. Dropping it deletes them, whether they were
-/// uploaded or not, so an error or a panic in `process` leaves nothing behind.
+/// The request's private staging directory, created on the first spill.
 #[derive(Debug)]
-pub(crate) struct Staging {
+struct LazyDir {
     base: PathBuf,
     dir: OnceLock<TempDir>,
-    files: Mutex<Vec<Staged>>,
 }
 
-impl Staging {
-    /// Staging under `base`; the request's private directory (mode 0700) is
-    /// created on the first `write_file`.
-    pub(crate) fn new(base: &Path) -> Self {
-        Staging {
-            base: base.to_path_buf(),
-            dir: OnceLock::new(),
-            files: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn dir(&self) -> std::io::Result<&Path> {
+impl LazyDir {
+    fn get(&self) -> std::io::Result<&Path> {
         if let Some(dir) = self.dir.get() {
             return Ok(dir.path());
         }
@@ -56,46 +52,125 @@ impl Staging {
         // impossible; if it happened the spare directory is simply dropped.
         Ok(self.dir.get_or_init(|| created).path())
     }
+}
 
-    /// Opens (creating or truncating) the staged file for `bucket/key`.
-    pub(crate) fn create(&self, bucket: &str, key: &str) -> Result<ObjectWriter, ObjectError> {
-        let io_err = |op, source| ObjectError::Io {
-            op,
-            bucket: bucket.into(),
-            key: key.into(),
-            source,
-        };
-        let dir = self.dir().map_err(|e| io_err("create staging directory", e))?;
-        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        let path = match files.iter().find(|s| s.bucket == bucket && s.key == key) {
-            Some(existing) => existing.path.clone(),
-            None => {
-                let path = dir.join(format!("{}.staged", files.len()));
-                files.push(Staged {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                    path: path.clone(),
-                });
-                path
-            }
-        };
-        let file = std::fs::File::create(&path).map_err(|e| io_err("stage", e))?;
-        Ok(ObjectWriter::new(file))
+/// One writer's link to the request's staging: where it spills and where it
+/// leaves its bytes when closed.
+pub(crate) struct Spool {
+    dir: Arc<LazyDir>,
+    name: String,
+    closed: Arc<Mutex<Closed>>,
+}
+
+impl Spool {
+    /// Creates (or truncates) the staged file.
+    pub(crate) fn create_file(&self) -> std::io::Result<std::fs::File> {
+        std::fs::File::create(self.dir.get()?.join(&self.name))
     }
 
-    /// Uploads every staged file, concurrently, and reports what was written.
+    pub(crate) fn close(&self, closed: Closed) {
+        *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = closed;
+    }
+}
+
+#[derive(Debug)]
+struct Staged {
+    bucket: String,
+    key: String,
+    name: String,
+    closed: Arc<Mutex<Closed>>,
+}
+
+/// The objects one request wrote. Dropping it deletes the staged files,
+/// whether they were uploaded or not, so an error or a panic in `process`
+/// leaves nothing behind.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    dir: Arc<LazyDir>,
+    files: Mutex<Vec<Staged>>,
+    created: AtomicUsize,
+}
+
+impl Staging {
+    /// Staging under `base`; the request's private directory (mode 0700) is
+    /// created when a writer first spills to disk.
+    pub(crate) fn new(base: &Path) -> Self {
+        Staging {
+            dir: Arc::new(LazyDir {
+                base: base.to_path_buf(),
+                dir: OnceLock::new(),
+            }),
+            files: Mutex::new(Vec::new()),
+            created: AtomicUsize::new(0),
+        }
+    }
+
+    #[cfg(test)]
+    fn dir(&self) -> std::io::Result<&Path> {
+        self.dir.get()
+    }
+
+    /// A writer of `bucket/key`; writing the same object again replaces what
+    /// an earlier writer wrote.
+    pub(crate) fn create(&self, bucket: &str, key: &str) -> Result<ObjectWriter, ObjectError> {
+        let name = format!("{}.staged", self.created.fetch_add(1, Ordering::Relaxed));
+        let closed = Arc::new(Mutex::new(Closed::Open));
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        files.retain(|s| !(s.bucket == bucket && s.key == key));
+        files.push(Staged {
+            bucket: bucket.into(),
+            key: key.into(),
+            name: name.clone(),
+            closed: closed.clone(),
+        });
+        Ok(ObjectWriter::new(Spool {
+            dir: self.dir.clone(),
+            name,
+            closed,
+        }))
+    }
+
+    /// Uploads every written object, concurrently, and reports what was
+    /// written. A writer `process` kept open is an error: its object may be
+    /// incomplete.
     pub(crate) async fn upload(&self, store: &dyn ObjectStore) -> Result<Vec<WrittenObject>, ObjectError> {
-        let staged: Vec<(String, String, PathBuf)> = {
-            let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-            files
-                .iter()
-                .map(|s| (s.bucket.clone(), s.key.clone(), s.path.clone()))
-                .collect()
-        };
-        try_join_all(staged.into_iter().map(|(bucket, key, path)| {
+        enum Source {
+            Memory(Vec<u8>),
+            File(PathBuf),
+        }
+        let mut staged = Vec::new();
+        for s in self.files.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let mut closed = s.closed.lock().unwrap_or_else(|p| p.into_inner());
+            let source = match std::mem::replace(&mut *closed, Closed::File) {
+                Closed::Memory(bytes) => Source::Memory(bytes),
+                Closed::File => match self.dir.dir.get() {
+                    Some(dir) => Source::File(dir.path().join(&s.name)),
+                    None => Source::Memory(Vec::new()),
+                },
+                Closed::Open => {
+                    *closed = Closed::Open;
+                    return Err(ObjectError::Io {
+                        op: "upload",
+                        bucket: s.bucket.clone(),
+                        key: s.key.clone(),
+                        source: std::io::Error::other(
+                            "the writer from write_file was still open when process returned; drop it before returning",
+                        ),
+                    });
+                }
+            };
+            staged.push((s.bucket.clone(), s.key.clone(), source));
+        }
+        try_join_all(staged.into_iter().map(|(bucket, key, source)| {
             let span = crate::execute::object_span("PutObject", &bucket, &key);
             let put = async move {
-                let put = store.put_file(&bucket, &key, &path).await;
+                let put = match source {
+                    Source::Memory(bytes) => {
+                        let size = bytes.len() as u64;
+                        store.put_bytes(&bucket, &key, bytes).await.map(|()| size)
+                    }
+                    Source::File(path) => store.put_file(&bucket, &key, &path).await,
+                };
                 if let Err(e) = &put {
                     let span = tracing::Span::current();
                     span.record("otel.status_code", "error");
@@ -116,18 +191,63 @@ impl Staging {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Seek, SeekFrom, Write};
+
+    fn closed(staging: &Staging, index: usize) -> String {
+        let files = staging.files.lock().unwrap();
+        let closed = files[index].closed.lock().unwrap();
+        match &*closed {
+            Closed::Open => "open".into(),
+            Closed::Memory(bytes) => format!("memory {:?}", String::from_utf8_lossy(bytes)),
+            Closed::File => "file".into(),
+        }
+    }
 
     #[test]
-    fn dropping_removes_the_staged_files() {
+    fn small_objects_stay_in_memory_and_touch_no_disk() {
+        let base = tempfile::tempdir().unwrap();
+        let staging = Staging::new(&base.path().join("staging"));
+        let mut w = staging.create("out", "1").unwrap();
+        w.write_all(b"hello").unwrap();
+        assert_eq!(closed(&staging, 0), "open");
+        drop(w);
+        assert_eq!(closed(&staging, 0), "memory \"hello\"");
+        assert!(
+            !base.path().join("staging").exists(),
+            "no staging directory for a small object"
+        );
+    }
+
+    #[test]
+    fn large_objects_spill_to_a_file_that_dropping_removes() {
         let base = tempfile::tempdir().unwrap();
         let staging = Staging::new(base.path());
         let mut w = staging.create("out", "1").unwrap();
-        w.write_all(b"hello").unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..=(MEMORY_LIMIT >> 20) {
+            w.write_all(&chunk).unwrap();
+        }
+        drop(w);
+        assert_eq!(closed(&staging, 0), "file");
         let dir = staging.dir().unwrap().to_path_buf();
-        assert!(dir.join("0.staged").exists());
+        let staged = dir.join("0.staged");
+        assert_eq!(std::fs::metadata(&staged).unwrap().len(), MEMORY_LIMIT + (1 << 20));
         drop(staging);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn file_moves_what_was_written_and_keeps_the_position() {
+        let base = tempfile::tempdir().unwrap();
+        let staging = Staging::new(base.path());
+        let mut w = staging.create("out", "1").unwrap();
+        w.write_all(b"hello world").unwrap();
+        w.seek(SeekFrom::Start(6)).unwrap();
+        w.file().unwrap().write_all(b"there").unwrap();
+        w.write_all(b"!").unwrap();
+        drop(w);
+        let path = staging.dir().unwrap().join("0.staged");
+        assert_eq!(std::fs::read(path).unwrap(), b"hello there!");
     }
 
     #[test]
@@ -144,8 +264,7 @@ mod tests {
         let staging = Staging::new(base.path());
         staging.create("out", "1").unwrap().write_all(b"first").unwrap();
         staging.create("out", "1").unwrap().write_all(b"second").unwrap();
-        let files = staging.files.lock().unwrap();
-        assert_eq!(files.len(), 1);
-        assert_eq!(std::fs::read(&files[0].path).unwrap(), b"second");
+        assert_eq!(staging.files.lock().unwrap().len(), 1);
+        assert_eq!(closed(&staging, 0), "memory \"second\"");
     }
 }

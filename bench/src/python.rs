@@ -1,0 +1,250 @@
+//! Python services measured beside their Rust twins in the same run: the same stages, each service a process of its own, the Python ones written with the `slingshot` package (`bench/python/services.py`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use serde_json::json;
+use slingshot::storage::s3::S3Store;
+use slingshot::storage::ObjectStore;
+use slingshot::{Runtime, Settings};
+use slingshot_tests::{signal, Backend, Fixture, Services};
+
+use crate::services::{seed_objects, status_kib};
+use crate::{median, raw, scale, Report, ROUNDS};
+
+/// How to get an interpreter with a release build of the package.
+const HOW: &str = "run `scripts/python-tests.sh` once (it creates /var/tmp/slingshot-services/pyvenv), then \
+     `VIRTUAL_ENV=/var/tmp/slingshot-services/pyvenv PATH=/var/tmp/slingshot-services/pyvenv/bin:$PATH \
+     maturin develop --release -m slingshot-py/Cargo.toml`, or set SLINGSHOT_BENCH_PYTHON to an interpreter \
+     that has a release build of slingshot-runtime";
+
+/// The interpreter the Python services run on; refuses a debug build.
+fn interpreter() -> anyhow::Result<PathBuf> {
+    let python = std::env::var_os("SLINGSHOT_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/slingshot-services/pyvenv/bin/python"));
+    let out = std::process::Command::new(&python)
+        .args(["-c", "import slingshot._native as n; print(n.build_profile())"])
+        .output()
+        .with_context(|| format!("cannot run {}: {HOW}", python.display()))?;
+    ensure!(
+        out.status.success(),
+        "{} cannot import slingshot ({}): {HOW}",
+        python.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let profile = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    ensure!(
+        profile == "release",
+        "the slingshot extension of {} is a {profile} build, and its figures would mislead: {HOW}",
+        python.display()
+    );
+    Ok(python)
+}
+
+/// One side of a comparison: the command that runs its service.
+struct Side {
+    name: &'static str,
+    service: &'static str,
+    command: Vec<String>,
+}
+
+impl Side {
+    fn rust(stage: &str) -> anyhow::Result<Side> {
+        let exe = std::env::current_exe()?.display().to_string();
+        let service: &'static str = match stage {
+            "noop" => "bench-noop",
+            "file" => "bench-file",
+            _ => "bench-copy",
+        };
+        Ok(Side {
+            name: "rust",
+            service,
+            command: vec![exe, "service".into(), service.into()],
+        })
+    }
+
+    fn python(python: &std::path::Path, stage: &str) -> Side {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/services.py");
+        let service: &'static str = match stage {
+            "noop" => "py-bench-noop",
+            "file" => "py-bench-file",
+            _ => "py-bench-copy",
+        };
+        Side {
+            name: "python",
+            service,
+            command: vec![python.display().to_string(), script.into(), service.into()],
+        }
+    }
+}
+
+/// Runs `side`'s service over `n` preloaded requests in its own process and
+/// returns its throughput, from its first output to its last (so that
+/// starting an interpreter is not counted against it).
+async fn round(
+    f: &Fixture,
+    amqp: &str,
+    side: &Side,
+    buckets: Option<(&str, &str)>,
+    n: u64,
+    concurrency: usize,
+    tag: &str,
+) -> anyhow::Result<f64> {
+    let (inbound, outbound) = (f.q(&format!("{tag}-in")), f.q(&format!("{tag}-out")));
+    let mut endpoints = json!({
+        side.service: {"in": inbound, "out": [{"case": true, "queues": [outbound]}]},
+    });
+    if let Some((bucket_in, bucket_out)) = buckets {
+        endpoints[format!("{}/in", side.service)] = json!(bucket_in);
+        endpoints[format!("{}/out", side.service)] = json!(bucket_out);
+    }
+    let sysmap = f.serve_sysmap(endpoints).await;
+    let sender = Runtime::connect(&sysmap, Settings::default()).await?;
+    sender.send(&outbound, std::iter::empty()).await?;
+    sender.send(&inbound, 0..n).await?;
+    let mut child = tokio::process::Command::new(&side.command[0])
+        .args(&side.command[1..])
+        .arg("run")
+        .env("SLINGSHOT_SYS_MAP", &sysmap)
+        .env("SLINGSHOT_CONCURRENCY", concurrency.to_string())
+        .env("SLINGSHOT_STAGING_DIR", f.staging_dir())
+        .env("SLINGSHOT_HTTP_ADDR", "off")
+        .env("SLINGSHOT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", side.command.join(" ")))?;
+    let broker = sender.broker().clone();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first = None;
+    let last = loop {
+        let have = broker.ready_count(&outbound).await?;
+        let now = Instant::now();
+        if have > 0 && first.is_none() {
+            first = Some(now);
+        }
+        if have >= n {
+            break now;
+        }
+        ensure!(now < deadline, "{}: {have} of {n} outputs after 10 minutes", side.name);
+        if let Ok(status) = tokio::time::timeout(Duration::from_millis(5), child.wait()).await {
+            anyhow::bail!("the {} service exited early: {}", side.name, status?);
+        }
+    };
+    if let Some(pid) = child.id() {
+        signal(pid, 15);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+    ensure!(status.success(), "the {} service did not stop cleanly: {status}", side.name);
+    raw::delete_queues(amqp, &[inbound.clone(), outbound, format!("{inbound}.dead-letter")]).await;
+    let elapsed = last.duration_since(first.unwrap_or(last)).as_secs_f64().max(1e-9);
+    Ok((n.saturating_sub(1)) as f64 / elapsed)
+}
+
+/// Interleaved rounds of both sides; the medians.
+#[allow(clippy::too_many_arguments)]
+async fn compare(
+    f: &Fixture,
+    amqp: &str,
+    stage: &str,
+    python: &std::path::Path,
+    buckets: Option<(&str, &str)>,
+    n: u64,
+    concurrency: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let (rust, py) = (Side::rust(stage)?, Side::python(python, stage));
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for r in 0..ROUNDS {
+        ours.push(round(f, amqp, &rust, buckets, n, concurrency, &format!("{stage}-c{concurrency}-rust-{r}")).await?);
+        theirs.push(round(f, amqp, &py, buckets, n, concurrency, &format!("{stage}-c{concurrency}-py-{r}")).await?);
+    }
+    Ok((median(ours), median(theirs)))
+}
+
+/// Peak RSS of the Python service copying a 1 GiB object, in MiB.
+async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::Path) -> anyhow::Result<f64> {
+    const GIB: u64 = 1 << 30;
+    let key = 2_000_000u64;
+    let path = f.dir.path().join("huge-py");
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&p)?);
+        let chunk: Vec<u8> = (0..1 << 20).map(|i: usize| (i * 7 % 253) as u8).collect();
+        for _ in 0..GIB >> 20 {
+            file.write_all(&chunk)?;
+        }
+        file.flush()
+    })
+    .await??;
+    s3.put_file(bucket, &key.to_string(), &path).await?;
+    std::fs::remove_file(&path)?;
+    let side = Side::python(python, "copy");
+    let sysmap = f
+        .serve_sysmap(json!({
+            side.service: {"in": f.q("py-copy-in"), "out": []},
+            format!("{}/in", side.service): bucket,
+            format!("{}/out", side.service): bucket,
+        }))
+        .await;
+    let mut child = tokio::process::Command::new(&side.command[0])
+        .args(&side.command[1..])
+        .args(["invoke", &key.to_string()])
+        .env("SLINGSHOT_SYS_MAP", &sysmap)
+        .env("SLINGSHOT_STAGING_DIR", f.staging_dir())
+        .env("SLINGSHOT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let mut peak = 0;
+    let status = loop {
+        peak = peak.max(status_kib(pid, "VmHWM:").unwrap_or(0));
+        if let Ok(status) = tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
+            break status?;
+        }
+    };
+    ensure!(status.success(), "the Python 1 GiB copy failed: {status}");
+    let _ = s3.client().delete_object().bucket(bucket).key(key.to_string()).send().await;
+    Ok(peak as f64 / 1024.0)
+}
+
+/// The Python figures: noop and file throughput against the Rust services,
+/// the per-call overhead, and peak memory on a 1 GiB object.
+pub async fn bench(report: &mut Report, amqp: &str) -> anyhow::Result<()> {
+    let python = interpreter()?;
+    eprintln!("python: {} (release build of slingshot-runtime)", python.display());
+    let f = Fixture::new(Backend::Real, "bench-python");
+    let services = Services::from_env();
+    let s3 = services.s3();
+
+    let n = scale(20_000);
+    let (rust, py) = compare(&f, amqp, "noop", &python, None, n, 8).await?;
+    report.add("python_noop_throughput", py, "msg/s", format!("{n} IDs, concurrency 8"));
+    report.add("rust_noop_process_throughput", rust, "msg/s", "the Rust twin, measured the same way");
+    report.add("python_noop_ratio_vs_rust", py / rust, "ratio", "goal ≥ 0.7");
+
+    let n1 = scale(3_000);
+    let (rust1, py1) = compare(&f, amqp, "noop", &python, None, n1, 1).await?;
+    report.add(
+        "python_call_overhead_us",
+        (1.0 / py1 - 1.0 / rust1) * 1e6,
+        "µs",
+        format!("per request at concurrency 1: {py1:.0} vs {rust1:.0} msg/s"),
+    );
+
+    let (bucket_in, bucket_out) = (f.bucket("py-file-in"), f.bucket("py-file-out"));
+    s3.create_bucket(&bucket_in).await?;
+    s3.create_bucket(&bucket_out).await?;
+    let files = scale(400);
+    seed_objects(&s3, &bucket_in, files, 1 << 20).await?;
+    let (rust_f, py_f) = compare(&f, amqp, "file", &python, Some((&bucket_in, &bucket_out)), files, 8).await?;
+    report.add("python_file_throughput", py_f, "req/s", "1 MiB read + 1 MiB write, concurrency 8");
+    report.add("rust_file_process_throughput", rust_f, "req/s", "the Rust twin, measured the same way");
+    report.add("python_file_ratio_vs_rust", py_f / rust_f, "ratio", "goal ≥ 0.9");
+
+    let peak = copy_peak(&f, &s3, &bucket_in, &python).await?;
+    report.add("python_1gib_object_peak_rss", peak, "MiB", "a 1 GiB copy through read/write in 64 KiB chunks");
+    Ok(())
+}
