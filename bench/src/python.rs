@@ -137,7 +137,11 @@ async fn round(
         signal(pid, 15);
     }
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
-    ensure!(status.success(), "the {} service did not stop cleanly: {status}", side.name);
+    ensure!(
+        status.success(),
+        "the {} service did not stop cleanly: {status}",
+        side.name
+    );
     raw::delete_queues(amqp, &[inbound.clone(), outbound, format!("{inbound}.dead-letter")]).await;
     let elapsed = last.duration_since(first.unwrap_or(last)).as_secs_f64().max(1e-9);
     Ok((n.saturating_sub(1)) as f64 / elapsed)
@@ -157,8 +161,30 @@ async fn compare(
     let (rust, py) = (Side::rust(stage)?, Side::python(python, stage));
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for r in 0..ROUNDS {
-        ours.push(round(f, amqp, &rust, buckets, n, concurrency, &format!("{stage}-c{concurrency}-rust-{r}")).await?);
-        theirs.push(round(f, amqp, &py, buckets, n, concurrency, &format!("{stage}-c{concurrency}-py-{r}")).await?);
+        ours.push(
+            round(
+                f,
+                amqp,
+                &rust,
+                buckets,
+                n,
+                concurrency,
+                &format!("{stage}-c{concurrency}-rust-{r}"),
+            )
+            .await?,
+        );
+        theirs.push(
+            round(
+                f,
+                amqp,
+                &py,
+                buckets,
+                n,
+                concurrency,
+                &format!("{stage}-c{concurrency}-py-{r}"),
+            )
+            .await?,
+        );
     }
     Ok((median(ours), median(theirs)))
 }
@@ -206,7 +232,13 @@ async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::
         }
     };
     ensure!(status.success(), "the Python 1 GiB copy failed: {status}");
-    let _ = s3.client().delete_object().bucket(bucket).key(key.to_string()).send().await;
+    let _ = s3
+        .client()
+        .delete_object()
+        .bucket(bucket)
+        .key(key.to_string())
+        .send()
+        .await;
     Ok(peak as f64 / 1024.0)
 }
 
@@ -222,7 +254,12 @@ pub async fn bench(report: &mut Report, amqp: &str) -> anyhow::Result<()> {
     let n = scale(20_000);
     let (rust, py) = compare(&f, amqp, "noop", &python, None, n, 8).await?;
     report.add("python_noop_throughput", py, "msg/s", format!("{n} IDs, concurrency 8"));
-    report.add("rust_noop_process_throughput", rust, "msg/s", "the Rust twin, measured the same way");
+    report.add(
+        "rust_noop_process_throughput",
+        rust,
+        "msg/s",
+        "the Rust twin, measured the same way",
+    );
     report.add("python_noop_ratio_vs_rust", py / rust, "ratio", "goal ≥ 0.7");
 
     let n1 = scale(3_000);
@@ -240,11 +277,26 @@ pub async fn bench(report: &mut Report, amqp: &str) -> anyhow::Result<()> {
     let files = scale(400);
     seed_objects(&s3, &bucket_in, files, 1 << 20).await?;
     let (rust_f, py_f) = compare(&f, amqp, "file", &python, Some((&bucket_in, &bucket_out)), files, 8).await?;
-    report.add("python_file_throughput", py_f, "req/s", "1 MiB read + 1 MiB write, concurrency 8");
-    report.add("rust_file_process_throughput", rust_f, "req/s", "the Rust twin, measured the same way");
+    report.add(
+        "python_file_throughput",
+        py_f,
+        "req/s",
+        "1 MiB read + 1 MiB write, concurrency 8",
+    );
+    report.add(
+        "rust_file_process_throughput",
+        rust_f,
+        "req/s",
+        "the Rust twin, measured the same way",
+    );
     report.add("python_file_ratio_vs_rust", py_f / rust_f, "ratio", "goal ≥ 0.9");
 
     let peak = copy_peak(&f, &s3, &bucket_in, &python).await?;
-    report.add("python_1gib_object_peak_rss", peak, "MiB", "a 1 GiB copy through read/write in 64 KiB chunks");
+    report.add(
+        "python_1gib_object_peak_rss",
+        peak,
+        "MiB",
+        "a 1 GiB copy through read/write in 64 KiB chunks",
+    );
     Ok(())
 }
