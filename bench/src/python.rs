@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use serde_json::json;
 use slingshot::storage::s3::S3Store;
-use slingshot::storage::ObjectStore;
 use slingshot::{Runtime, Settings};
 use slingshot_tests::{signal, Backend, Fixture, Services};
 
-use crate::services::{seed_objects, status_kib};
+use crate::services::{peak_rss, seed_objects, upload_gib};
 use crate::{median, raw, scale, Report, ROUNDS};
 
 /// How to get an interpreter with a release build of the package.
@@ -191,22 +190,8 @@ async fn compare(
 
 /// Peak RSS of the Python service copying a 1 GiB object, in MiB.
 async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::Path) -> anyhow::Result<f64> {
-    const GIB: u64 = 1 << 30;
     let key = 2_000_000u64;
-    let path = f.dir.path().join("huge-py");
-    let p = path.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&p)?);
-        let chunk: Vec<u8> = (0..1 << 20).map(|i: usize| (i * 7 % 253) as u8).collect();
-        for _ in 0..GIB >> 20 {
-            file.write_all(&chunk)?;
-        }
-        file.flush()
-    })
-    .await??;
-    s3.put_file(bucket, &key.to_string(), &path).await?;
-    std::fs::remove_file(&path)?;
+    upload_gib(f, s3, bucket, key).await?;
     let side = Side::python(python, "copy");
     let sysmap = f
         .serve_sysmap(json!({
@@ -215,7 +200,7 @@ async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::
             format!("{}/out", side.service): bucket,
         }))
         .await;
-    let mut child = tokio::process::Command::new(&side.command[0])
+    let child = tokio::process::Command::new(&side.command[0])
         .args(&side.command[1..])
         .args(["invoke", &key.to_string()])
         .env("SLINGSHOT_SYS_MAP", &sysmap)
@@ -223,14 +208,7 @@ async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::
         .env("SLINGSHOT_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()?;
-    let pid = child.id().unwrap_or(0);
-    let mut peak = 0;
-    let status = loop {
-        peak = peak.max(status_kib(pid, "VmHWM:").unwrap_or(0));
-        if let Ok(status) = tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
-            break status?;
-        }
-    };
+    let (status, peak) = peak_rss(child).await?;
     ensure!(status.success(), "the Python 1 GiB copy failed: {status}");
     let _ = s3
         .client()

@@ -78,7 +78,7 @@ pub async fn prepare_table(url: &str) -> anyhow::Result<()> {
     .await?
 }
 
-pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
@@ -99,11 +99,11 @@ pub struct Memory {
     pub idle_threads: u64,
 }
 
-/// Runs the 1 GiB copy and an idle service in their own processes.
-pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<Memory> {
+/// Uploads a 1 GiB object as `bucket/key`, through a file in the fixture's
+/// directory (deleted afterwards).
+pub async fn upload_gib(f: &Fixture, s3: &S3Store, bucket: &str, key: u64) -> anyhow::Result<()> {
     const GIB: u64 = 1 << 30;
-    let key = 1_000_000u64;
-    let path = f.dir.path().join("huge");
+    let path = f.dir.path().join(format!("huge-{key}"));
     let p = path.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&p)?);
@@ -116,6 +116,26 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
     .await??;
     s3.put_file(bucket, &key.to_string(), &path).await?;
     std::fs::remove_file(&path)?;
+    Ok(())
+}
+
+/// Waits for `child`, sampling its peak RSS (VmHWM) every 20 ms; returns
+/// how it exited and the peak in KiB.
+pub async fn peak_rss(mut child: tokio::process::Child) -> anyhow::Result<(std::process::ExitStatus, u64)> {
+    let pid = child.id().unwrap_or(0);
+    let mut peak = 0;
+    loop {
+        peak = peak.max(status_kib(pid, "VmHWM:").unwrap_or(0));
+        if let Ok(status) = tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
+            return Ok((status?, peak));
+        }
+    }
+}
+
+/// Runs the 1 GiB copy and an idle service in their own processes.
+pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<Memory> {
+    let key = 1_000_000u64;
+    upload_gib(f, s3, bucket, key).await?;
     let sysmap = f
         .serve_sysmap(json!({
             "bench-copy": {"in": f.q("copy-in"), "out": []},
@@ -124,21 +144,14 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
         }))
         .await;
     let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new(&exe)
+    let child = tokio::process::Command::new(&exe)
         .args(["service", "bench-copy", "invoke", &key.to_string()])
         .env("SLINGSHOT_SYS_MAP", &sysmap)
         .env("SLINGSHOT_STAGING_DIR", f.dir.path())
         .env("SLINGSHOT_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()?;
-    let pid = child.id().unwrap_or(0);
-    let mut peak = 0;
-    let status = loop {
-        peak = peak.max(status_kib(pid, "VmHWM:").unwrap_or(0));
-        if let Ok(status) = tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
-            break status?;
-        }
-    };
+    let (status, peak) = peak_rss(child).await?;
     anyhow::ensure!(status.success(), "the 1 GiB copy failed: {status}");
     let _ = s3
         .client()
