@@ -10,7 +10,6 @@
 //! fails adds `fault=<name> FAILED ...` there too.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use slingshot::broker::{Broker, Durability, HeaderValue, Message};
 use slingshot::protocol::{dead_letter_queue, ERROR_KIND_HEADER};
+use slingshot_tests::fault_report::{self, publish, report, send_ids, Figures, Outcome};
 use slingshot_tests::private::{PrivateGarage, PrivatePostgres, PrivateRabbit};
 use slingshot_tests::{drain, service_command, signal, test_broker, Backend, Collector, Fixture};
 use tokio::process::Child;
@@ -68,67 +68,6 @@ async fn stop_gracefully(mut child: Child, name: &str) {
         .unwrap_or_else(|_| panic!("{name} did not stop within 40s of SIGTERM"))
         .unwrap();
     assert!(status.success(), "{name} exited with {status} after SIGTERM");
-}
-
-struct Outcome {
-    lost: u64,
-    duplicates: u64,
-    dead_lettered: u64,
-}
-
-/// Prints `line` and appends it to the fault report, if there is one.
-fn publish(line: &str) {
-    if let Err(e) = try_publish(line) {
-        panic!("{e}");
-    }
-}
-
-fn try_publish(line: &str) -> Result<(), String> {
-    println!("{line}");
-    let Some(path) = std::env::var_os("SLINGSHOT_FAULT_REPORT").filter(|p| !p.is_empty()) else {
-        return Ok(());
-    };
-    // One write of a whole line to a file opened for appending: lines of
-    // tests running at once do not interleave.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()))
-        .map_err(|e| format!("cannot append to the fault report {}: {e}", Path::new(&path).display()))
-}
-
-/// Held for a fault test's life: if the test fails, the report says so, so
-/// that a reader of the CI log sees every fault, not only the ones that passed.
-struct Figures(&'static str);
-
-impl Drop for Figures {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let line = format!("fault={} FAILED: the test panicked (see its output for why)", self.0);
-            // Already unwinding: a second panic would abort the test binary.
-            if let Err(e) = try_publish(&line) {
-                eprintln!("{e}");
-            }
-        }
-    }
-}
-
-/// Counts the stream's outcome, reports the line, and returns it.
-fn report(fault: &str, sent: u64, expected: &[u64], counts: &HashMap<u64, u32>, dead_lettered: u64) -> Outcome {
-    let delivered = expected.iter().filter(|id| counts.contains_key(id)).count() as u64;
-    let lost = expected.len() as u64 - delivered;
-    let duplicates: u64 = counts.values().map(|&n| u64::from(n.saturating_sub(1))).sum();
-    let stray = counts.keys().filter(|id| !expected.contains(id)).count();
-    publish(&format!(
-        "fault={fault} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}"
-    ));
-    assert_eq!(stray, 0, "{fault}: IDs arrived that should not have");
-    Outcome {
-        lost,
-        duplicates,
-        dead_lettered,
-    }
 }
 
 fn relay_wiring(f: &Fixture, service: &str, inbound: &str, out: &str) -> (String, Value) {
@@ -224,13 +163,7 @@ impl<'a> Stream<'a> {
 
 /// No ID lost, none dead-lettered, duplicates within the prefetch window.
 fn assert_nothing_lost(outcome: &Outcome) {
-    assert_eq!(outcome.lost, 0);
-    assert_eq!(outcome.dead_lettered, 0, "an outage must not dead-letter good requests");
-    assert!(
-        outcome.duplicates <= u64::from(PREFETCH),
-        "{} duplicates exceed the prefetch window",
-        outcome.duplicates
-    );
+    fault_report::assert_nothing_lost(outcome, u64::from(PREFETCH));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,14 +408,4 @@ async fn sigterm_under_load_then_restart() {
         took.as_secs_f64() * 1000.0
     ));
     stream.finish("sigterm").await;
-}
-
-/// Publishes IDs with confirms, a thousand at a time.
-async fn send_ids(broker: &dyn Broker, queue: &str, ids: std::ops::Range<u64>) {
-    let ids: Vec<u64> = ids.collect();
-    for chunk in ids.chunks(1000) {
-        futures::future::try_join_all(chunk.iter().map(|&id| broker.publish(queue, Message::id(id))))
-            .await
-            .expect("send IDs");
-    }
 }
