@@ -42,6 +42,20 @@ echo "==> maturin develop (slingshot-py)"
     VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" maturin develop --quiet
 )
 
+# What `pip install ./slingshot-py` gives, not the editable install above:
+# a wheel in a fresh virtual environment must hold both import names.
+echo "==> the wheel as pip installs it (maturin build, then a fresh virtual environment)"
+wheels=$(mktemp -d "${TMPDIR:-/tmp}/slingshot-wheel.XXXXXX")
+trap 'rm -rf "$wheels"' EXIT
+VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" maturin build --quiet --profile dev -m slingshot-py/Cargo.toml -o "$wheels"
+"$python" -m venv "$wheels/venv"
+"$wheels/venv/bin/pip" install --quiet "$wheels"/slingshot_runtime-*.whl || die "pip could not install the wheel"
+(cd "$wheels" && venv/bin/python -c '
+import slingshot, slingshot.testing, slingshot_microservice, slingshot_microservice.typing
+assert callable(slingshot_microservice.Microservice) and callable(slingshot.microservice)
+print("    the wheel holds slingshot and slingshot_microservice")
+') || die "the wheel does not provide both import packages"
+
 echo "==> pytest slingshot-py/tests"
 cd slingshot-py
-exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
