@@ -9,7 +9,7 @@ use slingshot::storage::s3::S3Store;
 use slingshot::{Runtime, Settings};
 use slingshot_tests::{signal, Backend, Fixture, Services};
 
-use crate::services::{peak_rss, seed_objects, upload_gib};
+use crate::services::{gib_copy_peak_kib, seed_objects};
 use crate::{median, raw, scale, Report, ROUNDS};
 
 /// How to get an interpreter with a release build of the package.
@@ -190,8 +190,6 @@ async fn compare(
 
 /// Peak RSS of the Python service copying a 1 GiB object, in MiB.
 async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::Path) -> anyhow::Result<f64> {
-    let key = 2_000_000u64;
-    upload_gib(f, s3, bucket, key).await?;
     let side = Side::python(python, "copy");
     let sysmap = f
         .serve_sysmap(json!({
@@ -200,23 +198,9 @@ async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::
             format!("{}/out", side.service): bucket,
         }))
         .await;
-    let child = tokio::process::Command::new(&side.command[0])
-        .args(&side.command[1..])
-        .args(["invoke", &key.to_string()])
-        .env("SLINGSHOT_SYS_MAP", &sysmap)
-        .env("SLINGSHOT_STAGING_DIR", f.staging_dir())
-        .env("SLINGSHOT_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let (status, peak) = peak_rss(child).await?;
-    ensure!(status.success(), "the Python 1 GiB copy failed: {status}");
-    let _ = s3
-        .client()
-        .delete_object()
-        .bucket(bucket)
-        .key(key.to_string())
-        .send()
-        .await;
+    let mut copy = tokio::process::Command::new(&side.command[0]);
+    copy.args(&side.command[1..]);
+    let peak = gib_copy_peak_kib(f, s3, bucket, 2_000_000, copy, &sysmap).await?;
     Ok(peak as f64 / 1024.0)
 }
 

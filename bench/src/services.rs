@@ -99,9 +99,19 @@ pub struct Memory {
     pub idle_threads: u64,
 }
 
-/// Uploads a 1 GiB object as `bucket/key`, through a file in the fixture's
-/// directory (deleted afterwards).
-pub async fn upload_gib(f: &Fixture, s3: &S3Store, bucket: &str, key: u64) -> anyhow::Result<()> {
+/// Copies a 1 GiB object through a service process and returns its peak RSS
+/// (VmHWM, sampled every 20 ms) in KiB. `service` runs one service whose
+/// sys-map, `sysmap`, maps its `in` and `out` to `bucket`; `invoke KEY` is
+/// appended. The object is uploaded (through a file in the fixture's
+/// directory) first and deleted afterwards.
+pub async fn gib_copy_peak_kib(
+    f: &Fixture,
+    s3: &S3Store,
+    bucket: &str,
+    key: u64,
+    mut service: tokio::process::Command,
+    sysmap: &str,
+) -> anyhow::Result<u64> {
     const GIB: u64 = 1 << 30;
     let path = f.dir.path().join(format!("huge-{key}"));
     let p = path.clone();
@@ -116,42 +126,21 @@ pub async fn upload_gib(f: &Fixture, s3: &S3Store, bucket: &str, key: u64) -> an
     .await??;
     s3.put_file(bucket, &key.to_string(), &path).await?;
     std::fs::remove_file(&path)?;
-    Ok(())
-}
-
-/// Waits for `child`, sampling its peak RSS (VmHWM) every 20 ms; returns
-/// how it exited and the peak in KiB.
-pub async fn peak_rss(mut child: tokio::process::Child) -> anyhow::Result<(std::process::ExitStatus, u64)> {
-    let pid = child.id().unwrap_or(0);
-    let mut peak = 0;
-    loop {
-        peak = peak.max(status_kib(pid, "VmHWM:").unwrap_or(0));
-        if let Ok(status) = tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
-            return Ok((status?, peak));
-        }
-    }
-}
-
-/// Runs the 1 GiB copy and an idle service in their own processes.
-pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<Memory> {
-    let key = 1_000_000u64;
-    upload_gib(f, s3, bucket, key).await?;
-    let sysmap = f
-        .serve_sysmap(json!({
-            "bench-copy": {"in": f.q("copy-in"), "out": []},
-            "bench-copy/in": bucket, "bench-copy/out": bucket,
-            "bench-noop": {"in": f.q("idle-in"), "out": []},
-        }))
-        .await;
-    let exe = std::env::current_exe()?;
-    let child = tokio::process::Command::new(&exe)
-        .args(["service", "bench-copy", "invoke", &key.to_string()])
-        .env("SLINGSHOT_SYS_MAP", &sysmap)
-        .env("SLINGSHOT_STAGING_DIR", f.dir.path())
+    let mut child = service
+        .args(["invoke", &key.to_string()])
+        .env("SLINGSHOT_SYS_MAP", sysmap)
+        .env("SLINGSHOT_STAGING_DIR", f.staging_dir())
         .env("SLINGSHOT_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()?;
-    let (status, peak) = peak_rss(child).await?;
+    let pid = child.id().unwrap_or(0);
+    let mut peak = 0;
+    let status = loop {
+        peak = peak.max(status_kib(pid, "VmHWM:").unwrap_or(0));
+        if let Ok(status) = tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
+            break status?;
+        }
+    };
     anyhow::ensure!(status.success(), "the 1 GiB copy failed: {status}");
     let _ = s3
         .client()
@@ -160,6 +149,22 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
         .key(key.to_string())
         .send()
         .await;
+    Ok(peak)
+}
+
+/// Runs the 1 GiB copy and an idle service in their own processes.
+pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<Memory> {
+    let sysmap = f
+        .serve_sysmap(json!({
+            "bench-copy": {"in": f.q("copy-in"), "out": []},
+            "bench-copy/in": bucket, "bench-copy/out": bucket,
+            "bench-noop": {"in": f.q("idle-in"), "out": []},
+        }))
+        .await;
+    let exe = std::env::current_exe()?;
+    let mut copy = tokio::process::Command::new(&exe);
+    copy.args(["service", "bench-copy"]);
+    let peak = gib_copy_peak_kib(f, s3, bucket, 1_000_000, copy, &sysmap).await?;
 
     let mut idle = tokio::process::Command::new(&exe)
         .args(["service", "bench-noop", "run"])
