@@ -127,22 +127,17 @@ else
 fi
 echo
 
-if [ "$tests_status" -ne 0 ]; then
-    echo "==> FAILED: cargo test --workspace --all-targets exited with $tests_status (failures listed above)"
-    status=1
-fi
-if [ "$doc_status" -ne 0 ]; then
-    echo "==> FAILED: cargo test --workspace --doc exited with $doc_status (failures listed above)"
-    status=1
-fi
-if [ "$python_status" -ne 0 ]; then
-    echo "==> FAILED: the Python tests (scripts/python-tests.sh) exited with $python_status (failures listed above)"
-    status=1
-fi
-if [ "$image_status" -ne 0 ]; then
-    echo "==> FAILED: scripts/image-check.sh exited with $image_status (see above)"
-    status=1
-fi
+# A step that failed says so here, after the figures, and fails the run.
+failed_if() { # STATUS WHAT
+    if [ "$1" -ne 0 ]; then
+        echo "==> FAILED: $2 exited with $1 (failures listed above)"
+        status=1
+    fi
+}
+failed_if "$tests_status" "cargo test --workspace --all-targets"
+failed_if "$doc_status" "cargo test --workspace --doc"
+failed_if "$python_status" "the Python tests (scripts/python-tests.sh)"
+failed_if "$image_status" "scripts/image-check.sh"
 if [ "$status" -eq 0 ]; then
     echo "==> all tests passed"
 fi
