@@ -32,6 +32,11 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const TRACESTATE_HEADER: &str = "tracestate";
 /// Dead-letter header: the last error.
 pub const ERROR_HEADER: &str = "x-slingshot-error";
+/// The longest error text [`ERROR_HEADER`] carries, in bytes; a longer one
+/// is cut (the log has it whole). A message's headers must fit in one AMQP
+/// frame, so an error of any length must not make its retry or dead letter
+/// unpublishable.
+pub const MAX_ERROR_HEADER: usize = 4096;
 /// Dead-letter header: the kind of the last error (`malformed`, `panic`, ...).
 pub const ERROR_KIND_HEADER: &str = "x-slingshot-error-kind";
 /// Dead-letter header: the service that gave up.
@@ -121,7 +126,7 @@ impl Envelope {
             [
                 (ATTEMPT_HEADER, HeaderValue::Int(i64::from(self.attempt))),
                 (OUTAGES_HEADER, HeaderValue::Int(i64::from(self.outages))),
-                (ERROR_HEADER, HeaderValue::Str(failure.message.clone())),
+                (ERROR_HEADER, HeaderValue::Str(error_header(&failure.message))),
                 (ERROR_KIND_HEADER, HeaderValue::Str(failure.kind.as_str().into())),
             ],
         )
@@ -229,7 +234,7 @@ impl FailureRecord {
         with_headers(
             original,
             [
-                (ERROR_HEADER, HeaderValue::Str(self.error.clone())),
+                (ERROR_HEADER, HeaderValue::Str(error_header(&self.error))),
                 (ERROR_KIND_HEADER, HeaderValue::Str(self.kind.clone())),
                 (ATTEMPT_HEADER, HeaderValue::Int(self.attempts)),
                 (SERVICE_HEADER, HeaderValue::Str(self.service.clone())),
@@ -412,6 +417,20 @@ impl TraceParent {
 
 /// `original` with `headers` set (replacing any of the same name): body and
 /// other headers kept.
+/// `error` as [`ERROR_HEADER`] carries it: whole up to [`MAX_ERROR_HEADER`]
+/// bytes, else cut at a character boundary and marked.
+fn error_header(error: &str) -> String {
+    if error.len() <= MAX_ERROR_HEADER {
+        return error.to_string();
+    }
+    let marker = format!(" [... cut: {} bytes in all]", error.len());
+    let mut end = MAX_ERROR_HEADER - marker.len();
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &error[..end])
+}
+
 fn with_headers<const N: usize>(original: &Message, headers: [(&str, HeaderValue); N]) -> Message {
     let mut message = original.clone();
     message.headers.remove(DELIVERY_COUNT_HEADER);
@@ -456,6 +475,27 @@ mod tests {
             body: body.to_vec(),
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         }
+    }
+
+    #[test]
+    fn long_errors_are_cut_to_fit_a_frame() {
+        let short = "boom: é".to_string();
+        assert_eq!(error_header(&short), short);
+        let exact = "x".repeat(MAX_ERROR_HEADER);
+        assert_eq!(error_header(&exact), exact);
+        // Two-byte characters, so that the cut falls inside one.
+        let long = "é".repeat(MAX_ERROR_HEADER);
+        let failure = Failure::new(crate::failure::FailureKind::Panic, long.clone());
+        let record = FailureRecord::new(&failure, 3, "svc", "in", UNIX_EPOCH);
+        let dead = record.encode(&message(b"7", &[]));
+        let Some(HeaderValue::Str(cut)) = dead.headers.get(ERROR_HEADER) else {
+            panic!("no error header: {:?}", dead.headers);
+        };
+        assert!(cut.len() <= MAX_ERROR_HEADER, "{} bytes", cut.len());
+        assert!(cut.starts_with("ééé"));
+        assert!(cut.ends_with(&format!(" [... cut: {} bytes in all]", long.len())), "{cut}");
+        // The record itself keeps the whole error (it is logged whole).
+        assert_eq!(record.error, long);
     }
 
     #[test]

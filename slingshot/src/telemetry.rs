@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, FromArgMatches, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
-use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -110,28 +110,30 @@ impl LogArgs {
             eprintln!("warning: {e}; traces are not exported");
             Export::Off
         });
-        let (provider, exporting) = match otel::provider(service, &export) {
-            Ok(provider) => (Ok(provider), export != Export::Off),
-            Err(e) => {
-                eprintln!("warning: {e}; traces are not exported");
-                (otel::provider(service, &Export::Off), false)
-            }
+        let provider = match &export {
+            Export::Off => None,
+            Export::Otlp(_) => otel::provider(service, &export)
+                .inspect_err(|e| eprintln!("warning: {e}; traces are not exported"))
+                .ok(),
         };
-        // Spans are recorded whatever `SLINGSHOT_LOG` says, so that messages
-        // carry trace contexts and exported traces are whole; the libraries'
-        // own spans and events stay out of them. Log events become span
-        // events only when spans are exported.
-        let spans = provider.ok().map(|provider| {
+        // When exporting, spans are recorded whatever `SLINGSHOT_LOG` says,
+        // so that exported traces are whole; the libraries' own spans and
+        // events stay out of them. When not, there is no layer at all: it
+        // would build span data nobody reads, several microseconds per
+        // request, and messages carry trace contexts without it (see
+        // `otel::context_of`).
+        let spans = provider.map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("slingshot"))
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
-                .with_filter(span_targets().and(filter_fn(move |meta| exporting || meta.is_span())))
+                .with_filter(span_targets())
         });
         // An error here only means a subscriber is already installed.
+        let exporting = spans.is_some();
         let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
-        if let Export::Otlp(url) = &export {
+        if let (Export::Otlp(url), true) = (&export, exporting) {
             tracing::info!(%url, "exporting traces over OTLP/HTTP");
         }
     }

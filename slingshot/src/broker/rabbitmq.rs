@@ -31,6 +31,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The AMQP heartbeat asked for, in seconds: lapin closes a connection that
 /// heard nothing from the broker for twice this long.
 pub const HEARTBEAT_SECS: u16 = 10;
+/// The largest AMQP frame asked for, in bytes, unless the URL sets
+/// `frame_max`. lapin keeps two buffers of 32 frames each per connection, so
+/// RabbitMQ's default (128 KiB) costs 8 MiB of zeroed memory; requests are
+/// short bodies and headers (a failure's error is cut at
+/// [`crate::protocol::MAX_ERROR_HEADER`]), so 32 KiB frames take them whole
+/// for 2 MiB.
+pub const FRAME_MAX: u32 = 32 * 1024;
 /// A consumer that received nothing for this long checks that its channel
 /// still answers.
 pub const WATCHDOG_IDLE: Duration = Duration::from_secs(5);
@@ -112,7 +119,7 @@ impl RabbitMq {
     pub fn cluster(nodes: Vec<(String, String)>, name: &str) -> Self {
         assert!(!nodes.is_empty(), "a RabbitMQ broker needs at least one node");
         let display = nodes.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join(", ");
-        let nodes = nodes.into_iter().map(|(url, d)| (with_heartbeat(&url), d)).collect();
+        let nodes = nodes.into_iter().map(|(url, d)| (with_defaults(&url), d)).collect();
         RabbitMq {
             nodes,
             next_node: AtomicUsize::new(0),
@@ -350,13 +357,17 @@ impl RabbitMq {
     }
 }
 
-/// `url` with `heartbeat=HEARTBEAT_SECS` unless it sets a heartbeat.
-fn with_heartbeat(url: &str) -> String {
-    if url.contains("heartbeat=") {
-        return url.to_string();
+/// `url` with `heartbeat=HEARTBEAT_SECS` and `frame_max=FRAME_MAX` unless it
+/// sets them.
+fn with_defaults(url: &str) -> String {
+    let mut url = url.to_string();
+    for (name, value) in [("heartbeat", u32::from(HEARTBEAT_SECS)), ("frame_max", FRAME_MAX)] {
+        if !url.contains(&format!("{name}=")) {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{separator}{name}={value}");
+        }
     }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}heartbeat={HEARTBEAT_SECS}")
+    url
 }
 
 /// Whether `queue` is a dead-letter queue (named as [`dead_letter_queue`] names them).
@@ -737,5 +748,18 @@ mod tests {
         let table = to_field_table(&headers);
         assert_eq!(from_field_table(Some(&table)), headers);
         assert!(from_field_table(None).is_empty());
+    }
+
+    #[test]
+    fn urls_get_a_heartbeat_and_a_frame_size_unless_they_set_them() {
+        assert_eq!(
+            with_defaults("amqp://h:5672/%2f"),
+            format!("amqp://h:5672/%2f?heartbeat={HEARTBEAT_SECS}&frame_max={FRAME_MAX}")
+        );
+        assert_eq!(
+            with_defaults("amqp://h/v?frame_max=131072"),
+            format!("amqp://h/v?frame_max=131072&heartbeat={HEARTBEAT_SECS}")
+        );
+        assert_eq!(with_defaults("amqp://h?heartbeat=0&frame_max=8192"), "amqp://h?heartbeat=0&frame_max=8192");
     }
 }
