@@ -138,6 +138,21 @@ async fn slingshot_round(
     round
 }
 
+/// The port of an `amqp://[user:pass@]host[:port][/vhost]` URL.
+fn amqp_port(url: &str) -> u16 {
+    let authority = url.split("://").nth(1).unwrap_or(url);
+    let host_port = authority.split('/').next().unwrap_or("");
+    let host_port = host_port.rsplit('@').next().unwrap_or(host_port);
+    host_port
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(5672)
+}
+
+fn broker_cpu(rounds: &[raw::Round]) -> f64 {
+    median(rounds.iter().map(|r| r.broker_cpu_us).collect())
+}
+
 fn rates(rounds: &[raw::Round]) -> Vec<f64> {
     rounds.iter().map(|r| r.rate).collect()
 }
@@ -206,6 +221,10 @@ async fn run() -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     eprintln!("slingshot-bench on {machine}");
+    match raw::watch_broker(amqp_port(&amqp)) {
+        Ok(pid) => eprintln!("broker CPU: process {pid}"),
+        Err(e) => eprintln!("broker CPU not measured: {e}"),
+    }
 
     // 1. No-op stage, slingshot vs the pipelined raw lapin baseline with the
     // same guarantees: a prefetch sweep (concurrency half the prefetch, as
@@ -218,23 +237,17 @@ async fn run() -> anyhow::Result<()> {
         let mut points = Vec::new();
         for prefetch in [16u16, 64, 256] {
             let concurrency = usize::from(prefetch / 2);
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let (mut ours, mut theirs, mut untraced) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..ROUNDS {
                 let f = Fixture::new(Backend::Real, &format!("bench-noop-p{prefetch}-{round}"));
                 let endpoints =
                     json!({"bench-noop": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}});
-                theirs.push(
-                    raw::stage(
-                        &amqp,
-                        &f.q("raw-in"),
-                        &f.q("raw-out"),
-                        n,
-                        prefetch,
-                        concurrency,
-                        raw::Work::Noop,
-                    )
-                    .await?,
-                );
+                for (work, rounds) in [(raw::Work::Noop, &mut theirs), (raw::Work::NoopUntraced, &mut untraced)] {
+                    rounds.push(
+                        raw::stage(&amqp, &f.q("raw-in"), &f.q("raw-out"), n, prefetch, concurrency, work).await?,
+                    );
+                    raw::delete_queues(&amqp, &[f.q("raw-in"), f.q("raw-out")]).await;
+                }
                 ours.push(slingshot_round(&f, "bench-noop", endpoints, n, concurrency, prefetch).await);
                 raw::delete_queues(&amqp, &comparison_queues(&f)).await;
             }
@@ -245,11 +258,35 @@ async fn run() -> anyhow::Result<()> {
                 "ratio",
                 format!("{ours_median:.0} / {raw_median:.0} msg/s, concurrency {concurrency}; target >= 1.0"),
             );
+            let untraced_median = median(rates(&untraced));
+            report.add(
+                format!("noop_ratio_vs_raw_untraced_p{prefetch}"),
+                ours_median / untraced_median,
+                "ratio",
+                format!(
+                    "{ours_median:.0} / {untraced_median:.0} msg/s: a baseline whose outputs carry no trace headers \
+                     (broker CPU {:.1} us per message)",
+                    broker_cpu(&untraced)
+                ),
+            );
             report.add(
                 format!("noop_cpu_us_per_msg_p{prefetch}"),
                 cpu(&ours),
                 "us",
                 format!("raw: {:.1} us", cpu(&theirs)),
+            );
+            report.add(
+                format!("noop_broker_cpu_us_per_msg_p{prefetch}"),
+                broker_cpu(&ours),
+                "us",
+                format!("the broker's CPU per message; raw: {:.1} us", broker_cpu(&theirs)),
+            );
+            let segments = |rounds: &[raw::Round]| median(rounds.iter().map(|r| r.segments).collect());
+            report.add(
+                format!("noop_tcp_segments_per_msg_p{prefetch}"),
+                segments(&ours),
+                "segments",
+                format!("sent by this machine per message; raw: {:.2}", segments(&theirs)),
             );
             points.push((prefetch, ours_median, raw_median, cpu(&ours), cpu(&theirs)));
         }

@@ -17,7 +17,11 @@ use tokio::sync::{mpsc, Semaphore};
 pub enum Work {
     /// Nothing: the no-op stage.
     Noop,
-    /// Nothing, and no guarantees: transient messages, no confirms, auto-ack.
+    /// Nothing, and outputs without the trace headers slingshot's carry:
+    /// what propagating a trace costs.
+    NoopUntraced,
+    /// Nothing, and no guarantees: transient messages, no confirms, auto-ack,
+    /// no trace headers.
     Unsafe,
     /// Get object `id` from `input` into memory and put it to `output`.
     File {
@@ -29,13 +33,19 @@ pub enum Work {
     Insert(Pool<ConnectionManager<PgConnection>>),
 }
 
-/// One measured round: throughput and the process's CPU time per message.
+/// One measured round: throughput and CPU time per message.
 #[derive(Debug, Clone, Copy)]
 pub struct Round {
     /// Messages per second.
     pub rate: f64,
     /// User + system CPU time of this process over the round, per message.
     pub cpu_us: f64,
+    /// The broker's CPU time over the round, per message (NaN when the
+    /// broker's process is not known, see [`watch_broker`]).
+    pub broker_cpu_us: f64,
+    /// TCP segments sent on this machine over the round, per message (all
+    /// of them, so a quiet machine's: each side's and the broker's writes).
+    pub segments: f64,
 }
 
 /// User + system CPU time this process has used, in microseconds.
@@ -49,10 +59,67 @@ pub fn cpu_time_us() -> f64 {
     us(usage.ru_utime) + us(usage.ru_stime)
 }
 
+/// The broker process whose CPU time rounds report.
+static BROKER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Makes rounds report the CPU time of the process listening on `port` (the
+/// broker, on this machine), found with `ss`; returns its PID, or why not.
+pub fn watch_broker(port: u16) -> Result<u32, String> {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnpH", &format!("sport = :{port}")])
+        .output()
+        .map_err(|e| format!("ss: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid = text
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| format!("no process listening on port {port} in `ss -ltnp`: {text:?}"))?;
+    Ok(*BROKER_PID.get_or_init(|| pid))
+}
+
+/// User + system CPU time of process `pid`, in microseconds
+/// (`/proc/PID/stat`, in clock ticks of 10 ms).
+fn process_cpu_us(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) * 1e6 / hz)
+}
+
+/// TCP segments this machine has sent (`OutSegs` of `/proc/net/snmp`).
+fn tcp_segments_sent() -> f64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return f64::NAN;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "OutSegs")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn broker_cpu_us() -> f64 {
+    BROKER_PID
+        .get()
+        .and_then(|&pid| process_cpu_us(pid))
+        .unwrap_or(f64::NAN)
+}
+
 /// Times a round: wall clock and CPU from construction to [`Meter::round`].
 pub struct Meter {
     started: Instant,
     cpu: f64,
+    broker_cpu: f64,
+    segments: f64,
 }
 
 impl Meter {
@@ -60,6 +127,8 @@ impl Meter {
         Meter {
             started: Instant::now(),
             cpu: cpu_time_us(),
+            broker_cpu: broker_cpu_us(),
+            segments: tcp_segments_sent(),
         }
     }
 
@@ -68,6 +137,8 @@ impl Meter {
         Round {
             rate: n as f64 / elapsed,
             cpu_us: (cpu_time_us() - self.cpu) / n as f64,
+            broker_cpu_us: (broker_cpu_us() - self.broker_cpu) / n as f64,
+            segments: (tcp_segments_sent() - self.segments) / n as f64,
         }
     }
 }
@@ -139,6 +210,10 @@ impl Stage {
         !matches!(self.work, Work::Unsafe)
     }
 
+    fn traced(&self) -> bool {
+        !matches!(self.work, Work::Unsafe | Work::NoopUntraced)
+    }
+
     /// Puts IDs `0..n` in the input queue (confirmed, persistent unless unsafe).
     pub async fn preload(&self, n: u64) -> anyhow::Result<()> {
         let channel = self.conn.create_channel().await?;
@@ -177,7 +252,7 @@ impl Stage {
     /// acks each input once its output is confirmed, in delivery order).
     /// The broker bounds what is in flight by `prefetch`.
     pub async fn run(self, n: u64) -> anyhow::Result<Round> {
-        let safe = self.safe();
+        let (safe, traced) = (self.safe(), self.traced());
         let publisher = self.conn.create_channel().await?;
         if safe {
             publisher.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -227,8 +302,8 @@ impl Stage {
             received += 1;
             match &self.work {
                 // No work: publish straight from the consuming task.
-                Work::Noop | Work::Unsafe => {
-                    let confirm = publish(&publisher, &self.output, &delivery, safe).await?;
+                Work::Noop | Work::NoopUntraced | Work::Unsafe => {
+                    let confirm = publish(&publisher, &self.output, &delivery, safe, traced).await?;
                     if safe {
                         settle.send((confirm, delivery.acker))?;
                     } else {
@@ -245,7 +320,9 @@ impl Stage {
                             .and_then(|s| s.parse().ok())
                             .expect("decimal ID");
                         do_work(&work, id).await;
-                        let confirm = publish(&publisher, &output, &delivery, true).await.expect("publish");
+                        let confirm = publish(&publisher, &output, &delivery, true, true)
+                            .await
+                            .expect("publish");
                         drop(slot);
                         let _ = settle.send((confirm, delivery.acker));
                     });
@@ -269,16 +346,28 @@ impl Stage {
 }
 
 /// Publishes the delivery's ID (and headers) to `output`: persistent and
-/// mandatory when `safe`.
+/// mandatory when `safe`; when `traced`, with the trace headers a slingshot
+/// output carries (`traceparent` and the legacy trace ID), so that the
+/// broker stores and delivers messages of the same size.
 async fn publish(
     publisher: &Channel,
     output: &str,
     delivery: &lapin::message::Delivery,
     safe: bool,
+    traced: bool,
 ) -> lapin::Result<lapin::PublisherConfirm> {
     let mut properties = BasicProperties::default().with_delivery_mode(if safe { 2 } else { 1 });
-    if let Some(headers) = delivery.properties.headers() {
-        properties = properties.with_headers(headers.clone());
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    if traced {
+        let tag = delivery.delivery_tag;
+        let trace = now_nanos() ^ u128::from(tag);
+        let span = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let text = |s: String| lapin::types::AMQPValue::LongString(s.into());
+        headers.insert("traceparent".into(), text(format!("00-{trace:032x}-{span:016x}-01")));
+        headers.insert("x-slingshot-trace-id".into(), text(format!("{trace:032x}")));
+    }
+    if !headers.inner().is_empty() {
+        properties = properties.with_headers(headers);
     }
     publisher
         .basic_publish(
@@ -296,7 +385,7 @@ async fn publish(
 
 async fn do_work(work: &Work, id: u64) {
     match work {
-        Work::Noop | Work::Unsafe => {}
+        Work::Noop | Work::NoopUntraced | Work::Unsafe => {}
         Work::File { s3, input, output } => {
             let object = s3
                 .get_object()

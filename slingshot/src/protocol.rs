@@ -493,7 +493,10 @@ mod tests {
         };
         assert!(cut.len() <= MAX_ERROR_HEADER, "{} bytes", cut.len());
         assert!(cut.starts_with("ééé"));
-        assert!(cut.ends_with(&format!(" [... cut: {} bytes in all]", long.len())), "{cut}");
+        assert!(
+            cut.ends_with(&format!(" [... cut: {} bytes in all]", long.len())),
+            "{cut}"
+        );
         // The record itself keeps the whole error (it is logged whole).
         assert_eq!(record.error, long);
     }

@@ -760,6 +760,9 @@ mod tests {
             with_defaults("amqp://h/v?frame_max=131072"),
             format!("amqp://h/v?frame_max=131072&heartbeat={HEARTBEAT_SECS}")
         );
-        assert_eq!(with_defaults("amqp://h?heartbeat=0&frame_max=8192"), "amqp://h?heartbeat=0&frame_max=8192");
+        assert_eq!(
+            with_defaults("amqp://h?heartbeat=0&frame_max=8192"),
+            "amqp://h?heartbeat=0&frame_max=8192"
+        );
     }
 }
