@@ -364,7 +364,10 @@ async fn publish(
         let span = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let text = |s: String| lapin::types::AMQPValue::LongString(s.into());
         headers.insert("traceparent".into(), text(format!("00-{trace:032x}-{span:016x}-01")));
-        headers.insert("x-slingshot-trace-id".into(), text(format!("{trace:032x}")));
+        // As slingshot does: the inbound legacy trace ID passes unchanged.
+        if !headers.contains_key("x-slingshot-trace-id") {
+            headers.insert("x-slingshot-trace-id".into(), text(format!("{trace:032x}")));
+        }
     }
     if !headers.inner().is_empty() {
         properties = properties.with_headers(headers);
