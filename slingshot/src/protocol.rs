@@ -415,8 +415,6 @@ impl TraceParent {
     }
 }
 
-/// `original` with `headers` set (replacing any of the same name): body and
-/// other headers kept.
 /// `error` as [`ERROR_HEADER`] carries it: whole up to [`MAX_ERROR_HEADER`]
 /// bytes, else cut at a character boundary and marked.
 fn error_header(error: &str) -> String {
@@ -431,6 +429,8 @@ fn error_header(error: &str) -> String {
     format!("{}{marker}", &error[..end])
 }
 
+/// `original` with `headers` set (replacing any of the same name): body and
+/// other headers kept.
 fn with_headers<const N: usize>(original: &Message, headers: [(&str, HeaderValue); N]) -> Message {
     let mut message = original.clone();
     message.headers.remove(DELIVERY_COUNT_HEADER);
