@@ -15,8 +15,8 @@ use crate::broker::{Durability, QueueType};
 use crate::error::Error;
 
 /// The least prefetch derived from the concurrency: room for the requests
-/// whose outputs await their confirms (at concurrency 4, prefetch 32 moves
-/// about 1.4 times as many no-op requests as 8: `noop_c4_p*` of
+/// whose outputs await their confirms (at concurrency 4, prefetch 32 moved
+/// 1.4 to 1.7 times as many no-op requests as 8: `noop_c4_p*` of
 /// slingshot-bench).
 pub const MIN_DEFAULT_PREFETCH: usize = 32;
 
