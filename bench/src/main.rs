@@ -146,27 +146,21 @@ async fn slingshot_round(
     round
 }
 
-/// The port of an `amqp://[user:pass@]host[:port][/vhost]` URL.
-fn amqp_port(url: &str) -> u16 {
-    let authority = url.split("://").nth(1).unwrap_or(url);
-    let host_port = authority.split('/').next().unwrap_or("");
-    let host_port = host_port.rsplit('@').next().unwrap_or(host_port);
-    host_port
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or(5672)
-}
-
-fn broker_cpu(rounds: &[raw::Round]) -> f64 {
-    median(rounds.iter().map(|r| r.broker_cpu_us).collect())
-}
-
 fn rates(rounds: &[raw::Round]) -> Vec<f64> {
     rounds.iter().map(|r| r.rate).collect()
 }
 
+/// The median over `rounds` of one of their figures.
+fn median_by(rounds: &[raw::Round], figure: fn(&raw::Round) -> f64) -> f64 {
+    median(rounds.iter().map(figure).collect())
+}
+
 fn cpu(rounds: &[raw::Round]) -> f64 {
-    median(rounds.iter().map(|r| r.cpu_us).collect())
+    median_by(rounds, |r| r.cpu_us)
+}
+
+fn broker_cpu(rounds: &[raw::Round]) -> f64 {
+    median_by(rounds, |r| r.broker_cpu_us)
 }
 
 /// The queues of a slingshot-vs-raw comparison, deleted after it.
@@ -229,7 +223,8 @@ async fn run() -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     eprintln!("slingshot-bench on {machine}");
-    match raw::watch_broker(amqp_port(&amqp)) {
+    let port = amqp.parse::<lapin::uri::AMQPUri>().map(|uri| uri.authority.port);
+    match port.map_err(|e| format!("{amqp:?}: {e}")).and_then(raw::watch_broker) {
         Ok(pid) => eprintln!("broker CPU: process {pid}"),
         Err(e) => eprintln!("broker CPU not measured: {e}"),
     }
@@ -288,7 +283,7 @@ async fn run() -> anyhow::Result<()> {
                 "us",
                 format!("the broker's CPU per message; raw: {:.1} us", broker_cpu(&theirs)),
             );
-            let segments = |rounds: &[raw::Round]| median(rounds.iter().map(|r| r.segments).collect());
+            let segments = |rounds: &[raw::Round]| median_by(rounds, |r| r.segments);
             report.add(
                 format!("noop_tcp_segments_per_msg_p{prefetch}"),
                 segments(&ours),
@@ -407,8 +402,8 @@ async fn run() -> anyhow::Result<()> {
 
     // 2b. What a prefetch beyond twice the concurrency buys (and why the
     // default is at least 32): the default concurrency with more deliveries
-    // in flight (requests whose outputs
-    // await their confirms hold no slot, but count against the prefetch).
+    // in flight. Requests whose outputs await their confirms hold no slot
+    // but count against the prefetch.
     if wanted("window") {
         let (concurrency, n) = (4usize, scale(20_000));
         for prefetch in [8u16, 32, 128] {

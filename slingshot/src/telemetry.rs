@@ -130,8 +130,8 @@ impl LogArgs {
                 .with_tracked_inactivity(false)
                 .with_filter(span_targets())
         });
-        // An error here only means a subscriber is already installed.
         let exporting = spans.is_some();
+        // An error here only means a subscriber is already installed.
         let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
         if let (Export::Otlp(url), true) = (&export, exporting) {
             tracing::info!(%url, "exporting traces over OTLP/HTTP");
