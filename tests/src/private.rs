@@ -304,6 +304,87 @@ impl PrivatePostgres {
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", Self::PORT)
     }
+
+    /// Freezes the server, as a hung host would: SIGSTOP to the postmaster,
+    /// then to every process it started. The kernel still accepts and
+    /// acknowledges TCP for the frozen processes. Everything is resumed
+    /// (SIGCONT) when the returned guard is dropped, pass or fail.
+    pub fn freeze(&self) -> Frozen {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        let postmaster: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {}", pid_file.display()));
+        // The guard exists before the first SIGSTOP, so whatever was stopped
+        // is resumed even if listing the rest fails.
+        let mut frozen = Frozen { pids: Vec::new() };
+        send_signal(postmaster, SIGSTOP);
+        frozen.pids.push(postmaster);
+        // Stopped, the postmaster starts no more processes: its children now
+        // are all there will be until it resumes.
+        for child in children_of(postmaster) {
+            if send_signal(child, SIGSTOP) {
+                frozen.pids.push(child);
+            }
+        }
+        frozen
+    }
+}
+
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
+
+/// `kill(pid, signal)`; false if the process is gone.
+fn send_signal(pid: u32, signal: i32) -> bool {
+    extern "C" {
+        fn kill(pid: i32, signal: i32) -> i32;
+    }
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { kill(pid, signal) == 0 }
+}
+
+/// The processes whose parent is `parent` (`/proc/PID/stat`, field 4).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|ppid| ppid.parse::<u32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
+}
+
+/// Processes stopped by [`PrivatePostgres::freeze`]; resumed when dropped.
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    /// How many processes are frozen.
+    pub fn count(&self) -> usize {
+        self.pids.len()
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in self.pids.iter().rev() {
+            send_signal(*pid, SIGCONT);
+        }
+    }
 }
 
 impl Drop for PrivatePostgres {

@@ -44,6 +44,9 @@ pub enum ObjectError {
         reference: String,
         /// What the sys-map said.
         reason: String,
+        /// Whether the sys-map could not be reached or failed (an outage),
+        /// rather than answering that there is no such reference.
+        unavailable: bool,
     },
     /// Local I/O failed (staging a file, reading the directory store).
     #[error("{op} {}: {source}", location(.bucket, .key))]
@@ -86,10 +89,14 @@ impl ObjectError {
         matches!(self, ObjectError::NotFound { .. })
     }
 
-    /// Whether the store (or the local disk) failed, so that the same request
-    /// may succeed later; a missing object or bucket reference will not.
+    /// Whether the store (or the local disk, or the sys-map naming the
+    /// bucket) failed, so that the same request may succeed later; a missing
+    /// object or bucket reference will not.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ObjectError::Io { .. } | ObjectError::Backend { .. })
+        match self {
+            ObjectError::Bucket { unavailable, .. } => *unavailable,
+            other => matches!(other, ObjectError::Io { .. } | ObjectError::Backend { .. }),
+        }
     }
 }
 

@@ -6,10 +6,25 @@ use async_trait::async_trait;
 
 use super::{Backends, BrokerBackend, DatabaseBackend, ObjectsBackend, SysMapError, SysMapSource};
 
-/// Connect timeout of sys-map requests.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Whole-request timeout of sys-map requests.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// The bounds of a sys-map request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// Connecting (TCP and TLS).
+    pub connect: Duration,
+    /// The whole request: connecting, sending, reading the answer.
+    pub request: Duration,
+}
+
+impl Default for HttpTimeouts {
+    /// 5 s to connect, 15 s in all: the defaults of
+    /// `SLINGSHOT_SYS_MAP_CONNECT_TIMEOUT_SECS` and `SLINGSHOT_SYS_MAP_TIMEOUT_SECS`.
+    fn default() -> Self {
+        HttpTimeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(15),
+        }
+    }
+}
 
 /// The configuration service of existing deployments. Services configured
 /// by it run on RabbitMQ, S3 and PostgreSQL.
@@ -20,11 +35,17 @@ pub struct HttpSysMap {
 }
 
 impl HttpSysMap {
-    /// A client of the sys-map at `base` (`http(s)://host[:port][/prefix]`).
+    /// A client of the sys-map at `base` (`http(s)://host[:port][/prefix]`),
+    /// with the default timeouts.
     pub fn new(base: &str) -> Result<Self, SysMapError> {
+        Self::with_timeouts(base, HttpTimeouts::default())
+    }
+
+    /// A client of the sys-map at `base` whose requests are bounded by `timeouts`.
+    pub fn with_timeouts(base: &str, timeouts: HttpTimeouts) -> Result<Self, SysMapError> {
         let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
             .user_agent(concat!("slingshot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SysMapError::Unavailable {
@@ -76,7 +97,20 @@ impl SysMapSource for HttpSysMap {
         }
         if !status.is_success() {
             let snippet: String = body.chars().take(200).collect();
-            return Err(unavailable(format!("GET {url} answered {status}: {snippet}")));
+            let message = format!("GET {url} answered {status}: {snippet}");
+            // A server failing, or asking to be asked later, is an outage;
+            // any other refusal is an answer that waiting will not change.
+            let later = status.is_server_error()
+                || status == reqwest::StatusCode::REQUEST_TIMEOUT
+                || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            return Err(match later {
+                true => unavailable(message),
+                false => SysMapError::Refused {
+                    source_name: self.describe(),
+                    path: path.to_string(),
+                    message,
+                },
+            });
         }
         Ok(body)
     }

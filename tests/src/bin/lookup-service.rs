@@ -1,0 +1,39 @@
+//! A service the sys-map fault test breaks: `lookup-service hopper [run|...]`.
+//!
+//! `hopper` writes each request's object through the bucket reference
+//! `out<request / 1000>`, so a stream of IDs keeps needing references not
+//! looked up yet (each is looked up once, then cached).
+//! `SLINGSHOT_TEST_DELAY_MS` makes each request take that long.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use slingshot::{AnyError, ServiceDef, WriteFileFn};
+
+/// The bucket reference of `request`: one per thousand IDs.
+fn reference(request: u64) -> String {
+    format!("out{}", request / 1000)
+}
+
+#[slingshot::microservice(name = "hopper", sys_map = "file:unused.json", main = false)]
+fn hopper(request: u64, write_file: &WriteFileFn) -> Result<Vec<(u64, bool)>, AnyError> {
+    let delay = std::env::var("SLINGSHOT_TEST_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(delay));
+    write!(write_file(&reference(request), request)?, "object {request}")?;
+    Ok(vec![(request, true)])
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().and_then(|name| ServiceDef::named(name)) {
+        Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
+        None => {
+            eprintln!("usage: lookup-service hopper [run|...]");
+            ExitCode::from(2)
+        }
+    }
+}
