@@ -344,6 +344,19 @@ fn count_lines(log: &str, needles: &[&str]) -> usize {
     log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
 }
 
+/// The distinct errors of the retries `log` records, without the parts
+/// that differ between requests (the request and its timing).
+fn retry_errors(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter(|l| l.contains("will retry"))
+        .filter_map(|l| {
+            let error = l.split_once("error=")?.1;
+            let error = error.split(" delay=").next()?;
+            Some(error.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_frozen_for_20s_mid_stream() {
     use diesel::{Connection, RunQueryDsl};
@@ -389,6 +402,9 @@ async fn postgres_frozen_for_20s_mid_stream() {
         count_lines(&log, &["will retry", "transient=true", "cannot connect"]),
         count_lines(&log, &["will retry", "transient=false"]),
     );
+    for error in retry_errors(&log) {
+        println!("sigstop-postgres: retried after: {error}");
+    }
 
     let url = pg.url();
     let rows: i64 = tokio::task::spawn_blocking(move || {
