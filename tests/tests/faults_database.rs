@@ -274,16 +274,31 @@ struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
-    /// Starts the service and the collector, sends the IDs, and returns once
-    /// `BREAK_AFTER` have arrived: the moment to break something.
-    async fn start(f: &'a Fixture, binary: &str, name: &'static str, sysmap: &str) -> Stream<'a> {
+    /// Starts the service and the collector, sends the IDs (all at once, or
+    /// `paced` per second: a live stream, whose queue stays short, so that
+    /// a retry comes round again at once), and returns once `BREAK_AFTER`
+    /// have arrived: the moment to break something.
+    async fn start(f: &'a Fixture, binary: &str, name: &'static str, sysmap: &str, paced: Option<u64>) -> Stream<'a> {
         let broker = test_broker(&shared_amqp()).await;
         for q in ["in", "out"] {
             broker.declare(&f.q(q), Durability::Durable).await.unwrap();
         }
         let collector = Collector::start(broker.clone(), f.q("out"));
         let service = spawn_service(binary, name, sysmap, f.dir.path());
-        send_ids(&*broker, &f.q("in"), 0..N).await;
+        match paced {
+            None => send_ids(&*broker, &f.q("in"), 0..N).await,
+            Some(per_second) => {
+                let (broker, inbound) = (broker.clone(), f.q("in"));
+                tokio::spawn(async move {
+                    let tenth = (per_second / 10).max(1);
+                    let mut tick = tokio::time::interval(Duration::from_millis(100));
+                    for start in (0..N).step_by(tenth as usize) {
+                        tick.tick().await;
+                        send_ids(&*broker, &inbound, start..(start + tenth).min(N)).await;
+                    }
+                });
+            }
+        }
         collector.wait_for(BREAK_AFTER, FINISH).await;
         Stream {
             f,
@@ -310,17 +325,24 @@ impl<'a> Stream<'a> {
     /// fault line, stops the service, and asserts nothing was lost or
     /// dead-lettered.
     async fn finish(mut self, fault: &str) -> String {
-        self.collector.wait_for(N as usize, FINISH).await;
+        // Every ID, but for those dead-lettered: they are not coming, and
+        // the line below reports them.
+        let dlq = dead_letter_queue(&self.f.q("in"));
+        let waiting = Instant::now();
+        while self.collector.unique() as u64 + self.broker.ready_count(&dlq).await.unwrap() < N {
+            assert!(
+                waiting.elapsed() < FINISH,
+                "only {} of {N} IDs arrived within {FINISH:?}",
+                self.collector.unique()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         // Late duplicates would arrive now.
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Ok(Some(status)) = self.service.try_wait() {
             panic!("{} exited on its own with {status}:\n{}", self.name, self.log());
         }
-        let dead = self
-            .broker
-            .ready_count(&dead_letter_queue(&self.f.q("in")))
-            .await
-            .unwrap();
+        let dead = self.broker.ready_count(&dlq).await.unwrap();
         let expected: Vec<u64> = (0..N).collect();
         let outcome = report(fault, N, &expected, &self.collector.counts(), dead);
         signal(self.service.id().expect("running"), SIGTERM);
@@ -352,7 +374,12 @@ fn retry_errors(log: &str) -> std::collections::BTreeSet<String> {
         .filter_map(|l| {
             let error = l.split_once("error=")?.1;
             let error = error.split(" delay=").next()?;
-            Some(error.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect())
+            Some(
+                error
+                    .chars()
+                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                    .collect(),
+            )
         })
         .collect()
 }
@@ -380,7 +407,7 @@ async fn postgres_frozen_for_20s_mid_stream() {
             json!({"db": private, "records": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}}),
         )
         .await;
-    let stream = Stream::start(&f, env!("CARGO_BIN_EXE_fault-service"), "records", &sysmap).await;
+    let stream = Stream::start(&f, env!("CARGO_BIN_EXE_fault-service"), "records", &sysmap, None).await;
     let before = stream.collector.unique();
     {
         // Resumed when dropped, however this block ends.
@@ -431,18 +458,38 @@ async fn sysmap_gone_for_10s_mid_stream() {
     let f = Fixture::new(Backend::Real, "sysmap-outage");
     let bucket = f.bucket("out");
     let mut endpoints = json!({"hopper": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}});
-    // One bucket behind ten references: `hopper` needs a new one every
-    // thousand IDs, so the stream keeps looking references up.
-    for r in 0..N / 1000 {
-        endpoints[format!("hopper/out{r}")] = Value::String(bucket.clone());
+    // One bucket behind every reference: `out`, and a `rare` one that one
+    // ID in a hundred needs, so the stream keeps looking references up.
+    endpoints["hopper/out"] = Value::String(bucket.clone());
+    for r in 0..N / 100 {
+        endpoints[format!("hopper/rare{r}")] = Value::String(bucket.clone());
     }
     let mut server = SysMapServer::start(f.sysmap_file(endpoints).await).await;
-    let stream = Stream::start(&f, env!("CARGO_BIN_EXE_lookup-service"), "hopper", &server.url()).await;
+    // Paced, below what the service can do: with every ID queued at once, a
+    // failed request's next attempt would wait behind thousands of others,
+    // and the outage would end before any request could use up its
+    // attempts (so a bug would go unnoticed).
+    let stream = Stream::start(
+        &f,
+        env!("CARGO_BIN_EXE_lookup-service"),
+        "hopper",
+        &server.url(),
+        Some(250),
+    )
+    .await;
     server.stop().await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     stream.assert_unfinished();
     server.restart().await;
     let log = stream.finish("sysmap-outage").await;
+    println!(
+        "sysmap-outage: the service retried {} requests as outages and {} as failures of the request",
+        count_lines(&log, &["will retry", "transient=true"]),
+        count_lines(&log, &["will retry", "transient=false"]),
+    );
+    for error in retry_errors(&log) {
+        println!("sysmap-outage: retried after: {error}");
+    }
     assert!(
         log.contains("could not be resolved"),
         "no bucket lookup met the outage, so nothing was tested:\n{log}"

@@ -1,8 +1,10 @@
 //! A service the sys-map fault test breaks: `lookup-service hopper [run|...]`.
 //!
 //! `hopper` writes each request's object through the bucket reference
-//! `out<request / 1000>`, so a stream of IDs keeps needing references not
-//! looked up yet (each is looked up once, then cached).
+//! `out`, but one request in a hundred (IDs ending in 50) through
+//! `rare<request / 100>`: a stream of IDs keeps needing references not
+//! looked up yet (each is looked up once, then cached), while most of it
+//! flows.
 //! `SLINGSHOT_TEST_DELAY_MS` makes each request take that long.
 
 use std::io::Write;
@@ -11,9 +13,12 @@ use std::time::Duration;
 
 use slingshot::{AnyError, ServiceDef, WriteFileFn};
 
-/// The bucket reference of `request`: one per thousand IDs.
+/// The bucket reference of `request`.
 fn reference(request: u64) -> String {
-    format!("out{}", request / 1000)
+    match request % 100 {
+        50 => format!("rare{}", request / 100),
+        _ => "out".to_string(),
+    }
 }
 
 #[slingshot::microservice(name = "hopper", sys_map = "file:unused.json", main = false)]
