@@ -107,23 +107,28 @@ def header_text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def run_bad_query(real, sys_map: str, inbound: str, outbound: str) -> None:
-    """Runs ``bad_query.py``: requests 1 to 4 must be dead-lettered as
-    database failures after two attempts, and the service must keep
-    processing the good ones sent after them."""
+def run_bad_query(real, sys_map: str, inbound: str, outbound: str, sleep_says: str) -> None:
+    """Runs ``bad_query.py``: requests 1 to 5 must be dead-lettered as
+    database failures after two attempts (5's error saying ``sleep_says``),
+    and the service must keep processing the good ones sent after them."""
     service = real.start(
         SERVICES / "bad_query.py",
         sys_map,
-        env={"SLINGSHOT_MAX_ATTEMPTS": "2", "SLINGSHOT_RETRY_BASE_MS": "10", "SLINGSHOT_RETRY_MAX_MS": "20"},
+        env={
+            "SLINGSHOT_MAX_ATTEMPTS": "2",
+            "SLINGSHOT_RETRY_BASE_MS": "10",
+            "SLINGSHOT_RETRY_MAX_MS": "20",
+            "SLINGSHOT_DB_STATEMENT_TIMEOUT_SECS": "1",
+        },
     )
     # One good request first: once it is through, the service has declared
     # its queues, the dead-letter queue among them.
     real.publish(inbound, [10])
     ok = real.drain(outbound, 1, timeout=60)
-    real.publish(inbound, [1, 2, 3, 4])
-    dead = real.drain(f"{inbound}.dead-letter", 4, timeout=60)
+    real.publish(inbound, [1, 2, 3, 4, 5])
+    dead = real.drain(f"{inbound}.dead-letter", 5, timeout=60)
     # Were any of them an outage, it would be retried for ever instead.
-    assert sorted(int(body) for body, _ in dead) == [1, 2, 3, 4], f"dead-lettered: {dead}"
+    assert sorted(int(body) for body, _ in dead) == [1, 2, 3, 4, 5], f"dead-lettered: {dead}"
     real.publish(inbound, range(11, 20))
     ok += real.drain(outbound, 9, timeout=60)
     running = service.poll() is None
@@ -139,6 +144,7 @@ def run_bad_query(real, sys_map: str, inbound: str, outbound: str) -> None:
     by_id = {int(body): header_text(headers["x-slingshot-error"]) for body, headers in dead}
     assert "no_such_table" in by_id[2], by_id[2]
     assert "never_prepared" in by_id[4], by_id[4]
+    assert sleep_says in by_id[5], by_id[5]
     assert service.returncode == 0, log
 
 
@@ -147,7 +153,7 @@ def test_a_wrong_query_on_postgres_is_dead_lettered_and_the_service_keeps_runnin
     real.sql("INSERT INTO taken (id) VALUES (0)")
     inbound, outbound = real.queue("badq-in"), real.queue("badq-out")
     url = real.serve({"bad-query": {"in": inbound, "out": [{"case": True, "queues": [outbound]}]}})
-    run_bad_query(real, url, inbound, outbound)
+    run_bad_query(real, url, inbound, outbound, "canceling statement due to statement timeout")
     assert real.sql("SELECT count(*) FROM taken")[0][0] == 11
 
 
@@ -182,6 +188,6 @@ def test_a_wrong_query_on_sqlite_is_dead_lettered_and_the_service_keeps_running(
             }
         )
     )
-    run_bad_query(real, f"file:{sysmap}", inbound, outbound)
+    run_bad_query(real, f"file:{sysmap}", inbound, outbound, "no such function: pg_sleep")
     assert db.execute("SELECT count(*) FROM taken").fetchone()[0] == 11
     db.close()

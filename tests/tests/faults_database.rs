@@ -27,10 +27,11 @@ const WAIT: Duration = Duration::from_secs(60);
 
 // ---- a wrong query fails the request -------------------------------------
 
-/// Requests 1 to 4 run a query that can never succeed; the others insert a
+/// Requests 1 to 5 run a query that can never succeed; the others insert a
 /// row. Request 4's error is raised by a trigger whose message reads like a
 /// lost connection ("could not connect ..."): what classifies a failure is
-/// its type, never its text.
+/// its type, never its text. Request 5 sleeps past the statement timeout
+/// the test sets (SQLite has no `pg_sleep`: a wrong query there too).
 #[slingshot::microservice(name = "bad-query", sys_map = "file:unused.json", main = false)]
 fn bad_query(request: u64, connection: &mut AnyConnection) -> Result<Vec<(u64, bool)>, AnyError> {
     use diesel::RunQueryDsl;
@@ -39,6 +40,7 @@ fn bad_query(request: u64, connection: &mut AnyConnection) -> Result<Vec<(u64, b
         2 => "SELECT * FROM no_such_table".to_string(),
         3 => "INSERT INTO taken (id) VALUES (0)".to_string(),
         4 => "INSERT INTO refused (id) VALUES (4)".to_string(),
+        5 => "SELECT pg_sleep(5)".to_string(),
         id => format!("INSERT INTO taken (id) VALUES ({id})"),
     };
     diesel::sql_query(sql).execute(connection)?;
@@ -77,15 +79,22 @@ fn text(message: &Message, name: &str) -> String {
 async fn a_wrong_query_is_dead_lettered_as_a_database_failure(backend: Backend) {
     let f = Fixture::new(backend, "bad-query");
     f.create_tables(&bad_query_tables(backend)).await;
+    let settings = slingshot::Settings {
+        db_statement_timeout: Duration::from_secs(1),
+        ..f.settings()
+    };
     let runtime = f
-        .runtime(json!({"bad-query": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("ok")]}]}}))
+        .runtime_with(
+            json!({"bad-query": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("ok")]}]}}),
+            settings,
+        )
         .await;
     let service = runtime.start(ServiceDef::find("bad-query").unwrap()).await.unwrap();
     let broker = runtime.broker().clone();
     let dlq = dead_letter_queue(&f.q("in"));
-    runtime.send(&f.q("in"), 1..=4).await.unwrap();
+    runtime.send(&f.q("in"), 1..=5).await.unwrap();
     // Were any of them an outage, it would be retried for ever instead.
-    wait_for_count(broker.as_ref(), &dlq, 4, WAIT).await;
+    wait_for_count(broker.as_ref(), &dlq, 5, WAIT).await;
     // The service keeps running: good requests after them go through.
     runtime.send(&f.q("in"), 10..20).await.unwrap();
     wait_for_count(broker.as_ref(), &f.q("ok"), 10, WAIT).await;
@@ -97,6 +106,13 @@ async fn a_wrong_query_is_dead_lettered_as_a_database_failure(backend: Backend) 
         (2, "no_such_table"),
         (3, "unique"),
         (4, "could not connect to the ledger"),
+        (
+            5,
+            match backend {
+                Backend::Embedded => "no such function: pg_sleep",
+                Backend::Real | Backend::Quorum => "canceling statement due to statement timeout",
+            },
+        ),
     ];
     assert_eq!(dead.len(), expected.len());
     for (d, (id, error)) in dead.iter().zip(expected) {
@@ -119,7 +135,7 @@ async fn a_wrong_query_is_dead_lettered_as_a_database_failure(backend: Backend) 
             "request {id} was taken for an outage"
         );
     }
-    assert_eq!(service.stats.dead_lettered.load(Ordering::Relaxed), 4);
+    assert_eq!(service.stats.dead_lettered.load(Ordering::Relaxed), 5);
     runtime.shutdown();
 }
 
