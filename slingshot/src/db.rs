@@ -390,21 +390,64 @@ where
 /// Runs `work` on a thread of its own and waits at most `timeout` for its
 /// result. When the wait ends first, `work` carries on and its result is
 /// dropped on that thread once it is done (a connection it holds goes back
-/// to its pool then).
+/// to its pool then). Threads are reused: starting one for every checkout
+/// would cost several times what handing work to an idle one does.
 #[doc(hidden)]
 pub fn within<T: Send + 'static>(timeout: Duration, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Late> {
     let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("slingshot-db-wait".into())
-        .spawn(move || {
-            // The waiter may have given up: the result is dropped here then.
-            let _ = tx.send(work());
-        })
-        .map_err(Late::NoThread)?;
+    run_detached(Box::new(move || {
+        // The waiter may have given up: the result is dropped here then.
+        let _ = tx.send(work());
+    }))
+    .map_err(Late::NoThread)?;
     rx.recv_timeout(timeout).map_err(|e| match e {
         mpsc::RecvTimeoutError::Timeout => Late::Elapsed,
         mpsc::RecvTimeoutError::Disconnected => Late::Panicked,
     })
+}
+
+/// Work for a [`within`] thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads of [`within`] waiting for work, each by the sender of its queue.
+/// A thread stuck in its work (a ping to a frozen server) is not here, so a
+/// stuck thread never delays other work; a new thread is started when none
+/// is idle.
+static IDLE: std::sync::Mutex<Vec<mpsc::Sender<Job>>> = std::sync::Mutex::new(Vec::new());
+
+/// Idle threads kept for later work; one that finds this many idle ends.
+const MAX_IDLE: usize = 64;
+
+/// Hands `job` to an idle thread, or to a new one.
+fn run_detached(mut job: Job) -> std::io::Result<()> {
+    let idle = || IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    while let Some(worker) = idle() {
+        match worker.send(job) {
+            Ok(()) => return Ok(()),
+            // Its thread is gone (it panicked): try the next one.
+            Err(mpsc::SendError(back)) => job = back,
+        }
+    }
+    let (me, jobs) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("slingshot-db-wait".into())
+        .spawn(move || {
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                job();
+                {
+                    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+                    if idle.len() >= MAX_IDLE {
+                        return;
+                    }
+                    idle.push(me.clone());
+                }
+                // This thread holds a sender of its own queue: it waits
+                // here until it is handed more work.
+                next = jobs.recv().ok();
+            }
+        })
+        .map(drop)
 }
 
 /// Why [`within`] has no result.
@@ -530,6 +573,15 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(250));
         let thread = on.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_ne!(thread, std::thread::current().id(), "dropped on the worker's thread");
+    }
+
+    #[test]
+    fn within_reuses_its_threads() {
+        let threads: std::collections::HashSet<_> = (0..20)
+            .map(|_| within(Duration::from_secs(5), || std::thread::current().id()).unwrap())
+            .collect();
+        // Other tests may take an idle thread meanwhile, but not one each time.
+        assert!(threads.len() < 10, "{} threads for 20 calls", threads.len());
     }
 
     #[test]
