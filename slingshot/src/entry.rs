@@ -129,7 +129,9 @@ fn command_for(def: &ServiceDef) -> clap::Command {
         .bin_name(def.name)
         .about(format!(
             "{}: a slingshot microservice (function `{}`, sys-map {:?} unless SLINGSHOT_SYS_MAP is set)",
-            def.name, def.function, def.sys_map
+            def.name,
+            def.function,
+            crate::redact::url(def.sys_map)
         ))
         .after_help(
             "Secrets: a reference REF of the sys-map resolves from $SLINGSHOT_SECRET_<REF> (upper-cased, \
