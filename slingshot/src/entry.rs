@@ -371,14 +371,8 @@ async fn dead_letters(
     let broker = runtime.broker().as_ref();
     match action {
         DeadLetterAction::List => {
-            let letters = deadletter::list(broker, &inbound).await?;
-            println!(
-                "{}: {} dead letter(s) in {}",
-                def.name,
-                letters.len(),
-                dead_letter_queue(&inbound)
-            );
-            for letter in letters {
+            // Printed as they are read: the queue may be long.
+            let count = deadletter::list(broker, &inbound, |letter| {
                 let id = match letter.id {
                     Some(id) => id.to_string(),
                     None => format!("{:?}", String::from_utf8_lossy(&letter.body)),
@@ -387,7 +381,13 @@ async fn dead_letters(
                     "  {id}  kind={} attempts={} failed_at={}  {}",
                     letter.kind, letter.attempts, letter.failed_at, letter.error
                 );
-            }
+            })
+            .await?;
+            println!(
+                "{}: {count} dead letter(s) in {}",
+                def.name,
+                dead_letter_queue(&inbound)
+            );
         }
         DeadLetterAction::Replay { all, ids } => {
             let selection = if all { Selection::All } else { Selection::Ids(ids) };
