@@ -40,7 +40,13 @@ pub enum Error {
     /// Listing or replaying dead letters stopped partway; every dead letter
     /// is either replayed or still in the dead-letter queue.
     #[error("dead letters: {0}")]
-    DeadLetters(#[from] crate::deadletter::Stopped),
+    DeadLetters(Box<crate::deadletter::Stopped>),
+}
+
+impl From<crate::deadletter::Stopped> for Error {
+    fn from(stopped: crate::deadletter::Stopped) -> Self {
+        Error::DeadLetters(Box::new(stopped))
+    }
 }
 
 /// `error: cause: cause`, on one line.

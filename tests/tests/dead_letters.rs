@@ -255,7 +255,7 @@ async fn long_queues_are_listed_and_replayed_one_delivery_at_a_time(backend: Bac
 /// The outcome of `replay` as the test expects it to have stopped.
 fn stopped(result: Result<(usize, usize), slingshot::Error>) -> Stopped {
     match result {
-        Err(slingshot::Error::DeadLetters(stopped)) => stopped,
+        Err(slingshot::Error::DeadLetters(stopped)) => *stopped,
         other => panic!("the replay did not stop: {other:?}"),
     }
 }
