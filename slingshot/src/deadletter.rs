@@ -24,7 +24,7 @@
 
 use crate::broker::{Broker, BrokerError, Delivery, Message};
 use crate::error::Error;
-use crate::protocol::{dead_letter_queue, parse_id, replay_message, FailureRecord};
+use crate::protocol::{self, dead_letter_queue, parse_id, FailureRecord};
 
 /// One dead-lettered message, as its headers describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +151,7 @@ async fn walk(
         seen(&message);
         let replaying = replay(&message);
         let published = match replaying {
-            true => broker.publish(inbound, replay_message(&message)).await,
+            true => broker.publish(inbound, protocol::replay(&message)).await,
             false => broker.publish(&queue, message).await,
         };
         if let Err(e) = published {
