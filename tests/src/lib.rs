@@ -10,6 +10,7 @@ pub mod fault_report;
 pub mod original;
 pub mod otlp;
 pub mod private;
+pub mod storage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
