@@ -78,7 +78,12 @@ impl Failure {
             if let Some(failure) = e.downcast_ref::<Failure>() {
                 return failure.clone();
             }
-            if let Some(object) = e.downcast_ref::<ObjectError>() {
+            // A reader's I/O error carries the ObjectError of the download
+            // that failed (io::Error's `source` skips it).
+            let object = e
+                .downcast_ref::<ObjectError>()
+                .or_else(|| e.downcast_ref::<std::io::Error>().and_then(ObjectError::in_io_error));
+            if let Some(object) = object {
                 return Failure {
                     transient: object.is_transient(),
                     ..Failure::new(FailureKind::Storage, message)
