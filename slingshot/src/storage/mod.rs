@@ -161,6 +161,13 @@ impl ObjectError {
         error.get_ref()?.downcast_ref()
     }
 
+    /// Whether an I/O error of a reader or writer `process` got is an
+    /// outage: what the [`ObjectError`] inside says, else (local I/O) unless
+    /// waiting cannot help. For bindings that classify errors themselves.
+    pub fn io_error_is_transient(error: &io::Error) -> bool {
+        ObjectError::in_io_error(error).map_or_else(|| local_io_is_transient(error), ObjectError::is_transient)
+    }
+
     /// This error as an I/O error (for [`Read`] implementations), from which
     /// [`ObjectError::in_io_error`] recovers it.
     pub fn into_io_error(self) -> io::Error {
