@@ -124,3 +124,31 @@ fn is_lost_connection(error: &diesel::result::Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_error_inside_a_readers_io_error_keeps_its_class() {
+        let broken = ObjectError::Backend {
+            op: "read",
+            bucket: "b".into(),
+            key: "1".into(),
+            message: "the download broke off".into(),
+        };
+        let failure = Failure::from_process(Box::new(broken.into_io_error()));
+        assert_eq!((failure.kind, failure.transient), (FailureKind::Storage, true));
+        let refused = ObjectError::Refused {
+            op: "upload",
+            bucket: "b".into(),
+            key: "1".into(),
+            message: "AccessDenied: Forbidden (HTTP 403)".into(),
+        };
+        let failure = Failure::from_process(Box::new(refused));
+        assert_eq!((failure.kind, failure.transient), (FailureKind::Storage, false));
+        assert!(failure.message.contains("AccessDenied"), "{}", failure.message);
+        let plain = Failure::from_process(Box::new(std::io::Error::other("disk on fire")));
+        assert_eq!((plain.kind, plain.transient), (FailureKind::Process, false));
+    }
+}

@@ -118,9 +118,9 @@ pub struct SettingsArgs {
           value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
     pub s3_connect_timeout_secs: u64,
 
-    /// Seconds from sending an S3 request (its body included: one 16 MiB
-    /// part of an upload) to the first byte of the answer; also the longest
-    /// pause in a download.
+    /// Seconds from sending an S3 request, its body included, to the first
+    /// byte of the answer (an upload sends four 16 MiB parts at a time: they
+    /// must get through within it); also the longest pause in a download.
     #[arg(long, global = true, env = "SLINGSHOT_S3_READ_TIMEOUT_SECS", value_name = "SECS", default_value_t = 60,
           value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
     pub s3_read_timeout_secs: u64,

@@ -187,6 +187,10 @@ fn local_io_is_transient(error: &io::Error) -> bool {
 }
 
 /// A streaming, synchronous reader of one object, returned by `read_file`.
+///
+/// Reading blocks the calling thread while the object's bytes arrive: read
+/// it where `process` runs (a blocking thread), never from an async task of
+/// the service's runtime.
 pub struct ObjectReader {
     inner: Box<dyn Read + Send>,
 }

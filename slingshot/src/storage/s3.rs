@@ -42,9 +42,9 @@ const CHUNK: usize = 256 * 1024;
 pub struct S3Timeouts {
     /// Establishing a connection.
     pub connect: Duration,
-    /// From sending a request (its body included: one part of an upload) to
-    /// the first byte of the answer; also the longest pause in the body of a
-    /// download.
+    /// From sending a request, its body included (a part of an upload; four
+    /// go at a time), to the first byte of the answer; also the longest pause
+    /// in the body of a download.
     pub read: Duration,
     /// One HTTP attempt as a whole.
     pub attempt: Duration,

@@ -116,9 +116,24 @@ impl StagingRoot {
 
 impl Drop for StagingRoot {
     /// The process is done staging: the directory goes (what requests
-    /// staged is gone already).
+    /// staged is gone already), unless it still records unfinished uploads
+    /// (an abort still running at exit, or one that failed): it then stays,
+    /// unlocked, for the next start-up to abort them and sweep it.
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+        let journal = self.journal();
+        let pending = std::fs::read_dir(&journal).is_ok_and(|mut records| records.next().is_some());
+        let removed = if pending {
+            tracing::info!(dir = %self.path.display(), "unfinished uploads recorded; the next start-up aborts them");
+            std::fs::read_dir(&self.path).and_then(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path() != journal)
+                    .try_for_each(|e| std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path())))
+            })
+        } else {
+            std::fs::remove_dir_all(&self.path)
+        };
+        if let Err(e) = removed {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!(dir = %self.path.display(), error = %e, "cannot remove the staging directory");
             }
@@ -489,6 +504,26 @@ mod tests {
         drop(first);
         assert!(!path.exists(), "removed when the process is done with it");
         assert!(second.path.exists());
+    }
+
+    #[test]
+    fn a_directory_recording_unfinished_uploads_stays_for_the_next_start_up() {
+        let base = tempfile::tempdir().unwrap();
+        let (root, _) = StagingRoot::claim(base.path()).unwrap();
+        let path = root.path.clone();
+        std::fs::create_dir_all(path.join("request-x")).unwrap();
+        std::fs::create_dir_all(root.journal()).unwrap();
+        let upload = PendingUpload {
+            bucket: "out".into(),
+            key: "9".into(),
+            upload_id: "u".into(),
+        };
+        std::fs::write(root.journal().join("0.upload"), upload.to_record()).unwrap();
+        drop(root);
+        assert!(!path.join("request-x").exists());
+        let (_next, swept) = StagingRoot::claim(base.path()).unwrap();
+        assert_eq!((swept.dirs, swept.uploads), (1, vec![upload]));
+        assert!(!path.exists());
     }
 
     #[test]
