@@ -19,20 +19,14 @@ pub const ROOT_PREFIX: &str = "slingshot-staging-";
 /// unfinished uploads (see [`ObjectStore::journal_uploads_in`]).
 pub const JOURNAL_DIR: &str = "uploads";
 
-/// Takes an exclusive `flock(2)` on `file` without waiting: `Ok(false)` if
-/// another open file holds it. The lock goes with the file, and with the
-/// process however it ends.
+/// Takes an exclusive lock (`flock(2)`) on `file` without waiting:
+/// `Ok(false)` if another open file holds it. The lock goes with the file,
+/// and with the process however it ends.
 pub(crate) fn try_lock(file: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock(2) on a descriptor `file` owns for the whole call.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EWOULDBLOCK) => Ok(false),
-        _ => Err(e),
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
