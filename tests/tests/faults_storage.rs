@@ -135,6 +135,51 @@ async fn wait_for_ids(collector: &Collector, n: usize, service: &mut Service, he
     }
 }
 
+/// `storage-service writer` on a private Garage holding its buckets `out`
+/// and `side`, in the middle of a stream.
+struct Writers {
+    garage: PrivateGarage,
+    broker: Arc<dyn Broker>,
+    collector: Collector,
+    service: Service,
+}
+
+impl Writers {
+    /// Starts the private Garage, the service (with `env`) and a collector,
+    /// sends IDs `0..n`, and returns once `break_after` came out.
+    async fn start(f: &Fixture, n: u64, break_after: usize, env: &[(&'static str, String)]) -> Writers {
+        let (out, side) = (f.bucket("out"), f.bucket("side"));
+        let buckets = [out.clone(), side.clone()];
+        let garage = tokio::task::spawn_blocking(move || {
+            let garage = PrivateGarage::start();
+            for bucket in &buckets {
+                garage.create_bucket(bucket);
+            }
+            garage
+        })
+        .await
+        .expect("start a private Garage");
+        let (storage, mut settings) = private_storage(&garage);
+        let (service, wired) = wiring(f, "writer");
+        let sysmap = f
+            .serve_sysmap(json!({service: wired, "writer/out": out, "writer/side": side, "object-storage": storage}))
+            .await;
+        let broker = test_broker(&shared_amqp()).await;
+        declare(&*broker, f).await;
+        let collector = Collector::start(broker.clone(), f.q("out"));
+        settings.extend(env.iter().cloned());
+        let mut service = Service::spawn("writer", &sysmap, f.dir.path(), &settings);
+        send_ids(&*broker, &f.q("in"), 0..n).await;
+        wait_for_ids(&collector, break_after, &mut service, None).await;
+        Writers {
+            garage,
+            broker,
+            collector,
+            service,
+        }
+    }
+}
+
 /// A `process` that reads 16 bytes of a 64 MiB object and opens it again
 /// while the first download is still open, at a concurrency of twice the
 /// service runtime's worker threads: the runtime must keep answering
@@ -194,30 +239,14 @@ async fn s3_forbidden() {
     let _turn = TURN.lock().await;
     let _figures = Figures("s3-forbidden");
     let f = Fixture::new(Backend::Real, "forbidden");
-    let (out, side) = (f.bucket("out"), f.bucket("side"));
-    let buckets = [out.clone(), side.clone()];
-    let garage = tokio::task::spawn_blocking(move || {
-        let garage = PrivateGarage::start();
-        for bucket in &buckets {
-            garage.create_bucket(bucket);
-        }
-        garage
-    })
-    .await
-    .unwrap();
-    let (storage, secrets) = private_storage(&garage);
-    let (service, wired) = wiring(&f, "writer");
-    let sysmap = f
-        .serve_sysmap(json!({service: wired, "writer/out": out, "writer/side": side, "object-storage": storage}))
-        .await;
-    let broker = test_broker(&shared_amqp()).await;
-    declare(&*broker, &f).await;
-    let collector = Collector::start(broker.clone(), f.q("out"));
-    let mut env = secrets;
-    env.push(("SLINGSHOT_MAX_ATTEMPTS", ATTEMPTS.to_string()));
-    let mut service = Service::spawn("writer", &sysmap, f.dir.path(), &env);
-    send_ids(&*broker, &f.q("in"), 0..N).await;
-    wait_for_ids(&collector, 500, &mut service, None).await;
+    let side = f.bucket("side");
+    let env = [("SLINGSHOT_MAX_ATTEMPTS", ATTEMPTS.to_string())];
+    let Writers {
+        garage,
+        broker,
+        collector,
+        mut service,
+    } = Writers::start(&f, N, 500, &env).await;
     let garage = Arc::new(garage);
     let g = garage.clone();
     let bucket = side.clone();
@@ -294,34 +323,19 @@ async fn sigstop_garage() {
     const N: u64 = 10_000;
     let _turn = TURN.lock().await;
     let _figures = Figures("sigstop-garage");
-    let garage = tokio::task::spawn_blocking(PrivateGarage::start).await.unwrap();
     let f = Fixture::new(Backend::Real, "sigstop-garage");
-    let (out, side) = (f.bucket("out"), f.bucket("side"));
-    let store = garage.s3();
-    for bucket in [&out, &side] {
-        store
-            .create_bucket(bucket)
-            .await
-            .expect("create a bucket on the private Garage");
-    }
-    let (storage, secrets) = private_storage(&garage);
-    let (service, wired) = wiring(&f, "writer");
-    let sysmap = f
-        .serve_sysmap(json!({service: wired, "writer/out": out, "writer/side": side, "object-storage": storage}))
-        .await;
-    let broker = test_broker(&shared_amqp()).await;
-    declare(&*broker, &f).await;
-    let collector = Collector::start(broker.clone(), f.q("out"));
-    let mut env = secrets;
-    env.extend([
+    let env = [
         ("SLINGSHOT_S3_CONNECT_TIMEOUT_SECS", "2".to_string()),
         ("SLINGSHOT_S3_READ_TIMEOUT_SECS", "3".to_string()),
         ("SLINGSHOT_S3_ATTEMPT_TIMEOUT_SECS", "4".to_string()),
         ("SLINGSHOT_S3_OPERATION_TIMEOUT_SECS", "8".to_string()),
-    ]);
-    let mut service = Service::spawn("writer", &sysmap, f.dir.path(), &env);
-    send_ids(&*broker, &f.q("in"), 0..N).await;
-    wait_for_ids(&collector, 2_500, &mut service, None).await;
+    ];
+    let Writers {
+        garage,
+        broker,
+        collector,
+        mut service,
+    } = Writers::start(&f, N, 2_500, &env).await;
     let frozen = garage.freeze();
     let before = collector.unique();
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -349,6 +363,18 @@ async fn sigstop_garage() {
         "no S3 call timed out while Garage was frozen for 20 s: its waits are unbounded. The service logged:\n{}",
         log.lines().take(40).collect::<Vec<_>>().join("\n")
     );
+}
+
+/// The multipart uploads in progress in `bucket`.
+async fn unfinished_uploads(s3: &slingshot::storage::s3::S3Store, bucket: &str) -> usize {
+    s3.client()
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("list multipart uploads")
+        .uploads()
+        .len()
 }
 
 /// What the staging directory holds: every file and directory under it.
@@ -380,6 +406,32 @@ fn staging_left(dir: &Path) -> Vec<PathBuf> {
             })
         })
         .collect()
+}
+
+/// The staged files a killed process `left` are gone, and no request's are
+/// left under `staging`.
+fn assert_swept(left: &[PathBuf], staging: &Path) {
+    for staged in left {
+        assert!(
+            !staged.exists(),
+            "{} of the killed process was not swept",
+            staged.display()
+        );
+    }
+    assert_eq!(
+        staged_files(staging),
+        Vec::<PathBuf>::new(),
+        "staged files left after the upload"
+    );
+}
+
+/// The service that stopped removed its staging directory.
+fn assert_no_staging_left(staging: &Path) {
+    assert_eq!(
+        staging_left(staging),
+        Vec::<PathBuf>::new(),
+        "staging directories left after exit"
+    );
 }
 
 /// Files under `dir` whose name ends in `.staged`.
@@ -448,20 +500,7 @@ async fn kill_mid_upload_s3() {
     ];
     let first = Service::spawn("big-writer", &sysmap, f.dir.path(), &env);
     send_ids(&*broker, &f.q("in"), BIG_ID..BIG_ID + 1).await;
-    let uploads = || {
-        let client = s3.client().clone();
-        let bucket = out.clone();
-        async move {
-            client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .send()
-                .await
-                .expect("list multipart uploads")
-                .uploads()
-                .len()
-        }
-    };
+    let uploads = || unfinished_uploads(&s3, &out);
     let start = Instant::now();
     while uploads().await == 0 {
         assert!(start.elapsed() < Duration::from_secs(120), "the upload never started");
@@ -484,25 +523,10 @@ async fn kill_mid_upload_s3() {
     tokio::task::spawn_blocking(move || assert_patterned(object, BIG_ID, BIG_MB << 20))
         .await
         .unwrap();
-    for staged in &left {
-        assert!(
-            !staged.exists(),
-            "{} of the killed process was not swept",
-            staged.display()
-        );
-    }
-    assert_eq!(
-        staged_files(&staging),
-        Vec::<PathBuf>::new(),
-        "staged files left after the upload"
-    );
+    assert_swept(&left, &staging);
     assert_eq!(uploads().await, 0, "an unfinished multipart upload was left on Garage");
     second.stop().await;
-    assert_eq!(
-        staging_left(&staging),
-        Vec::<PathBuf>::new(),
-        "staging directories left after exit"
-    );
+    assert_no_staging_left(&staging);
     let counts = collector.counts();
     let outcome = report("kill-mid-upload-s3", 1, &[BIG_ID], &counts, 0);
     assert_eq!(outcome.lost, 0);
@@ -571,24 +595,9 @@ async fn kill_mid_upload_dir() {
         Vec::<PathBuf>::new(),
         "partial files left in the bucket directory"
     );
-    for staged in &left_staged {
-        assert!(
-            !staged.exists(),
-            "{} of the killed process was not swept",
-            staged.display()
-        );
-    }
-    assert_eq!(
-        staged_files(&staging),
-        Vec::<PathBuf>::new(),
-        "staged files left after the upload"
-    );
+    assert_swept(&left_staged, &staging);
     second.stop().await;
-    assert_eq!(
-        staging_left(&staging),
-        Vec::<PathBuf>::new(),
-        "staging directories left after exit"
-    );
+    assert_no_staging_left(&staging);
     let outcome = report("kill-mid-upload-dir", 1, &[BIG_ID], &collector.counts(), 0);
     assert_eq!(outcome.lost, 0);
     publish(&format!(
@@ -653,19 +662,7 @@ async fn a_multipart_upload_dropped_midway_is_aborted() {
     s3.create_bucket(&bucket).await.unwrap();
     let staged = f.dir.path().join("big.staged");
     std::fs::write(&staged, patterned(1, (BIG_MB << 20) as usize)).unwrap();
-    let uploads = || {
-        let (client, bucket) = (s3.client().clone(), bucket.clone());
-        async move {
-            client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .send()
-                .await
-                .expect("list multipart uploads")
-                .uploads()
-                .len()
-        }
-    };
+    let uploads = || unfinished_uploads(&s3, &bucket);
     let upload = {
         let (store, bucket, staged) = (s3.clone(), bucket.clone(), staged.clone());
         tokio::spawn(async move { store.put_file(&bucket, "1", &staged).await })

@@ -351,6 +351,16 @@ impl Drop for AbortOnDrop {
 /// Aborts `upload`, then removes its record; a failed abort keeps the record
 /// for the next start-up.
 async fn abort(client: &Client, upload: &PendingUpload, record: Option<PathBuf>) {
+    match abort_multipart(client, upload).await {
+        Ok(()) => forget(record).await,
+        Err(e) => tracing::warn!(upload_id = %upload.upload_id, error = %e,
+            "cannot abort an unfinished multipart upload; the next start-up tries again"),
+    }
+}
+
+/// Aborts `upload`, freeing its parts; one that is gone already (completed
+/// or aborted) leaves nothing to free.
+async fn abort_multipart(client: &Client, upload: &PendingUpload) -> Result<(), ObjectError> {
     let aborted = client
         .abort_multipart_upload()
         .bucket(&upload.bucket)
@@ -359,10 +369,9 @@ async fn abort(client: &Client, upload: &PendingUpload, record: Option<PathBuf>)
         .send()
         .await;
     match aborted {
-        Ok(_) => forget(record).await,
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => forget(record).await,
-        Err(e) => tracing::warn!(bucket = %upload.bucket, key = %upload.key, upload_id = %upload.upload_id,
-            error = %sdk_message(&e), "cannot abort an unfinished multipart upload; the next start-up tries again"),
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
+        Err(e) => Err(classify("abort multipart upload", &upload.bucket, &upload.key, e)),
     }
 }
 
@@ -624,20 +633,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn abort_upload(&self, upload: &PendingUpload) -> Result<(), ObjectError> {
-        let aborted = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&upload.bucket)
-            .key(&upload.key)
-            .upload_id(&upload.upload_id)
-            .send()
-            .await;
-        match aborted {
-            Ok(_) => Ok(()),
-            // Completed or aborted already: nothing left to free.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
-            Err(e) => Err(classify("abort multipart upload", &upload.bucket, &upload.key, e)),
-        }
+        abort_multipart(&self.client, upload).await
     }
 
     fn describe(&self) -> String {

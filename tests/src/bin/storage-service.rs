@@ -10,7 +10,7 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use slingshot::{AnyError, ReadFileFn, ServiceDef, WriteFileFn};
+use slingshot::{AnyError, ReadFileFn, WriteFileFn};
 use slingshot_tests::storage::pattern;
 
 /// Reads twice from the start of one large object, the second reader opened
@@ -61,12 +61,5 @@ fn big_writer(request: u64, write_file: &WriteFileFn) -> Result<Vec<(u64, bool)>
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().and_then(|name| ServiceDef::named(name)) {
-        Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
-        None => {
-            eprintln!("usage: storage-service (rereader|writer|big-writer) [run|...]");
-            ExitCode::from(2)
-        }
-    }
+    slingshot_tests::run_named_service("storage-service (rereader|writer|big-writer) [run|...]")
 }
