@@ -242,7 +242,7 @@ impl ObjectWriter {
     /// written so far moves to it (at the same position), and everything
     /// written from then on goes to it.
     pub fn file(&mut self) -> io::Result<&mut std::fs::File> {
-        self.spill()?;
+        self.spill().map_err(|e| self.spool.failed(e))?;
         match &mut self.buffer {
             Buffer::File(file) => Ok(file),
             Buffer::Memory(_) => unreachable!("spilled above"),
@@ -271,32 +271,37 @@ impl std::fmt::Debug for ObjectWriter {
     }
 }
 
+/// Its I/O errors carry an [`ObjectError::Io`] (see
+/// [`ObjectError::in_io_error`]), so that a full disk is an outage and a
+/// permission is not, however `process` passes them on.
 impl Write for ObjectWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Buffer::Memory(cursor) = &self.buffer {
             if cursor.position().saturating_add(buf.len() as u64) > staging::MEMORY_LIMIT {
-                self.spill()?;
+                self.spill().map_err(|e| self.spool.failed(e))?;
             }
         }
-        match &mut self.buffer {
+        let written = match &mut self.buffer {
             Buffer::Memory(cursor) => cursor.write(buf),
             Buffer::File(file) => file.write(buf),
-        }
+        };
+        written.map_err(|e| self.spool.failed(e))
     }
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.buffer {
             Buffer::Memory(_) => Ok(()),
-            Buffer::File(file) => file.flush(),
+            Buffer::File(file) => file.flush().map_err(|e| self.spool.failed(e)),
         }
     }
 }
 
 impl Seek for ObjectWriter {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        match &mut self.buffer {
+        let sought = match &mut self.buffer {
             Buffer::Memory(cursor) => cursor.seek(pos),
             Buffer::File(file) => file.seek(pos),
-        }
+        };
+        sought.map_err(|e| self.spool.failed(e))
     }
 }
 

@@ -262,9 +262,24 @@ pub(crate) struct Spool {
     dir: Arc<LazyDir>,
     name: String,
     closed: Arc<Mutex<Closed>>,
+    bucket: String,
+    key: String,
 }
 
 impl Spool {
+    /// A failure to stage the object as the I/O error `process` sees,
+    /// carrying an [`ObjectError::Io`]: a full disk is an outage, a
+    /// permission is not.
+    pub(crate) fn failed(&self, source: std::io::Error) -> std::io::Error {
+        ObjectError::Io {
+            op: "stage",
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            source,
+        }
+        .into_io_error()
+    }
+
     /// Creates (or truncates) the staged file.
     pub(crate) fn create_file(&self) -> std::io::Result<std::fs::File> {
         std::fs::File::create(self.dir.get()?.join(&self.name))
@@ -329,6 +344,8 @@ impl Staging {
             dir: self.dir.clone(),
             name,
             closed,
+            bucket: bucket.into(),
+            key: key.into(),
         }))
     }
 
@@ -558,6 +575,24 @@ mod tests {
         drop(w);
         assert!(root.path.exists());
         assert!(!try_lock(&File::open(&root.path).unwrap()).unwrap(), "locked again");
+    }
+
+    #[test]
+    fn a_staging_failure_carries_its_class() {
+        let base = tempfile::tempdir().unwrap();
+        let root = root(base.path());
+        // Something that is not a directory where the staging directory was:
+        // waiting will not help.
+        std::fs::remove_dir(&root.path).unwrap();
+        std::fs::write(&root.path, b"in the way").unwrap();
+        let staging = Staging::new(root.clone());
+        let mut w = staging.create("out", "1").unwrap();
+        let e = w.write_all(&vec![0u8; MEMORY_LIMIT as usize + 1]).unwrap_err();
+        let object = ObjectError::in_io_error(&e).expect("an ObjectError inside");
+        assert!(matches!(object, ObjectError::Io { op: "stage", .. }), "{object}");
+        assert!(!object.is_transient(), "{object}");
+        assert!(e.to_string().contains("stage out/1"), "{e}");
+        std::fs::remove_file(&root.path).unwrap();
     }
 
     #[test]
