@@ -1,4 +1,4 @@
-//! Helpers of the object-storage fault tests: the large objects `storage-service big-writer` writes, a free port for a service's ops endpoint, and a watch that polls its `/healthz` throughout a test.
+//! Helpers of the object-storage fault tests: the large objects `storage-service big-writer` writes, and a watch that polls a service's `/healthz` throughout a test.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,14 +12,6 @@ pub fn pattern(request: u64, offset: u64) -> u8 {
 /// `size` bytes of [`pattern`] for object `request`.
 pub fn patterned(request: u64, size: usize) -> Vec<u8> {
     (0..size as u64).map(|offset| pattern(request, offset)).collect()
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port on 127.0.0.1")
 }
 
 /// How long one `/healthz` answer may take.
@@ -39,21 +31,11 @@ impl HealthWatch {
     /// starts polling.
     pub async fn start(port: u16, ready_within: Duration) -> HealthWatch {
         let url = format!("http://127.0.0.1:{port}/healthz");
+        crate::probe::wait_status(&url, 200, ready_within).await;
         let client = reqwest::Client::builder()
             .timeout(HEALTH_DEADLINE)
             .build()
             .expect("an HTTP client");
-        let start = Instant::now();
-        loop {
-            if matches!(client.get(&url).send().await, Ok(r) if r.status().is_success()) {
-                break;
-            }
-            assert!(
-                start.elapsed() < ready_within,
-                "{url} did not answer 200 within {ready_within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let failures: Arc<Mutex<Vec<String>>> = Arc::default();
         let polls: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let (seen, count) = (failures.clone(), polls.clone());

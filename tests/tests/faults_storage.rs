@@ -18,7 +18,8 @@ use slingshot::protocol::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR
 use slingshot::storage::ObjectStore;
 use slingshot_tests::fault_report::{assert_nothing_lost, publish, report, send_ids, Figures};
 use slingshot_tests::private::PrivateGarage;
-use slingshot_tests::storage::{free_port, pattern, patterned, HealthWatch};
+use slingshot_tests::probe::free_port;
+use slingshot_tests::storage::{pattern, patterned, HealthWatch};
 use slingshot_tests::{drain, service_command, signal, test_broker, Backend, Collector, Fixture, Services};
 use tokio::process::Child;
 
