@@ -12,6 +12,7 @@ use crate::runtime::queues_of;
 use crate::service::ServiceDef;
 use crate::settings::{QueueMode, Settings};
 use crate::storage::s3::S3Store;
+use crate::storage::ObjectStore;
 use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap, SysMapError};
 use crate::topology::{ServiceNode, Topology};
 
@@ -191,10 +192,10 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
         ObjectsBackend::Dir(root) => report.pass("object storage", format!("directory {}", root.display())),
         ObjectsBackend::S3 => match s3_config_from(&sysmap, settings).await {
             Ok(config) => {
-                let store = S3Store::new(&config);
+                let store = S3Store::with_timeouts(&config, settings.s3_timeouts);
                 report.pass(
                     "object storage",
-                    format!("S3 {} (region {})", config.endpoint, config.region),
+                    format!("{} (region {})", store.describe(), config.region),
                 );
                 for (reference, bucket) in buckets {
                     match store.check_bucket(&bucket).await {
@@ -223,12 +224,17 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
                 let backing = crate::execute::Backing {
                     name: def.name,
                     sysmap: sysmap.clone(),
-                    store: std::sync::Arc::new(crate::storage::dir::DirStore::new(std::env::temp_dir())),
+                    // Never written: a root of its own, so that preparing
+                    // sweeps no other directory store's partial files.
+                    store: std::sync::Arc::new(crate::storage::dir::DirStore::new(
+                        std::env::temp_dir().join("slingshot-check-no-objects"),
+                    )),
                     database: Some(target),
                     pool_size: 1,
-                    staging_dir: std::env::temp_dir(),
+                    staging_dir: settings.staging_dir.clone(),
                     handle: tokio::runtime::Handle::current(),
                     stats: Default::default(),
+                    journal: None,
                 };
                 let opened = tokio::task::spawn_blocking(move || prepare(backing).map(drop))
                     .await

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::broker::dead_letter_queue;
 use crate::deadletter::{self, Selection};
 use crate::error::Error;
 use crate::ops::{self, Probe};
-use crate::protocol::dead_letter_queue;
 use crate::runtime::Runtime;
 use crate::service::ServiceDef;
 use crate::settings::{describe_clap_error, Settings, SettingsArgs};
@@ -129,7 +129,9 @@ fn command_for(def: &ServiceDef) -> clap::Command {
         .bin_name(def.name)
         .about(format!(
             "{}: a slingshot microservice (function `{}`, sys-map {:?} unless SLINGSHOT_SYS_MAP is set)",
-            def.name, def.function, def.sys_map
+            def.name,
+            def.function,
+            crate::redact::url(def.sys_map)
         ))
         .after_help(
             "Secrets: a reference REF of the sys-map resolves from $SLINGSHOT_SECRET_<REF> (upper-cased, \
@@ -231,6 +233,10 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
             Command::Asyncapi { services } => asyncapi(def, &location, &settings, services).await,
         }
     });
+    // A `process` call stuck past the shutdown deadline runs on a blocking
+    // thread nothing can stop; dropping the runtime would wait for it
+    // forever. Its request was given up and returns to the queue.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     // The last spans, exported from this thread once the work is done.
     crate::otel::shutdown();
     match result {
@@ -243,14 +249,23 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
     }
 }
 
+/// How long the async runtime may take to stop once the work is done or
+/// given up; threads still running a stuck `process` are left behind.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The exit code of a service that stopped on SIGTERM/SIGINT but gave up
+/// requests still running at the shutdown deadline (they return to the
+/// queue): `EX_TEMPFAIL`.
+pub(crate) const EXIT_ABANDONED: u8 = 75;
+
 async fn run(
     def: &'static ServiceDef,
     location: &str,
     ops_address: Option<&str>,
     settings: Settings,
 ) -> Result<ExitCode, Error> {
+    let probe = Probe::default().with_stuck_after(settings.stuck_after);
     let runtime = Runtime::connect(location, settings).await?;
-    let probe = Probe::default();
     if let Some(addr) = ops_address {
         let bound = ops::serve(addr, probe.clone())
             .await
@@ -270,6 +285,16 @@ async fn run(
     probe.stopping();
     runtime.shutdown();
     service.finished().await?;
+    let abandoned = service.stats.abandoned.load(std::sync::atomic::Ordering::Relaxed);
+    if abandoned > 0 {
+        tracing::warn!(
+            service = def.name,
+            abandoned,
+            exit_code = EXIT_ABANDONED,
+            "stopped, giving up requests still running at the shutdown deadline; they return to the queue"
+        );
+        return Ok(ExitCode::from(EXIT_ABANDONED));
+    }
     tracing::info!(service = def.name, "stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }
@@ -369,14 +394,8 @@ async fn dead_letters(
     let broker = runtime.broker().as_ref();
     match action {
         DeadLetterAction::List => {
-            let letters = deadletter::list(broker, &inbound).await?;
-            println!(
-                "{}: {} dead letter(s) in {}",
-                def.name,
-                letters.len(),
-                dead_letter_queue(&inbound)
-            );
-            for letter in letters {
+            // Printed as they are read: the queue may be long.
+            let count = deadletter::list(broker, &inbound, |letter| {
                 let id = match letter.id {
                     Some(id) => id.to_string(),
                     None => format!("{:?}", String::from_utf8_lossy(&letter.body)),
@@ -385,7 +404,13 @@ async fn dead_letters(
                     "  {id}  kind={} attempts={} failed_at={}  {}",
                     letter.kind, letter.attempts, letter.failed_at, letter.error
                 );
-            }
+            })
+            .await?;
+            println!(
+                "{}: {count} dead letter(s) in {}",
+                def.name,
+                dead_letter_queue(&inbound)
+            );
         }
         DeadLetterAction::Replay { all, ids } => {
             let selection = if all { Selection::All } else { Selection::Ids(ids) };

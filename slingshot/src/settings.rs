@@ -13,6 +13,7 @@ use clap::{Args, FromArgMatches, ValueEnum};
 
 use crate::broker::{Durability, QueueType};
 use crate::error::Error;
+use crate::storage::s3::S3Timeouts;
 
 /// The least prefetch derived from the concurrency: room for the requests
 /// whose outputs await their confirms (at concurrency 4, prefetch 32 moved
@@ -69,6 +70,30 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "SLINGSHOT_STAGING_DIR", value_name = "DIR")]
     pub staging_dir: Option<PathBuf>,
 
+    /// Where each instance keeps its crash journal [default: the staging
+    /// dir]. Keep it across restarts (a volume, in a container) so that a
+    /// message that keeps killing the process is dead-lettered.
+    #[arg(long, global = true, env = "SLINGSHOT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Deliveries of one message that may end with the process dying while
+    /// `process` runs (an abort, the OOM killer) before it is dead-lettered
+    /// as `crash-loop`.
+    #[arg(long, global = true, env = "SLINGSHOT_MAX_CRASHES", value_name = "N", default_value_t = 3,
+          value_parser = RangedU64ValueParser::<u32>::new().range(1..=1000))]
+    pub max_crashes: u32,
+
+    /// Seconds after which a `process` call counts as stuck: /healthz
+    /// answers 503 once every slot holds a stuck call (0: never).
+    #[arg(
+        long,
+        global = true,
+        env = "SLINGSHOT_STUCK_SECS",
+        value_name = "SECS",
+        default_value_t = 600
+    )]
+    pub stuck_secs: u64,
+
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(
         long,
@@ -87,6 +112,16 @@ pub struct SettingsArgs {
     /// (replicated, for clusters) needs the durable queue mode.
     #[arg(long, global = true, env = "SLINGSHOT_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
     pub queue_type: QueueType,
+
+    /// The AMQP frame size asked of RabbitMQ, in bytes. A message's
+    /// properties and headers travel in one frame, so keep it at the
+    /// broker's `frame_max` (RabbitMQ's default, 131072) to take whatever
+    /// other producers publish; a smaller one saves memory (lapin's buffers
+    /// hold 64 frames per connection) and refuses larger headers.
+    #[arg(long, global = true, env = "SLINGSHOT_AMQP_FRAME_MAX", value_name = "BYTES",
+          default_value_t = crate::broker::rabbitmq::DEFAULT_FRAME_MAX,
+          value_parser = RangedU64ValueParser::<u32>::new().range(4096..=(1 << 30)))]
+    pub amqp_frame_max: u32,
 
     /// RabbitMQ virtual host.
     #[arg(
@@ -111,6 +146,29 @@ pub struct SettingsArgs {
         default_value = "garage"
     )]
     pub s3_region: String,
+
+    /// Seconds an S3 connection may take to establish.
+    #[arg(long, global = true, env = "SLINGSHOT_S3_CONNECT_TIMEOUT_SECS", value_name = "SECS", default_value_t = 10,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
+    pub s3_connect_timeout_secs: u64,
+
+    /// Seconds from sending an S3 request, its body included, to the first
+    /// byte of the answer (an upload sends four 16 MiB parts at a time: they
+    /// must get through within it); also the longest pause in a download.
+    #[arg(long, global = true, env = "SLINGSHOT_S3_READ_TIMEOUT_SECS", value_name = "SECS", default_value_t = 60,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
+    pub s3_read_timeout_secs: u64,
+
+    /// Seconds one S3 HTTP attempt may take as a whole.
+    #[arg(long, global = true, env = "SLINGSHOT_S3_ATTEMPT_TIMEOUT_SECS", value_name = "SECS", default_value_t = 120,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
+    pub s3_attempt_timeout_secs: u64,
+
+    /// Seconds one S3 operation may take, the SDK's retries of its attempts
+    /// included.
+    #[arg(long, global = true, env = "SLINGSHOT_S3_OPERATION_TIMEOUT_SECS", value_name = "SECS", default_value_t = 300,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
+    pub s3_operation_timeout_secs: u64,
 
     /// Directory of mounted secrets, read after SLINGSHOT_SECRET_<REF> and before `pass`.
     #[arg(
@@ -184,18 +242,29 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Where `write_file` stages output.
     pub staging_dir: PathBuf,
+    /// Where each instance keeps its crash journal.
+    pub state_dir: PathBuf,
+    /// Deliveries that end with the process dying before a message is
+    /// dead-lettered as `crash-loop`.
+    pub max_crashes: u32,
+    /// After how long a `process` call counts as stuck (`None`: never).
+    pub stuck_after: Option<Duration>,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_deadline: Duration,
     /// How the service declares its inbound and outbound queues.
     pub queue_mode: QueueMode,
     /// The RabbitMQ queue type of the queues the service declares.
     pub queue_type: QueueType,
+    /// The AMQP frame size asked of RabbitMQ, in bytes.
+    pub amqp_frame_max: u32,
     /// RabbitMQ virtual host.
     pub amqp_vhost: String,
     /// Scheme for an object-storage host given without one.
     pub s3_scheme: S3Scheme,
     /// S3 region.
     pub s3_region: String,
+    /// How long S3 calls may wait.
+    pub s3_timeouts: S3Timeouts,
     /// Directory of mounted secrets.
     pub secrets_dir: PathBuf,
     /// How long `pass show` may take.
@@ -322,6 +391,18 @@ impl SettingsArgs {
                 self.db_tcp_timeout_secs
             )));
         }
+        let s3_timeouts = S3Timeouts {
+            connect: Duration::from_secs(self.s3_connect_timeout_secs),
+            read: Duration::from_secs(self.s3_read_timeout_secs),
+            attempt: Duration::from_secs(self.s3_attempt_timeout_secs),
+            operation: Duration::from_secs(self.s3_operation_timeout_secs),
+        };
+        if s3_timeouts.operation < s3_timeouts.attempt {
+            return Err(Error::Config(format!(
+                "SLINGSHOT_S3_OPERATION_TIMEOUT_SECS={} is below SLINGSHOT_S3_ATTEMPT_TIMEOUT_SECS={}; no attempt could finish",
+                self.s3_operation_timeout_secs, self.s3_attempt_timeout_secs
+            )));
+        }
         if self.queue_type == QueueType::Quorum && self.queue_mode == QueueMode::Compatible {
             return Err(Error::Config(
                 "SLINGSHOT_QUEUE_TYPE=quorum needs SLINGSHOT_QUEUE_MODE=durable: quorum queues are always durable, \
@@ -335,13 +416,21 @@ impl SettingsArgs {
             max_attempts: self.max_attempts,
             retry_base: Duration::from_millis(self.retry_base_ms),
             retry_max: Duration::from_millis(self.retry_max_ms),
+            state_dir: self
+                .state_dir
+                .or_else(|| self.staging_dir.clone())
+                .unwrap_or_else(std::env::temp_dir),
             staging_dir: self.staging_dir.unwrap_or_else(std::env::temp_dir),
+            max_crashes: self.max_crashes,
+            stuck_after: (self.stuck_secs > 0).then(|| Duration::from_secs(self.stuck_secs)),
+            amqp_frame_max: self.amqp_frame_max,
             shutdown_deadline: Duration::from_secs(self.shutdown_secs),
             queue_mode: self.queue_mode,
             queue_type: self.queue_type,
             amqp_vhost: self.amqp_vhost,
             s3_scheme: self.s3_scheme,
             s3_region: self.s3_region,
+            s3_timeouts,
             secrets_dir: self.secrets_dir,
             secret_timeout: Duration::from_secs(self.secret_timeout_secs),
             sys_map_connect_timeout: Duration::from_secs(self.sys_map_connect_timeout_secs),
@@ -560,6 +649,37 @@ mod tests {
         ] {
             let err = with(&[flag, "0"]).unwrap_err().to_string();
             assert!(err.contains(&format!("0 is not in {least}..=")), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn s3_timeouts() {
+        assert_eq!(with(&[]).unwrap().s3_timeouts, S3Timeouts::default());
+        let set = with(&[
+            "--s3-connect-timeout-secs",
+            "2",
+            "--s3-read-timeout-secs",
+            "3",
+            "--s3-attempt-timeout-secs",
+            "4",
+            "--s3-operation-timeout-secs",
+            "8",
+        ])
+        .unwrap()
+        .s3_timeouts;
+        assert_eq!(
+            [set.connect, set.read, set.attempt, set.operation].map(|d| d.as_secs()),
+            [2, 3, 4, 8]
+        );
+        for (args, needle) in [
+            (&["--s3-read-timeout-secs", "0"][..], "not in 1..=86400"),
+            (
+                &["--s3-attempt-timeout-secs", "60", "--s3-operation-timeout-secs", "30"],
+                "SLINGSHOT_S3_OPERATION_TIMEOUT_SECS=30 is below SLINGSHOT_S3_ATTEMPT_TIMEOUT_SECS=60",
+            ),
+        ] {
+            let err = with(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
         }
     }
 

@@ -10,6 +10,8 @@ pub mod fault_report;
 pub mod original;
 pub mod otlp;
 pub mod private;
+pub mod probe;
+pub mod storage;
 pub mod sysmap_server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -468,6 +470,28 @@ impl Collector {
     }
 }
 
+impl Collector {
+    /// Waits until every ID of `ids` arrived, or panics after `timeout`.
+    pub async fn wait_for_all(&self, ids: &[u64], timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let missing = {
+                let seen = self.seen.lock().unwrap();
+                ids.iter().filter(|id| !seen.contains_key(id)).count()
+            };
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{missing} of {} IDs did not arrive within {timeout:?}",
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 impl Drop for Collector {
     fn drop(&mut self) {
         self.task.abort();
@@ -536,4 +560,18 @@ pub fn service_command(
         command.env(k, v);
     }
     command
+}
+
+/// The `main` of a test binary holding several services: runs the one its
+/// first argument names (`binary NAME [run|...]`), or prints `usage` and
+/// exits 2.
+pub fn run_named_service(usage: &str) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().and_then(|name| slingshot::ServiceDef::named(name)) {
+        Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
+        None => {
+            eprintln!("usage: {usage}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }

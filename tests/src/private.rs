@@ -199,6 +199,18 @@ impl PrivateRabbit {
         );
     }
 
+    /// Sets the memory high watermark (a fraction of the machine's memory):
+    /// a tiny one raises the memory alarm at once, and the broker blocks
+    /// every connection that publishes until it is raised again. Dropping
+    /// the instance removes it whatever the watermark.
+    pub fn set_memory_watermark(&self, fraction: f64) {
+        let fraction = fraction.to_string();
+        run(
+            &format!("rabbitmqctl set_vm_memory_high_watermark {fraction}"),
+            Command::new("rabbitmqctl").args(["-n", Self::NODE, "set_vm_memory_high_watermark", &fraction]),
+        );
+    }
+
     /// Stops the broker application (connections drop; data stays).
     pub fn stop_app(&self) {
         self.ctl("stop_app");
@@ -333,9 +345,6 @@ impl PrivatePostgres {
     }
 }
 
-const SIGSTOP: i32 = 19;
-const SIGCONT: i32 = 18;
-
 /// `kill(pid, signal)`; false if the process is gone.
 fn send_signal(pid: u32, signal: i32) -> bool {
     extern "C" {
@@ -365,26 +374,6 @@ fn children_of(parent: u32) -> Vec<u32> {
             })
         })
         .collect()
-}
-
-/// Processes stopped by [`PrivatePostgres::freeze`]; resumed when dropped.
-pub struct Frozen {
-    pids: Vec<u32>,
-}
-
-impl Frozen {
-    /// How many processes are frozen.
-    pub fn count(&self) -> usize {
-        self.pids.len()
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        for pid in self.pids.iter().rev() {
-            send_signal(*pid, SIGCONT);
-        }
-    }
 }
 
 impl Drop for PrivatePostgres {
@@ -524,6 +513,83 @@ impl PrivateGarage {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", Self::PORT)
+    }
+
+    /// An S3 client of the private instance with its key.
+    pub fn s3(&self) -> slingshot::storage::s3::S3Store {
+        slingshot::storage::s3::S3Store::new(&slingshot::storage::s3::S3Config {
+            endpoint: self.endpoint(),
+            region: "garage".into(),
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+        })
+    }
+
+    /// Freezes the server (SIGSTOP: its sockets stay open, nothing answers)
+    /// until the returned guard is dropped, which resumes it (SIGCONT), pass
+    /// or fail.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("a running private Garage to freeze");
+        crate::signal(pid, SIGSTOP);
+        Frozen { pids: vec![pid] }
+    }
+
+    /// Creates `bucket` under its global name, which the `garage bucket`
+    /// commands use (one created through the S3 API gets only a name local
+    /// to its key), and gives the key every right on it.
+    pub fn create_bucket(&self, bucket: &str) {
+        run("garage bucket create", self.garage().args(["bucket", "create", bucket]));
+        run(
+            "garage bucket allow",
+            self.garage().args([
+                "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", "fault",
+            ]),
+        );
+    }
+
+    /// Takes the key's read, write and owner rights on `bucket` away: from
+    /// now on every request of the key to it is refused (403).
+    pub fn deny(&self, bucket: &str) {
+        run(
+            "garage bucket deny",
+            self.garage().args([
+                "bucket", "deny", "--read", "--write", "--owner", bucket, "--key", "fault",
+            ]),
+        );
+    }
+}
+
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
+
+/// Processes frozen with SIGSTOP (a server and the processes it started);
+/// dropping it sends each SIGCONT, the last stopped first.
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    /// Resumes the processes now.
+    pub fn thaw(self) {}
+
+    /// How many processes are frozen.
+    pub fn count(&self) -> usize {
+        self.pids.len()
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in self.pids.iter().rev() {
+            // Never panics here: this may run while a failed test unwinds.
+            if !send_signal(pid, SIGCONT) {
+                eprintln!("cannot resume process {pid}: {}", std::io::Error::last_os_error());
+            }
+        }
     }
 }
 
