@@ -498,6 +498,12 @@ impl Drop for Collector {
     }
 }
 
+/// The shared RabbitMQ's URL (`SLINGSHOT_TEST_AMQP_URL`); panics, saying how
+/// to get it, if it is not set.
+pub fn shared_amqp_url() -> String {
+    required("SLINGSHOT_TEST_AMQP_URL")
+}
+
 /// A broker client of its own for a test (to send and collect), at `amqp_url`.
 pub async fn test_broker(amqp_url: &str) -> Arc<dyn Broker> {
     let broker =

@@ -317,6 +317,26 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", Self::PORT)
     }
 
+    /// Runs `sql` in its `postgres` database. Blocking.
+    pub fn execute(&self, sql: &str) {
+        crate::database::execute(&self.url(), &[sql]);
+    }
+
+    /// The rows of `table` in its `postgres` database. Blocking.
+    pub fn count_rows(&self, table: &str) -> i64 {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = diesel::PgConnection::establish(&self.url()).unwrap_or_else(|e| panic!("{}: {e}", self.url()));
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .get_result::<Count>(&mut c)
+            .unwrap_or_else(|e| panic!("counting {table}: {e}"))
+            .n
+    }
+
     /// Freezes the server, as a hung host would: SIGSTOP to the postmaster,
     /// then to every process it started. The kernel still accepts and
     /// acknowledges TCP for the frozen processes. Everything is resumed
@@ -359,20 +379,25 @@ fn send_signal(pid: u32, signal: i32) -> bool {
 
 /// The processes whose parent is `parent` (`/proc/PID/stat`, field 4).
 fn children_of(parent: u32) -> Vec<u32> {
+    processes_where(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|ppid| ppid.parse::<u32>().ok())
+                == Some(parent)
+        })
+    })
+}
+
+/// The IDs of the running processes for which `matches` holds.
+fn processes_where(matches: impl Fn(u32) -> bool) -> Vec<u32> {
     let Ok(proc) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     proc.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|ppid| ppid.parse::<u32>().ok())
-                    == Some(parent)
-            })
-        })
+        .filter(|&pid| matches(pid))
         .collect()
 }
 
@@ -604,18 +629,12 @@ impl Drop for PrivateGarage {
 
 /// IDs of the processes whose command line names a path inside one of `dirs`.
 fn processes_using(dirs: &[PathBuf]) -> Vec<u32> {
-    let Ok(proc) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    proc.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                cmdline
-                    .split(|&b| b == 0)
-                    .map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)))
-                    .any(|arg| dirs.iter().any(|d| arg.starts_with(d)))
-            })
+    processes_where(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            cmdline
+                .split(|&b| b == 0)
+                .map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)))
+                .any(|arg| dirs.iter().any(|d| arg.starts_with(d)))
         })
-        .collect()
+    })
 }

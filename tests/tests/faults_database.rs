@@ -20,7 +20,9 @@ use slingshot::{AnyConnection, AnyError, ServiceDef};
 use slingshot_tests::fault_report::{self, report, send_ids, Figures};
 use slingshot_tests::private::PrivatePostgres;
 use slingshot_tests::sysmap_server::SysMapServer;
-use slingshot_tests::{drain, service_command, signal, test_broker, wait_for_count, Backend, Collector, Fixture};
+use slingshot_tests::{
+    drain, service_command, shared_amqp_url, signal, test_broker, wait_for_count, Backend, Collector, Fixture,
+};
 use tokio::process::Child;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -251,8 +253,8 @@ async fn check_does_not_hang_on_a_pass_that_never_answers() {
 // ---- fault streams ---------------------------------------------------------
 
 const N: u64 = 10_000;
-/// The services' prefetch window (concurrency 4, prefetch 8).
-const PREFETCH: u64 = 8;
+/// The services' prefetch window.
+const PREFETCH: u64 = fault_report::STREAM_PREFETCH;
 const BREAK_AFTER: usize = 2_500;
 const FINISH: Duration = Duration::from_secs(300);
 const SIGTERM: i32 = 15;
@@ -260,22 +262,10 @@ const SIGTERM: i32 = 15;
 /// One fault stream at a time: they are heavy and share private instances.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn shared_amqp() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
-
-/// Starts `binary NAME` against the sys-map at `sysmap`: concurrency 4,
-/// prefetch 8, quick retries, 1 ms per request.
+/// Starts `binary NAME` against the sys-map at `sysmap`, with the settings
+/// of a fault stream ([`fault_report::stream_settings`]).
 fn spawn_service(binary: &str, name: &str, sysmap: &str, dir: &Path) -> Child {
-    let settings = [
-        ("SLINGSHOT_CONCURRENCY", "4".to_string()),
-        ("SLINGSHOT_PREFETCH", PREFETCH.to_string()),
-        ("SLINGSHOT_RETRY_BASE_MS", "50".to_string()),
-        ("SLINGSHOT_RETRY_MAX_MS", "1000".to_string()),
-        ("SLINGSHOT_SHUTDOWN_SECS", "20".to_string()),
-        ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
-    ];
-    service_command(binary, name, sysmap, dir, &settings)
+    service_command(binary, name, sysmap, dir, &fault_report::stream_settings())
         .spawn()
         .unwrap_or_else(|e| panic!("start {binary}: {e}"))
 }
@@ -295,7 +285,7 @@ impl<'a> Stream<'a> {
     /// a retry comes round again at once), and returns once `BREAK_AFTER`
     /// have arrived: the moment to break something.
     async fn start(f: &'a Fixture, binary: &str, name: &'static str, sysmap: &str, paced: Option<u64>) -> Stream<'a> {
-        let broker = test_broker(&shared_amqp()).await;
+        let broker = test_broker(&shared_amqp_url()).await;
         for q in ["in", "out"] {
             broker.declare(&f.q(q), Durability::Durable).await.unwrap();
         }
@@ -402,19 +392,13 @@ fn retry_errors(log: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_frozen_for_20s_mid_stream() {
-    use diesel::{Connection, RunQueryDsl};
     let _turn = TURN.lock().await;
     let _figures = Figures("sigstop-postgres");
     let pg = Arc::new(tokio::task::spawn_blocking(PrivatePostgres::start).await.unwrap());
-    let url = pg.url();
-    tokio::task::spawn_blocking(move || {
-        let mut c = diesel::PgConnection::establish(&url).unwrap();
-        diesel::sql_query("CREATE TABLE fault_records (id BIGINT PRIMARY KEY)")
-            .execute(&mut c)
-            .unwrap();
-    })
-    .await
-    .unwrap();
+    let p = pg.clone();
+    tokio::task::spawn_blocking(move || p.execute("CREATE TABLE fault_records (id BIGINT PRIMARY KEY)"))
+        .await
+        .unwrap();
     let f = Fixture::new(Backend::Real, "sigstop-postgres");
     let private = json!({"host": ["127.0.0.1"], "port": [PrivatePostgres::PORT], "username": ["postgres"],
                          "database": ["postgres"], "pass": ["test/postgres"]});
@@ -449,21 +433,10 @@ async fn postgres_frozen_for_20s_mid_stream() {
         println!("sigstop-postgres: retried after: {error}");
     }
 
-    let url = pg.url();
-    let rows: i64 = tokio::task::spawn_blocking(move || {
-        #[derive(diesel::QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let mut c = diesel::PgConnection::establish(&url).unwrap();
-        diesel::sql_query("SELECT count(*) AS n FROM fault_records")
-            .get_result::<Count>(&mut c)
-            .unwrap()
-            .n
-    })
-    .await
-    .unwrap();
+    let p = pg.clone();
+    let rows = tokio::task::spawn_blocking(move || p.count_rows("fault_records"))
+        .await
+        .unwrap();
     assert_eq!(rows, N as i64, "every request's row is in the database");
 }
 

@@ -203,69 +203,49 @@ mod tests {
         );
     }
 
-    /// A `pass` stand-in: a shell script with `body`.
-    fn fake_pass(dir: &Path, body: &str) -> std::path::PathBuf {
+    /// Resolves `reference` with a `pass` stand-in, a shell script with
+    /// `body`, given `timeout`; also says how long that took.
+    fn with_fake_pass(body: &str, reference: &str, timeout: Duration) -> (Result<String, SecretError>, Duration) {
         use std::os::unix::fs::PermissionsExt;
-        let path = dir.join("pass");
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
+        let dir = tempfile::tempdir().unwrap();
+        let pass = dir.path().join("pass");
+        std::fs::write(&pass, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let started = Instant::now();
+        let got = resolve_with(reference, dir.path(), pass.as_os_str(), timeout);
+        (got, started.elapsed())
     }
 
     #[test]
     fn pass_show_gives_its_first_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let pass = fake_pass(
-            dir.path(),
-            r#"[ "$1" = show ] && printf 'from-pass %s\nsecond line\n' "$2""#,
-        );
-        let got = resolve_with("unit-test/pass", dir.path(), pass.as_os_str(), Duration::from_secs(10));
+        let body = r#"[ "$1" = show ] && printf 'from-pass %s\nsecond line\n' "$2""#;
+        let (got, _) = with_fake_pass(body, "unit-test/pass", Duration::from_secs(10));
         assert_eq!(got.unwrap(), "from-pass unit-test/pass");
     }
 
     #[test]
     fn a_pass_that_hangs_is_killed_at_the_timeout() {
-        let dir = tempfile::tempdir().unwrap();
         // `exec`: the shell becomes the sleep, so killing it ends the output too.
-        let pass = fake_pass(dir.path(), "exec sleep 600");
-        let started = Instant::now();
-        let err = resolve_with(
-            "unit-test/hangs",
-            dir.path(),
-            pass.as_os_str(),
-            Duration::from_millis(300),
-        )
-        .unwrap_err();
-        let took = started.elapsed();
+        let (got, took) = with_fake_pass("exec sleep 60", "unit-test/hangs", Duration::from_millis(300));
+        let err = got.unwrap_err();
         assert!(took < Duration::from_secs(5), "took {took:?}");
         assert!(err.to_string().contains("did not finish within 0.3 s"), "{err}");
     }
 
     #[test]
     fn a_pass_whose_child_keeps_the_output_open_is_not_waited_for() {
-        let dir = tempfile::tempdir().unwrap();
         // The script exits at once, but a process it started keeps stdout.
-        let pass = fake_pass(dir.path(), "sleep 600 &\nexit 0");
-        let started = Instant::now();
-        let err = resolve_with(
-            "unit-test/orphan",
-            dir.path(),
-            pass.as_os_str(),
-            Duration::from_millis(300),
-        )
-        .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(5));
+        let (got, took) = with_fake_pass("sleep 5 &\nexit 0", "unit-test/orphan", Duration::from_millis(300));
+        let err = got.unwrap_err();
+        assert!(took < Duration::from_secs(4), "took {took:?}");
         assert!(err.to_string().contains("output did not end"), "{err}");
     }
 
     #[test]
     fn a_failing_pass_says_why() {
-        let dir = tempfile::tempdir().unwrap();
-        let pass = fake_pass(
-            dir.path(),
-            "echo 'Error: unit-test/none is not in the password store.' >&2; exit 1",
-        );
-        let err = resolve_with("unit-test/none", dir.path(), pass.as_os_str(), Duration::from_secs(10)).unwrap_err();
+        let body = "echo 'Error: unit-test/none is not in the password store.' >&2; exit 1";
+        let (got, _) = with_fake_pass(body, "unit-test/none", Duration::from_secs(10));
+        let err = got.unwrap_err();
         assert!(err.to_string().contains("is not in the password store"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use slingshot::{AnyError, ServiceDef, WriteFileFn};
+use slingshot::{AnyError, WriteFileFn};
 
 /// The bucket reference of `request`.
 fn reference(request: u64) -> String {
@@ -33,12 +33,5 @@ fn hopper(request: u64, write_file: &WriteFileFn) -> Result<Vec<(u64, bool)>, An
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().and_then(|name| ServiceDef::named(name)) {
-        Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
-        None => {
-            eprintln!("usage: lookup-service hopper [run|...]");
-            ExitCode::from(2)
-        }
-    }
+    slingshot_tests::run_named_service("lookup-service hopper [run|...]")
 }
