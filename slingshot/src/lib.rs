@@ -44,6 +44,7 @@ pub mod otel;
 pub mod protocol;
 pub mod routing;
 pub mod runtime;
+pub mod server_info;
 pub mod service;
 pub mod settings;
 pub mod storage;

@@ -281,13 +281,19 @@ impl Runtime {
             executor,
             unreachable,
         } = self.prepare(def, stats.clone()).await?;
+        let broker_version = match self.broker.server_info().await {
+            Some(info) => info.to_string(),
+            None => "unknown".to_string(),
+        };
         tracing::info!(
             service = def.name,
             inbound = %wiring.inbound,
             broker = %self.broker.describe(),
+            broker_version,
             objects = %self.store.describe(),
             sys_map = %self.sysmap.describe(),
             queues = %self.settings.queue_mode,
+            queue_type = %self.settings.queue_type,
             "started"
         );
         let worker = Arc::new(Worker {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -20,6 +20,7 @@ use super::{
     QUORUM_DELIVERY_LIMIT,
 };
 use crate::protocol::dead_letter_queue;
+use crate::server_info::ServerInfo;
 
 /// Persistent delivery mode of AMQP 0-9-1.
 const PERSISTENT: u8 = 2;
@@ -141,6 +142,41 @@ impl RabbitMq {
     /// The type of the queues it declares.
     pub fn queue_type(&self) -> QueueType {
         self.queue_type
+    }
+
+    /// Whether the broker accepts transient (non-durable, non-exclusive)
+    /// queues, which SLINGSHOT_QUEUE_MODE=compatible declares: declares a
+    /// server-named one (that would expire within a minute) and deletes it.
+    /// RabbitMQ 4 refuses them when its configuration sets
+    /// `deprecated_features.permit.transient_nonexcl_queues = false`
+    /// ([`BrokerError::Deprecated`]), closing the connection (the next
+    /// operation reconnects).
+    pub async fn probe_transient_queues(&self) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        let probing = async {
+            let mut arguments = FieldTable::default();
+            arguments.insert(ShortString::from("x-expires"), AMQPValue::LongInt(60_000));
+            let queue = declare_plain(&channel, "", Durability::Transient, arguments)
+                .await
+                .map_err(|e| refused("declare", "(a transient probe queue)", e))?;
+            channel
+                .queue_delete(queue.name().clone(), QueueDeleteOptions::default())
+                .await
+                .map_err(|e| refused("delete", queue.name().as_str(), e))?;
+            let _ = channel.close(200, ShortString::from("probed")).await;
+            Ok(())
+        };
+        self.within("probe", probing).await
+    }
+
+    /// What the node it is connected to announces about itself (product,
+    /// version, platform), read on a short connection of its own.
+    pub async fn read_server_info(&self) -> Result<ServerInfo, BrokerError> {
+        let node = self.session().await?.node;
+        let (url, display) = &self.nodes[node];
+        crate::server_info::read(url, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| BrokerError::Disconnected(format!("{display}: {e}")))
     }
 
     /// Connects now, so a wrong address or password fails at start-up.
@@ -431,11 +467,39 @@ fn reply_text(e: &lapin::Error) -> String {
 }
 
 fn refused(op: &'static str, queue: &str, e: impl std::fmt::Display) -> BrokerError {
+    let message = e.to_string();
+    if let Some(feature) = deprecated_feature(&message) {
+        let advice = match feature {
+            "transient_nonexcl_queues" => {
+                "; slingshot declares transient queues only in SLINGSHOT_QUEUE_MODE=compatible, as the original \
+                 slingshot-microservice does: set SLINGSHOT_QUEUE_MODE=durable (once no original service declares \
+                 these queues), or permit the feature on the broker \
+                 (deprecated_features.permit.transient_nonexcl_queues = true in rabbitmq.conf)"
+            }
+            _ => "",
+        };
+        return BrokerError::Deprecated {
+            op,
+            queue: queue.into(),
+            feature: feature.to_string(),
+            advice: advice.to_string(),
+        };
+    }
     BrokerError::Refused {
         op,
         queue: queue.into(),
-        message: e.to_string(),
+        message,
     }
+}
+
+/// The feature a RabbitMQ 4 refusal names when its configuration does not
+/// permit a deprecated feature (a connection error: "Feature
+/// `transient_nonexcl_queues` is deprecated. Its use is not permitted per
+/// the configuration ...").
+fn deprecated_feature(broker_says: &str) -> Option<&str> {
+    let (_, rest) = broker_says.split_once("Feature `")?;
+    let (feature, rest) = rest.split_once('`')?;
+    rest.trim_start().starts_with("is deprecated").then_some(feature)
 }
 
 fn to_field_table(headers: &Headers) -> FieldTable {
@@ -615,6 +679,16 @@ impl Broker for RabbitMq {
     fn describe(&self) -> String {
         format!("RabbitMQ {}", self.display)
     }
+
+    async fn server_info(&self) -> Option<ServerInfo> {
+        match self.read_server_info().await {
+            Ok(info) => Some(info),
+            Err(e) => {
+                tracing::warn!(broker = %self.display, error = %e, "cannot read the broker's version");
+                None
+            }
+        }
+    }
 }
 
 struct RabbitConsumer {
@@ -748,6 +822,30 @@ mod tests {
         let table = to_field_table(&headers);
         assert_eq!(from_field_table(Some(&table)), headers);
         assert!(from_field_table(None).is_empty());
+    }
+
+    #[test]
+    fn refusals_of_deprecated_features_name_the_feature_and_what_to_do() {
+        // What RabbitMQ 4.0.5 answers a transient queue's declaration when
+        // its configuration does not permit them (cut at 255 bytes).
+        let said = "protocol error: AMQP hard error: INTERNAL-ERROR: INTERNAL_ERROR - Feature `transient_nonexcl_queues` \
+                    is deprecated.\nIts use is not permitted per the configuration (overriding the default, which is \
+                    permitted):\n    \"deprecated_features.permit.transient_nonexcl_queues = false\"\nIts use will not be permit...";
+        let error = refused("declare", "q", said).to_string();
+        assert!(!error.contains('\n'), "one line: {error}");
+        for part in [
+            "declare \"q\" refused",
+            "`transient_nonexcl_queues`",
+            "SLINGSHOT_QUEUE_MODE=durable",
+            "deprecated_features.permit.transient_nonexcl_queues = true",
+        ] {
+            assert!(error.contains(part), "{part:?} missing: {error}");
+        }
+        assert!(matches!(
+            refused("declare", "q", "NOT_FOUND - no queue 'q'"),
+            BrokerError::Refused { .. }
+        ));
+        assert_eq!(deprecated_feature("Feature `x` is not deprecated"), None);
     }
 
     #[test]
