@@ -275,16 +275,18 @@ impl Runtime {
     /// Starts consuming for `def`. It runs until [`Runtime::shutdown`].
     pub async fn start(&self, def: &'static ServiceDef) -> Result<RunningService, Error> {
         let stats = Arc::new(Stats::default());
+        // Asked before the queues are declared: once they are, the service
+        // is as good as started.
+        let broker_version = match self.broker.server_info().await {
+            Some(info) => info.to_string(),
+            None => "unknown".to_string(),
+        };
         let Prepared {
             wiring,
             routes,
             executor,
             unreachable,
         } = self.prepare(def, stats.clone()).await?;
-        let broker_version = match self.broker.server_info().await {
-            Some(info) => info.to_string(),
-            None => "unknown".to_string(),
-        };
         tracing::info!(
             service = def.name,
             inbound = %wiring.inbound,
