@@ -288,6 +288,24 @@ impl PrivateRabbit4 {
             ),
         );
         write("enabled_plugins", "[].\n".into());
+        let child = Self::configure_and_spawn(&root, &dir, conf, advanced);
+        let mut rabbit = PrivateRabbit4 {
+            root,
+            dir,
+            child,
+            _lock: lock,
+        };
+        rabbit.await_startup();
+        rabbit
+    }
+
+    /// Writes the node's `rabbitmq.conf` and `advanced.config` and starts it.
+    fn configure_and_spawn(root: &Path, dir: &tempfile::TempDir, conf: &str, advanced: Option<&str>) -> Child {
+        let inside = Path::new("/var/tmp").join(dir.path().file_name().expect("a directory name"));
+        let inside = inside.display();
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"))
+        };
         write(
             "rabbitmq.conf",
             format!(
@@ -300,8 +318,8 @@ impl PrivateRabbit4 {
             "chown (in the RabbitMQ 4 root)",
             crate::rabbitmq4::in_root("chown").args(["-R", "rabbitmq:rabbitmq", &inside.to_string()]),
         );
-        let child = Command::new("chroot")
-            .arg(&root)
+        Command::new("chroot")
+            .arg(root)
             .args([
                 "env",
                 "-i",
@@ -315,15 +333,16 @@ impl PrivateRabbit4 {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start a private RabbitMQ 4 node (chroot rabbitmq-server)");
-        let mut rabbit = PrivateRabbit4 {
-            root,
-            dir,
-            child,
-            _lock: lock,
-        };
-        rabbit.await_startup();
-        rabbit
+            .expect("start a private RabbitMQ 4 node (chroot rabbitmq-server)")
+    }
+
+    /// Stops the node and starts it again, on its data, with `conf` and
+    /// `advanced` in place of its configuration (see [`Self::start_with`]).
+    pub fn restart_with(&mut self, conf: &str, advanced: Option<&str>) {
+        self.stop();
+        let _ = self.child.wait();
+        self.child = Self::configure_and_spawn(&self.root, &self.dir, conf, advanced);
+        self.await_startup();
     }
 
     fn await_startup(&mut self) {

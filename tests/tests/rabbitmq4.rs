@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use slingshot::broker::rabbitmq::RabbitMq;
-use slingshot::broker::{Broker, Durability, QueueType};
+use slingshot::broker::{Broker, Durability, QueueState, QueueType};
 use slingshot::protocol::dead_letter_queue;
 use slingshot::server_info::ServerInfo;
 use slingshot_tests::fault_report::{report, send_ids, Figures};
@@ -328,6 +328,18 @@ async fn run_to_end(
     )
 }
 
+/// What a RabbitMQ 4 node's configuration says to refuse both deprecated
+/// features slingshot could meet.
+const REFUSE_DEPRECATED: &str = "deprecated_features.permit.transient_nonexcl_queues = false\n\
+                                 deprecated_features.permit.global_qos = false";
+
+/// Whether an error line names the refused feature and both ways out.
+fn names_the_way_out(line: &str) -> bool {
+    line.contains("transient_nonexcl_queues")
+        && line.contains("SLINGSHOT_QUEUE_MODE=durable")
+        && line.contains("deprecated_features.permit.transient_nonexcl_queues = true")
+}
+
 /// A RabbitMQ 4 node that permits neither transient non-exclusive queues
 /// nor global QoS: compatible mode (transient queues) fails with an error
 /// naming the feature and what to do, from `check` (a FAILED line) and at
@@ -337,15 +349,9 @@ async fn run_to_end(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deprecated_features_refused_by_the_broker_fail_clearly() {
     let _turn = TURN.lock().await;
-    let node = tokio::task::spawn_blocking(|| {
-        PrivateRabbit4::start_with(
-            "deprecated_features.permit.transient_nonexcl_queues = false\n\
-             deprecated_features.permit.global_qos = false",
-            None,
-        )
-    })
-    .await
-    .unwrap();
+    let node = tokio::task::spawn_blocking(|| PrivateRabbit4::start_with(REFUSE_DEPRECATED, None))
+        .await
+        .unwrap();
     let url = node.amqp_url();
     assert_rabbitmq4(&url).await;
     let f = Fixture::new(Backend::Real, "deprecated");
@@ -353,11 +359,6 @@ async fn deprecated_features_refused_by_the_broker_fail_clearly() {
         .serve_sysmap(json!({"rabbitmq": rabbitmq_endpoint(&url), "relay": relay_wiring(&f)}))
         .await;
     let dir = f.dir.path();
-    let names_the_way_out = |line: &str| {
-        line.contains("transient_nonexcl_queues")
-            && line.contains("SLINGSHOT_QUEUE_MODE=durable")
-            && line.contains("deprecated_features.permit.transient_nonexcl_queues = true")
-    };
     let compatible = [("SLINGSHOT_QUEUE_MODE", "compatible")];
 
     let (status, stdout, _) = run_to_end(&["check"], &sysmap, dir, &compatible, Duration::from_secs(60)).await;
@@ -490,4 +491,57 @@ async fn check_and_the_start_up_log_name_the_broker_version_and_queue_type() {
             stop_gracefully(service, dir, "relay").await;
         }
     }
+}
+
+/// A compatible-mode service whose broker comes back refusing transient
+/// queues (upgraded, or reconfigured): its transient queues went with the
+/// restart and it cannot declare them again. It stops with the same clear
+/// error line and exit 1, instead of trying again forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_comes_back_refusing_transient_queues_stops_a_compatible_service_clearly() {
+    let _turn = TURN.lock().await;
+    let mut node = tokio::task::spawn_blocking(PrivateRabbit4::start).await.unwrap();
+    let url = node.amqp_url();
+    assert_rabbitmq4(&url).await;
+    let f = Fixture::new(Backend::Real, "deprecated-restart");
+    let sysmap = f
+        .serve_sysmap(json!({"rabbitmq": rabbitmq_endpoint(&url), "relay": relay_wiring(&f)}))
+        .await;
+    let dir = f.dir.path();
+    let service = tokio::process::Command::new(fault_service())
+        .arg("relay")
+        .env("SLINGSHOT_SYS_MAP", &sysmap)
+        .env("SLINGSHOT_STAGING_DIR", dir)
+        .env("SLINGSHOT_HTTP_ADDR", "off")
+        .env("SLINGSHOT_QUEUE_MODE", "compatible")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start fault-service relay");
+    let broker = test_cluster_broker(std::slice::from_ref(&url), QueueType::Classic).await;
+    let inbound = f.q("in");
+    wait_until(
+        "the service declares its transient queue",
+        Duration::from_secs(60),
+        async || broker.inspect(&inbound, Durability::Transient).await.unwrap() == QueueState::Matches,
+    )
+    .await;
+    node = tokio::task::spawn_blocking(move || {
+        node.restart_with(REFUSE_DEPRECATED, None);
+        node
+    })
+    .await
+    .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(120), service.wait_with_output())
+        .await
+        .expect("the service still runs 120 s after its broker came back refusing its queues: a reconnect loop")
+        .expect("the service's output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the service exited 0:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line on stderr:\n{stderr}");
+    assert!(names_the_way_out(errors[0]), "{}", errors[0]);
+    drop(node);
 }
