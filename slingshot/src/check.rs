@@ -257,6 +257,7 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
                     staging_dir: std::env::temp_dir(),
                     handle: tokio::runtime::Handle::current(),
                     stats: Default::default(),
+                    journal: None,
                 };
                 let opened = tokio::task::spawn_blocking(move || prepare(backing).map(drop))
                     .await

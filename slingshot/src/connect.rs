@@ -94,7 +94,9 @@ pub(crate) async fn rabbitmq_from(sysmap: &SysMap, settings: &Settings) -> Resul
         .iter()
         .map(|(host, port)| server_url("amqp", &endpoint.username, &pass, host, *port, &settings.amqp_vhost))
         .collect::<Result<Vec<_>, _>>()?;
-    let broker = RabbitMq::cluster(nodes, "slingshot").with_queue_type(settings.queue_type);
+    let broker = RabbitMq::cluster(nodes, "slingshot")
+        .with_queue_type(settings.queue_type)
+        .with_frame_max(settings.amqp_frame_max);
     broker.connect().await?;
     Ok(broker)
 }

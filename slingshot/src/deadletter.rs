@@ -6,7 +6,7 @@
 
 use crate::broker::{Broker, Delivery, Message};
 use crate::error::Error;
-use crate::protocol::{dead_letter_queue, parse_id, replay_message, FailureRecord};
+use crate::protocol::{self, dead_letter_queue, parse_id, FailureRecord};
 
 /// One dead-lettered message, as its headers describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl DeadLetter {
         let record = FailureRecord::decode(message);
         DeadLetter {
             id: parse_id(&message.body).ok(),
-            body: message.body.clone(),
+            body: message.body.to_vec(),
             kind: record.kind,
             error: record.error,
             attempts: record.attempts,
@@ -92,7 +92,7 @@ pub async fn replay(broker: &dyn Broker, inbound: &str, selection: &Selection) -
             kept.push(delivery);
             continue;
         }
-        let message = replay_message(&delivery.message);
+        let message = protocol::replay(&delivery.message);
         if let Err(e) = broker.publish(inbound, message).await {
             // Nothing more is replayed; everything not yet replayed stays.
             kept.push(delivery);

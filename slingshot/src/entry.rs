@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::broker::dead_letter_queue;
 use crate::deadletter::{self, Selection};
 use crate::error::Error;
 use crate::ops::{self, Probe};
-use crate::protocol::dead_letter_queue;
 use crate::runtime::Runtime;
 use crate::service::ServiceDef;
 use crate::settings::{describe_clap_error, Settings, SettingsArgs};
@@ -231,6 +231,10 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
             Command::Asyncapi { services } => asyncapi(def, &location, &settings, services).await,
         }
     });
+    // A `process` call stuck past the shutdown deadline runs on a blocking
+    // thread nothing can stop; dropping the runtime would wait for it
+    // forever. Its request was given up and returns to the queue.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     // The last spans, exported from this thread once the work is done.
     crate::otel::shutdown();
     match result {
@@ -243,14 +247,23 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
     }
 }
 
+/// How long the async runtime may take to stop once the work is done or
+/// given up; threads still running a stuck `process` are left behind.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The exit code of a service that stopped on SIGTERM/SIGINT but gave up
+/// requests still running at the shutdown deadline (they return to the
+/// queue): `EX_TEMPFAIL`.
+pub(crate) const EXIT_ABANDONED: u8 = 75;
+
 async fn run(
     def: &'static ServiceDef,
     location: &str,
     ops_address: Option<&str>,
     settings: Settings,
 ) -> Result<ExitCode, Error> {
+    let probe = Probe::default().with_stuck_after(settings.stuck_after);
     let runtime = Runtime::connect(location, settings).await?;
-    let probe = Probe::default();
     if let Some(addr) = ops_address {
         let bound = ops::serve(addr, probe.clone())
             .await
@@ -274,6 +287,16 @@ async fn run(
     probe.stopping();
     runtime.shutdown();
     service.finished().await?;
+    let abandoned = service.stats.abandoned.load(std::sync::atomic::Ordering::Relaxed);
+    if abandoned > 0 {
+        tracing::warn!(
+            service = def.name,
+            abandoned,
+            exit_code = EXIT_ABANDONED,
+            "stopped, giving up requests still running at the shutdown deadline; they return to the queue"
+        );
+        return Ok(ExitCode::from(EXIT_ABANDONED));
+    }
     tracing::info!(service = def.name, "stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,8 @@ pub struct Backing {
     pub staging_dir: PathBuf,
     pub handle: Handle,
     pub stats: Arc<crate::metrics::Stats>,
+    /// Where `process` calls in progress are recorded (see [`crate::journal`]).
+    pub(crate) journal: Option<Arc<crate::journal::Journal>>,
 }
 
 /// One request to execute.
@@ -40,6 +42,9 @@ pub struct Job {
     pub attempt: u32,
     pub redelivered: bool,
     pub trace_id: String,
+    /// The delivery's fingerprint, recorded in the journal while `process`
+    /// runs; 0 when it came from no delivery (`invoke`).
+    pub fingerprint: u64,
 }
 
 /// A request `process` handled and whose files are uploaded.
@@ -172,6 +177,12 @@ impl<H: Handler> Execution<H> {
             read_file: &read_file,
             write_file: &write_file,
             context: &context,
+        };
+        // Recorded until `process` returns or unwinds: a process that dies
+        // meanwhile leaves it in the journal.
+        let _in_progress = match (&self.backing.journal, job.fingerprint) {
+            (Some(journal), fingerprint) if fingerprint != 0 => Some(journal.enter(fingerprint)),
+            _ => None,
         };
         call.in_scope(|| {
             let result = self.handler.call(job.request, &parts, &mut connection);

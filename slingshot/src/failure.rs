@@ -19,9 +19,28 @@ pub enum FailureKind {
     Database,
     /// The broker failed.
     Broker,
+    /// The process died again and again while handling the message (an
+    /// abort, the OOM killer): it was delivered `SLINGSHOT_MAX_CRASHES`
+    /// times without being settled.
+    CrashLoop,
+    /// The message cannot be carried on: its properties and headers, with
+    /// what slingshot adds to a retry, would not fit in one AMQP frame.
+    Oversized,
 }
 
 impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 8] = [
+        FailureKind::Malformed,
+        FailureKind::Process,
+        FailureKind::Panic,
+        FailureKind::Storage,
+        FailureKind::Database,
+        FailureKind::Broker,
+        FailureKind::CrashLoop,
+        FailureKind::Oversized,
+    ];
+
     /// The name used in headers and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,13 +50,38 @@ impl FailureKind {
             FailureKind::Storage => "storage",
             FailureKind::Database => "database",
             FailureKind::Broker => "broker",
+            FailureKind::CrashLoop => "crash-loop",
+            FailureKind::Oversized => "oversized",
         }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure kind's name that is not one of [`FailureKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown failure kind {0:?}")]
+pub struct UnknownKind(pub String);
+
+impl std::str::FromStr for FailureKind {
+    type Err = UnknownKind;
+
+    /// The kind `name` names, as [`FailureKind::as_str`] writes it.
+    fn from_str(name: &str) -> Result<Self, UnknownKind> {
+        FailureKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| UnknownKind(name.to_string()))
     }
 }
 
 /// A failed request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {message}", kind.as_str())]
+#[error("{kind}: {message}")]
 pub struct Failure {
     /// What failed.
     pub kind: FailureKind,
@@ -117,5 +161,19 @@ fn is_lost_connection(error: &diesel::result::Error) -> bool {
                 || text.contains("could not connect")
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_read_back_from_their_names() {
+        for kind in FailureKind::ALL {
+            assert_eq!(kind.as_str().parse::<FailureKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        assert_eq!("nope".parse::<FailureKind>(), Err(UnknownKind("nope".into())));
     }
 }

@@ -38,6 +38,7 @@ mod entry;
 mod error;
 pub mod execute;
 pub mod failure;
+mod journal;
 pub mod metrics;
 pub mod ops;
 pub mod otel;

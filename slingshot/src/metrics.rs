@@ -7,9 +7,9 @@
 //! text format (version 0.0.4).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -76,7 +76,33 @@ pub struct Stats {
     pub process_duration: Histogram,
     /// How long the broker took to confirm each publish.
     pub confirm_latency: Histogram,
+    /// Requests given up at the shutdown deadline (they return to the queue).
+    pub abandoned: AtomicU64,
+    /// The service's concurrency: how many calls may run at once.
+    pub concurrency: AtomicUsize,
     routes: Mutex<BTreeMap<(CaseValue, String), u64>>,
+    /// When each call in progress started, by a number of its own.
+    calls: Mutex<Calls>,
+}
+
+/// The calls in progress.
+#[derive(Debug, Default)]
+struct Calls {
+    next: u64,
+    started: BTreeMap<u64, Instant>,
+}
+
+/// A call in progress, counted until it drops.
+#[derive(Debug)]
+pub(crate) struct Call<'a> {
+    stats: &'a Stats,
+    id: u64,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.stats.lock_calls().started.remove(&self.id);
+    }
 }
 
 impl Stats {
@@ -99,6 +125,29 @@ impl Stats {
                 routes.insert((case.clone(), queue.to_string()), 1);
             }
         }
+    }
+
+    /// Starts timing one request's `process` call and uploads.
+    pub(crate) fn begin_call(&self) -> Call<'_> {
+        let mut calls = self.lock_calls();
+        calls.next += 1;
+        let id = calls.next;
+        calls.started.insert(id, Instant::now());
+        Call { stats: self, id }
+    }
+
+    /// How many calls in progress started more than `threshold` ago.
+    pub fn stuck(&self, threshold: Duration) -> usize {
+        let now = Instant::now();
+        self.lock_calls()
+            .started
+            .values()
+            .filter(|started| now.duration_since(**started) > threshold)
+            .count()
+    }
+
+    fn lock_calls(&self) -> MutexGuard<'_, Calls> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_routes(&self) -> MutexGuard<'_, BTreeMap<(CaseValue, String), u64>> {

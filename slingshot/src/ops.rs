@@ -1,13 +1,17 @@
 //! The operations endpoint: Prometheus metrics, liveness and readiness over HTTP.
 //!
 //! - `GET /metrics`: every service's metrics in the Prometheus text format;
-//! - `GET /healthz`: 200 while the process runs (liveness);
+//! - `GET /healthz`: 200 while the process can make progress (liveness);
+//!   503 once every slot of a service holds a `process` call running longer
+//!   than `SLINGSHOT_STUCK_SECS`: only a restart frees a call stuck in
+//!   `loop {}` or a wait without end, and what it held returns to the queue;
 //! - `GET /readyz`: 200 only while every service is consuming; 503 while one
 //!   is reconnecting or the process is shutting down (readiness).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -24,6 +28,8 @@ use crate::metrics::{self, Stats, Watched};
 pub struct Probe {
     services: Watched,
     stopping: Arc<AtomicBool>,
+    /// After how long a call counts as stuck; `None`: never.
+    stuck_after: Option<Duration>,
     /// Reads `services` at each scrape, those watched later included.
     registry: Arc<Registry>,
 }
@@ -35,6 +41,7 @@ impl Default for Probe {
             registry: Arc::new(metrics::registry(services.clone())),
             services,
             stopping: Arc::default(),
+            stuck_after: None,
         }
     }
 }
@@ -46,6 +53,35 @@ impl std::fmt::Debug for Probe {
 }
 
 impl Probe {
+    /// A probe whose liveness fails once every slot of a service holds a
+    /// call running longer than `stuck_after`.
+    pub fn with_stuck_after(mut self, stuck_after: Option<Duration>) -> Self {
+        self.stuck_after = stuck_after;
+        self
+    }
+
+    /// `None` while every service can make progress, else why not: all
+    /// its slots hold calls running past the stuck threshold.
+    pub fn not_live(&self) -> Option<String> {
+        let threshold = self.stuck_after?;
+        let services = self.lock();
+        let stuck: Vec<String> = services
+            .iter()
+            .filter_map(|(name, stats)| {
+                let slots = stats.concurrency.load(Ordering::Relaxed);
+                let stuck = stats.stuck(threshold);
+                (slots > 0 && stuck >= slots).then(|| format!("{name}: {stuck} of {slots} slots"))
+            })
+            .collect();
+        (!stuck.is_empty()).then(|| {
+            format!(
+                "stuck: every slot holds a process call running over {}s ({})",
+                threshold.as_secs(),
+                stuck.join("; ")
+            )
+        })
+    }
+
     /// Reports on `service` too.
     pub fn watch(&self, service: &'static str, stats: Arc<Stats>) {
         self.lock().push((service, stats));
@@ -86,7 +122,7 @@ impl Probe {
 pub fn router(probe: Probe) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(live))
         .route("/readyz", get(ready))
         .with_state(probe)
 }
@@ -103,6 +139,13 @@ async fn metrics_page(State(probe): State<Probe>) -> impl IntoResponse {
                 "cannot encode the metrics\n".into(),
             )
         }
+    }
+}
+
+async fn live(State(probe): State<Probe>) -> impl IntoResponse {
+    match probe.not_live() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

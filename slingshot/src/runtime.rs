@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::broker::dead_letter_queue;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, Durability, Message};
 use crate::connect::{database_target, rabbitmq_from, s3_config_from};
@@ -14,7 +15,7 @@ use crate::db::{ConnectionKind, DbTarget};
 use crate::error::Error;
 use crate::execute::{Backing, Executed, Executor, Job};
 use crate::failure::Failure;
-use crate::protocol::dead_letter_queue;
+use crate::journal::Journal;
 use crate::routing::RouteTable;
 use crate::service::ServiceDef;
 use crate::settings::Settings;
@@ -219,7 +220,12 @@ impl Runtime {
 impl Runtime {
     /// Everything `def` needs before it can process: wiring, routes checked
     /// against its case type, queues declared, the executor with its pool.
-    async fn prepare(&self, def: &'static ServiceDef, stats: Arc<Stats>) -> Result<Prepared, Error> {
+    async fn prepare(
+        &self,
+        def: &'static ServiceDef,
+        stats: Arc<Stats>,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Prepared, Error> {
         let wiring = self.sysmap.service(def.name).await?;
         for warning in &wiring.warnings {
             tracing::warn!(service = def.name, sys_map = %self.sysmap.describe(), "sys-map: {warning}");
@@ -256,6 +262,7 @@ impl Runtime {
             staging_dir: self.settings.staging_dir.clone(),
             handle: tokio::runtime::Handle::current(),
             stats,
+            journal,
         };
         let prepare = def.prepare;
         let executor = tokio::task::spawn_blocking(move || prepare(backing))
@@ -272,6 +279,23 @@ impl Runtime {
         })
     }
 
+    /// This instance's crash journal of `def` (see [`crate::journal`]).
+    async fn open_journal(&self, def: &'static ServiceDef) -> Result<Arc<Journal>, Error> {
+        let dir = self.settings.state_dir.clone();
+        let opened = tokio::task::spawn_blocking(move || Journal::open(&dir, def.name).map_err(|e| (dir, e)))
+            .await
+            .map_err(|e| Error::Crashed {
+                what: format!("opening the crash journal of {}", def.name),
+                message: e.to_string(),
+            })?;
+        opened.map(Arc::new).map_err(|(dir, e)| {
+            Error::Config(format!(
+                "SLINGSHOT_STATE_DIR={}: cannot keep the crash journal there: {e}",
+                dir.display()
+            ))
+        })
+    }
+
     /// Starts consuming for `def`. It runs until [`Runtime::shutdown`].
     pub async fn start(&self, def: &'static ServiceDef) -> Result<RunningService, Error> {
         let stats = Arc::new(Stats::default());
@@ -281,12 +305,13 @@ impl Runtime {
             Some(info) => info.to_string(),
             None => "unknown".to_string(),
         };
+        let journal = self.open_journal(def).await?;
         let Prepared {
             wiring,
             routes,
             executor,
             unreachable,
-        } = self.prepare(def, stats.clone()).await?;
+        } = self.prepare(def, stats.clone(), Some(journal.clone())).await?;
         tracing::info!(
             service = def.name,
             inbound = %wiring.inbound,
@@ -306,6 +331,8 @@ impl Runtime {
             routes,
             settings: self.settings.clone(),
             stats: stats.clone(),
+            journal: Some(journal),
+            alone: tokio::sync::RwLock::new(()),
         });
         let shutdown = self.shutdown.subscribe();
         let queues = queues_of(&wiring, &self.settings);
@@ -327,7 +354,7 @@ impl Runtime {
         def: &'static ServiceDef,
         ids: &[u64],
     ) -> Result<Vec<Result<Invocation, Failure>>, Error> {
-        let Prepared { routes, executor, .. } = self.prepare(def, Arc::default()).await?;
+        let Prepared { routes, executor, .. } = self.prepare(def, Arc::default(), None).await?;
         let mut results = Vec::with_capacity(ids.len());
         for &request in ids {
             let job = Job {
@@ -335,6 +362,7 @@ impl Runtime {
                 attempt: 1,
                 redelivered: false,
                 trace_id: format!("invoke-{request}"),
+                fingerprint: 0,
             };
             results.push(executor.clone().execute(job).await.map(|executed| {
                 let plan = routes.plan(&executed.outputs);

@@ -70,10 +70,15 @@ const MAX_FRAME: u32 = 64 * 1024;
 /// what the broker announces, and closes it, all within `timeout`.
 pub async fn read(url: &str, timeout: Duration) -> Result<ServerInfo, ServerInfoError> {
     let uri: lapin::uri::AMQPUri = url.parse().map_err(ServerInfoError::Url)?;
+    read_uri(&uri, timeout).await
+}
+
+/// [`read`], for a URL already parsed.
+pub async fn read_uri(uri: &lapin::uri::AMQPUri, timeout: Duration) -> Result<ServerInfo, ServerInfoError> {
     if uri.scheme != lapin::uri::AMQPScheme::AMQP {
         return Err(ServerInfoError::Url("only amqp:// is supported".into()));
     }
-    match tokio::time::timeout(timeout, handshake(&uri)).await {
+    match tokio::time::timeout(timeout, handshake(uri)).await {
         Ok(result) => result.map_err(ServerInfoError::Connection),
         Err(_) => Err(ServerInfoError::Connection(format!("no answer within {timeout:?}"))),
     }

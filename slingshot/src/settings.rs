@@ -69,6 +69,30 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "SLINGSHOT_STAGING_DIR", value_name = "DIR")]
     pub staging_dir: Option<PathBuf>,
 
+    /// Where each instance keeps its crash journal [default: the staging
+    /// dir]. Keep it across restarts (a volume, in a container) so that a
+    /// message that keeps killing the process is dead-lettered.
+    #[arg(long, global = true, env = "SLINGSHOT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Deliveries of one message that may end with the process dying while
+    /// `process` runs (an abort, the OOM killer) before it is dead-lettered
+    /// as `crash-loop`.
+    #[arg(long, global = true, env = "SLINGSHOT_MAX_CRASHES", value_name = "N", default_value_t = 3,
+          value_parser = RangedU64ValueParser::<u32>::new().range(1..=1000))]
+    pub max_crashes: u32,
+
+    /// Seconds after which a `process` call counts as stuck: /healthz
+    /// answers 503 once every slot holds a stuck call (0: never).
+    #[arg(
+        long,
+        global = true,
+        env = "SLINGSHOT_STUCK_SECS",
+        value_name = "SECS",
+        default_value_t = 600
+    )]
+    pub stuck_secs: u64,
+
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(
         long,
@@ -87,6 +111,16 @@ pub struct SettingsArgs {
     /// (replicated, for clusters) needs the durable queue mode.
     #[arg(long, global = true, env = "SLINGSHOT_QUEUE_TYPE", value_enum, default_value_t = QueueType::Classic)]
     pub queue_type: QueueType,
+
+    /// The AMQP frame size asked of RabbitMQ, in bytes. A message's
+    /// properties and headers travel in one frame, so keep it at the
+    /// broker's `frame_max` (RabbitMQ's default, 131072) to take whatever
+    /// other producers publish; a smaller one saves memory (lapin's buffers
+    /// hold 64 frames per connection) and refuses larger headers.
+    #[arg(long, global = true, env = "SLINGSHOT_AMQP_FRAME_MAX", value_name = "BYTES",
+          default_value_t = crate::broker::rabbitmq::DEFAULT_FRAME_MAX,
+          value_parser = RangedU64ValueParser::<u32>::new().range(4096..=(1 << 30)))]
+    pub amqp_frame_max: u32,
 
     /// RabbitMQ virtual host.
     #[arg(
@@ -139,12 +173,21 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Where `write_file` stages output.
     pub staging_dir: PathBuf,
+    /// Where each instance keeps its crash journal.
+    pub state_dir: PathBuf,
+    /// Deliveries that end with the process dying before a message is
+    /// dead-lettered as `crash-loop`.
+    pub max_crashes: u32,
+    /// After how long a `process` call counts as stuck (`None`: never).
+    pub stuck_after: Option<Duration>,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_deadline: Duration,
     /// How the service declares its inbound and outbound queues.
     pub queue_mode: QueueMode,
     /// The RabbitMQ queue type of the queues the service declares.
     pub queue_type: QueueType,
+    /// The AMQP frame size asked of RabbitMQ, in bytes.
+    pub amqp_frame_max: u32,
     /// RabbitMQ virtual host.
     pub amqp_vhost: String,
     /// Scheme for an object-storage host given without one.
@@ -268,7 +311,14 @@ impl SettingsArgs {
             max_attempts: self.max_attempts,
             retry_base: Duration::from_millis(self.retry_base_ms),
             retry_max: Duration::from_millis(self.retry_max_ms),
+            state_dir: self
+                .state_dir
+                .or_else(|| self.staging_dir.clone())
+                .unwrap_or_else(std::env::temp_dir),
             staging_dir: self.staging_dir.unwrap_or_else(std::env::temp_dir),
+            max_crashes: self.max_crashes,
+            stuck_after: (self.stuck_secs > 0).then(|| Duration::from_secs(self.stuck_secs)),
+            amqp_frame_max: self.amqp_frame_max,
             shutdown_deadline: Duration::from_secs(self.shutdown_secs),
             queue_mode: self.queue_mode,
             queue_type: self.queue_type,

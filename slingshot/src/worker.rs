@@ -1,22 +1,36 @@
-//! The consume loop of one service: bounded concurrency, ack after upload and confirmed publishes, retries with backoff, dead-lettering.
+//! The consume loop of one service: bounded concurrency, ack after upload and confirmed publishes, retries with backoff, dead letters, crash counting, and handing back on shutdown what it holds.
+//!
+//! Every delivery is decoded once ([`Request::decode`]) and then takes one of
+//! these paths, each ending with the delivery settled or left to the broker:
+//!
+//! - a suspect of a crash (see [`crate::journal`]): counted and published
+//!   again, or dead-lettered as `crash-loop`;
+//! - a malformed body: dead-lettered at once, through [`protocol::decide`];
+//! - a request: `process`, uploads, confirmed outputs, then the ack; if it
+//!   failed, [`protocol::decide`] chooses a retry or the dead-letter queue.
+//!
+//! A publish that fails after `process` succeeded is retried with backoff
+//! (redeclaring a deleted queue) while the delivery stays unacknowledged:
+//! `process` does not run again because the broker refused a publish.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::broker::{Broker, BrokerError, Delivery, Message, QUORUM_DELIVERY_LIMIT};
+use crate::broker::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, Message, QUORUM_DELIVERY_LIMIT};
 use crate::error::error_chain;
 use crate::execute::{Executed, Executor, Job};
 use crate::failure::{Failure, FailureKind};
+use crate::journal::Journal;
 pub use crate::metrics::Stats;
 use crate::otel::{self, Operation};
-use crate::protocol::{self, dead_letter_queue, Decision, Envelope, FailureRecord, TraceParent};
+use crate::protocol::{self, dead_letter_queue, Decision, FailureRecord, Request, Room, TraceParent};
 use crate::routing::RouteTable;
 use crate::settings::Settings;
 
@@ -33,6 +47,13 @@ pub(crate) struct Worker {
     pub routes: Arc<RouteTable>,
     pub settings: Settings,
     pub stats: Arc<Stats>,
+    /// Where `process` calls in progress are recorded, and the suspects
+    /// earlier instances left; `None` counts no crashes.
+    pub journal: Option<Arc<Journal>>,
+    /// Held shared by every request, and alone by a request that took the
+    /// process down before: if it does again, it is the only one in the
+    /// journal, so no other message is counted as a crash.
+    pub alone: tokio::sync::RwLock<()>,
 }
 
 /// Why a worker stopped without being asked to.
@@ -44,12 +65,24 @@ pub(crate) enum Stopped {
     Broker(#[from] BrokerError),
 }
 
+/// How handling one delivery ended.
+enum Handled {
+    /// Settled: acknowledged, retried or dead-lettered.
+    Settled,
+    /// Left to the broker, which delivers it again: its channel closed.
+    Left,
+}
+
 impl Worker {
-    /// Consumes until `shutdown` turns true (then finishes in-flight requests
-    /// within the deadline) or the consumer fails.
+    /// Consumes until `shutdown` turns true (then hands back what it holds
+    /// unstarted and finishes in-flight requests within the deadline) or the
+    /// consumer fails.
     pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Stopped> {
         let mut consumer = self.broker.consume(&self.inbound, self.settings.prefetch).await?;
         self.stats.consuming.store(true, Ordering::Relaxed);
+        self.stats
+            .concurrency
+            .store(self.settings.concurrency, Ordering::Relaxed);
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut tasks = JoinSet::new();
         tracing::info!(
@@ -79,10 +112,11 @@ impl Worker {
                 Some(Err(e)) => break Err(e.into()),
                 Some(Ok(delivery)) => {
                     self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    let (span, traced) = self.request_span(&delivery);
+                    let request = Request::decode(&delivery.message);
+                    let (span, traced) = self.request_span(&delivery, &request);
                     tasks.spawn(
                         self.clone()
-                            .handle(delivery, traced, slot, shutdown.clone())
+                            .handle(delivery, request, traced, slot, shutdown.clone())
                             .instrument(span),
                     );
                 }
@@ -90,6 +124,9 @@ impl Worker {
         };
         // Not ready from here on: stopping, or about to reconnect.
         self.stats.consuming.store(false, Ordering::Relaxed);
+        if result.is_ok() {
+            self.give_back(consumer.as_mut()).await;
+        }
         let deadline = self.settings.shutdown_deadline;
         while tasks.try_join_next().is_some() {}
         if !tasks.is_empty() {
@@ -102,9 +139,11 @@ impl Worker {
         }
         let finished = tokio::time::timeout(deadline, async { while tasks.join_next().await.is_some() {} }).await;
         if finished.is_err() {
+            let left = tasks.len();
+            self.stats.abandoned.fetch_add(left as u64, Ordering::Relaxed);
             tracing::warn!(
                 service = self.name,
-                left = tasks.len(),
+                left,
                 "shutdown deadline passed; unfinished requests return to the queue"
             );
             tasks.abort_all();
@@ -114,53 +153,102 @@ impl Worker {
         result
     }
 
+    /// Stops the consumer and hands back every delivery it received but no
+    /// request took: each is published again (confirmed) and acknowledged,
+    /// rather than returned with a nack, which RabbitMQ 4.0 to 4.2 count
+    /// towards a quorum queue's delivery limit. What cannot be published
+    /// again returns when the channel closes.
+    async fn give_back(&self, consumer: &mut dyn Consumer) {
+        if let Err(e) = consumer.cancel().await {
+            tracing::warn!(service = self.name, error = %e, "cannot cancel the consumer; unstarted deliveries return when its channel closes");
+            return;
+        }
+        let mut held = Vec::new();
+        while let Some(Ok(delivery)) = consumer.next().await {
+            held.push(delivery);
+        }
+        if held.is_empty() {
+            return;
+        }
+        let count = held.len();
+        let limit = self.broker.frame_max();
+        let returned = join_all(held.into_iter().map(|delivery| async move {
+            let crashes = Request::decode(&delivery.message).counts.crashes;
+            let Ok(message) = protocol::fit(protocol::returned(&delivery.message, crashes), limit, Room::CutError)
+            else {
+                return false;
+            };
+            match self.broker.publish(&self.inbound, message).await {
+                Ok(()) => delivery.acker.ack().await.is_ok(),
+                Err(_) => false,
+            }
+        }))
+        .await;
+        let republished = returned.iter().filter(|ok| **ok).count();
+        tracing::info!(
+            service = self.name,
+            republished,
+            left = count - republished,
+            "handed back unstarted deliveries"
+        );
+    }
+
     async fn handle(
         self: Arc<Self>,
         delivery: Delivery,
+        request: Request,
         traced: Traced,
         slot: OwnedSemaphorePermit,
         shutdown: watch::Receiver<bool>,
     ) {
-        let mut envelope = match Envelope::decode(&delivery.message) {
-            Ok(envelope) => envelope,
-            // Not a request: nothing to retry, so dead-lettered at once (as
-            // `protocol::decide` does with malformed failures).
+        if !request.ignored.is_empty() {
+            let ignored: Vec<String> = request.ignored.iter().map(ToString::to_string).collect();
+            tracing::warn!(service = self.name, request = %request.shown, ignored = ?ignored, "optional headers over their size limit are ignored and not passed on");
+        }
+        // An earlier instance died while processing this very message.
+        if delivery.redelivered
+            && self
+                .journal
+                .as_ref()
+                .is_some_and(|j| j.take_suspect(request.fingerprint))
+        {
+            drop(slot);
+            return self.crashed(delivery, &request, &traced).await;
+        }
+        let id = match &request.id {
+            Ok(id) => *id,
             Err(malformed) => {
                 drop(slot);
-                let attempt = malformed.attempt;
-                return self
-                    .dead_letter(
-                        delivery,
-                        &traced,
-                        Failure::new(FailureKind::Malformed, malformed.reason),
-                        attempt,
-                    )
-                    .await;
+                let failure = Failure::new(FailureKind::Malformed, malformed.reason.clone());
+                return self.failed(delivery, &request, &traced, failure, shutdown).await;
             }
         };
-        envelope.trace_id = traced.legacy.clone();
-        let (request, attempt) = (envelope.id, envelope.attempt);
         // Quorum queues count the deliveries they took back (lost
-        // connections, crashes); past the delivery limit the broker
+        // connections, crashes, nacks); past the delivery limit the broker
         // dead-letters the message itself.
-        let delivery_count = protocol::delivery_count(&delivery.message);
-        if i64::from(delivery_count) * 2 >= QUORUM_DELIVERY_LIMIT {
+        if i64::from(request.delivery_count) * 2 >= QUORUM_DELIVERY_LIMIT {
             tracing::warn!(
                 service = self.name,
-                request,
-                delivery_count,
+                request = id,
+                delivery_count = request.delivery_count,
                 limit = QUORUM_DELIVERY_LIMIT,
-                "delivered again and again without being settled (does processing it crash the service?); \
-                 the broker dead-letters it at the limit"
+                "delivered again and again without being settled; the broker dead-letters it at the limit"
             );
         }
         let job = Job {
-            request,
-            attempt,
-            redelivered: delivery.redelivered || delivery_count > 0,
-            trace_id: envelope.trace_id.clone(),
+            request: id,
+            attempt: request.counts.attempt,
+            redelivered: delivery.redelivered || request.delivery_count > 0,
+            trace_id: traced.legacy.clone(),
+            fingerprint: request.fingerprint,
+        };
+        let (_shared, _alone) = if request.counts.crashes > 0 {
+            (None, Some(self.alone.write().await))
+        } else {
+            (Some(self.alone.read().await), None)
         };
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let call = self.stats.begin_call();
         let executing = self.executor.clone().execute(job);
         tokio::pin!(executing);
         let executed = tokio::select! {
@@ -168,7 +256,7 @@ impl Worker {
             _ = tokio::time::sleep(CONSUMER_TIMEOUT_WARNING) => {
                 tracing::warn!(
                     service = self.name,
-                    request,
+                    request = id,
                     running = ?CONSUMER_TIMEOUT_WARNING,
                     "process is still running: RabbitMQ closes the channel of a consumer that holds a delivery \
                      past its consumer timeout (30 minutes by default), and the request then runs again; \
@@ -177,51 +265,221 @@ impl Worker {
                 executing.await
             }
         };
+        drop((call, _shared, _alone));
         // The slot bounds concurrent `process` calls and uploads; waiting for
         // the broker's confirms is not processing, so the next request may
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.
         drop(slot);
-        let result = match executed {
-            Ok(executed) => self.route(&envelope, &traced, &executed).await,
+        let routed = match executed {
+            Ok(executed) => self.route(id, &traced, &executed, delivery.acker.as_ref()).await,
             Err(failure) => Err(failure),
         };
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                match delivery.acker.ack().await {
-                    Ok(()) => {
-                        self.stats.processed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // The broker will redeliver it; the outputs were sent, so downstream may see them twice.
-                    Err(e) => {
-                        tracing::warn!(service = self.name, request, error = %e, "ack failed; the request will be redelivered")
-                    }
+        match routed {
+            Ok(Handled::Settled) => match delivery.acker.ack().await {
+                Ok(()) => {
+                    self.stats.processed.fetch_add(1, Ordering::Relaxed);
                 }
+                // The broker will redeliver it; the outputs were sent, so downstream may see them twice.
+                Err(e) => {
+                    tracing::warn!(service = self.name, request = id, error = %e, "ack failed; the request will be redelivered")
+                }
+            },
+            Ok(Handled::Left) => {}
+            Err(failure) => self.failed(delivery, &request, &traced, failure, shutdown).await,
+        }
+    }
+
+    /// A message an earlier instance was processing when it died: the crash
+    /// is counted in the message, which is published again, or dead-lettered
+    /// once it has taken the process down `SLINGSHOT_MAX_CRASHES` times.
+    async fn crashed(&self, delivery: Delivery, request: &Request, traced: &Traced) {
+        let crashes = request.counts.crashes.saturating_add(1);
+        let max = self.settings.max_crashes;
+        failed(&tracing::Span::current(), "the process died while processing it");
+        if crashes >= max {
+            let failure = Failure::new(
+                FailureKind::CrashLoop,
+                format!(
+                    "the process died {crashes} times while processing this message \
+                     (SLINGSHOT_MAX_CRASHES={max}): an abort, the OOM killer or a crash in native code"
+                ),
+            );
+            tracing::error!(service = self.name, request = %request.shown, crashes, "{}", failure.message);
+            return self
+                .dead_letter(delivery, request, traced, failure, request.counts.attempt)
+                .await;
+        }
+        tracing::warn!(
+            service = self.name,
+            request = %request.shown,
+            crashes,
+            max,
+            "the process died while processing this message; counting the crash and trying it again"
+        );
+        let message = protocol::returned(&delivery.message, crashes);
+        let inbound = self.inbound.clone();
+        if let Err(too_large) = self.forward(delivery, traced, &inbound, message, Room::CutError).await {
+            tracing::error!(service = self.name, request = %request.shown, error = %too_large, "cannot count the crash in the message");
+        }
+    }
+
+    /// Retries `delivery` or dead-letters it, as [`protocol::decide`] says.
+    async fn failed(
+        &self,
+        delivery: Delivery,
+        request: &Request,
+        traced: &Traced,
+        failure: Failure,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // The delivery failed, whatever happens next.
+        let span = tracing::Span::current();
+        failed(&span, &failure.to_string());
+        span.record("error.type", failure.kind.as_str());
+        match protocol::decide(&failure, &request.counts, &self.settings) {
+            Decision::Retry { delay, next } => {
+                tracing::warn!(
+                    service = self.name,
+                    request = %request.shown,
+                    attempt = request.counts.attempt,
+                    transient = failure.transient,
+                    error = %failure,
+                    ?delay,
+                    "failed; will retry"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    // Shutting down: hand the retry back to the queue now.
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+                let message = protocol::retry(&delivery.message, &next, &failure);
+                let inbound = self.inbound.clone();
+                // A retry must carry the producer's headers whole; if they
+                // leave no room for the failure record, it cannot be retried.
+                let (delivery, too_large) = match self
+                    .try_forward(delivery, traced, &inbound, message, Room::CutError)
+                    .await
+                {
+                    Ok(settled) => {
+                        if settled {
+                            self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return;
+                    }
+                    Err(back) => back,
+                };
+                let oversized = Failure::new(
+                    FailureKind::Oversized,
+                    format!("cannot be retried: {too_large}; it failed with {failure}"),
+                );
+                self.dead_letter(delivery, request, traced, oversized, request.counts.attempt)
+                    .await;
             }
-            Err(failure) => {
-                // The delivery failed, whatever happens next.
-                let span = tracing::Span::current();
-                span.record("otel.status_code", "error");
-                span.record("otel.status_description", failure.to_string());
-                span.record("error.type", failure.kind.as_str());
-                match protocol::decide(&failure, &envelope, &self.settings) {
-                    Decision::Retry { delay, next } => {
-                        self.retry(delivery, &traced, &envelope, next, delay, failure, shutdown)
-                            .await
-                    }
-                    Decision::DeadLetter { attempts } => {
-                        tracing::error!(service = self.name, request, attempt, error = %failure, "giving up: dead-lettering");
-                        self.dead_letter(delivery, &traced, failure, attempts).await;
-                    }
-                }
+            Decision::DeadLetter { attempts } => {
+                self.dead_letter(delivery, request, traced, failure, attempts).await;
             }
         }
     }
 
-    /// Routes the outputs: publishes every `(queue, id)` concurrently and
-    /// waits for all the confirms.
-    async fn route(&self, envelope: &Envelope, traced: &Traced, executed: &Executed) -> Result<(), Failure> {
-        let request = envelope.id;
+    async fn dead_letter(
+        &self,
+        delivery: Delivery,
+        request: &Request,
+        traced: &Traced,
+        failure: Failure,
+        attempts: u32,
+    ) {
+        let record = FailureRecord::new(&failure, attempts, self.name, &self.inbound, SystemTime::now());
+        let message = record.encode(&delivery.message);
+        tracing::warn!(service = self.name, request = %request.shown, kind = failure.kind.as_str(), error = %failure.message, attempts, "dead-lettered");
+        match self
+            .forward(
+                delivery,
+                traced,
+                &dead_letter_queue(&self.inbound),
+                message,
+                Room::DropHeaders,
+            )
+            .await
+        {
+            Ok(true) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(too_large) => tracing::error!(
+                service = self.name,
+                request = %request.shown,
+                error = %too_large,
+                "cannot dead-letter it even without its headers; it stays unacknowledged and returns to the \
+                 queue when this consumer stops"
+            ),
+        }
+    }
+
+    /// [`Worker::try_forward`], giving up the delivery if `message` is too large.
+    async fn forward(
+        &self,
+        delivery: Delivery,
+        traced: &Traced,
+        queue: &str,
+        message: Message,
+        room: Room,
+    ) -> Result<bool, protocol::TooLarge> {
+        self.try_forward(delivery, traced, queue, message, room)
+            .await
+            .map_err(|(_, too_large)| too_large)
+    }
+
+    /// Publishes `message` to `queue` under a PRODUCER span whose context it
+    /// carries, fitted to the frame as `room` allows, then acks `delivery`.
+    /// `Ok(true)` once settled; `Ok(false)` if the delivery's channel closed
+    /// meanwhile (the broker delivers it again, so a copy would be a
+    /// duplicate); the delivery back with why if the message cannot fit.
+    async fn try_forward(
+        &self,
+        delivery: Delivery,
+        traced: &Traced,
+        queue: &str,
+        mut message: Message,
+        room: Room,
+    ) -> Result<bool, (Delivery, protocol::TooLarge)> {
+        let span = self.publish_span(queue);
+        otel::context_of(&span, Some(&traced.context)).stamp(&mut message, &traced.legacy);
+        let message = match protocol::fit(message, self.broker.frame_max(), room) {
+            Ok(message) => message,
+            Err(too_large) => return Err((delivery, too_large)),
+        };
+        let published = self
+            .publish_confirmed(queue, message, delivery.acker.as_ref())
+            .instrument(span.clone())
+            .await;
+        match published {
+            Ok(Handled::Settled) => {
+                if let Err(e) = delivery.acker.ack().await {
+                    tracing::warn!(service = self.name, error = %e, "ack after forwarding failed; the broker will redeliver");
+                }
+                Ok(true)
+            }
+            Ok(Handled::Left) => Ok(false),
+            Err(e) => {
+                // Only a message the broker can never take ends here.
+                failed(&span, &e.to_string());
+                tracing::error!(service = self.name, queue, error = %e, "cannot forward; the delivery stays unacknowledged and returns to the queue when this consumer stops");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Routes the outputs: publishes every `(queue, id)` concurrently, each
+    /// until confirmed.
+    async fn route(
+        &self,
+        request: u64,
+        traced: &Traced,
+        executed: &Executed,
+        acker: &dyn Acker,
+    ) -> Result<Handled, Failure> {
         let plan = self.routes.plan(&executed.outputs);
         for (id, case) in &plan.unrouted {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -230,10 +488,11 @@ impl Worker {
         }
         let publishes = plan.sends.iter().map(|(queue, id)| {
             let span = self.publish_span(queue);
-            let message = envelope.encode_output(*id, &otel::context_of(&span, Some(&traced.context)));
+            let mut message = Message::id(*id);
+            otel::context_of(&span, Some(&traced.context)).stamp(&mut message, &traced.legacy);
             async move {
                 let sent = std::time::Instant::now();
-                let confirmed = self.broker.publish(queue, message).await;
+                let confirmed = self.publish_confirmed(queue, message, acker).await;
                 self.stats.confirm_latency.observe(sent.elapsed());
                 if let Err(e) = &confirmed {
                     failed(&tracing::Span::current(), &e.to_string());
@@ -242,9 +501,12 @@ impl Worker {
             }
             .instrument(span)
         });
-        try_join_all(publishes)
+        let outcomes = try_join_all(publishes)
             .await
-            .map_err(|e| Failure::outage(FailureKind::Broker, error_chain(&e)))?;
+            .map_err(|e| Failure::new(FailureKind::Broker, error_chain(&e)))?;
+        if outcomes.iter().any(|o| matches!(o, Handled::Left)) {
+            return Ok(Handled::Left);
+        }
         self.stats
             .published
             .fetch_add(plan.sends.len() as u64, Ordering::Relaxed);
@@ -261,91 +523,49 @@ impl Worker {
             self.stats.bytes_written.fetch_add(object.size, Ordering::Relaxed);
             tracing::info!(service = self.name, request, bucket = %object.bucket, key = %object.key, bytes = object.size, "object written");
         }
-        Ok(())
+        Ok(Handled::Settled)
     }
 
-    /// Waits out the backoff `delay`, then sends the request back to the
-    /// inbound queue as `next` (its attempt or outage count raised), then acks
-    /// this delivery. The counts travel in the message, so they survive
-    /// restarts.
-    #[allow(clippy::too_many_arguments)]
-    async fn retry(
+    /// Publishes `message` to `queue` until the broker confirms it, with
+    /// backoff between tries, redeclaring the queue if the broker returned
+    /// the message (the queue was deleted). Gives up, `Ok(Handled::Left)`,
+    /// once the delivery it belongs to can no longer be settled: the broker
+    /// delivers that again, and publishing more would only duplicate.
+    /// `Err` only for a message the broker can never take.
+    async fn publish_confirmed(
         &self,
-        delivery: Delivery,
-        traced: &Traced,
-        envelope: &Envelope,
-        next: Envelope,
-        delay: Duration,
-        failure: Failure,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let (request, attempt) = (envelope.id, envelope.attempt);
-        tracing::warn!(
-            service = self.name,
-            request,
-            attempt,
-            transient = failure.transient,
-            error = %failure,
-            ?delay,
-            "failed; will retry"
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            // Shutting down: hand the retry back to the queue now.
-            _ = shutdown.wait_for(|stop| *stop) => {}
-        }
-        let message = next.encode_retry(&delivery.message, &failure);
-        self.forward(delivery, traced, &self.inbound.clone(), message).await;
-        self.stats.retried.fetch_add(1, Ordering::Relaxed);
-    }
-
-    async fn dead_letter(&self, delivery: Delivery, traced: &Traced, failure: Failure, attempt: u32) {
-        let record = FailureRecord::new(&failure, attempt, self.name, &self.inbound, SystemTime::now());
-        let message = record.encode(&delivery.message);
-        tracing::warn!(service = self.name, kind = failure.kind.as_str(), error = %failure.message, attempts = attempt, "dead-lettered");
-        if self
-            .forward(delivery, traced, &dead_letter_queue(&self.inbound), message)
-            .await
-        {
-            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Publishes `message` to `queue` under a PRODUCER span whose context it
-    /// carries, then acks `delivery`; if the publish is not confirmed the
-    /// delivery is requeued instead, so nothing is lost.
-    async fn forward(&self, delivery: Delivery, traced: &Traced, queue: &str, mut message: Message) -> bool {
-        // Its channel is gone (the connection was lost meanwhile): the broker
-        // delivers the original again, a copy would be a duplicate.
-        if !delivery.acker.is_live() {
-            tracing::warn!(
-                service = self.name,
-                queue,
-                "delivery's channel closed; the broker will redeliver it"
-            );
-            return false;
-        }
-        let span = self.publish_span(queue);
-        otel::context_of(&span, Some(&traced.context)).stamp(&mut message, &traced.legacy);
-        let published = self.broker.publish(queue, message).instrument(span.clone()).await;
-        if let Err(e) = &published {
-            failed(&span, &e.to_string());
-        }
-        drop(span);
-        match published {
-            Ok(()) => {
-                if let Err(e) = delivery.acker.ack().await {
-                    tracing::warn!(service = self.name, error = %e, "ack after forwarding failed; the broker will redeliver");
-                }
-                true
+        queue: &str,
+        message: Message,
+        acker: &dyn Acker,
+    ) -> Result<Handled, BrokerError> {
+        let mut tries = 0u32;
+        loop {
+            let error = match self.broker.publish(queue, message.clone()).await {
+                Ok(()) => return Ok(Handled::Settled),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            tries = tries.saturating_add(1);
+            if !acker.is_live() {
+                tracing::warn!(service = self.name, queue, error = %error, "publish failed and the delivery's channel closed; the broker delivers it again");
+                return Ok(Handled::Left);
             }
-            Err(e) => {
-                tracing::error!(service = self.name, queue, error = %e, "forwarding failed; returning the message to its queue");
-                if let Err(e) = delivery.acker.reject(true).await {
-                    tracing::warn!(service = self.name, error = %e, "requeue failed; the broker will redeliver");
+            if matches!(error, BrokerError::Returned { .. }) {
+                let durability = if queue == dead_letter_queue(&self.inbound) {
+                    Durability::Durable
+                } else {
+                    self.settings.queue_mode.durability()
+                };
+                match self.broker.declare(queue, durability).await {
+                    Ok(()) => tracing::warn!(service = self.name, queue, "the queue was gone; declared it again"),
+                    Err(e) => {
+                        tracing::warn!(service = self.name, queue, error = %e, "cannot declare the queue again yet")
+                    }
                 }
-                false
             }
+            let delay = self.settings.backoff(tries);
+            tracing::warn!(service = self.name, queue, tries, error = %error, ?delay, "publish not confirmed; trying again");
+            tokio::time::sleep(delay).await;
         }
     }
 }
@@ -362,10 +582,9 @@ impl Worker {
     /// The CONSUMER span of one delivery, continuing the trace its message
     /// carries (`traceparent`, else the legacy trace ID), and the context it
     /// runs in. Its service, request ID, attempt, trace and span IDs are on
-    /// every log line of the request.
-    fn request_span(&self, delivery: &Delivery) -> (tracing::Span, Traced) {
-        let message = &delivery.message;
-        let body = std::str::from_utf8(&message.body).unwrap_or("<not UTF-8>");
+    /// every log line of the request. The trace ID the request is known by
+    /// is its legacy trace ID if it carries one, else its W3C trace ID.
+    fn request_span(&self, delivery: &Delivery, request: &Request) -> (tracing::Span, Traced) {
         let span = tracing::info_span!(
             "request",
             otel.name = %format_args!("process {}", self.inbound),
@@ -374,24 +593,21 @@ impl Worker {
             otel.status_description = tracing::field::Empty,
             error.type = tracing::field::Empty,
             service = self.name,
-            request = body.trim(),
-            attempt = protocol::attempt(message),
+            request = %request.shown,
+            attempt = request.counts.attempt,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
-        let parent = TraceParent::read(message);
-        if let Some(parent) = &parent {
+        if let Some(parent) = &request.parent {
             otel::set_remote_parent(&span, parent);
         }
         otel::set_messaging_attributes(&span, self.broker.messaging_system(), &self.inbound, Operation::Process);
-        span.set_attribute("messaging.message.body.size", message.body.len() as i64);
+        span.set_attribute("messaging.message.body.size", delivery.message.body.len() as i64);
         span.set_attribute("messaging.destination.redelivered", delivery.redelivered);
-        let context = otel::context_of(&span, parent.as_ref());
+        let context = otel::context_of(&span, request.parent.as_ref());
         span.record("trace_id", context.trace_id_hex());
         span.record("span_id", context.span_id_hex());
-        let legacy = protocol::trace_id(message)
-            .map(str::to_string)
-            .unwrap_or_else(|| context.trace_id_hex());
+        let legacy = request.legacy_trace.clone().unwrap_or_else(|| context.trace_id_hex());
         (span, Traced { context, legacy })
     }
 

@@ -330,16 +330,7 @@ async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
         if i == 10 {
             send_ids(&*broker, &f.q("in"), 0..N).await;
         }
-        broker
-            .publish(
-                &f.q("in"),
-                Message {
-                    body: body.clone(),
-                    headers: Default::default(),
-                },
-            )
-            .await
-            .unwrap();
+        broker.publish(&f.q("in"), Message::new(body.clone())).await.unwrap();
     }
     let poison = |id: &u64| matches!(id % 1000, 13 | 17 | 19);
     let good: Vec<u64> = (0..N).filter(|id| !poison(id)).collect();
@@ -364,7 +355,7 @@ async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
         by_kind
             .entry(kind(&d.message))
             .or_default()
-            .push(d.message.body.clone());
+            .push(d.message.body.to_vec());
     }
     let ids_of = |k: &str| {
         let mut ids: Vec<u64> = by_kind[k]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use slingshot::broker::{Durability, Message, QueueState, QueueType, QUORUM_DELIVERY_LIMIT};
-use slingshot::protocol::{dead_letter_queue, delivery_count};
+use slingshot::protocol::{dead_letter_queue, Request};
 use slingshot::ServiceDef;
 use slingshot_tests::fault_report::{assert_nothing_lost, report, send_ids, Figures};
 use slingshot_tests::{service_command, signal, test_cluster_broker, Backend, Collector, Fixture};
@@ -111,7 +111,7 @@ async fn past_the_delivery_limit_a_message_is_dead_lettered_not_dropped() {
     let mut counts = Vec::new();
     while let Some(delivery) = broker.get(&queue).await.unwrap() {
         deliveries += 1;
-        counts.push(delivery_count(&delivery.message));
+        counts.push(Request::decode(&delivery.message).delivery_count);
         assert!(
             deliveries <= QUORUM_DELIVERY_LIMIT + 5,
             "the delivery limit is not applied"
@@ -136,7 +136,7 @@ async fn past_the_delivery_limit_a_message_is_dead_lettered_not_dropped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let delivery = found.expect("the message over the delivery limit is in the dead-letter queue");
-    assert_eq!(delivery.message.body, b"7");
+    assert_eq!(delivery.message.body, &b"7"[..]);
     delivery.acker.ack().await.unwrap();
 }
 

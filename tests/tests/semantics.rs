@@ -50,7 +50,7 @@ fn copier(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Res
 /// Fails on the first attempt of even IDs, succeeds on the retry.
 #[slingshot::microservice(name = "flaky", sys_map = "file:unused.json", main = false)]
 fn flaky(request: u64, context: &RequestContext) -> Result<Vec<(u64, bool)>, AnyError> {
-    if request % 2 == 0 && context.attempt == 1 {
+    if request.is_multiple_of(2) && context.attempt == 1 {
         return Err(format!("transient failure of {request}").into());
     }
     Ok(vec![(request, context.attempt > 1)])
@@ -340,7 +340,7 @@ async fn unacked_messages_are_redelivered(backend: Backend) {
     let mut consumer = broker.consume(&queue, 2).await.unwrap();
     let first = consumer.next().await.unwrap().unwrap();
     let second = consumer.next().await.unwrap().unwrap();
-    assert_eq!((first.message.body.as_slice(), first.redelivered), (&b"1"[..], false));
+    assert_eq!((&first.message.body[..], first.redelivered), (&b"1"[..], false));
     first.acker.ack().await.unwrap();
     // `second` is neither acked nor rejected when its consumer goes away.
     std::mem::forget(second.acker);
@@ -361,13 +361,13 @@ async fn unacked_messages_are_redelivered(backend: Backend) {
     // prefetch slot before it closed (RabbitMQ does, the in-process broker
     // does not), so only its arrival is certain, not its flag; and a quorum
     // queue may return it ahead of "2".
-    let (again, third) = match first_back.message.body.as_slice() {
+    let (again, third) = match &first_back.message.body[..] {
         b"3" => (second_back, first_back),
         _ => (first_back, second_back),
     };
-    assert_eq!(again.message.body, b"2");
+    assert_eq!(again.message.body, &b"2"[..]);
     assert!(again.redelivered, "an unacked message comes back marked redelivered");
-    assert_eq!(third.message.body, b"3");
+    assert_eq!(third.message.body, &b"3"[..]);
     again.acker.ack().await.unwrap();
     third.acker.ack().await.unwrap();
     drop(consumer);
@@ -458,16 +458,7 @@ async fn malformed_bodies_are_dead_lettered_at_once(backend: Backend) {
     let broker = runtime.broker().clone();
     let bodies: [&[u8]; 5] = [b"\xff\xfe", b"twelve", b"-3", b"18446744073709551616", b""];
     for body in bodies {
-        broker
-            .publish(
-                &f.q("in"),
-                Message {
-                    body: body.to_vec(),
-                    headers: Default::default(),
-                },
-            )
-            .await
-            .unwrap();
+        broker.publish(&f.q("in"), Message::new(body.to_vec())).await.unwrap();
     }
     runtime.send(&f.q("in"), [5]).await.unwrap();
     runtime.run_until_idle(&[&service]).await.unwrap();
@@ -654,7 +645,7 @@ async fn dead_letters_can_be_listed_and_replayed(backend: Backend) {
     );
     let replayed = drain(broker, &inbound).await;
     assert_eq!(replayed.len(), 1);
-    assert_eq!(replayed[0].message.body, b"2");
+    assert_eq!(replayed[0].message.body, &b"2"[..]);
     assert_eq!(
         replayed[0].message.headers.get(ATTEMPT_HEADER),
         None,

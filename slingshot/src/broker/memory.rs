@@ -117,15 +117,17 @@ impl Broker for MemoryBroker {
             window: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
             unacked: Arc::default(),
             next_tag: 0,
+            cancelled: false,
         }))
     }
 
     async fn publish(&self, queue: &str, message: Message) -> Result<(), BrokerError> {
         let mut state = self.lock();
-        let q = state
-            .queues
-            .get_mut(queue)
-            .ok_or_else(|| Self::missing("publish", queue))?;
+        // As RabbitMQ returns a mandatory publish to a queue that does not exist.
+        let q = state.queues.get_mut(queue).ok_or_else(|| BrokerError::Returned {
+            queue: queue.into(),
+            message: "NO_ROUTE (no such queue)".into(),
+        })?;
         q.ready.push_back(Stored {
             message,
             redelivered: false,
@@ -178,11 +180,16 @@ struct MemoryConsumer {
     window: Arc<Semaphore>,
     unacked: Unacked,
     next_tag: u64,
+    /// Cancelled: nothing more is taken from the queue.
+    cancelled: bool,
 }
 
 #[async_trait]
 impl Consumer for MemoryConsumer {
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        if self.cancelled {
+            return None;
+        }
         let permit = match self.window.clone().acquire_owned().await {
             Ok(permit) => permit,
             Err(_) => return None,
@@ -224,6 +231,13 @@ impl Consumer for MemoryConsumer {
                 Some(false) => notified.await,
             }
         }
+    }
+
+    /// Messages are taken from the queue only when asked for, so nothing is
+    /// held beyond what `next` returned.
+    async fn cancel(&mut self) -> Result<(), BrokerError> {
+        self.cancelled = true;
+        Ok(())
     }
 }
 
@@ -277,6 +291,10 @@ impl Acker for MemoryAcker {
             self.broker.requeue(&self.queue, vec![stored]);
         }
         Ok(())
+    }
+
+    fn is_live(&self) -> bool {
+        lock(&self.unacked).contains_key(&self.tag)
     }
 }
 

@@ -5,9 +5,10 @@
 //! talks to.
 
 pub mod memory;
+pub(crate) mod message;
 pub mod rabbitmq;
 
-use std::collections::BTreeMap;
+pub use message::{HeaderValue, Headers, Message, Properties};
 
 use async_trait::async_trait;
 
@@ -49,6 +50,60 @@ pub enum BrokerError {
         /// Why.
         message: String,
     },
+    /// The broker returned a publish: no queue of that name (it may have
+    /// been deleted).
+    #[error("publish to {queue:?} was returned by the broker: {message} (does the queue exist?)")]
+    Returned {
+        /// The queue.
+        queue: String,
+        /// What the broker said.
+        message: String,
+    },
+    /// The message's properties and headers do not fit in one frame of the
+    /// connection; publishing it would make the broker close the connection.
+    #[error(
+        "message to {queue:?} not published: its properties and headers take {size} bytes, \
+         over the {limit}-byte frame the connection negotiated (SLINGSHOT_AMQP_FRAME_MAX)"
+    )]
+    TooLarge {
+        /// The queue.
+        queue: String,
+        /// The content header frame's size.
+        size: usize,
+        /// The negotiated frame size.
+        limit: usize,
+    },
+    /// The message cannot be encoded in AMQP (a property over 255 bytes).
+    #[error("message to {queue:?} cannot be encoded: {message}")]
+    Unencodable {
+        /// The queue.
+        queue: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl BrokerError {
+    /// Whether the same operation may succeed later: the connection failed,
+    /// or the broker did not confirm. A message too large or unencodable
+    /// will never be published as it is.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, BrokerError::TooLarge { .. } | BrokerError::Unencodable { .. })
+    }
+}
+
+/// The dead-letter queue of `inbound`: where the messages of `inbound` that
+/// cannot be processed go, by slingshot or by the broker.
+pub fn dead_letter_queue(inbound: &str) -> String {
+    format!("{inbound}{DEAD_LETTER_SUFFIX}")
+}
+
+/// What [`dead_letter_queue`] appends.
+const DEAD_LETTER_SUFFIX: &str = ".dead-letter";
+
+/// Whether `queue` is a dead-letter queue (named as [`dead_letter_queue`] names them).
+pub(crate) fn is_dead_letter_queue(queue: &str) -> bool {
+    queue.ends_with(DEAD_LETTER_SUFFIX)
 }
 
 /// How a queue is declared.
@@ -137,61 +192,6 @@ pub enum QueueState {
     Differs(String),
 }
 
-/// A header value carried with a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderValue {
-    /// Text.
-    Str(String),
-    /// A signed integer.
-    Int(i64),
-}
-
-impl HeaderValue {
-    /// The value as text, if it is text.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            HeaderValue::Str(s) => Some(s),
-            HeaderValue::Int(_) => None,
-        }
-    }
-
-    /// The value as an integer, if it is one.
-    pub fn as_int(&self) -> Option<i64> {
-        match self {
-            HeaderValue::Int(i) => Some(*i),
-            HeaderValue::Str(_) => None,
-        }
-    }
-}
-
-/// Message headers.
-pub type Headers = BTreeMap<String, HeaderValue>;
-
-/// A message to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The body: for requests, the ID in decimal ASCII.
-    pub body: Vec<u8>,
-    /// Headers (attempt count, trace ID, dead-letter reasons).
-    pub headers: Headers,
-}
-
-impl Message {
-    /// A request message: `id` in decimal ASCII, as the original crate sends it.
-    pub fn id(id: u64) -> Self {
-        Message {
-            body: id.to_string().into_bytes(),
-            headers: Headers::new(),
-        }
-    }
-
-    /// Adds a header.
-    pub fn with_header(mut self, name: &str, value: HeaderValue) -> Self {
-        self.headers.insert(name.to_string(), value);
-        self
-    }
-}
-
 /// Settles one delivery. Dropping it unsettled leaves the message with the
 /// broker, which redelivers it when the consumer goes away.
 #[async_trait]
@@ -231,9 +231,15 @@ impl std::fmt::Debug for Delivery {
 /// A stream of deliveries from one queue, at most `prefetch` unsettled.
 #[async_trait]
 pub trait Consumer: Send {
-    /// The next delivery; `None` when the consumer was cancelled (the queue
-    /// was deleted or the broker closed it).
+    /// The next delivery; `None` when the consumer was cancelled (by
+    /// [`Consumer::cancel`], or because the queue was deleted or the broker
+    /// closed it).
     async fn next(&mut self) -> Option<Result<Delivery, BrokerError>>;
+
+    /// Asks the broker to send no more. What it sent before still comes out
+    /// of [`Consumer::next`], then `None`: a caller that drains the consumer
+    /// holds every delivery it was given, and can settle each.
+    async fn cancel(&mut self) -> Result<(), BrokerError>;
 }
 
 /// The seam to a message broker.
@@ -261,6 +267,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// How many messages are ready in `queue` (not counting unacknowledged ones).
     async fn ready_count(&self, queue: &str) -> Result<u64, BrokerError>;
+
+    /// The largest frame, in bytes, that carries a message's properties and
+    /// headers to this broker (see [`Message::header_frame_size`]); `None`
+    /// when there is no such limit (the in-process broker).
+    fn frame_max(&self) -> Option<usize> {
+        None
+    }
 
     /// One line naming the broker, for logs (never credentials).
     fn describe(&self) -> String;

@@ -71,12 +71,34 @@ fn poison(request: u64) -> Result<Vec<(u64, bool)>, AnyError> {
     }
 }
 
+/// Relays IDs below a million and fails on the rest: for tests of what a
+/// retry or a dead letter must carry.
+#[slingshot::microservice(name = "hostile", sys_map = "file:unused.json", main = false)]
+fn hostile(request: u64) -> Result<Vec<(u64, bool)>, AnyError> {
+    pause();
+    if request >= 1_000_000 {
+        return Err(format!("refused {request}").into());
+    }
+    Ok(vec![(request, true)])
+}
+
+/// Takes the whole process down on IDs ending in 500 (per thousand), as an
+/// abort in native code or the OOM killer would; relays the rest.
+#[slingshot::microservice(name = "crasher", sys_map = "file:unused.json", main = false)]
+fn crasher(request: u64) -> Vec<(u64, bool)> {
+    pause();
+    if request % 1000 == 500 {
+        std::process::abort();
+    }
+    vec![(request, true)]
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().and_then(|name| ServiceDef::named(name)) {
         Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
         None => {
-            eprintln!("usage: fault-service (relay|relay2|objects|records|poison) [run|...]");
+            eprintln!("usage: fault-service (relay|relay2|objects|records|poison|hostile|crasher) [run|...]");
             ExitCode::from(2)
         }
     }

@@ -34,14 +34,14 @@ const WORDS: &[&str] = &[
 
 /// A deterministic sample document; every seventh one is blank (rejected by ingest).
 fn document(id: u64) -> String {
-    if id % 7 == 0 {
+    if id.is_multiple_of(7) {
         return "   \n".into();
     }
     let words = 5 + (id * 13 % 60) as usize;
     (0..words)
         .map(|i| WORDS[(id as usize * 3 + i * i) % WORDS.len()])
         .collect::<Vec<_>>()
-        .join(if id % 2 == 0 { " " } else { "\n" })
+        .join(if id.is_multiple_of(2) { " " } else { "\n" })
 }
 
 fn main() -> ExitCode {
