@@ -12,6 +12,7 @@ use crate::runtime::queues_of;
 use crate::service::ServiceDef;
 use crate::settings::{QueueMode, Settings};
 use crate::storage::s3::S3Store;
+use crate::storage::ObjectStore;
 use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap, SysMapError};
 use crate::topology::{ServiceNode, Topology};
 
@@ -222,7 +223,7 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
                 let store = S3Store::new(&config);
                 report.pass(
                     "object storage",
-                    format!("S3 {} (region {})", config.endpoint, config.region),
+                    format!("{} (region {})", store.describe(), config.region),
                 );
                 for (reference, bucket) in buckets {
                     match store.check_bucket(&bucket).await {

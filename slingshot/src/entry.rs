@@ -129,7 +129,9 @@ fn command_for(def: &ServiceDef) -> clap::Command {
         .bin_name(def.name)
         .about(format!(
             "{}: a slingshot microservice (function `{}`, sys-map {:?} unless SLINGSHOT_SYS_MAP is set)",
-            def.name, def.function, def.sys_map
+            def.name,
+            def.function,
+            crate::redact::url(def.sys_map)
         ))
         .after_help(
             "Secrets: a reference REF of the sys-map resolves from $SLINGSHOT_SECRET_<REF> (upper-cased, \
@@ -402,14 +404,8 @@ async fn dead_letters(
     let broker = runtime.broker().as_ref();
     match action {
         DeadLetterAction::List => {
-            let letters = deadletter::list(broker, &inbound).await?;
-            println!(
-                "{}: {} dead letter(s) in {}",
-                def.name,
-                letters.len(),
-                dead_letter_queue(&inbound)
-            );
-            for letter in letters {
+            // Printed as they are read: the queue may be long.
+            let count = deadletter::list(broker, &inbound, |letter| {
                 let id = match letter.id {
                     Some(id) => id.to_string(),
                     None => format!("{:?}", String::from_utf8_lossy(&letter.body)),
@@ -418,7 +414,13 @@ async fn dead_letters(
                     "  {id}  kind={} attempts={} failed_at={}  {}",
                     letter.kind, letter.attempts, letter.failed_at, letter.error
                 );
-            }
+            })
+            .await?;
+            println!(
+                "{}: {count} dead letter(s) in {}",
+                def.name,
+                dead_letter_queue(&inbound)
+            );
         }
         DeadLetterAction::Replay { all, ids } => {
             let selection = if all { Selection::All } else { Selection::Ids(ids) };

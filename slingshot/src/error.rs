@@ -37,17 +37,16 @@ pub enum Error {
     /// A service ended without being asked to stop.
     #[error("service {0} stopped without being asked to")]
     Stopped(String),
-    /// A dead-letter replay stopped partway; what was not replayed is still
-    /// in the dead-letter queue.
-    #[error("replay stopped after {replayed} ({left} left dead-lettered): {cause}")]
-    ReplayStopped {
-        /// Dead letters replayed before it stopped.
-        replayed: usize,
-        /// Dead letters still in the queue.
-        left: usize,
-        /// Why the next republish failed.
-        cause: crate::broker::BrokerError,
-    },
+    /// Listing or replaying dead letters stopped partway; every dead letter
+    /// is either replayed or still in the dead-letter queue.
+    #[error("dead letters: {0}")]
+    DeadLetters(Box<crate::deadletter::Stopped>),
+}
+
+impl From<crate::deadletter::Stopped> for Error {
+    fn from(stopped: crate::deadletter::Stopped) -> Self {
+        Error::DeadLetters(Box::new(stopped))
+    }
 }
 
 /// `error: cause: cause`, on one line.

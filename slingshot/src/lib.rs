@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod ops;
 pub mod otel;
 pub mod protocol;
+pub mod redact;
 pub mod routing;
 pub mod runtime;
 pub mod server_info;

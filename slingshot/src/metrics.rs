@@ -6,7 +6,7 @@
 //! reads them at every scrape, and [`render`] encodes it in the Prometheus
 //! text format (version 0.0.4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,6 +20,13 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::case::CaseValue;
+
+/// How many distinct cases of unrouted outputs get a series of their own in
+/// `slingshot_outputs_unrouted`, per service. Past it, outputs of further
+/// cases are counted under `case="other"` (`case_kind="other"`) and a
+/// warning is logged once. Routed outputs need no limit: their series are
+/// the routes of the sys-map.
+pub const UNROUTED_CASE_LIMIT: usize = 1000;
 
 /// The `Content-Type` of what [`render`] writes.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -80,7 +87,7 @@ pub struct Stats {
     pub abandoned: AtomicU64,
     /// The service's concurrency: how many calls may run at once.
     pub concurrency: AtomicUsize,
-    routes: Mutex<BTreeMap<(CaseValue, String), u64>>,
+    routes: Mutex<Routes>,
     /// When each call in progress started, by a number of its own.
     calls: Mutex<Calls>,
 }
@@ -105,24 +112,57 @@ impl Drop for Call<'_> {
     }
 }
 
+/// Outputs counted by case and queue: O(1) per count, with no allocation
+/// once a series exists, and at most [`UNROUTED_CASE_LIMIT`] unrouted series.
+#[derive(Debug, Default)]
+struct Routes {
+    /// Routed outputs: case, then queue.
+    routed: HashMap<CaseValue, HashMap<String, u64>>,
+    /// Unrouted outputs by case, up to the limit.
+    unrouted: HashMap<CaseValue, u64>,
+    /// Unrouted outputs of the cases past the limit.
+    other: u64,
+}
+
 impl Stats {
     /// How many outputs went to each `(case, queue)`, and to `(case, "")`
-    /// when unrouted; cases as the sys-map writes them.
+    /// when unrouted; cases as the sys-map writes them. Unrouted outputs of
+    /// the cases past [`UNROUTED_CASE_LIMIT`] are under `("other", "")`
+    /// (unquoted, so no string case can be mistaken for it).
     pub fn routes(&self) -> BTreeMap<(String, String), u64> {
-        self.lock_routes()
+        let routes = self.lock_routes();
+        let routed = routes.routed.iter().flat_map(|(case, queues)| {
+            queues
+                .iter()
+                .map(move |(queue, n)| ((case.to_string(), queue.clone()), *n))
+        });
+        let unrouted = routes
+            .unrouted
             .iter()
-            .map(|((case, queue), n)| ((case.to_string(), queue.clone()), *n))
-            .collect()
+            .map(|(case, n)| ((case.to_string(), String::new()), *n));
+        let other = (routes.other > 0).then(|| ((OTHER.to_string(), String::new()), routes.other));
+        routed.chain(unrouted).chain(other).collect()
     }
 
+    /// Counts one output of `case` sent to `queue` (`""`: unrouted).
     pub(crate) fn count_route(&self, case: &CaseValue, queue: &str) {
         let mut routes = self.lock_routes();
-        // The key is usually there already: find it without allocating one.
-        let existing = routes.iter_mut().find(|((c, q), _)| c == case && q == queue);
-        match existing {
-            Some((_, n)) => *n += 1,
+        if queue.is_empty() {
+            routes.count_unrouted(case);
+            return;
+        }
+        // Both lookups borrow the key: nothing is allocated once the series exists.
+        match routes.routed.get_mut(case) {
+            Some(queues) => match queues.get_mut(queue) {
+                Some(n) => *n += 1,
+                None => {
+                    queues.insert(queue.to_string(), 1);
+                }
+            },
             None => {
-                routes.insert((case.clone(), queue.to_string()), 1);
+                routes
+                    .routed
+                    .insert(case.clone(), HashMap::from([(queue.to_string(), 1)]));
             }
         }
     }
@@ -150,7 +190,7 @@ impl Stats {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_routes(&self) -> MutexGuard<'_, BTreeMap<(CaseValue, String), u64>> {
+    fn lock_routes(&self) -> MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -177,6 +217,41 @@ pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
     Ok(out)
+}
+
+/// The case label of unrouted outputs past [`UNROUTED_CASE_LIMIT`].
+const OTHER: &str = "other";
+
+impl Routes {
+    fn count_unrouted(&mut self, case: &CaseValue) {
+        if let Some(n) = self.unrouted.get_mut(case) {
+            *n += 1;
+            return;
+        }
+        if self.unrouted.len() < UNROUTED_CASE_LIMIT {
+            self.unrouted.insert(case.clone(), 1);
+            return;
+        }
+        if self.other == 0 {
+            // Once per service: a case no route names keeps varying.
+            tracing::warn!(
+                limit = UNROUTED_CASE_LIMIT,
+                "outputs without a route came with more than {UNROUTED_CASE_LIMIT} distinct cases; \
+                 slingshot_outputs_unrouted counts further cases under case=\"other\" (this one: {})",
+                shorten_case(case)
+            );
+        }
+        self.other += 1;
+    }
+}
+
+/// `case` as the sys-map writes it, at most 100 characters.
+fn shorten_case(case: &CaseValue) -> String {
+    let text = case.to_string();
+    match text.char_indices().nth(100) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// Reads the watched services' [`Stats`] at each scrape.
@@ -287,7 +362,15 @@ impl Collector for StatsCollector {
             MetricType::Counter,
         )?;
         for (service, stats) in services.iter() {
-            for ((case, queue), n) in stats.lock_routes().iter().filter(|((_, q), _)| !q.is_empty()) {
+            let routes = stats.lock_routes();
+            let mut series: Vec<(&CaseValue, &str, u64)> = routes
+                .routed
+                .iter()
+                .flat_map(|(case, queues)| queues.iter().map(move |(queue, n)| (case, queue.as_str(), *n)))
+                .collect();
+            // Scrapes list the series in a stable order.
+            series.sort_unstable();
+            for (case, queue, n) in series {
                 let value = case_value(case);
                 let labels = [
                     ("service", *service),
@@ -295,7 +378,7 @@ impl Collector for StatsCollector {
                     ("case_kind", case.kind()),
                     ("queue", queue),
                 ];
-                ConstCounter::new(*n).encode(routed.encode_family(&labels)?)?;
+                ConstCounter::new(n).encode(routed.encode_family(&labels)?)?;
             }
         }
         let mut unrouted = encoder.encode_descriptor(
@@ -305,10 +388,17 @@ impl Collector for StatsCollector {
             MetricType::Counter,
         )?;
         for (service, stats) in services.iter() {
-            for ((case, _), n) in stats.lock_routes().iter().filter(|((_, q), _)| q.is_empty()) {
+            let routes = stats.lock_routes();
+            let mut series: Vec<(&CaseValue, u64)> = routes.unrouted.iter().map(|(case, n)| (case, *n)).collect();
+            series.sort_unstable();
+            for (case, n) in series {
                 let value = case_value(case);
                 let labels = [("service", *service), ("case", &value), ("case_kind", case.kind())];
-                ConstCounter::new(*n).encode(unrouted.encode_family(&labels)?)?;
+                ConstCounter::new(n).encode(unrouted.encode_family(&labels)?)?;
+            }
+            if routes.other > 0 {
+                let labels = [("service", *service), ("case", OTHER), ("case_kind", OTHER)];
+                ConstCounter::new(routes.other).encode(unrouted.encode_family(&labels)?)?;
             }
         }
         for (name, help, pick) in HISTOGRAMS {
@@ -381,5 +471,103 @@ mod tests {
             text.contains("slingshot_outputs_unrouted_total{service=\"svc\",case=\"false\",case_kind=\"bool\"} 1\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn unrouted_series_are_bounded_and_every_output_is_counted() {
+        let stats = Stats::default();
+        let distinct = 100_000;
+        for i in 0..distinct {
+            stats.count_route(&CaseValue::Str(format!("case-{i}").into()), "");
+        }
+        // Known cases keep counting on their own series, past the limit too.
+        for _ in 0..3 {
+            stats.count_route(&CaseValue::Str("case-0".into()), "");
+            stats.count_route(&CaseValue::Int(7), "q");
+        }
+        stats.count_route(&CaseValue::Str(format!("case-{}", distinct - 1).into()), "");
+        let routes = stats.routes();
+        let unrouted: Vec<_> = routes.iter().filter(|((_, q), _)| q.is_empty()).collect();
+        assert_eq!(
+            unrouted.len(),
+            UNROUTED_CASE_LIMIT + 1,
+            "the cases under the limit and `other`"
+        );
+        assert_eq!(routes.get(&("\"case-0\"".into(), String::new())), Some(&4));
+        assert_eq!(
+            routes.get(&(format!("\"case-{}\"", UNROUTED_CASE_LIMIT - 1), String::new())),
+            Some(&1)
+        );
+        assert_eq!(
+            routes.get(&("other".into(), String::new())),
+            Some(&(distinct as u64 - UNROUTED_CASE_LIMIT as u64 + 1)),
+            "every case past the limit, each time it comes"
+        );
+        assert_eq!(
+            routes.get(&("7".into(), "q".into())),
+            Some(&3),
+            "routed outputs are not limited"
+        );
+        let total: u64 = unrouted.iter().map(|(_, n)| **n).sum();
+        assert_eq!(total, distinct as u64 + 4, "counts stay exact");
+
+        let text = page("svc", stats);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("slingshot_outputs_unrouted_total{"))
+            .count();
+        assert_eq!(series, UNROUTED_CASE_LIMIT + 1);
+        assert!(
+            text.contains(&format!(
+                "slingshot_outputs_unrouted_total{{service=\"svc\",case=\"other\",case_kind=\"other\"}} {}\n",
+                distinct - UNROUTED_CASE_LIMIT + 1
+            )),
+            "{}",
+            &text[..2000.min(text.len())]
+        );
+    }
+
+    #[test]
+    fn a_string_case_called_other_is_not_the_overflow() {
+        let stats = Stats::default();
+        stats.count_route(&CaseValue::Str("other".into()), "");
+        let routes = stats.routes();
+        assert_eq!(routes.get(&("\"other\"".into(), String::new())), Some(&1));
+        assert_eq!(routes.get(&("other".into(), String::new())), None);
+        let text = page("svc", stats);
+        assert!(
+            text.contains("slingshot_outputs_unrouted_total{service=\"svc\",case=\"other\",case_kind=\"string\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_overflow_is_logged_once() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let stats = Stats::default();
+            for i in 0..UNROUTED_CASE_LIMIT + 50 {
+                stats.count_route(&CaseValue::Int(i as i128), "");
+            }
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("distinct cases").count(), 1, "{text}");
+        assert!(text.contains(&format!("this one: {UNROUTED_CASE_LIMIT}")), "{text}");
     }
 }

@@ -10,6 +10,7 @@
 //! CONSUMER span per delivery, a PRODUCER span per publish.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -20,7 +21,9 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::error::error_chain;
 use crate::protocol::TraceParent;
+use crate::redact;
 
 /// Where spans go, as the `OTEL_*` variables say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +58,7 @@ impl Export {
             set("OTEL_EXPORTER_OTLP_ENDPOINT"),
         ) {
             (Some(traces), _) => traces,
-            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, Some(base)) => traces_url(&base)?,
             (None, None) => return Ok(Export::Off),
         };
         for name in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
@@ -69,13 +72,43 @@ impl Export {
             }
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("OTLP endpoint {url:?}: not an http:// or https:// URL"));
+            return Err(format!(
+                "OTLP endpoint {:?}: not an http:// or https:// URL",
+                redact::url(&url)
+            ));
         }
         Ok(Export::Otlp(url))
     }
 }
 
+/// The traces URL under the base URL `base` (`OTEL_EXPORTER_OTLP_ENDPOINT`):
+/// `v1/traces` appended to its path, its query (an API key, say) kept.
+fn traces_url(base: &str) -> Result<String, String> {
+    let not_http = || format!("OTLP endpoint {:?}: not an http:// or https:// URL", redact::url(base));
+    let mut url = url::Url::parse(base).map_err(|_| not_http())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(not_http());
+    }
+    url.path_segments_mut()
+        .map_err(|()| not_http())?
+        .pop_if_empty()
+        .extend(["v1", "traces"]);
+    Ok(url.to_string())
+}
+
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// The OTLP URL spans are exported to, for scrubbing its secrets from the
+/// exporter's messages.
+static ENDPOINT: OnceLock<String> = OnceLock::new();
+
+/// `text` with the secrets of the OTLP endpoint redacted.
+fn scrub(text: &str) -> String {
+    match ENDPOINT.get() {
+        Some(endpoint) => redact::in_text(text, endpoint),
+        None => text.to_string(),
+    }
+}
 
 /// The tracer provider of this process, built once as `export` says; spans
 /// of `service` name it unless `OTEL_SERVICE_NAME` or
@@ -91,15 +124,19 @@ pub(crate) fn provider(service: Option<&str>, export: &Export) -> Result<SdkTrac
         resource = resource.with_service_name(service.to_string());
     }
     let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
-    if let Export::Otlp(_) = export {
-        // The exporter resolves the endpoint, headers and timeout from the
-        // same variables `Export::from_vars` checked.
+    if let Export::Otlp(url) = export {
+        let _ = ENDPOINT.set(url.clone());
+        // The endpoint is the one `Export::from_vars` resolved (the
+        // exporter's own joining of a base URL would append the path after
+        // its query); the exporter reads the headers and timeout from the
+        // `OTEL_*` variables.
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
+            .with_endpoint(url.clone())
             .with_protocol(Protocol::HttpBinary)
             .with_http_client(OtlpClient::new(export_timeout()))
             .build()
-            .map_err(|e| format!("OTLP exporter: {e}"))?;
+            .map_err(|e| scrub(&format!("OTLP exporter: {e}")))?;
         builder = builder.with_batch_exporter(exporter);
     }
     Ok(PROVIDER.get_or_init(|| builder.build()).clone())
@@ -111,7 +148,7 @@ pub(crate) fn provider(service: Option<&str>, export: &Export) -> Result<SdkTrac
 pub fn shutdown() {
     if let Some(provider) = PROVIDER.get() {
         if let Err(e) = provider.shutdown() {
-            eprintln!("warning: exporting the last spans failed: {e}");
+            eprintln!("warning: exporting the last spans failed: {}", scrub(&e.to_string()));
         }
     }
 }
@@ -129,12 +166,14 @@ fn export_timeout() -> Duration {
 /// The OTLP exporter's HTTP client: slingshot's reqwest on a small runtime of
 /// its own. The SDK exports from a dedicated thread that is not a tokio
 /// thread, so the client brings the reactor it needs; no async thread of the
-/// service ever waits for the collector.
+/// service ever waits for the collector. A failing export is logged once,
+/// when it starts failing, and again when it works again.
 #[derive(Debug)]
 struct OtlpClient {
     client: reqwest::Client,
     timeout: Duration,
     runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
+    failing: AtomicBool,
 }
 
 impl OtlpClient {
@@ -143,6 +182,21 @@ impl OtlpClient {
             client: reqwest::Client::new(),
             timeout,
             runtime: OnceLock::new(),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Logs a change between exporting and failing to: `problem` is why an
+    /// export failed, `None` after one that worked.
+    fn report(&self, problem: Option<String>) {
+        match problem {
+            Some(problem) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!("exporting spans failed: {problem}; spans are dropped until the collector takes them");
+            }
+            None if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!("exporting spans works again");
+            }
+            _ => {}
         }
     }
 }
@@ -161,21 +215,33 @@ impl HttpClient for OtlpClient {
             .as_ref()
             .map_err(|e| HttpError::from(e.clone()))?;
         let (parts, body) = request.into_parts();
+        let shown = redact::url(&parts.uri.to_string());
         let sent = self
             .client
             .request(parts.method, parts.uri.to_string())
             .headers(parts.headers)
             .timeout(self.timeout)
             .body(body);
-        runtime.block_on(async move {
-            let response = sent.send().await?;
+        // reqwest's errors name the URL, credentials and all: shown redacted.
+        let failed = |e: reqwest::Error| -> HttpError {
+            let url = e.url().map(|u| redact::url(u.as_str())).unwrap_or_default();
+            scrub(&format!("POST {url}: {}", error_chain(&e.without_url()))).into()
+        };
+        let answered = runtime.block_on(async move {
+            let response = sent.send().await.map_err(failed)?;
             let mut answer = Response::builder().status(response.status());
             if let Some(headers) = answer.headers_mut() {
                 headers.extend(response.headers().clone());
             }
-            let body = response.bytes().await?;
+            let body = response.bytes().await.map_err(failed)?;
             Ok::<_, HttpError>(answer.body(body)?)
-        })
+        });
+        self.report(match &answered {
+            Ok(answer) if answer.status().is_success() => None,
+            Ok(answer) => Some(format!("POST {shown} answered {}", answer.status())),
+            Err(e) => Some(e.to_string()),
+        });
+        answered
     }
 }
 
@@ -321,6 +387,30 @@ mod tests {
         assert!(zipkin.contains("`otlp`"), "{zipkin}");
         let bare = export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]).unwrap_err();
         assert!(bare.contains("not an http"), "{bare}");
+    }
+
+    #[test]
+    fn a_base_endpoint_keeps_its_query_and_errors_hide_its_secrets() {
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://u:otelpass@c:4318/?api_key=k3y")]),
+            Ok(Export::Otlp("http://u:otelpass@c:4318/v1/traces?api_key=k3y".into()))
+        );
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c/prefix/")]),
+            Ok(Export::Otlp("https://c/prefix/v1/traces".into()))
+        );
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://u:otelpass@c/?api_key=k3y"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "u:otelpass@c?api_key=k3y"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "u:otelpass@c/v1/traces?api_key=k3y",
+            ),
+        ] {
+            let err = export(&[(name, value)]).unwrap_err();
+            assert!(err.contains("not an http"), "{err}");
+            assert!(!err.contains("otelpass") && !err.contains("k3y"), "{err}");
+        }
     }
 
     #[test]

@@ -134,6 +134,7 @@ impl LogArgs {
         // An error here only means a subscriber is already installed.
         let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
         if let (Export::Otlp(url), true) = (&export, exporting) {
+            let url = crate::redact::url(url);
             tracing::info!(%url, "exporting traces over OTLP/HTTP");
         }
     }

@@ -377,6 +377,7 @@ impl Worker {
                     .await;
             }
             Decision::DeadLetter { attempts } => {
+                tracing::error!(service = self.name, request = %request.shown, attempts, error = %failure, "giving up: dead-lettering");
                 self.dead_letter(delivery, request, traced, failure, attempts).await;
             }
         }

@@ -10,6 +10,7 @@ pub mod fault_report;
 pub mod original;
 pub mod otlp;
 pub mod private;
+pub mod probe;
 pub mod rabbitmq4;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -455,6 +456,28 @@ impl Collector {
                 start.elapsed() < timeout,
                 "only {} of {n} IDs arrived within {timeout:?}",
                 self.unique()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Collector {
+    /// Waits until every ID of `ids` arrived, or panics after `timeout`.
+    pub async fn wait_for_all(&self, ids: &[u64], timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let missing = {
+                let seen = self.seen.lock().unwrap();
+                ids.iter().filter(|id| !seen.contains_key(id)).count()
+            };
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{missing} of {} IDs did not arrive within {timeout:?}",
+                ids.len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

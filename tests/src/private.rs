@@ -208,6 +208,18 @@ impl PrivateRabbit {
         );
     }
 
+    /// Sets the memory high watermark (a fraction of the machine's memory):
+    /// a tiny one raises the memory alarm at once, and the broker blocks
+    /// every connection that publishes until it is raised again. Dropping
+    /// the instance removes it whatever the watermark.
+    pub fn set_memory_watermark(&self, fraction: f64) {
+        let fraction = fraction.to_string();
+        run(
+            &format!("rabbitmqctl set_vm_memory_high_watermark {fraction}"),
+            Command::new("rabbitmqctl").args(["-n", Self::NODE, "set_vm_memory_high_watermark", &fraction]),
+        );
+    }
+
     /// Stops the broker application (connections drop; data stays).
     pub fn stop_app(&self) {
         self.ctl("stop_app");

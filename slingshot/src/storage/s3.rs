@@ -48,7 +48,7 @@ pub struct S3Config {
 impl std::fmt::Debug for S3Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Config")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &crate::redact::url(&self.endpoint))
             .field("region", &self.region)
             .finish_non_exhaustive()
     }
@@ -58,6 +58,7 @@ impl std::fmt::Debug for S3Config {
 #[derive(Clone, Debug)]
 pub struct S3Store {
     client: Client,
+    /// The endpoint as it may be shown (credentials redacted).
     endpoint: String,
 }
 
@@ -83,7 +84,7 @@ impl S3Store {
             .build();
         S3Store {
             client: Client::from_conf(conf),
-            endpoint: config.endpoint.clone(),
+            endpoint: crate::redact::url(&config.endpoint),
         }
     }
 

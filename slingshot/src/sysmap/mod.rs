@@ -675,6 +675,9 @@ fn valid_bucket_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

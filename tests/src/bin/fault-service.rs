@@ -58,6 +58,18 @@ fn records(request: u64, connection: &mut PgConnection) -> Result<Vec<(u64, bool
     Ok(vec![(request, true)])
 }
 
+/// Records every call in PostgreSQL (`counted_calls`, one row per call),
+/// then relays: how many times `process` ran for each ID.
+#[slingshot::microservice(name = "counted", sys_map = "file:unused.json", main = false)]
+fn counted(request: u64, connection: &mut PgConnection) -> Result<Vec<(u64, bool)>, AnyError> {
+    use diesel::RunQueryDsl;
+    pause();
+    diesel::sql_query("INSERT INTO counted_calls (id) VALUES ($1)")
+        .bind::<diesel::sql_types::BigInt, _>(i64::try_from(request)?)
+        .execute(connection)?;
+    Ok(vec![(request, true)])
+}
+
 /// Poison among good requests: panics on IDs ending in 013, fails on 017,
 /// and returns a case with no route on 019 (per thousand).
 #[slingshot::microservice(name = "poison", sys_map = "file:unused.json", main = false)]
@@ -93,12 +105,29 @@ fn crasher(request: u64) -> Vec<(u64, bool)> {
     vec![(request, true)]
 }
 
+/// Never returns on IDs ending in 300 (per thousand), as a `process` caught
+/// in an endless loop or a wait without end; relays the rest.
+#[slingshot::microservice(name = "stuck", sys_map = "file:unused.json", main = false)]
+fn stuck(request: u64) -> Vec<(u64, bool)> {
+    pause();
+    if request % 1000 == 300 {
+        // Sleeping rather than spinning, to spare the test machine's cores:
+        // to the runtime either is a call that never returns.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    vec![(request, true)]
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().and_then(|name| ServiceDef::named(name)) {
         Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
         None => {
-            eprintln!("usage: fault-service (relay|relay2|objects|records|poison|hostile|crasher) [run|...]");
+            eprintln!(
+                "usage: fault-service (relay|relay2|objects|records|poison|hostile|crasher|stuck|counted) [run|...]"
+            );
             ExitCode::from(2)
         }
     }

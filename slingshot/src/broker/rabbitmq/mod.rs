@@ -254,29 +254,26 @@ impl RabbitMq {
         }
     }
 
-    /// Waits for the broker's confirm of one publish. A broker that stops
-    /// answering would leave it pending forever: past [`ANSWER_TIMEOUT`] the
-    /// connection is given up, unless the broker *blocked* it (a memory or
-    /// disk alarm), which is waited out however long it lasts.
-    async fn confirmed(
+    /// Waits for `publish` (one publish, sent and confirmed). A broker that
+    /// stops answering would leave it pending forever: past
+    /// [`ANSWER_TIMEOUT`] the connection is given up, unless the broker
+    /// *blocked* it (a memory or disk alarm), which is waited out however
+    /// long it lasts: lapin holds the publish back meanwhile.
+    async fn unless_frozen<T>(
         &self,
         session: &std::sync::Arc<Session>,
         queue: &str,
-        confirm: lapin::PublisherConfirm,
-    ) -> Result<Confirmation, BrokerError> {
-        let not_confirmed = |message: String| BrokerError::NotConfirmed {
-            queue: queue.into(),
-            message,
-        };
-        tokio::pin!(confirm);
+        publish: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        tokio::pin!(publish);
         let mut waited_out_alarm = false;
         loop {
-            match tokio::time::timeout(ANSWER_TIMEOUT, &mut confirm).await {
-                Ok(confirmation) => {
+            match tokio::time::timeout(ANSWER_TIMEOUT, &mut publish).await {
+                Ok(done) => {
                     if waited_out_alarm {
-                        tracing::info!(broker = %self.display, "the broker unblocked publishing");
+                        tracing::info!(broker = %self.display, queue, "the broker unblocked publishing");
                     }
-                    return confirmation.map_err(|e| not_confirmed(e.to_string()));
+                    return done;
                 }
                 Err(_) if session.blocked() && !session.dead.load(std::sync::atomic::Ordering::SeqCst) => {
                     if !waited_out_alarm {
@@ -290,7 +287,10 @@ impl RabbitMq {
                 }
                 Err(_) => {
                     session.give_up("publish not confirmed within the answer timeout");
-                    return Err(not_confirmed(format!("no confirm within {ANSWER_TIMEOUT:?}")));
+                    return Err(BrokerError::NotConfirmed {
+                        queue: queue.into(),
+                        message: format!("no confirm within {ANSWER_TIMEOUT:?}"),
+                    });
                 }
             }
         }
@@ -390,21 +390,15 @@ impl Broker for RabbitMq {
             &message.body,
             properties,
         );
-        let confirm = match tokio::time::timeout(ANSWER_TIMEOUT, publishing).await {
-            Ok(sent) => sent.map_err(|e| self.lost(e))?,
-            Err(_) => {
-                session.give_up("publish not sent within the answer timeout");
-                return Err(BrokerError::Disconnected(format!(
-                    "{}: publish not sent within {ANSWER_TIMEOUT:?}",
-                    self.display
-                )));
-            }
-        };
         let not_confirmed = |message: String| BrokerError::NotConfirmed {
             queue: queue.into(),
             message,
         };
-        match self.confirmed(&session, queue, confirm).await? {
+        let sent_and_confirmed = async {
+            let confirm = publishing.await.map_err(|e| self.lost(e))?;
+            confirm.await.map_err(|e| not_confirmed(e.to_string()))
+        };
+        match self.unless_frozen(&session, queue, sent_and_confirmed).await? {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) => Err(BrokerError::Returned {
                 queue: queue.into(),

@@ -1,0 +1,364 @@
+//! The broker misbehaving while a service process works: a memory alarm, a
+//! deleted output queue, a dead-letter queue that refuses publishes, and a
+//! `process` that never returns when SIGTERM comes. Each prints a `fault=`
+//! line (see `tests/src/fault_report.rs`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::QueueDeleteOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Connection, ConnectionProperties};
+use serde_json::json;
+use slingshot::broker::{Broker, Durability};
+use slingshot_tests::fault_report::{publish, report, send_ids, Figures};
+use slingshot_tests::private::PrivateRabbit;
+use slingshot_tests::probe::{free_port, get, wait_status};
+use slingshot_tests::{service_command, signal, test_broker, Backend, Collector, Fixture};
+use tokio::process::Child;
+
+const FINISH: Duration = Duration::from_secs(180);
+const SIGTERM: i32 = 15;
+
+/// One at a time: each runs a service process and a stream.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the log of a service that lost its connection says.
+const RECONNECT_LINES: [&str; 4] = [
+    "AMQP connection lost",
+    "giving up on the AMQP connection",
+    "consumer stopped; resuming",
+    "cannot connect",
+];
+
+fn shared_amqp() -> String {
+    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
+}
+
+fn wiring(f: &Fixture) -> serde_json::Value {
+    json!({"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]})
+}
+
+/// `fault-service NAME` against `sysmap`: concurrency 4, prefetch 8, quick
+/// retries, 1 ms per request; `env` may override any of it.
+fn spawn(f: &Fixture, name: &str, sysmap: &str, env: &[(&str, String)]) -> Child {
+    let mut settings = vec![
+        ("SLINGSHOT_CONCURRENCY", "4".to_string()),
+        ("SLINGSHOT_PREFETCH", "8".to_string()),
+        ("SLINGSHOT_RETRY_BASE_MS", "20".to_string()),
+        ("SLINGSHOT_RETRY_MAX_MS", "100".to_string()),
+        ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
+    ];
+    settings.extend(env.iter().cloned());
+    service_command(
+        env!("CARGO_BIN_EXE_fault-service"),
+        name,
+        sysmap,
+        f.dir.path(),
+        &settings,
+    )
+    .spawn()
+    .expect("start fault-service")
+}
+
+fn log(f: &Fixture, name: &str) -> String {
+    std::fs::read_to_string(f.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+}
+
+fn assert_kept_its_connection(f: &Fixture, name: &str, child: &mut Child) {
+    let log = log(f, name);
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{name} exited on its own with {status}:\n{log}");
+    }
+    for line in RECONNECT_LINES {
+        assert!(!log.contains(line), "{name} lost its connection ({line:?}):\n{log}");
+    }
+}
+
+async fn stop(mut child: Child, name: &str) {
+    signal(child.id().expect("running"), SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{name} did not stop within 40 s of SIGTERM"))
+        .expect("exit status");
+    assert!(status.success(), "{name} exited with {status} after SIGTERM");
+}
+
+async fn declare(broker: &dyn Broker, f: &Fixture) {
+    for q in ["in", "out"] {
+        broker.declare(&f.q(q), Durability::Durable).await.unwrap();
+    }
+}
+
+/// Puts the memory watermark back however the test ends.
+struct Watermark(Arc<PrivateRabbit>);
+
+impl Drop for Watermark {
+    fn drop(&mut self) {
+        self.0.set_memory_watermark(0.4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_alarm_is_waited_out_without_reconnecting_or_running_anything_twice() {
+    const N: u64 = 3000;
+    let _turn = TURN.lock().await;
+    let _figures = Figures("memory-alarm");
+    let rabbit = Arc::new(tokio::task::spawn_blocking(PrivateRabbit::start).await.unwrap());
+    let f = Fixture::new(Backend::Real, "memory-alarm");
+    let private =
+        json!({"host": ["127.0.0.1"], "port": [PrivateRabbit::PORT], "username": ["guest"], "pass": ["test/rabbitmq"]});
+    let sysmap = f.serve_sysmap(json!({"relay": wiring(&f), "rabbitmq": private})).await;
+    let broker = test_broker(&rabbit.amqp_url()).await;
+    declare(&*broker, &f).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    // 10 ms a request: the stream outlasts the alarm's start.
+    let mut service = spawn(&f, "relay", &sysmap, &[("SLINGSHOT_TEST_DELAY_MS", "10".to_string())]);
+    send_ids(&*broker, &f.q("in"), 0..N).await;
+    collector.wait_for(500, FINISH).await;
+
+    // The alarm: every connection that publishes is blocked, for longer than
+    // a confirm may take (15 s) before a connection is given up.
+    let alarm = {
+        let r = rabbit.clone();
+        tokio::task::spawn_blocking(move || {
+            r.set_memory_watermark(0.000_1);
+            Watermark(r)
+        })
+        .await
+        .unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = collector.unique();
+    assert!(
+        during < N as usize,
+        "the stream finished during the alarm; nothing was tested"
+    );
+    tokio::task::spawn_blocking(move || drop(alarm)).await.unwrap();
+
+    collector.wait_for(N as usize, FINISH).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_kept_its_connection(&f, "relay", &mut service);
+    let log = log(&f, "relay");
+    assert!(
+        log.contains("the broker blocked publishing"),
+        "the alarm went unnoticed:\n{log}"
+    );
+    let expected: Vec<u64> = (0..N).collect();
+    let outcome = report("memory-alarm", N, &expected, &collector.counts(), 0);
+    stop(service, "relay").await;
+    assert_eq!(
+        (outcome.lost, outcome.duplicates),
+        (0, 0),
+        "nothing lost, nothing run twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_in_time_with_every_slot_stuck_and_healthz_says_so() {
+    const N: u64 = 1000;
+    let _turn = TURN.lock().await;
+    let _figures = Figures("stuck-process-sigterm");
+    let f = Fixture::new(Backend::Real, "stuck-sigterm");
+    let sysmap = f.serve_sysmap(json!({"stuck": wiring(&f)})).await;
+    let broker = test_broker(&shared_amqp()).await;
+    declare(&*broker, &f).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let port = free_port();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let mut service = spawn(
+        &f,
+        "stuck",
+        &sysmap,
+        &[
+            ("SLINGSHOT_HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("SLINGSHOT_SHUTDOWN_SECS", "3".to_string()),
+            ("SLINGSHOT_STUCK_SECS", "2".to_string()),
+        ],
+    );
+    // One request that never returns among good ones: the others flow, and
+    // one stuck slot of four is not a stuck service.
+    send_ids(&*broker, &f.q("in"), 0..N).await;
+    let expected: Vec<u64> = (0..N).filter(|id| id % 1000 != 300).collect();
+    collector.wait_for(expected.len(), FINISH).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(&health).await.map(|(s, _)| s), Some(200), "one stuck slot of four");
+    // Three more: every slot is stuck, and liveness says so.
+    send_ids(&*broker, &f.q("in"), 1300..1301).await;
+    send_ids(&*broker, &f.q("in"), 2300..2301).await;
+    send_ids(&*broker, &f.q("in"), 3300..3301).await;
+    let why = wait_status(&health, 503, Duration::from_secs(30)).await;
+    assert!(why.contains("4 of 4 slots"), "{why}");
+
+    let stopping = Instant::now();
+    signal(service.id().expect("running"), SIGTERM);
+    let status = tokio::time::timeout(Duration::from_secs(30), service.wait())
+        .await
+        .expect("the service exits although every process call is stuck")
+        .expect("exit status");
+    let took = stopping.elapsed();
+    assert_eq!(status.code(), Some(75), "the exit code says requests were given up");
+    let log = log(&f, "stuck");
+    assert!(
+        log.contains("giving up requests still running at the shutdown deadline"),
+        "{log}"
+    );
+    // The deadline (3 s) and a little: never the stuck calls' lifetime.
+    publish(&format!(
+        "stuck-process-sigterm: exited {:.1} s after SIGTERM with 4 of 4 slots stuck (deadline 3 s)",
+        took.as_secs_f64()
+    ));
+    assert!(took < Duration::from_secs(3 + 5), "took {took:?}");
+    // What was stuck went back to the queue.
+    let back = broker.ready_count(&f.q("in")).await.expect("count");
+    assert_eq!(back, 4, "the four stuck requests return to the queue");
+    let outcome = report("stuck-process-sigterm", N + 3, &expected, &collector.counts(), 0);
+    assert_eq!(outcome.lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_output_queue_is_declared_again_without_running_process_twice() {
+    const N: u64 = 1000;
+    let _turn = TURN.lock().await;
+    let _figures = Figures("queue-deleted");
+    let f = Fixture::new(Backend::Real, "queue-deleted");
+    f.create_tables(&["CREATE TABLE counted_calls (id BIGINT NOT NULL)"])
+        .await;
+    let sysmap = f.serve_sysmap(json!({"counted": wiring(&f)})).await;
+    let broker = test_broker(&shared_amqp()).await;
+    declare(&*broker, &f).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let mut service = spawn(&f, "counted", &sysmap, &[("SLINGSHOT_LOG", "warn".to_string())]);
+    send_ids(&*broker, &f.q("in"), 0..N / 2).await;
+    // Every output so far collected: the deletion destroys none.
+    collector.wait_for(N as usize / 2, FINISH).await;
+    // Someone deletes the output queue; the next outputs are returned.
+    let connection = Connection::connect(&shared_amqp(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_delete(ShortString::from(f.q("out")), QueueDeleteOptions::default())
+        .await
+        .expect("delete the output queue");
+    send_ids(&*broker, &f.q("in"), N / 2..N).await;
+
+    let start = Instant::now();
+    let calls = loop {
+        let calls = count_calls(&f).await;
+        if calls.len() as u64 == N && broker.ready_count(&f.q("in")).await.unwrap_or(1) == 0 {
+            break calls;
+        }
+        assert!(
+            start.elapsed() < FINISH,
+            "{} of {N} IDs processed:\n{}",
+            calls.len(),
+            log(&f, "counted")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let twice: Vec<_> = calls.iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "process ran more than once for {twice:?}");
+    let expected: Vec<u64> = (0..N).collect();
+    collector.wait_for_all(&expected, FINISH).await;
+    assert_kept_its_connection(&f, "counted", &mut service);
+    assert!(
+        log(&f, "counted").contains("declared it again"),
+        "{}",
+        log(&f, "counted")
+    );
+    let outcome = report("queue-deleted", N, &expected, &collector.counts(), 0);
+    stop(service, "counted").await;
+    assert_eq!(outcome.lost, 0);
+}
+
+/// How many times `process` ran for each ID of the `counted` service.
+async fn count_calls(f: &Fixture) -> Vec<(i64, i64)> {
+    let url = f.database().await.url().to_string();
+    tokio::task::spawn_blocking(move || {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            id: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = diesel::PgConnection::establish(&url).expect("connect");
+        diesel::sql_query("SELECT id, count(*) AS n FROM counted_calls GROUP BY id")
+            .load::<Row>(&mut c)
+            .expect("count")
+            .into_iter()
+            .map(|r| (r.id, r.n))
+            .collect()
+    })
+    .await
+    .expect("counting")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_dead_letter_is_retried_with_backoff_not_by_running_process_again() {
+    let _turn = TURN.lock().await;
+    let _figures = Figures("dead-letter-refused");
+    let f = Fixture::new(Backend::Real, "dlq-refused");
+    let sysmap = f.serve_sysmap(json!({"hostile": wiring(&f)})).await;
+    let broker = test_broker(&shared_amqp()).await;
+    declare(&*broker, &f).await;
+    // A dead-letter queue that refuses every publish (a length limit).
+    let dlq = format!("{}.dead-letter", f.q("in"));
+    let connection = Connection::connect(&shared_amqp(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut full = FieldTable::default();
+    full.insert(ShortString::from("x-max-length"), AMQPValue::LongLongInt(0));
+    full.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    channel
+        .queue_declare(
+            ShortString::from(dlq.as_str()),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            full,
+        )
+        .await
+        .expect("declare the full dead-letter queue");
+    let mut service = spawn(&f, "hostile", &sysmap, &[("SLINGSHOT_MAX_ATTEMPTS", "1".to_string())]);
+    send_ids(&*broker, &f.q("in"), 1_000_001..1_000_002).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log_then = log(&f, "hostile");
+    let ran = log_then.matches("dead-lettered").count();
+    let tries = log_then.matches("publish not confirmed; trying again").count();
+    publish(&format!(
+        "dead-letter-refused: in 5 s, process ran {ran} time(s) and the dead letter was tried {tries} times"
+    ));
+    assert_eq!(ran, 1, "process ran again for a refused dead letter:\n{log_then}");
+    assert!(tries >= 5, "the dead letter is retried:\n{log_then}");
+    assert!(tries <= 100, "{tries} tries in 5 s: no backoff");
+
+    // The queue is replaced by one that takes it: the dead letter arrives once.
+    channel
+        .queue_delete(ShortString::from(dlq.as_str()), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+    let start = Instant::now();
+    while broker.ready_count(&dlq).await.unwrap_or(0) < 1 {
+        assert!(
+            start.elapsed() < FINISH,
+            "the dead letter never arrived:\n{}",
+            log(&f, "hostile")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dead = slingshot_tests::drain(&*broker, &dlq).await;
+    assert_eq!(dead.len(), 1);
+    assert_kept_its_connection(&f, "hostile", &mut service);
+    let outcome = report("dead-letter-refused", 1, &[], &Default::default(), 1);
+    stop(service, "hostile").await;
+    assert_eq!(outcome.lost, 0);
+}
