@@ -330,15 +330,8 @@ impl PrivateRabbit4 {
             "chown (in the RabbitMQ 4 root)",
             crate::rabbitmq4::in_root("chown").args(["-R", "rabbitmq:rabbitmq", &inside.to_string()]),
         );
-        Command::new("chroot")
-            .arg(root)
-            .args([
-                "env",
-                "-i",
-                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                "HOME=/root",
-                "LANG=C.UTF-8",
-            ])
+        // `env -i` cleared the environment: the node's own env file, set again.
+        crate::rabbitmq4::in_root_at(root, "env")
             .arg(format!("RABBITMQ_CONF_ENV_FILE={inside}/rabbitmq-env.conf"))
             .arg("rabbitmq-server")
             .stdin(Stdio::null())
@@ -414,10 +407,8 @@ impl PrivateRabbit4 {
 
 impl Drop for PrivateRabbit4 {
     fn drop(&mut self) {
-        let _ = Command::new("chroot")
-            .arg(&self.root)
-            .args(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"])
-            .args(["rabbitmqctl", "-n", Self::NODE, "stop"])
+        let _ = crate::rabbitmq4::in_root_at(&self.root, "rabbitmqctl")
+            .args(["-n", Self::NODE, "stop"])
             .stdin(Stdio::null())
             .output();
         // If it would not stop, its Erlang VM goes anyway.

@@ -6,7 +6,7 @@
 //! points it at the 4.0 node, so the suites written against "the shared
 //! broker" run there unchanged; private nodes and `rabbitmqctl` then follow.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The 4.0 node `scripts/rabbitmq4.sh` starts.
@@ -50,9 +50,14 @@ pub fn shared_is_rabbitmq4() -> bool {
 
 /// A command in the root filesystem, with a clean environment.
 pub fn in_root(program: &str) -> Command {
+    in_root_at(&root(), program)
+}
+
+/// [`in_root`] in the root filesystem at `root` (no check that it is ready).
+pub fn in_root_at(root: &Path, program: &str) -> Command {
     let mut command = Command::new("chroot");
     command
-        .arg(root())
+        .arg(root)
         .args([
             "env",
             "-i",

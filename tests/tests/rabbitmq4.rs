@@ -242,13 +242,7 @@ async fn a_delivery_held_past_the_consumer_timeout_is_processed_once_the_consume
             ("SLINGSHOT_SHUTDOWN_SECS", "30".to_string()),
             ("SLINGSHOT_TEST_SLEEP_ONCE_MS", "12000".to_string()),
         ];
-        let mut service = spawn(
-            env!("CARGO_BIN_EXE_rabbitmq4-service"),
-            "sleepy-once",
-            &sysmap,
-            dir,
-            &env,
-        );
+        let mut service = spawn(fault_service(), "sleepy-once", &sysmap, dir, &env);
         send_ids(&*broker, &f.q("in"), 0..N / 2).await;
         // The broker gives up on the held delivery.
         let timed_out = |log: &str| log.matches("delivery acknowledgement on channel").count();
@@ -293,6 +287,26 @@ async fn a_delivery_held_past_the_consumer_timeout_is_processed_once_the_consume
     }
 }
 
+/// `fault-service relay ARGS` against `sysmap` with `env`, its stderr
+/// piped (and its stdout to nowhere unless the caller says otherwise).
+fn relay(args: &[&str], sysmap: &str, dir: &Path, env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(fault_service());
+    command
+        .arg("relay")
+        .args(args)
+        .env("SLINGSHOT_SYS_MAP", sysmap)
+        .env("SLINGSHOT_STAGING_DIR", dir)
+        .env("SLINGSHOT_HTTP_ADDR", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
 /// `fault-service relay ARGS` against `sysmap` with `env`, to its end
 /// (within `timeout`): its status, stdout and stderr.
 async fn run_to_end(
@@ -302,21 +316,10 @@ async fn run_to_end(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> (std::process::ExitStatus, String, String) {
-    let mut command = tokio::process::Command::new(fault_service());
-    command
-        .arg("relay")
-        .args(args)
-        .env("SLINGSHOT_SYS_MAP", sysmap)
-        .env("SLINGSHOT_STAGING_DIR", dir)
-        .env("SLINGSHOT_HTTP_ADDR", "off")
-        .stdin(Stdio::null())
+    let child = relay(args, sysmap, dir, env)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let child = command.spawn().expect("start fault-service");
+        .spawn()
+        .expect("start fault-service");
     let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("fault-service relay {args:?} still runs after {timeout:?}: a reconnect loop?"))
@@ -508,16 +511,7 @@ async fn a_broker_that_comes_back_refusing_transient_queues_stops_a_compatible_s
         .serve_sysmap(json!({"rabbitmq": rabbitmq_endpoint(&url), "relay": relay_wiring(&f)}))
         .await;
     let dir = f.dir.path();
-    let service = tokio::process::Command::new(fault_service())
-        .arg("relay")
-        .env("SLINGSHOT_SYS_MAP", &sysmap)
-        .env("SLINGSHOT_STAGING_DIR", dir)
-        .env("SLINGSHOT_HTTP_ADDR", "off")
-        .env("SLINGSHOT_QUEUE_MODE", "compatible")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
+    let service = relay(&[], &sysmap, dir, &[("SLINGSHOT_QUEUE_MODE", "compatible")])
         .spawn()
         .expect("start fault-service relay");
     let broker = test_cluster_broker(std::slice::from_ref(&url), QueueType::Classic).await;
