@@ -15,6 +15,8 @@
 
 mod inbound;
 mod outbound;
+#[cfg(test)]
+pub(crate) mod properties;
 mod trace;
 
 use std::time::Duration;

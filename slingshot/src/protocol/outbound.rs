@@ -29,6 +29,9 @@ pub const MAX_ERROR_HEADER: usize = 4096;
 const MIN_ERROR_HEADER: usize = 256;
 /// The longest [`DROPPED_HEADER`] value, in bytes.
 const MAX_DROPPED_HEADER: usize = 1024;
+/// The most bytes a header slingshot writes takes in a table (the error,
+/// whole): anything larger under one of its names came from a producer.
+const MAX_OWN_HEADER: usize = MAX_ERROR_HEADER + 64;
 
 /// The retry of `original` after `failure`: the same message with the
 /// counts `next` and the failure that caused it. The counts travel in the
@@ -236,7 +239,9 @@ pub fn fit(mut message: Message, limit: Option<usize>, room: Room) -> Result<Mes
     let before = too_large(&message);
     let mut dropped = Vec::new();
     for (name, bytes) in largest_headers(&message, usize::MAX) {
-        if HEADERS.contains(&name.as_str()) {
+        // slingshot's own headers stay, unless a producer set one of their
+        // names to something larger than slingshot ever writes.
+        if HEADERS.contains(&name.as_str()) && bytes <= MAX_OWN_HEADER {
             continue;
         }
         message.headers.remove(&name);

@@ -254,6 +254,10 @@ mod tests {
 
     /// The frame lapin would write for `message`'s content header.
     fn encoded_header_frame(message: &Message) -> usize {
+        header_frame_bytes(message).len()
+    }
+
+    fn header_frame_bytes(message: &Message) -> Vec<u8> {
         let frame = AMQPFrame::Header(
             1,
             AMQPContentHeader {
@@ -263,7 +267,26 @@ mod tests {
             },
         );
         let written = gen_frame(&frame)(WriteContext::from(Vec::new())).expect("the frame encodes");
-        written.write.len()
+        written.write
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..proptest::test_runner::Config::with_cases(128)
+        })]
+
+        /// Any message crosses lapin unchanged on the wire, and its counted
+        /// header frame size is the size lapin writes.
+        #[test]
+        fn any_message_crosses_lapin_byte_for_byte(message in crate::protocol::properties::message()) {
+            let wire = header_frame_bytes(&message);
+            proptest::prop_assert_eq!(message.header_frame_size(), wire.len());
+            let properties = properties_of(&message).unwrap();
+            let back = message_of(&properties, message.body.to_vec());
+            proptest::prop_assert_eq!(header_frame_bytes(&back), wire);
+            proptest::prop_assert_eq!(back.body, message.body);
+        }
     }
 
     #[test]
