@@ -220,7 +220,7 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
         ObjectsBackend::Dir(root) => report.pass("object storage", format!("directory {}", root.display())),
         ObjectsBackend::S3 => match s3_config_from(&sysmap, settings).await {
             Ok(config) => {
-                let store = S3Store::new(&config);
+                let store = S3Store::with_timeouts(&config, settings.s3_timeouts);
                 report.pass(
                     "object storage",
                     format!("{} (region {})", store.describe(), config.region),
@@ -252,10 +252,14 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
                 let backing = crate::execute::Backing {
                     name: def.name,
                     sysmap: sysmap.clone(),
-                    store: std::sync::Arc::new(crate::storage::dir::DirStore::new(std::env::temp_dir())),
+                    // Never written: a root of its own, so that preparing
+                    // sweeps no other directory store's partial files.
+                    store: std::sync::Arc::new(crate::storage::dir::DirStore::new(
+                        std::env::temp_dir().join("slingshot-check-no-objects"),
+                    )),
                     database: Some(target),
                     pool_size: 1,
-                    staging_dir: std::env::temp_dir(),
+                    staging_dir: settings.staging_dir.clone(),
                     handle: tokio::runtime::Handle::current(),
                     stats: Default::default(),
                     journal: None,

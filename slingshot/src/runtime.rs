@@ -155,7 +155,10 @@ impl Runtime {
         };
         let store: Arc<dyn ObjectStore> = match backends.objects {
             ObjectsBackend::Dir(root) => Arc::new(DirStore::new(root)),
-            ObjectsBackend::S3 => Arc::new(S3Store::new(&s3_config_from(&sysmap, &settings).await?)),
+            ObjectsBackend::S3 => Arc::new(S3Store::with_timeouts(
+                &s3_config_from(&sysmap, &settings).await?,
+                settings.s3_timeouts,
+            )),
         };
         Ok(Self::from_parts(sysmap, broker, store, settings))
     }

@@ -12,6 +12,7 @@ pub mod otlp;
 pub mod private;
 pub mod probe;
 pub mod rabbitmq4;
+pub mod storage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -563,4 +564,18 @@ pub fn service_command(
         command.env(k, v);
     }
     command
+}
+
+/// The `main` of a test binary holding several services: runs the one its
+/// first argument names (`binary NAME [run|...]`), or prints `usage` and
+/// exits 2.
+pub fn run_named_service(usage: &str) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().and_then(|name| slingshot::ServiceDef::named(name)) {
+        Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
+        None => {
+            eprintln!("usage: {usage}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }

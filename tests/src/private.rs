@@ -693,6 +693,81 @@ impl PrivateGarage {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", Self::PORT)
     }
+
+    /// An S3 client of the private instance with its key.
+    pub fn s3(&self) -> slingshot::storage::s3::S3Store {
+        slingshot::storage::s3::S3Store::new(&slingshot::storage::s3::S3Config {
+            endpoint: self.endpoint(),
+            region: "garage".into(),
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+        })
+    }
+
+    /// Freezes the server (SIGSTOP: its sockets stay open, nothing answers)
+    /// until the returned guard is dropped, which resumes it (SIGCONT), pass
+    /// or fail.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("a running private Garage to freeze");
+        crate::signal(pid, SIGSTOP);
+        Frozen { pid }
+    }
+
+    /// Creates `bucket` under its global name, which the `garage bucket`
+    /// commands use (one created through the S3 API gets only a name local
+    /// to its key), and gives the key every right on it.
+    pub fn create_bucket(&self, bucket: &str) {
+        run("garage bucket create", self.garage().args(["bucket", "create", bucket]));
+        run(
+            "garage bucket allow",
+            self.garage().args([
+                "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", "fault",
+            ]),
+        );
+    }
+
+    /// Takes the key's read, write and owner rights on `bucket` away: from
+    /// now on every request of the key to it is refused (403).
+    pub fn deny(&self, bucket: &str) {
+        run(
+            "garage bucket deny",
+            self.garage().args([
+                "bucket", "deny", "--read", "--write", "--owner", bucket, "--key", "fault",
+            ]),
+        );
+    }
+}
+
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
+
+/// A process frozen with SIGSTOP; dropping it sends SIGCONT.
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Frozen {
+    /// Resumes the process now.
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        extern "C" {
+            fn kill(pid: i32, signal: i32) -> i32;
+        }
+        if let Ok(pid) = i32::try_from(self.pid) {
+            // SAFETY: kill(2) has no memory-safety preconditions. Never
+            // panics here: this may run while a failed test unwinds.
+            if unsafe { kill(pid, SIGCONT) } != 0 {
+                eprintln!("cannot resume process {pid}: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
 }
 
 impl Drop for PrivateGarage {
