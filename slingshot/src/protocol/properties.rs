@@ -70,14 +70,7 @@ fn short() -> impl Strategy<Value = Option<String>> {
 
 fn properties() -> impl Strategy<Value = Properties> {
     (
-        (
-            short(),
-            short(),
-            prop::option::of(any::<u8>()),
-            short(),
-            short(),
-            short(),
-        ),
+        (short(), short(), prop::option::of(any::<u8>()), short(), short(), short()),
         (short(), prop::option::of(any::<u64>()), short(), short(), short()),
     )
         .prop_map(
