@@ -11,6 +11,7 @@ pub mod original;
 pub mod otlp;
 pub mod private;
 pub mod probe;
+pub mod rabbitmq4;
 pub mod storage;
 pub mod sysmap_server;
 
@@ -509,7 +510,17 @@ pub async fn test_broker(amqp_url: &str) -> Arc<dyn Broker> {
     let broker =
         slingshot::broker::rabbitmq::RabbitMq::new(amqp_url.to_string(), "test broker".into(), "slingshot-test");
     broker.connect().await.expect("the test's broker connection");
+    record_version(&broker).await;
     Arc::new(broker)
+}
+
+/// Names `broker`'s version in the fault lines (see [`fault_report::broker`]).
+async fn record_version(broker: &slingshot::broker::rabbitmq::RabbitMq) {
+    let info = broker
+        .read_server_info()
+        .await
+        .expect("the test broker's version (connection.start)");
+    fault_report::set_broker(&info.version);
 }
 
 /// A broker client for a test on the nodes of a cluster at `amqp_urls`
@@ -521,6 +532,7 @@ pub async fn test_cluster_broker(amqp_urls: &[String], queue_type: QueueType) ->
         .collect();
     let broker = slingshot::broker::rabbitmq::RabbitMq::cluster(nodes, "slingshot-test").with_queue_type(queue_type);
     broker.connect().await.expect("the test's broker connection");
+    record_version(&broker).await;
     Arc::new(broker)
 }
 
