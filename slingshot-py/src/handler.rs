@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use slingshot::case::{CaseDomain, CaseValue};
 use slingshot::contract::{Outcome, Parts};
-use slingshot::db::{ConnectionKind, DbConnection, DbError, DbTarget};
+use slingshot::db::{within, ConnectionKind, DbConnection, DbError, DbTarget, Late};
 use slingshot::execute::{prepare_with, Backing, Executor};
 use slingshot::service::Handler;
 use slingshot::{Error, Failure, FailureKind};
@@ -180,10 +181,19 @@ fn connect_error(target: &str, py: Python<'_>, e: PyErr) -> DbError {
     }
 }
 
+/// A Python service's SQLAlchemy engine.
+pub(crate) struct PyPool {
+    engine: Arc<Py<PyAny>>,
+    /// The target without credentials, for messages.
+    display: String,
+    checkout_timeout: Duration,
+    /// Whether the database is reached over the network.
+    remote: bool,
+}
+
 impl DbConnection for PyConnection {
     const KIND: ConnectionKind = ConnectionKind::Any;
-    /// The engine and the target's display form.
-    type Pool = Option<(Py<PyAny>, String)>;
+    type Pool = Option<PyPool>;
     type Guard = Box<PyConnection>;
 
     fn open_pool(target: Option<&DbTarget>, size: u32) -> Result<Self::Pool, DbError> {
@@ -195,22 +205,56 @@ impl DbConnection for PyConnection {
             DbTarget::Postgres { .. } => ("postgres", target.url()),
         };
         let display = target.display();
+        let checkout_timeout = target.checkout_timeout();
         Python::attach(|py| {
-            runtime_call(py, "create_engine", (kind, location, size))
-                .map(|engine| Some((engine, display.clone())))
-                .map_err(|e| connect_error(&display, py, e))
+            runtime_call(
+                py,
+                "create_engine",
+                (kind, location, size, checkout_timeout.as_secs_f64()),
+            )
+            .map(|engine| {
+                Some(PyPool {
+                    engine: Arc::new(engine),
+                    display: display.clone(),
+                    checkout_timeout,
+                    remote: target.is_remote(),
+                })
+            })
+            .map_err(|e| connect_error(&display, py, e))
         })
     }
 
+    /// A connection from the engine's pool, which waits at most the
+    /// checkout timeout for one and pings it (`pool_pre_ping`). Nothing in
+    /// the driver bounds that ping on a server that accepts TCP but does not
+    /// answer, so for PostgreSQL the checkout runs on a thread of its own and
+    /// is given up after the timeout; a connection it gets later is released
+    /// on that thread (see `slingshot::db`).
     fn checkout(pool: &Self::Pool) -> Result<Self::Guard, DbError> {
-        let Some((engine, display)) = pool else {
+        let Some(pool) = pool else {
             return Ok(Box::new(PyConnection(None)));
         };
-        Python::attach(|py| {
-            runtime_call(py, "connect", (engine.bind(py),))
-                .map(|c| Box::new(PyConnection(Some(c))))
-                .map_err(|e| connect_error(display, py, e))
-        })
+        let (engine, display) = (pool.engine.clone(), pool.display.clone());
+        let connect = move || {
+            Python::attach(|py| {
+                runtime_call(py, "connect", (engine.bind(py),))
+                    .map(|c| Box::new(PyConnection(Some(c))))
+                    .map_err(|e| connect_error(&display, py, e))
+            })
+        };
+        if !pool.remote {
+            return connect();
+        }
+        within(pool.checkout_timeout, connect).map_err(|late| DbError::Connect {
+            target: pool.display.clone(),
+            message: match late {
+                Late::Elapsed => format!(
+                    "no tested connection within {:.1} s (SLINGSHOT_DB_CHECKOUT_TIMEOUT_SECS)",
+                    pool.checkout_timeout.as_secs_f64()
+                ),
+                other => format!("checking a connection out: {other}"),
+            },
+        })?
     }
 }
 

@@ -25,7 +25,7 @@ pyo3::create_exception!(
     slingshot,
     StorageError,
     pyo3::exceptions::PyOSError,
-    "Object storage failed. `transient` says whether the store failed (retried without using an attempt) rather than the request."
+    "Object storage failed. `transient` is true when the store failed (retried without using an attempt); without it, or false, the request failed (retried, then dead-lettered)."
 );
 pyo3::create_exception!(
     slingshot,

@@ -214,6 +214,13 @@ class Real:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        # Read as it is written: a service whose log fills the pipe (64 KiB)
+        # would block on its next log line, heartbeats and all.
+        process.slingshot_lines = []
+        process.slingshot_reader = threading.Thread(
+            target=lambda: process.slingshot_lines.extend(process.stdout), daemon=True
+        )
+        process.slingshot_reader.start()
         self.processes.append(process)
         return process
 
@@ -255,11 +262,14 @@ def real():
 
 
 def output_of(process: subprocess.Popen, timeout: float = 30) -> str:
-    """Waits for ``process`` and returns what it printed."""
+    """Waits for ``process`` (started by :meth:`Real.start`) and returns what it printed."""
     try:
-        out, _ = process.communicate(timeout=timeout)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        out, _ = process.communicate()
+        process.wait()
+        process.slingshot_reader.join(timeout=10)
+        out = "".join(process.slingshot_lines)
         raise AssertionError(f"the service did not stop within {timeout} s; it printed:\n{out}")
-    return out
+    process.slingshot_reader.join(timeout=10)
+    return "".join(process.slingshot_lines)

@@ -112,7 +112,7 @@ impl fmt::Display for Report {
 /// `settings`.
 pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings) -> Report {
     let mut report = Report::default();
-    let sysmap = match SysMap::open(location) {
+    let sysmap = match SysMap::open_with(location, settings.sys_map_timeouts()) {
         Ok(sysmap) => {
             report.pass("sys-map", sysmap.describe());
             sysmap

@@ -1,4 +1,4 @@
-//! Reaching the real backends the sys-map names: secrets resolved, credentials percent-encoded into URLs, the RabbitMQ broker, the S3 configuration and the database target.
+//! Reaching the real backends the sys-map names: secrets resolved, credentials percent-encoded into URLs, the RabbitMQ broker, the S3 configuration and the database target with its timeouts.
 
 use crate::broker::rabbitmq::RabbitMq;
 use crate::db::{ConnectionKind, DbError, DbTarget};
@@ -20,11 +20,11 @@ pub(crate) async fn database_target(
         let db = sysmap.db().await?;
         let pass = resolve_secret(db.pass.clone(), settings).await?;
         let (url, display) = server_url("postgres", &db.username, &pass, &db.host, db.port, &db.database)?;
-        let url = format!(
-            "{url}?application_name={}",
-            encode_component(&format!("slingshot {service}"))
-        );
-        Ok::<_, Error>(DbTarget::Postgres { url, display })
+        Ok::<_, Error>(DbTarget::Postgres {
+            url: postgres_parameters(&url, service, settings)?,
+            display,
+            checkout_timeout: settings.db_checkout_timeout,
+        })
     };
     Ok(match (kind, configured) {
             (ConnectionKind::None, _) => None,
@@ -69,6 +69,49 @@ fn server_url(
     url.set_password(Some(&encode_component(pass)))
         .map_err(|()| bad("no password allowed"))?;
     Ok((url.to_string(), display))
+}
+
+/// `url` with the libpq connection parameters of a service's connections:
+/// its `application_name`, and the bounds of every wait on the server.
+///
+/// - `connect_timeout`: opening a connection, authentication included;
+/// - `keepalives_idle`, `keepalives_interval`, `keepalives_count` and
+///   `tcp_user_timeout`: a connection to a server that went silent on the
+///   network fails after `SLINGSHOT_DB_TCP_TIMEOUT_SECS`, idle (probes every
+///   quarter of it, the fourth quarter for the last probe's answer) or with
+///   data unacknowledged;
+/// - `options=-c statement_timeout=…`: the server cancels a statement that
+///   runs longer.
+///
+/// None of them notices a server process that is frozen on a live host (its
+/// kernel still acknowledges and answers probes): see [`crate::db`] for what
+/// bounds that.
+fn postgres_parameters(url: &str, service: &str, settings: &Settings) -> Result<String, Error> {
+    let mut url = url::Url::parse(url).map_err(|e| Error::Config(format!("a PostgreSQL URL: {e}")))?;
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("application_name", &format!("slingshot {service}"));
+        query.append_pair("connect_timeout", &settings.db_connect_timeout.as_secs().to_string());
+        let tcp = settings.db_tcp_timeout.as_secs();
+        if tcp > 0 {
+            let probe = (tcp / 4).max(1).to_string();
+            query.append_pair("keepalives", "1");
+            query.append_pair("keepalives_idle", &probe);
+            query.append_pair("keepalives_interval", &probe);
+            query.append_pair("keepalives_count", "3");
+            query.append_pair("tcp_user_timeout", &(tcp * 1000).to_string());
+        }
+        let statement = settings.db_statement_timeout.as_millis();
+        if statement > 0 {
+            query.append_pair("options", &format!("-c statement_timeout={statement}"));
+        }
+    }
+    // The query API writes a space as `+` (form encoding), which libpq reads
+    // as a plus sign. Every `+` in it is such a space (a `+` in a value is
+    // written `%2B`), so `%20` is written instead.
+    let query = url.query().map(|q| q.replace('+', "%20"));
+    url.set_query(query.as_deref());
+    Ok(url.to_string())
 }
 
 /// `text` percent-encoded for any part of a URL: everything but ASCII
@@ -120,8 +163,8 @@ pub(crate) async fn s3_config_from(sysmap: &SysMap, settings: &Settings) -> Resu
 
 /// Resolves a secret reference off the async threads.
 pub(crate) async fn resolve_secret(reference: String, settings: &Settings) -> Result<String, Error> {
-    let dir = settings.secrets_dir.clone();
-    tokio::task::spawn_blocking(move || secrets::resolve(&reference, &dir))
+    let (dir, timeout) = (settings.secrets_dir.clone(), settings.secret_timeout);
+    tokio::task::spawn_blocking(move || secrets::resolve(&reference, &dir, timeout))
         .await
         .map_err(|e| Error::Crashed {
             what: "resolving a secret".into(),
@@ -132,7 +175,27 @@ pub(crate) async fn resolve_secret(reference: String, settings: &Settings) -> Re
 
 #[cfg(test)]
 mod tests {
-    use super::{encode_component, server_url};
+    use super::{encode_component, postgres_parameters, server_url};
+    use crate::settings::Settings;
+
+    #[test]
+    fn postgres_urls_bound_every_wait() {
+        let (url, _) = server_url("postgres", "u", "p+q w", "db", 5432, "d").unwrap();
+        let settings = Settings::from_args(["--db-statement-timeout-secs", "90"]).unwrap();
+        let url = postgres_parameters(&url, "thumb nailer", &settings).unwrap();
+        assert_eq!(
+            url,
+            "postgres://u:p%2Bq%20w@db:5432/d?application_name=slingshot%20thumb%20nailer&connect_timeout=10\
+             &keepalives=1&keepalives_idle=15&keepalives_interval=15&keepalives_count=3&tcp_user_timeout=60000\
+             &options=-c%20statement_timeout%3D90000"
+        );
+        let off = Settings::from_args(["--db-tcp-timeout-secs", "0", "--db-statement-timeout-secs", "0"]).unwrap();
+        let url = postgres_parameters("postgres://u@db:5432/d", "s", &off).unwrap();
+        assert_eq!(
+            url,
+            "postgres://u@db:5432/d?application_name=slingshot%20s&connect_timeout=10"
+        );
+    }
 
     #[test]
     fn server_urls_encode_credentials_and_hide_the_password() {

@@ -177,8 +177,10 @@ impl<H: Handler> Execution<H> {
         staging: Arc<Staging>,
         call: tracing::Span,
     ) -> Result<Vec<(u64, CaseValue)>, Failure> {
-        let mut connection =
-            H::Connection::checkout(&self.pool).map_err(|e| Failure::outage(FailureKind::Database, e.to_string()))?;
+        let mut connection = H::Connection::checkout(&self.pool).map_err(|e| Failure {
+            transient: e.is_outage(),
+            ..Failure::new(FailureKind::Database, e.to_string())
+        })?;
         let b = &self.backing;
         let (sysmap, name, handle, store) = (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
         let stats = b.stats.clone();
@@ -257,13 +259,18 @@ fn resolve_bucket(sysmap: &SysMap, service: &str, reference: &str, handle: &Hand
     let answer = bridge::wait(handle, async move { map.bucket(&service_name, &key).await });
     match answer {
         Ok(Ok(bucket)) => Ok(bucket),
+        // Unreachable or failing, the sys-map is an outage: the request is
+        // retried until it is back, not dead-lettered.
         Ok(Err(e)) => Err(ObjectError::Bucket {
             reference: reference.into(),
             reason: e.to_string(),
+            unavailable: e.is_outage(),
         }),
+        // The runtime is shutting down: the request goes back to its queue.
         Err(e) => Err(ObjectError::Bucket {
             reference: reference.into(),
             reason: e.to_string(),
+            unavailable: true,
         }),
     }
 }

@@ -1,6 +1,6 @@
 //! Failure classification: what kind of failure a request met, and whether an outside system (S3, the database, the broker) failed rather than the request.
 
-use crate::db::DbError;
+use crate::db::{is_connection_failure, DbError};
 use crate::error::{error_chain, AnyError};
 use crate::storage::ObjectError;
 
@@ -103,14 +103,6 @@ impl Failure {
         }
     }
 
-    /// A failure of an outside system.
-    pub(crate) fn outage(kind: FailureKind, message: impl Into<String>) -> Self {
-        Failure {
-            transient: true,
-            ..Failure::new(kind, message)
-        }
-    }
-
     /// Classifies an error `process` returned. Storage and database errors it
     /// passed on with `?` (anywhere in the error's chain) keep their kind, and
     /// count as outages when the system failed rather than the request.
@@ -135,13 +127,20 @@ impl Failure {
             }
             if let Some(db) = e.downcast_ref::<DbError>() {
                 return Failure {
-                    transient: matches!(db, DbError::Connect { .. }),
+                    transient: db.is_outage(),
                     ..Failure::new(FailureKind::Database, message)
                 };
             }
             if let Some(query) = e.downcast_ref::<diesel::result::Error>() {
                 return Failure {
-                    transient: is_lost_connection(query),
+                    transient: is_connection_failure(query),
+                    ..Failure::new(FailureKind::Database, message)
+                };
+            }
+            // A connection `process` opened itself.
+            if let Some(connect) = e.downcast_ref::<diesel::ConnectionError>() {
+                return Failure {
+                    transient: matches!(connect, diesel::ConnectionError::BadConnection(_)),
                     ..Failure::new(FailureKind::Database, message)
                 };
             }
@@ -151,27 +150,73 @@ impl Failure {
     }
 }
 
-/// Whether a diesel error means the connection, not the query, failed.
-fn is_lost_connection(error: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind, Error};
-    match error {
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => true,
-        Error::BrokenTransactionManager => true,
-        // libpq reports a server that went away mid-query this way.
-        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
-            let text = info.message();
-            text.contains("server closed the connection")
-                || text.contains("terminating connection")
-                || text.contains("no connection to the server")
-                || text.contains("could not connect")
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diesel::result::{DatabaseErrorKind, Error as QueryError};
+
+    fn query_error(kind: DatabaseErrorKind, message: &str) -> AnyError {
+        Box::new(QueryError::DatabaseError(kind, Box::new(message.to_string())))
+    }
+
+    #[test]
+    fn database_failures_are_classified_by_type_not_text() {
+        let outage = |e: AnyError| {
+            let failure = Failure::from_process(e);
+            assert_eq!(failure.kind, FailureKind::Database, "{failure}");
+            failure.transient
+        };
+        assert!(outage(query_error(
+            DatabaseErrorKind::ClosedConnection,
+            "server closed the connection"
+        )));
+        assert!(outage(query_error(
+            DatabaseErrorKind::UnableToSendCommand,
+            "no connection to the server"
+        )));
+        assert!(outage(Box::new(QueryError::BrokenTransactionManager)));
+        // A query's error is the request's, whatever its message says.
+        for text in [
+            "could not connect to the ledger",
+            "terminating connection",
+            "syntax error",
+        ] {
+            assert!(!outage(query_error(DatabaseErrorKind::Unknown, text)), "{text}");
+        }
+        assert!(!outage(query_error(
+            DatabaseErrorKind::UniqueViolation,
+            "duplicate key"
+        )));
+        assert!(!outage(query_error(
+            DatabaseErrorKind::SerializationFailure,
+            "could not serialize"
+        )));
+        let unreachable = DbError::Connect {
+            target: "postgres://db".into(),
+            message: "timed out".into(),
+        };
+        assert!(outage(Box::new(unreachable)));
+        assert!(!outage(Box::new(DbError::Mismatch("needs PostgreSQL".into()))));
+        assert!(outage(Box::new(diesel::ConnectionError::BadConnection(
+            "refused".into()
+        ))));
+        assert!(!outage(Box::new(diesel::ConnectionError::InvalidConnectionUrl(
+            "x".into()
+        ))));
+    }
+
+    #[test]
+    fn a_database_error_passed_on_keeps_its_kind() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("recording the request")]
+        struct Wrapped(#[source] QueryError);
+        let failure = Failure::from_process(Box::new(Wrapped(QueryError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new("gone".to_string()),
+        ))));
+        assert_eq!((failure.kind, failure.transient), (FailureKind::Database, true));
+        assert_eq!(failure.message, "recording the request: gone");
+    }
 
     #[test]
     fn kinds_read_back_from_their_names() {

@@ -142,7 +142,7 @@ struct Prepared {
 impl Runtime {
     /// Opens the sys-map at `location` and builds the backends it names.
     pub async fn connect(location: &str, settings: Settings) -> Result<Runtime, Error> {
-        let sysmap = SysMap::open(location)?;
+        let sysmap = SysMap::open_with(location, settings.sys_map_timeouts())?;
         Self::with_sysmap(sysmap, settings).await
     }
 

@@ -179,6 +179,51 @@ pub struct SettingsArgs {
         default_value = "/run/secrets"
     )]
     pub secrets_dir: PathBuf,
+
+    /// Seconds `pass show` may take to resolve a secret before it is killed
+    /// and the secret counts as not found.
+    #[arg(long, global = true, env = "SLINGSHOT_SECRET_TIMEOUT_SECS", value_name = "SECS", default_value_t = 10,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=3600))]
+    pub secret_timeout_secs: u64,
+
+    /// Seconds to wait for a TCP connection to the sys-map.
+    #[arg(long, global = true, env = "SLINGSHOT_SYS_MAP_CONNECT_TIMEOUT_SECS", value_name = "SECS",
+          default_value_t = 5, value_parser = RangedU64ValueParser::<u64>::new().range(1..=3600))]
+    pub sys_map_connect_timeout_secs: u64,
+
+    /// Seconds a sys-map request may take in all (connecting, sending,
+    /// reading the answer).
+    #[arg(long, global = true, env = "SLINGSHOT_SYS_MAP_TIMEOUT_SECS", value_name = "SECS", default_value_t = 15,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=3600))]
+    pub sys_map_timeout_secs: u64,
+
+    /// Seconds to open a PostgreSQL connection, authentication included
+    /// (libpq's `connect_timeout`).
+    #[arg(long, global = true, env = "SLINGSHOT_DB_CONNECT_TIMEOUT_SECS", value_name = "SECS",
+          default_value_t = 10, value_parser = RangedU64ValueParser::<u64>::new().range(2..=3600))]
+    pub db_connect_timeout_secs: u64,
+
+    /// Seconds a request waits for a pooled PostgreSQL connection, the ping
+    /// that tests it included; past it the request is retried as an outage.
+    #[arg(long, global = true, env = "SLINGSHOT_DB_CHECKOUT_TIMEOUT_SECS", value_name = "SECS",
+          default_value_t = 10, value_parser = RangedU64ValueParser::<u64>::new().range(1..=3600))]
+    pub db_checkout_timeout_secs: u64,
+
+    /// Seconds after which a PostgreSQL connection whose server stopped
+    /// answering on the network (host down, route black-holed) fails: TCP
+    /// keepalives probe an idle connection from a quarter of it on, and
+    /// `tcp_user_timeout` fails one whose sent data stays unacknowledged
+    /// this long. 0 leaves both to the operating system.
+    #[arg(long, global = true, env = "SLINGSHOT_DB_TCP_TIMEOUT_SECS", value_name = "SECS", default_value_t = 60,
+          value_parser = RangedU64ValueParser::<u64>::new().range(0..=86_400))]
+    pub db_tcp_timeout_secs: u64,
+
+    /// Seconds one SQL statement may run on PostgreSQL before the server
+    /// cancels it (`statement_timeout`), which fails the request; 0 for no
+    /// limit.
+    #[arg(long, global = true, env = "SLINGSHOT_DB_STATEMENT_TIMEOUT_SECS", value_name = "SECS",
+          default_value_t = 300, value_parser = RangedU64ValueParser::<u64>::new().range(0..=2_147_483))]
+    pub db_statement_timeout_secs: u64,
 }
 
 /// How a service consumes, retries, shuts down and reaches its backends,
@@ -222,6 +267,21 @@ pub struct Settings {
     pub s3_timeouts: S3Timeouts,
     /// Directory of mounted secrets.
     pub secrets_dir: PathBuf,
+    /// How long `pass show` may take.
+    pub secret_timeout: Duration,
+    /// How long connecting to the sys-map may take.
+    pub sys_map_connect_timeout: Duration,
+    /// How long a sys-map request may take in all.
+    pub sys_map_timeout: Duration,
+    /// How long opening a PostgreSQL connection may take.
+    pub db_connect_timeout: Duration,
+    /// How long a request may wait for a tested pooled connection.
+    pub db_checkout_timeout: Duration,
+    /// How long a PostgreSQL server silent on the network goes unnoticed;
+    /// zero leaves it to the operating system.
+    pub db_tcp_timeout: Duration,
+    /// How long one statement may run on PostgreSQL; zero for no limit.
+    pub db_statement_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -324,6 +384,13 @@ impl SettingsArgs {
                 self.retry_max_ms, self.retry_base_ms
             )));
         }
+        if (1..4).contains(&self.db_tcp_timeout_secs) {
+            return Err(Error::Config(format!(
+                "SLINGSHOT_DB_TCP_TIMEOUT_SECS={} is too short: give 0 (the operating system's) or at least 4 \
+                 (keepalive probes go out every quarter of it)",
+                self.db_tcp_timeout_secs
+            )));
+        }
         let s3_timeouts = S3Timeouts {
             connect: Duration::from_secs(self.s3_connect_timeout_secs),
             read: Duration::from_secs(self.s3_read_timeout_secs),
@@ -365,6 +432,13 @@ impl SettingsArgs {
             s3_region: self.s3_region,
             s3_timeouts,
             secrets_dir: self.secrets_dir,
+            secret_timeout: Duration::from_secs(self.secret_timeout_secs),
+            sys_map_connect_timeout: Duration::from_secs(self.sys_map_connect_timeout_secs),
+            sys_map_timeout: Duration::from_secs(self.sys_map_timeout_secs),
+            db_connect_timeout: Duration::from_secs(self.db_connect_timeout_secs),
+            db_checkout_timeout: Duration::from_secs(self.db_checkout_timeout_secs),
+            db_tcp_timeout: Duration::from_secs(self.db_tcp_timeout_secs),
+            db_statement_timeout: Duration::from_secs(self.db_statement_timeout_secs),
         })
     }
 }
@@ -400,6 +474,14 @@ impl Settings {
         SettingsArgs::from_arg_matches(&matches)
             .map_err(|e| Error::Config(describe_clap_error(&command, &e)))?
             .resolve()
+    }
+
+    /// The bounds of an HTTP sys-map's requests.
+    pub fn sys_map_timeouts(&self) -> crate::sysmap::http::HttpTimeouts {
+        crate::sysmap::http::HttpTimeouts {
+            connect: self.sys_map_connect_timeout,
+            request: self.sys_map_timeout,
+        }
     }
 
     /// The delay before attempt `attempt + 1`: base × 2^(attempt-1), capped.
@@ -531,6 +613,42 @@ mod tests {
         ] {
             let err = with(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn waits_have_bounds_by_default() {
+        let defaults = with(&[]).unwrap();
+        assert_eq!(
+            defaults.sys_map_timeouts(),
+            crate::sysmap::http::HttpTimeouts::default()
+        );
+        let secs = |d: Duration| d.as_secs();
+        assert_eq!(
+            (
+                secs(defaults.secret_timeout),
+                secs(defaults.db_connect_timeout),
+                secs(defaults.db_checkout_timeout),
+                secs(defaults.db_tcp_timeout),
+                secs(defaults.db_statement_timeout)
+            ),
+            (10, 10, 10, 60, 300)
+        );
+        let off = with(&["--db-tcp-timeout-secs", "0", "--db-statement-timeout-secs", "0"]).unwrap();
+        assert_eq!(
+            (off.db_tcp_timeout, off.db_statement_timeout),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let err = with(&["--db-tcp-timeout-secs", "3"]).unwrap_err().to_string();
+        assert!(err.contains("SLINGSHOT_DB_TCP_TIMEOUT_SECS=3 is too short"), "{err}");
+        for (flag, least) in [
+            ("--secret-timeout-secs", "1"),
+            ("--db-checkout-timeout-secs", "1"),
+            ("--db-connect-timeout-secs", "2"),
+            ("--sys-map-timeout-secs", "1"),
+        ] {
+            let err = with(&[flag, "0"]).unwrap_err().to_string();
+            assert!(err.contains(&format!("0 is not in {least}..=")), "{flag}: {err}");
         }
     }
 

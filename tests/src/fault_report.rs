@@ -105,6 +105,24 @@ pub fn assert_nothing_lost(outcome: &Outcome, window: u64) {
     );
 }
 
+/// The prefetch window of a fault test's service ([`stream_settings`]).
+pub const STREAM_PREFETCH: u64 = 8;
+
+/// The settings of a service a fault test streams through: concurrency 4,
+/// prefetch [`STREAM_PREFETCH`] (the most deliveries unacknowledged when
+/// something breaks, so the duplicate bound), quick retries capped at 1 s,
+/// 20 s to shut down, 1 ms per request (`SLINGSHOT_TEST_DELAY_MS`).
+pub fn stream_settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("SLINGSHOT_CONCURRENCY", "4".to_string()),
+        ("SLINGSHOT_PREFETCH", STREAM_PREFETCH.to_string()),
+        ("SLINGSHOT_RETRY_BASE_MS", "50".to_string()),
+        ("SLINGSHOT_RETRY_MAX_MS", "1000".to_string()),
+        ("SLINGSHOT_SHUTDOWN_SECS", "20".to_string()),
+        ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
+    ]
+}
+
 /// Publishes IDs with confirms, a thousand at a time.
 pub async fn send_ids(broker: &dyn Broker, queue: &str, ids: std::ops::Range<u64>) {
     let ids: Vec<u64> = ids.collect();

@@ -13,6 +13,7 @@ pub mod private;
 pub mod probe;
 pub mod rabbitmq4;
 pub mod storage;
+pub mod sysmap_server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -302,6 +303,24 @@ impl Fixture {
     /// The `db` endpoint names this fixture's own database unless `endpoints`
     /// has a `db` of its own.
     pub async fn serve_sysmap(&self, endpoints: Value) -> String {
+        let map = self.sysmap_file(endpoints).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sys-map server");
+        let port = listener.local_addr().expect("local addr").port();
+        let server = tokio::spawn(async move {
+            let _ = slingshot::sysmap::server::serve(map, listener).await;
+        });
+        if let Some(old) = self.server.lock().expect("server slot").replace(server) {
+            old.abort();
+        }
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// What [`Fixture::serve_sysmap`] serves, for a server of the test's
+    /// own ([`sysmap_server::SysMapServer`]): `endpoints` plus the real
+    /// services' endpoints, every bucket they name created.
+    pub async fn sysmap_file(&self, endpoints: Value) -> FileSysMap {
         let services = Services::from_env();
         let mut all = services.endpoints();
         if endpoints.get("db").is_none() {
@@ -322,18 +341,7 @@ impl Fixture {
             all[path] = body.clone();
         }
         let doc = json!({"endpoints": all});
-        let map = FileSysMap::parse(&doc.to_string(), self.dir.path(), "fixture").expect("fixture sys-map");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind sys-map server");
-        let port = listener.local_addr().expect("local addr").port();
-        let server = tokio::spawn(async move {
-            let _ = slingshot::sysmap::server::serve(map, listener).await;
-        });
-        if let Some(old) = self.server.lock().expect("server slot").replace(server) {
-            old.abort();
-        }
-        format!("http://127.0.0.1:{port}")
+        FileSysMap::parse(&doc.to_string(), self.dir.path(), "fixture").expect("fixture sys-map")
     }
 }
 
@@ -489,6 +497,12 @@ impl Drop for Collector {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The shared RabbitMQ's URL (`SLINGSHOT_TEST_AMQP_URL`); panics, saying how
+/// to get it, if it is not set.
+pub fn shared_amqp_url() -> String {
+    required("SLINGSHOT_TEST_AMQP_URL")
 }
 
 /// A broker client of its own for a test (to send and collect), at `amqp_url`.

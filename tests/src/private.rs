@@ -553,6 +553,89 @@ impl PrivatePostgres {
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", Self::PORT)
     }
+
+    /// Runs `sql` in its `postgres` database. Blocking.
+    pub fn execute(&self, sql: &str) {
+        crate::database::execute(&self.url(), &[sql]);
+    }
+
+    /// The rows of `table` in its `postgres` database. Blocking.
+    pub fn count_rows(&self, table: &str) -> i64 {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut c = diesel::PgConnection::establish(&self.url()).unwrap_or_else(|e| panic!("{}: {e}", self.url()));
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .get_result::<Count>(&mut c)
+            .unwrap_or_else(|e| panic!("counting {table}: {e}"))
+            .n
+    }
+
+    /// Freezes the server, as a hung host would: SIGSTOP to the postmaster,
+    /// then to every process it started. The kernel still accepts and
+    /// acknowledges TCP for the frozen processes. Everything is resumed
+    /// (SIGCONT) when the returned guard is dropped, pass or fail.
+    pub fn freeze(&self) -> Frozen {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        let postmaster: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {}", pid_file.display()));
+        // The guard exists before the first SIGSTOP, so whatever was stopped
+        // is resumed even if listing the rest fails.
+        let mut frozen = Frozen { pids: Vec::new() };
+        send_signal(postmaster, SIGSTOP);
+        frozen.pids.push(postmaster);
+        // Stopped, the postmaster starts no more processes: its children now
+        // are all there will be until it resumes.
+        for child in children_of(postmaster) {
+            if send_signal(child, SIGSTOP) {
+                frozen.pids.push(child);
+            }
+        }
+        frozen
+    }
+}
+
+/// `kill(pid, signal)`; false if the process is gone.
+fn send_signal(pid: u32, signal: i32) -> bool {
+    extern "C" {
+        fn kill(pid: i32, signal: i32) -> i32;
+    }
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { kill(pid, signal) == 0 }
+}
+
+/// The processes whose parent is `parent` (`/proc/PID/stat`, field 4).
+fn children_of(parent: u32) -> Vec<u32> {
+    processes_where(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|ppid| ppid.parse::<u32>().ok())
+                == Some(parent)
+        })
+    })
+}
+
+/// The IDs of the running processes for which `matches` holds.
+fn processes_where(matches: impl Fn(u32) -> bool) -> Vec<u32> {
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| matches(pid))
+        .collect()
 }
 
 impl Drop for PrivatePostgres {
@@ -714,7 +797,7 @@ impl PrivateGarage {
             .map(Child::id)
             .expect("a running private Garage to freeze");
         crate::signal(pid, SIGSTOP);
-        Frozen { pid }
+        Frozen { pids: vec![pid] }
     }
 
     /// Creates `bucket` under its global name, which the `garage bucket`
@@ -745,25 +828,27 @@ impl PrivateGarage {
 const SIGSTOP: i32 = 19;
 const SIGCONT: i32 = 18;
 
-/// A process frozen with SIGSTOP; dropping it sends SIGCONT.
+/// Processes frozen with SIGSTOP (a server and the processes it started);
+/// dropping it sends each SIGCONT, the last stopped first.
 pub struct Frozen {
-    pid: u32,
+    pids: Vec<u32>,
 }
 
 impl Frozen {
-    /// Resumes the process now.
+    /// Resumes the processes now.
     pub fn thaw(self) {}
+
+    /// How many processes are frozen.
+    pub fn count(&self) -> usize {
+        self.pids.len()
+    }
 }
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        extern "C" {
-            fn kill(pid: i32, signal: i32) -> i32;
-        }
-        if let Ok(pid) = i32::try_from(self.pid) {
-            // SAFETY: kill(2) has no memory-safety preconditions. Never
-            // panics here: this may run while a failed test unwinds.
-            if unsafe { kill(pid, SIGCONT) } != 0 {
+        for &pid in self.pids.iter().rev() {
+            // Never panics here: this may run while a failed test unwinds.
+            if !send_signal(pid, SIGCONT) {
                 eprintln!("cannot resume process {pid}: {}", std::io::Error::last_os_error());
             }
         }
@@ -781,18 +866,12 @@ impl Drop for PrivateGarage {
 
 /// IDs of the processes whose command line names a path inside one of `dirs`.
 fn processes_using(dirs: &[PathBuf]) -> Vec<u32> {
-    let Ok(proc) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    proc.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                cmdline
-                    .split(|&b| b == 0)
-                    .map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)))
-                    .any(|arg| dirs.iter().any(|d| arg.starts_with(d)))
-            })
+    processes_where(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            cmdline
+                .split(|&b| b == 0)
+                .map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)))
+                .any(|arg| dirs.iter().any(|d| arg.starts_with(d)))
         })
-        .collect()
+    })
 }

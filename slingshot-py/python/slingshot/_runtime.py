@@ -122,9 +122,13 @@ def classify(exc: BaseException) -> tuple[str, bool, str, str]:
     """``(kind, transient, summary, traceback)`` for an exception of ``process``.
 
     Storage and database failures keep their kind anywhere in the exception's
-    chain (``raise ... from``, or raised while handling one); an outside
-    system that failed (the store, a lost database connection) is transient:
-    retried until it is back, without using an attempt.
+    chain (``raise ... from``, or raised while handling one). An outside
+    system that failed (the store, when the ``StorageError`` says so; a
+    database connection that was lost or could not be had) is transient:
+    retried until it is back, without using an attempt. Anything a query
+    itself did wrong (a syntax error, a missing table, a violated
+    constraint, SQLite's ``OperationalError``s of that kind) fails the
+    request: retried, then dead-lettered.
     """
     kind, transient = "process-error", False
     seen = set()
@@ -139,19 +143,38 @@ def classify(exc: BaseException) -> tuple[str, bool, str, str]:
     return kind, transient, summary(exc), "".join(traceback.format_exception(exc))
 
 
+#: SQLSTATEs (and classes, two characters) of PostgreSQL errors that mean
+#: the server cannot serve the connection, rather than that the query is
+#: wrong: connection exceptions, the server shutting down or restarting,
+#: too many connections.
+_PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "53300")
+
+
 def _kind_of(e: BaseException) -> tuple[str, bool] | None:
     if isinstance(e, _native.ObjectNotFound):
         return "storage", False
     if isinstance(e, _native.StorageError):
-        return "storage", bool(getattr(e, "transient", True))
+        # Transient only when it says so: the runtime's own say; one raised
+        # by ``process`` without it is a failure of the request.
+        return "storage", getattr(e, "transient", False) is True
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is not None:
+        # The pool could not hand out a connection in time, or one was lost.
         if isinstance(e, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):
             return "database", True
         if isinstance(e, sa_exc.DBAPIError):
-            lost = e.connection_invalidated or isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError))
-            return "database", lost
+            # SQLAlchemy's dialect marks a DBAPI error that means the
+            # connection is gone (its ``is_disconnect``) by invalidating it.
+            return "database", bool(e.connection_invalidated) or _server_unavailable(e.orig)
     return None
+
+
+def _server_unavailable(orig: BaseException | None) -> bool:
+    """Whether a driver's error says the server cannot be reached or serve
+    the connection: by its SQLSTATE (psycopg2 and psycopg set ``pgcode`` and
+    ``sqlstate``); SQLite is a local file and has no such errors."""
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return isinstance(code, str) and code.startswith(_PG_UNAVAILABLE)
 
 
 def summary(exc: BaseException) -> str:
@@ -172,11 +195,12 @@ def summary(exc: BaseException) -> str:
 # ---- the database -----------------------------------------------------------
 
 
-def create_engine(kind: str, location: str, size: int):
-    """The service's SQLAlchemy engine, pooled to its concurrency.
+def create_engine(kind: str, location: str, size: int, checkout_timeout: float = 10.0):
+    """The service's SQLAlchemy engine, pooled to its concurrency; a request
+    waits at most ``checkout_timeout`` seconds for a connection.
 
-    ``kind`` is ``"postgres"`` (``location`` a libpq URL) or ``"sqlite"``
-    (``location`` a file path).
+    ``kind`` is ``"postgres"`` (``location`` a libpq URL, which carries the
+    connection's timeouts) or ``"sqlite"`` (``location`` a file path).
     """
     import sqlalchemy
 
@@ -189,6 +213,7 @@ def create_engine(kind: str, location: str, size: int):
             pool_size=max(size, 1),
             max_overflow=0,
             pool_pre_ping=True,
+            pool_timeout=checkout_timeout,
             connect_args={"timeout": 10, "check_same_thread": False},
         )
 
@@ -210,7 +235,7 @@ def create_engine(kind: str, location: str, size: int):
         pool_size=max(size, 1),
         max_overflow=0,
         pool_pre_ping=True,
-        pool_timeout=10,
+        pool_timeout=checkout_timeout,
     )
 
 

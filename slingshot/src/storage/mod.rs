@@ -50,6 +50,9 @@ pub enum ObjectError {
         reference: String,
         /// What the sys-map said.
         reason: String,
+        /// Whether the sys-map could not be reached or failed (an outage),
+        /// rather than answering that there is no such reference.
+        unavailable: bool,
     },
     /// Local I/O failed (staging a file, reading the directory store). An
     /// outage (a full disk, a failing device) unless the error says the
@@ -134,20 +137,23 @@ impl ObjectError {
         matches!(self, ObjectError::NotFound { .. })
     }
 
-    /// Whether the store or the local disk failed, so that the same request
-    /// may succeed later (an outage, retried without using an attempt).
+    /// Whether the store, the local disk or the sys-map naming the bucket
+    /// failed, so that the same request may succeed later (an outage,
+    /// retried without using an attempt).
     ///
-    /// Transient: [`ObjectError::Backend`], and [`ObjectError::Io`] unless
-    /// the I/O error says waiting cannot help (permission denied, a
-    /// read-only file system, a file too large, a path that is not what it
-    /// should be). Everything else — a refusal, a missing object or bucket
-    /// reference, a writer left open — is a failure of the request.
+    /// Transient: [`ObjectError::Backend`], [`ObjectError::Io`] unless the
+    /// I/O error says waiting cannot help (permission denied, a read-only
+    /// file system, a file too large, a path that is not what it should
+    /// be), and [`ObjectError::Bucket`] when the sys-map could not be reached
+    /// or failed. Everything else — a refusal, a missing object, a bucket
+    /// reference the sys-map does not know, a writer left open — is a
+    /// failure of the request.
     pub fn is_transient(&self) -> bool {
         match self {
             ObjectError::Backend { .. } => true,
             ObjectError::Io { source, .. } => local_io_is_transient(source),
+            ObjectError::Bucket { unavailable, .. } => *unavailable,
             ObjectError::NotFound { .. }
-            | ObjectError::Bucket { .. }
             | ObjectError::Refused { .. }
             | ObjectError::WriterOpen { .. }
             | ObjectError::RequestEnded { .. } => false,

@@ -8,10 +8,25 @@ use super::{Backends, BrokerBackend, DatabaseBackend, ObjectsBackend, SysMapErro
 use crate::error::error_chain;
 use crate::redact;
 
-/// Connect timeout of sys-map requests.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Whole-request timeout of sys-map requests.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// The bounds of a sys-map request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// Connecting (TCP and TLS).
+    pub connect: Duration,
+    /// The whole request: connecting, sending, reading the answer.
+    pub request: Duration,
+}
+
+impl Default for HttpTimeouts {
+    /// 5 s to connect, 15 s in all: the defaults of
+    /// `SLINGSHOT_SYS_MAP_CONNECT_TIMEOUT_SECS` and `SLINGSHOT_SYS_MAP_TIMEOUT_SECS`.
+    fn default() -> Self {
+        HttpTimeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(15),
+        }
+    }
+}
 
 /// The configuration service of existing deployments. Services configured
 /// by it run on RabbitMQ, S3 and PostgreSQL.
@@ -29,8 +44,15 @@ pub struct HttpSysMap {
 }
 
 impl HttpSysMap {
-    /// A client of the sys-map at `base` (`http(s)://[user:password@]host[:port][/prefix][?query]`).
+    /// A client of the sys-map at `base`
+    /// (`http(s)://[user:password@]host[:port][/prefix][?query]`), with the
+    /// default timeouts.
     pub fn new(base: &str) -> Result<Self, SysMapError> {
+        Self::with_timeouts(base, HttpTimeouts::default())
+    }
+
+    /// A client of the sys-map at `base` whose requests are bounded by `timeouts`.
+    pub fn with_timeouts(base: &str, timeouts: HttpTimeouts) -> Result<Self, SysMapError> {
         let shown = redact::url(base.trim_end_matches('/'));
         let unavailable = |message: String| SysMapError::Unavailable {
             source_name: format!("sys-map {shown}"),
@@ -42,8 +64,8 @@ impl HttpSysMap {
             return Err(unavailable("not an http:// or https:// URL".into()));
         }
         let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
             .user_agent(concat!("slingshot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
@@ -109,7 +131,20 @@ impl SysMapSource for HttpSysMap {
         }
         if !status.is_success() {
             let snippet: String = body.chars().take(200).collect();
-            return Err(unavailable(format!("GET {shown} answered {status}: {snippet}")));
+            let message = redact::in_text(&format!("GET {shown} answered {status}: {snippet}"), &raw);
+            // A server failing, or asking to be asked later, is an outage;
+            // any other refusal is an answer that waiting will not change.
+            let later = status.is_server_error()
+                || status == reqwest::StatusCode::REQUEST_TIMEOUT
+                || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            return Err(match later {
+                true => unavailable(message),
+                false => SysMapError::Refused {
+                    source_name: self.describe(),
+                    path: path.to_string(),
+                    message,
+                },
+            });
         }
         Ok(body)
     }

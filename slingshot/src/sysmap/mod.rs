@@ -26,7 +26,8 @@ use crate::case::CaseValue;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SysMapError {
-    /// The source could not be reached or read.
+    /// The source could not be reached or read, or failed to answer (a
+    /// timeout, an HTTP 5xx, 408 or 429): an outage, which may end.
     #[error("{source_name}: cannot read {path:?}: {message}")]
     Unavailable {
         /// Which sys-map.
@@ -58,9 +59,30 @@ pub enum SysMapError {
         /// What the protocol expects.
         expected: String,
     },
+    /// The source answered, but refused the request (an HTTP 4xx other than
+    /// 404, 408 and 429): asking again will not help.
+    #[error("{source_name}: reading {path:?} was refused: {message}")]
+    Refused {
+        /// Which sys-map.
+        source_name: String,
+        /// The endpoint path.
+        path: String,
+        /// What it answered.
+        message: String,
+    },
     /// A secret reference could not be resolved.
     #[error("{0}")]
     Secret(#[from] secrets::SecretError),
+}
+
+impl SysMapError {
+    /// Whether the sys-map could not be reached or failed, rather than
+    /// answering: a request that needs it is retried as an outage. A missing
+    /// endpoint (404), a refusal or an answer the protocol does not allow is
+    /// an answer, and asking again gives the same one.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, SysMapError::Unavailable { .. })
+    }
 }
 
 /// The seam to wherever the sys-map lives.
@@ -226,9 +248,15 @@ impl SysMap {
     /// # Ok(()) }
     /// ```
     pub fn open(location: &str) -> Result<SysMap, SysMapError> {
+        Self::open_with(location, http::HttpTimeouts::default())
+    }
+
+    /// [`SysMap::open`], an HTTP sys-map's requests bounded by `timeouts`
+    /// (`SLINGSHOT_SYS_MAP_CONNECT_TIMEOUT_SECS`, `SLINGSHOT_SYS_MAP_TIMEOUT_SECS`).
+    pub fn open_with(location: &str, timeouts: http::HttpTimeouts) -> Result<SysMap, SysMapError> {
         let source: Arc<dyn SysMapSource> = match file_location(location) {
             Some(path) => Arc::new(file::FileSysMap::load(path)?),
-            None => Arc::new(http::HttpSysMap::new(&http_url(location))?),
+            None => Arc::new(http::HttpSysMap::with_timeouts(&http_url(location), timeouts)?),
         };
         Ok(SysMap::new(source))
     }
