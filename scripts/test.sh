@@ -23,6 +23,17 @@
 # the file $SLINGSHOT_FAULT_REPORT; this script sets it to a fresh temporary
 # file and prints it after the tests, whether they passed or failed.
 #
+# Then the RabbitMQ 4 lane: scripts/rabbitmq4.sh starts (or reuses) RabbitMQ
+# 4.0.5, run by chroot from a Debian 13 root filesystem built once under
+# /var/tmp (5682, beside the host's 3.10 on 5672; left running for the next
+# run, as the other services), and these suites run again with
+# SLINGSHOT_TEST_AMQP_URL pointing at it: the semantics suite on classic and
+# quorum queues, quorum.rs, interop.rs, otel.rs, and the fault tests
+# kill-9, rabbitmq-restart (on a private 4.0 node) and poison; then
+# tests/tests/rabbitmq4.rs (4.x's rules, and the broker's version named by
+# `check` and the start-up log on both brokers). Fault lines name the broker
+# (`fault=kill-9 broker=4.0.5 ...`). The run prints how long the lane took.
+#
 # The cluster fault tests (tests/tests/cluster.rs) run on a three-node
 # RabbitMQ cluster (scripts/cluster.sh, ports 5691-5693): it starts in the
 # background while the tests build, and is stopped when this script exits,
@@ -114,12 +125,38 @@ echo "==> container image (scripts/image-check.sh)"
 image_status=0
 bash scripts/image-check.sh || image_status=$?
 
+# The RabbitMQ 4 lane: suites written against "the shared broker", pointed
+# at RabbitMQ 4.0.5.
+rabbitmq4_lane() {
+    bash scripts/rabbitmq4.sh start || return 1
+    local exports
+    exports=$(bash scripts/rabbitmq4.sh env) || return 1
+    eval "$exports"
+    local status=0
+    # --workspace, as above: the same features, so nothing is rebuilt.
+    local on4=(env "SLINGSHOT_TEST_AMQP_URL=$SLINGSHOT_TEST_RABBITMQ4_URL" cargo test --workspace --no-fail-fast)
+    echo "==> RabbitMQ 4 lane: semantics on classic and quorum queues, quorum.rs, interop.rs, otel.rs"
+    "${on4[@]}" --test semantics -- real:: quorum:: || status=1
+    "${on4[@]}" --test quorum --test interop --test otel || status=1
+    echo "==> RabbitMQ 4 lane: fault tests kill-9, rabbitmq-restart, poison"
+    "${on4[@]}" --test faults -- kill_9 rabbitmq_restarted poison || status=1
+    echo "==> RabbitMQ 4 lane: tests/tests/rabbitmq4.rs (4.x's rules; versions on both brokers)"
+    cargo test --workspace --no-fail-fast --test rabbitmq4 || status=1
+    return "$status"
+}
+echo "==> RabbitMQ 4 lane (scripts/rabbitmq4.sh start: RabbitMQ 4.0.5 beside 3.10)"
+rabbitmq4_status=0
+rabbitmq4_started=$SECONDS
+rabbitmq4_lane || rabbitmq4_status=$?
+rabbitmq4_took=$((SECONDS - rabbitmq4_started))
+
 echo
+echo "==> RabbitMQ 4 lane: ${rabbitmq4_took} s"
 echo "==> cluster: $(grep -h 'ready in' "$cluster_log" || echo 'did not start; see below') (started while the tests built)"
 if ! grep -q 'ready in' "$cluster_log"; then
     cat "$cluster_log"
 fi
-echo "==> fault injection (tests/tests/faults.rs, cluster.rs, quorum.rs)"
+echo "==> fault injection (tests/tests/faults.rs, cluster.rs, quorum.rs, rabbitmq4.rs; broker= names RabbitMQ's version)"
 if [ -s "$SLINGSHOT_FAULT_REPORT" ]; then
     cat "$SLINGSHOT_FAULT_REPORT"
 else
@@ -138,6 +175,7 @@ failed_if "$tests_status" "cargo test --workspace --all-targets"
 failed_if "$doc_status" "cargo test --workspace --doc"
 failed_if "$python_status" "the Python tests (scripts/python-tests.sh)"
 failed_if "$image_status" "scripts/image-check.sh"
+failed_if "$rabbitmq4_status" "the RabbitMQ 4 lane (scripts/rabbitmq4.sh and the suites on RabbitMQ 4.0.5)"
 if [ "$status" -eq 0 ]; then
     echo "==> all tests passed"
 fi

@@ -37,8 +37,12 @@ fn object_error(error: &ObjectError) -> PyErr {
     mark(err, transient)
 }
 
+/// An I/O error of a reader or writer as a `StorageError`, `transient` as
+/// the error says: a download that broke off or a full disk is an outage, a
+/// reader of an ended request or a permission is not.
 fn io_error(what: &str, error: std::io::Error) -> PyErr {
-    mark(StorageError::new_err(format!("{what}: {error}")), true)
+    let transient = ObjectError::io_error_is_transient(&error);
+    mark(StorageError::new_err(format!("{what}: {error}")), transient)
 }
 
 fn mark(err: PyErr, transient: bool) -> PyErr {
@@ -143,36 +147,27 @@ impl Reader {
     /// `b""` at the end of the object.
     #[pyo3(signature = (size = -1))]
     fn read<'py>(&self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyBytes>> {
+        if !self.live.load(Ordering::SeqCst) {
+            return Err(ended());
+        }
         let read = py.detach(|| -> std::io::Result<Option<Vec<u8>>> {
             let mut guard = lock(&self.inner);
             let Some(reader) = guard.as_mut() else {
                 return Ok(None);
             };
+            // All that is left if `size` is negative; never more than the
+            // object holds set aside, however large `size` is.
+            let wanted = u64::try_from(size).unwrap_or(u64::MAX);
             let mut data = Vec::new();
-            match usize::try_from(size) {
-                Ok(wanted) => {
-                    data.resize(wanted, 0);
-                    let mut filled = 0;
-                    // One read may return less than asked; fill what the stream gives before its end.
-                    while filled < wanted {
-                        let n = reader.read(&mut data[filled..])?;
-                        if n == 0 {
-                            break;
-                        }
-                        filled += n;
-                    }
-                    data.truncate(filled);
+            let mut chunk = vec![0; READ_CHUNK.min(usize::try_from(wanted).unwrap_or(usize::MAX))];
+            // One read may return less than asked; take what the stream gives before its end.
+            while (data.len() as u64) < wanted {
+                let room = usize::try_from(wanted - data.len() as u64).unwrap_or(usize::MAX);
+                let n = reader.read(&mut chunk[..room.min(READ_CHUNK)])?;
+                if n == 0 {
+                    break;
                 }
-                Err(_) => {
-                    let mut chunk = vec![0; READ_CHUNK];
-                    loop {
-                        let n = reader.read(&mut chunk)?;
-                        if n == 0 {
-                            break;
-                        }
-                        data.extend_from_slice(&chunk[..n]);
-                    }
-                }
+                data.extend_from_slice(&chunk[..n]);
             }
             Ok(Some(data))
         });
@@ -189,10 +184,13 @@ impl Reader {
             return Err(ended());
         }
         let read_file = self.read_file.clone();
-        let reopened = py
-            .detach(|| read_file(&self.key, self.id))
-            .map_err(|e| object_error(&e))?;
-        *lock(&self.inner) = Some(reopened);
+        // The old download goes first: two open at once per reader would
+        // hold twice the connections and read-ahead for nothing.
+        let reopened = py.detach(|| {
+            drop(lock(&self.inner).take());
+            read_file(&self.key, self.id)
+        });
+        *lock(&self.inner) = Some(reopened.map_err(|e| object_error(&e))?);
         Ok(())
     }
 

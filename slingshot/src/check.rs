@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::broker::{Broker, Durability, QueueState, QueueType};
+use crate::broker::{Broker, BrokerError, Durability, QueueState, QueueType};
 use crate::connect::{database_target, rabbitmq_from, s3_config_from};
 use crate::db::ConnectionKind;
 use crate::error::Error;
@@ -171,9 +171,37 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
         BrokerBackend::RabbitMq => match rabbitmq_from(&sysmap, settings).await {
             Ok(broker) => {
                 report.pass("broker", broker.describe());
+                match broker.read_server_info().await {
+                    Ok(info) => report.pass("broker version", info.to_string()),
+                    Err(e) => report.warn(
+                        "broker version",
+                        format!("{e}; the broker did not say which version it is"),
+                    ),
+                }
                 if let Some(topology) = &report.topology {
                     let wiring = topology.services[0].wiring.clone();
                     check_queues(&mut report, &broker, &wiring, settings).await;
+                }
+                // Last: a broker that refuses closes the connection.
+                if settings.queue_mode == QueueMode::Compatible {
+                    match broker.probe_transient_queues().await {
+                        Ok(()) => {}
+                        // The queue mode's line says it: that is what fails.
+                        Err(e @ BrokerError::Deprecated { .. }) => {
+                            let detail = format!("compatible (SLINGSHOT_QUEUE_MODE), but {e}");
+                            match report.findings.iter_mut().find(|f| f.what == "queue mode") {
+                                Some(finding) => {
+                                    finding.status = Status::Failed;
+                                    finding.detail = detail;
+                                }
+                                None => report.fail("queue mode", detail),
+                            }
+                        }
+                        Err(e) => report.warn(
+                            "queue mode",
+                            format!("cannot check that the broker accepts transient queues: {e}"),
+                        ),
+                    }
                 }
             }
             Err(e) => report.fail(
@@ -192,7 +220,7 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
         ObjectsBackend::Dir(root) => report.pass("object storage", format!("directory {}", root.display())),
         ObjectsBackend::S3 => match s3_config_from(&sysmap, settings).await {
             Ok(config) => {
-                let store = S3Store::new(&config);
+                let store = S3Store::with_timeouts(&config, settings.s3_timeouts);
                 report.pass(
                     "object storage",
                     format!("{} (region {})", store.describe(), config.region),
@@ -224,10 +252,14 @@ pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings
                 let backing = crate::execute::Backing {
                     name: def.name,
                     sysmap: sysmap.clone(),
-                    store: std::sync::Arc::new(crate::storage::dir::DirStore::new(std::env::temp_dir())),
+                    // Never written: a root of its own, so that preparing
+                    // sweeps no other directory store's partial files.
+                    store: std::sync::Arc::new(crate::storage::dir::DirStore::new(
+                        std::env::temp_dir().join("slingshot-check-no-objects"),
+                    )),
                     database: Some(target),
                     pool_size: 1,
-                    staging_dir: std::env::temp_dir(),
+                    staging_dir: settings.staging_dir.clone(),
                     handle: tokio::runtime::Handle::current(),
                     stats: Default::default(),
                     journal: None,

@@ -272,6 +272,10 @@ async fn run(
             .map_err(|e| Error::Config(format!("SLINGSHOT_HTTP_ADDR={addr}: cannot listen: {e}")))?;
         tracing::info!(service = def.name, %bound, "metrics on /metrics, probes on /healthz and /readyz");
     }
+    // Before the service consumes: from here on SIGTERM and SIGINT shut it
+    // down gracefully (one arriving while it starts, once it started), never
+    // with the default disposition, which kills the process.
+    let shutdown = shutdown_signal();
     let mut service = runtime.start(def).await?;
     probe.watch(def.name, service.stats.clone());
     tokio::select! {
@@ -280,7 +284,7 @@ async fn run(
             // A worker only ends by itself with an error; never exit 0 silently.
             return Err(Error::Stopped(def.name.to_string()));
         }
-        signal = shutdown_signal() => tracing::info!(service = def.name, signal, "shutting down"),
+        signal = shutdown => tracing::info!(service = def.name, signal, "shutting down"),
     }
     probe.stopping();
     runtime.shutdown();
@@ -299,16 +303,22 @@ async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Which of SIGTERM and SIGINT arrived first. The handlers are installed
+/// when this is called, not when it is first awaited.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-        },
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (terminate, interrupt) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
 }

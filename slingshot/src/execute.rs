@@ -1,7 +1,8 @@
 //! Executing one request end to end: `process` on a blocking thread with a pooled connection, its files staged and uploaded only after it succeeded.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use futures::future::BoxFuture;
@@ -15,7 +16,7 @@ use crate::db::{DbConnection, DbTarget};
 use crate::error::{error_chain, Error};
 use crate::failure::{Failure, FailureKind};
 use crate::service::Handler;
-use crate::storage::staging::{Staging, WrittenObject};
+use crate::storage::staging::{Staging, StagingRoot, WrittenObject};
 use crate::storage::{ObjectError, ObjectReader, ObjectStore, ObjectWriter};
 use crate::sysmap::SysMap;
 
@@ -69,6 +70,8 @@ struct Execution<H: Handler> {
     handler: H,
     pool: <H::Connection as DbConnection>::Pool,
     backing: Backing,
+    /// The process's own staging directory, removed when the service is.
+    staging: Arc<StagingRoot>,
 }
 
 /// Builds the executor of handler `H` (referenced from the generated `ServiceDef`). Blocking: opens the pool.
@@ -81,14 +84,58 @@ pub fn prepare<H: Handler + Default>(backing: Backing) -> Result<Arc<dyn Executo
 #[doc(hidden)]
 pub fn prepare_with<H: Handler>(handler: H, backing: Backing) -> Result<Arc<dyn Executor>, Error> {
     install_query_spans();
+    let staging = claim_staging(&backing)?;
     let pool = H::Connection::open_pool(backing.database.as_ref(), backing.pool_size)?;
-    Ok(Arc::new(Execution { handler, pool, backing }))
+    Ok(Arc::new(Execution {
+        handler,
+        pool,
+        backing,
+        staging,
+    }))
+}
+
+/// Start-up clean-up of what processes that died left, then this process's
+/// own staging directory: sweeps the staging directories nobody holds,
+/// aborts the uploads they recorded as unfinished, and sweeps the store's
+/// abandoned partial files. Blocking.
+fn claim_staging(backing: &Backing) -> Result<Arc<StagingRoot>, Error> {
+    let base = &backing.staging_dir;
+    let (root, swept) = StagingRoot::claim(base).map_err(|e| {
+        Error::Config(format!(
+            "SLINGSHOT_STAGING_DIR={}: cannot create a staging directory in it: {e}",
+            base.display()
+        ))
+    })?;
+    for upload in &swept.uploads {
+        let (store, pending) = (backing.store.clone(), upload.clone());
+        let aborted = bridge::wait(&backing.handle, async move { store.abort_upload(&pending).await });
+        match aborted {
+            Ok(Ok(())) => tracing::info!(service = backing.name, bucket = %upload.bucket, key = %upload.key,
+                upload_id = %upload.upload_id, "aborted a multipart upload a process that died left unfinished"),
+            Ok(Err(e)) => tracing::warn!(service = backing.name, upload_id = %upload.upload_id, error = %e,
+                "cannot abort a multipart upload a process that died left unfinished"),
+            Err(e) => tracing::warn!(service = backing.name, error = %e, "cannot abort an unfinished multipart upload"),
+        }
+    }
+    match backing.store.sweep_abandoned() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            service = backing.name,
+            files = n,
+            "swept partial files writers that died left in the store"
+        ),
+        Err(e) => {
+            tracing::warn!(service = backing.name, error = %e, "cannot sweep the store's abandoned partial files")
+        }
+    }
+    backing.store.journal_uploads_in(&root.journal());
+    Ok(Arc::new(root))
 }
 
 impl<H: Handler> Executor for Execution<H> {
     fn execute(self: Arc<Self>, job: Job) -> BoxFuture<'static, Result<Executed, Failure>> {
         Box::pin(async move {
-            let staging = Arc::new(Staging::new(&self.backing.staging_dir));
+            let staging = Arc::new(Staging::new(self.staging.clone()));
             let this = self.clone();
             let staged = staging.clone();
             let started = std::time::Instant::now();
@@ -135,18 +182,28 @@ impl<H: Handler> Execution<H> {
         let b = &self.backing;
         let (sysmap, name, handle, store) = (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
         let stats = b.stats.clone();
+        // Every reader stops working when the request ends (below, however
+        // `process` ends), and its download stops.
+        let readers = Arc::new(Readers::default());
+        let _end_readers = EndReaders(readers.clone());
         let read_file: Arc<ReadFileFn> = Arc::new(move |key: &str, id: u64| -> Result<ObjectReader, ObjectError> {
             let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
-            let store = store.clone();
+            if readers.ended.load(Ordering::SeqCst) {
+                return Err(ObjectError::RequestEnded {
+                    bucket,
+                    key: id.to_string(),
+                });
+            }
+            let (store, object) = (store.clone(), bucket.clone());
             let key = id.to_string();
             let span = object_span("GetObject", &bucket, &key);
             let opened = bridge::wait(
                 &handle,
-                async move { store.open(&bucket, &key).await }.instrument(span.clone()),
+                async move { store.open(&object, &key).await }.instrument(span.clone()),
             )
             .map_err(|e| ObjectError::Backend {
                 op: "read",
-                bucket: String::new(),
+                bucket: bucket.clone(),
                 key: id.to_string(),
                 message: e.to_string(),
             })
@@ -156,10 +213,7 @@ impl<H: Handler> Execution<H> {
                 span.record("otel.status_description", e.to_string());
             }
             let reader = opened?;
-            Ok(ObjectReader::new(Counted {
-                inner: reader,
-                stats: stats.clone(),
-            }))
+            Ok(readers.scoped(reader, bucket, id.to_string(), stats.clone()))
         });
         let (sysmap, handle) = (b.sysmap.clone(), b.handle.clone());
         let write_file: Arc<WriteFileFn> = Arc::new(move |key: &str, id: u64| -> Result<ObjectWriter, ObjectError> {
@@ -214,18 +268,86 @@ fn resolve_bucket(sysmap: &SysMap, service: &str, reference: &str, handle: &Hand
     }
 }
 
-/// Counts the bytes `process` reads, for `slingshot_s3_bytes_read_total`.
-struct Counted {
-    inner: ObjectReader,
+/// The readers one request opened. When the request ends they stop
+/// working: each is dropped (stopping its download) unless a read is in
+/// progress on another thread, and any later read fails.
+#[derive(Default)]
+struct Readers {
+    ended: Arc<AtomicBool>,
+    open: Mutex<Vec<Weak<Mutex<Option<ObjectReader>>>>>,
+}
+
+impl Readers {
+    /// `reader`, counted for `slingshot_s3_bytes_read_total` and valid while
+    /// the request runs.
+    fn scoped(
+        &self,
+        reader: ObjectReader,
+        bucket: String,
+        key: String,
+        stats: Arc<crate::metrics::Stats>,
+    ) -> ObjectReader {
+        let inner = Arc::new(Mutex::new(Some(reader)));
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|r| r.strong_count() > 0);
+        open.push(Arc::downgrade(&inner));
+        ObjectReader::new(Scoped {
+            inner,
+            ended: self.ended.clone(),
+            bucket,
+            key,
+            stats,
+        })
+    }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        for reader in self.open.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            if let Some(reader) = reader.upgrade() {
+                // A read in progress finishes first; the reader goes at its next read.
+                if let Ok(mut reader) = reader.try_lock() {
+                    reader.take();
+                }
+            }
+        }
+    }
+}
+
+/// Ends the request's readers when dropped: when `process` returned, failed
+/// or panicked.
+struct EndReaders(Arc<Readers>);
+
+impl Drop for EndReaders {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// A reader of one request: counts the bytes `process` reads and fails once
+/// the request has ended.
+struct Scoped {
+    inner: Arc<Mutex<Option<ObjectReader>>>,
+    ended: Arc<AtomicBool>,
+    bucket: String,
+    key: String,
     stats: Arc<crate::metrics::Stats>,
 }
 
-impl std::io::Read for Counted {
+impl std::io::Read for Scoped {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.stats
-            .bytes_read
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if self.ended.load(Ordering::SeqCst) {
+            inner.take();
+        }
+        let Some(reader) = inner.as_mut() else {
+            return Err(ObjectError::RequestEnded {
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+            }
+            .into_io_error());
+        };
+        let n = reader.read(buf)?;
+        self.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }

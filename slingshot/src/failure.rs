@@ -122,7 +122,12 @@ impl Failure {
             if let Some(failure) = e.downcast_ref::<Failure>() {
                 return failure.clone();
             }
-            if let Some(object) = e.downcast_ref::<ObjectError>() {
+            // A reader's I/O error carries the ObjectError of the download
+            // that failed (io::Error's `source` skips it).
+            let object = e
+                .downcast_ref::<ObjectError>()
+                .or_else(|| e.downcast_ref::<std::io::Error>().and_then(ObjectError::in_io_error));
+            if let Some(object) = object {
                 return Failure {
                     transient: object.is_transient(),
                     ..Failure::new(FailureKind::Storage, message)
@@ -175,5 +180,28 @@ mod tests {
             assert_eq!(kind.to_string(), kind.as_str());
         }
         assert_eq!("nope".parse::<FailureKind>(), Err(UnknownKind("nope".into())));
+    }
+
+    #[test]
+    fn an_object_error_inside_a_readers_io_error_keeps_its_class() {
+        let broken = ObjectError::Backend {
+            op: "read",
+            bucket: "b".into(),
+            key: "1".into(),
+            message: "the download broke off".into(),
+        };
+        let failure = Failure::from_process(Box::new(broken.into_io_error()));
+        assert_eq!((failure.kind, failure.transient), (FailureKind::Storage, true));
+        let refused = ObjectError::Refused {
+            op: "upload",
+            bucket: "b".into(),
+            key: "1".into(),
+            message: "AccessDenied: Forbidden (HTTP 403)".into(),
+        };
+        let failure = Failure::from_process(Box::new(refused));
+        assert_eq!((failure.kind, failure.transient), (FailureKind::Storage, false));
+        assert!(failure.message.contains("AccessDenied"), "{}", failure.message);
+        let plain = Failure::from_process(Box::new(std::io::Error::other("disk on fire")));
+        assert_eq!((plain.kind, plain.transient), (FailureKind::Process, false));
     }
 }

@@ -46,6 +46,7 @@ pub mod protocol;
 pub mod redact;
 pub mod routing;
 pub mod runtime;
+pub mod server_info;
 pub mod service;
 pub mod settings;
 pub mod storage;

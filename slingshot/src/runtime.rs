@@ -155,7 +155,10 @@ impl Runtime {
         };
         let store: Arc<dyn ObjectStore> = match backends.objects {
             ObjectsBackend::Dir(root) => Arc::new(DirStore::new(root)),
-            ObjectsBackend::S3 => Arc::new(S3Store::new(&s3_config_from(&sysmap, &settings).await?)),
+            ObjectsBackend::S3 => Arc::new(S3Store::with_timeouts(
+                &s3_config_from(&sysmap, &settings).await?,
+                settings.s3_timeouts,
+            )),
         };
         Ok(Self::from_parts(sysmap, broker, store, settings))
     }
@@ -299,6 +302,12 @@ impl Runtime {
     /// Starts consuming for `def`. It runs until [`Runtime::shutdown`].
     pub async fn start(&self, def: &'static ServiceDef) -> Result<RunningService, Error> {
         let stats = Arc::new(Stats::default());
+        // Asked before the queues are declared: once they are, the service
+        // is as good as started.
+        let broker_version = match self.broker.server_info().await {
+            Some(info) => info.to_string(),
+            None => "unknown".to_string(),
+        };
         let journal = self.open_journal(def).await?;
         let Prepared {
             wiring,
@@ -310,9 +319,11 @@ impl Runtime {
             service = def.name,
             inbound = %wiring.inbound,
             broker = %self.broker.describe(),
+            broker_version,
             objects = %self.store.describe(),
             sys_map = %self.sysmap.describe(),
             queues = %self.settings.queue_mode,
+            queue_type = %self.settings.queue_type,
             "started"
         );
         let worker = Arc::new(Worker {

@@ -13,6 +13,7 @@ use clap::{Args, FromArgMatches, ValueEnum};
 
 use crate::broker::{Durability, QueueType};
 use crate::error::Error;
+use crate::storage::s3::S3Timeouts;
 
 /// The least prefetch derived from the concurrency: room for the requests
 /// whose outputs await their confirms (at concurrency 4, prefetch 32 moved
@@ -146,6 +147,29 @@ pub struct SettingsArgs {
     )]
     pub s3_region: String,
 
+    /// Seconds an S3 connection may take to establish.
+    #[arg(long, global = true, env = "SLINGSHOT_S3_CONNECT_TIMEOUT_SECS", value_name = "SECS", default_value_t = 10,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
+    pub s3_connect_timeout_secs: u64,
+
+    /// Seconds from sending an S3 request, its body included, to the first
+    /// byte of the answer (an upload sends four 16 MiB parts at a time: they
+    /// must get through within it); also the longest pause in a download.
+    #[arg(long, global = true, env = "SLINGSHOT_S3_READ_TIMEOUT_SECS", value_name = "SECS", default_value_t = 60,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
+    pub s3_read_timeout_secs: u64,
+
+    /// Seconds one S3 HTTP attempt may take as a whole.
+    #[arg(long, global = true, env = "SLINGSHOT_S3_ATTEMPT_TIMEOUT_SECS", value_name = "SECS", default_value_t = 120,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
+    pub s3_attempt_timeout_secs: u64,
+
+    /// Seconds one S3 operation may take, the SDK's retries of its attempts
+    /// included.
+    #[arg(long, global = true, env = "SLINGSHOT_S3_OPERATION_TIMEOUT_SECS", value_name = "SECS", default_value_t = 300,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
+    pub s3_operation_timeout_secs: u64,
+
     /// Directory of mounted secrets, read after SLINGSHOT_SECRET_<REF> and before `pass`.
     #[arg(
         long,
@@ -194,6 +218,8 @@ pub struct Settings {
     pub s3_scheme: S3Scheme,
     /// S3 region.
     pub s3_region: String,
+    /// How long S3 calls may wait.
+    pub s3_timeouts: S3Timeouts,
     /// Directory of mounted secrets.
     pub secrets_dir: PathBuf,
 }
@@ -298,6 +324,18 @@ impl SettingsArgs {
                 self.retry_max_ms, self.retry_base_ms
             )));
         }
+        let s3_timeouts = S3Timeouts {
+            connect: Duration::from_secs(self.s3_connect_timeout_secs),
+            read: Duration::from_secs(self.s3_read_timeout_secs),
+            attempt: Duration::from_secs(self.s3_attempt_timeout_secs),
+            operation: Duration::from_secs(self.s3_operation_timeout_secs),
+        };
+        if s3_timeouts.operation < s3_timeouts.attempt {
+            return Err(Error::Config(format!(
+                "SLINGSHOT_S3_OPERATION_TIMEOUT_SECS={} is below SLINGSHOT_S3_ATTEMPT_TIMEOUT_SECS={}; no attempt could finish",
+                self.s3_operation_timeout_secs, self.s3_attempt_timeout_secs
+            )));
+        }
         if self.queue_type == QueueType::Quorum && self.queue_mode == QueueMode::Compatible {
             return Err(Error::Config(
                 "SLINGSHOT_QUEUE_TYPE=quorum needs SLINGSHOT_QUEUE_MODE=durable: quorum queues are always durable, \
@@ -325,6 +363,7 @@ impl SettingsArgs {
             amqp_vhost: self.amqp_vhost,
             s3_scheme: self.s3_scheme,
             s3_region: self.s3_region,
+            s3_timeouts,
             secrets_dir: self.secrets_dir,
         })
     }
@@ -488,6 +527,37 @@ mod tests {
             (
                 &["--queue-mode", "transient"],
                 "--queue-mode \"transient\": not a valid value (use one of: durable, compatible)",
+            ),
+        ] {
+            let err = with(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn s3_timeouts() {
+        assert_eq!(with(&[]).unwrap().s3_timeouts, S3Timeouts::default());
+        let set = with(&[
+            "--s3-connect-timeout-secs",
+            "2",
+            "--s3-read-timeout-secs",
+            "3",
+            "--s3-attempt-timeout-secs",
+            "4",
+            "--s3-operation-timeout-secs",
+            "8",
+        ])
+        .unwrap()
+        .s3_timeouts;
+        assert_eq!(
+            [set.connect, set.read, set.attempt, set.operation].map(|d| d.as_secs()),
+            [2, 3, 4, 8]
+        );
+        for (args, needle) in [
+            (&["--s3-read-timeout-secs", "0"][..], "not in 1..=86400"),
+            (
+                &["--s3-attempt-timeout-secs", "60", "--s3-operation-timeout-secs", "30"],
+                "SLINGSHOT_S3_OPERATION_TIMEOUT_SECS=30 is below SLINGSHOT_S3_ATTEMPT_TIMEOUT_SECS=60",
             ),
         ] {
             let err = with(args).unwrap_err().to_string();

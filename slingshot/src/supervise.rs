@@ -6,13 +6,15 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 
-use crate::broker::Durability;
+use crate::broker::{BrokerError, Durability};
 use crate::error::Error;
 use crate::worker::Worker;
 
 /// Runs a worker until shutdown. When its consumer fails (connection lost,
 /// consumer cancelled because the queue was deleted) it waits, redeclares the
-/// queues and consumes again: the service never stops on its own.
+/// queues and consumes again: the service never stops on its own, unless
+/// the broker refuses to declare them for good (a deprecated feature it does
+/// not permit).
 pub(crate) async fn keep_consuming(
     worker: Arc<Worker>,
     queues: Vec<(String, Durability)>,
@@ -55,6 +57,10 @@ pub(crate) async fn keep_consuming(
             }
             match declared {
                 Ok(()) => break,
+                // The broker refuses a feature it deprecated (RabbitMQ 4:
+                // compatible mode's transient queues): trying again cannot
+                // help, so stop with what to do rather than loop.
+                Err(e @ BrokerError::Deprecated { .. }) => return Err(e.into()),
                 Err(e) => {
                     delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
                     tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet");

@@ -1,4 +1,7 @@
-//! Counting a fault test's stream and reporting it: the `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N` line, printed and appended to `$SLINGSHOT_FAULT_REPORT`, as `tests/tests/faults.rs` does.
+//! Counting a fault test's stream and reporting it: the `fault=<name> broker=<version> sent=N delivered=N lost=N duplicates=N dead_lettered=N` line, printed and appended to `$SLINGSHOT_FAULT_REPORT`, as `tests/tests/faults.rs` does.
+//!
+//! `broker=` is the version the RabbitMQ broker of the test announced
+//! (`3.10.8`, `4.0.5`): [`crate::test_broker`] records it when it connects.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,6 +15,23 @@ pub struct Outcome {
     pub lost: u64,
     pub duplicates: u64,
     pub dead_lettered: u64,
+}
+
+/// The version of the RabbitMQ broker the test connected to last.
+static BROKER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Names the broker the fault lines of this process are measured on.
+pub fn set_broker(version: &str) {
+    *BROKER.lock().unwrap_or_else(|p| p.into_inner()) = Some(version.to_string());
+}
+
+/// The broker's version for the fault lines: `unknown` if no test broker connected.
+pub fn broker() -> String {
+    BROKER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Prints `line` and appends it to the fault report, if there is one.
@@ -42,7 +62,11 @@ pub struct Figures(pub &'static str);
 impl Drop for Figures {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let line = format!("fault={} FAILED: the test panicked (see its output for why)", self.0);
+            let line = format!(
+                "fault={} broker={} FAILED: the test panicked (see its output for why)",
+                self.0,
+                broker()
+            );
             // Already unwinding: a second panic would abort the test binary.
             if let Err(e) = try_publish(&line) {
                 eprintln!("{e}");
@@ -59,7 +83,8 @@ pub fn report(fault: &str, sent: u64, expected: &[u64], counts: &HashMap<u64, u3
     let expected_set: std::collections::HashSet<u64> = expected.iter().copied().collect();
     let stray = counts.keys().filter(|id| !expected_set.contains(id)).count();
     publish(&format!(
-        "fault={fault} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}"
+        "fault={fault} broker={} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}",
+        broker()
     ));
     assert_eq!(stray, 0, "{fault}: IDs arrived that should not have");
     Outcome {

@@ -14,6 +14,8 @@ pub mod original;
 pub mod otlp;
 pub mod private;
 pub mod probe;
+pub mod rabbitmq4;
+pub mod storage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -519,7 +521,17 @@ pub async fn test_broker(amqp_url: &str) -> Arc<dyn Broker> {
     let broker =
         slingshot::broker::rabbitmq::RabbitMq::new(amqp_url.to_string(), "test broker".into(), "slingshot-test");
     broker.connect().await.expect("the test's broker connection");
+    record_version(&broker).await;
     Arc::new(broker)
+}
+
+/// Names `broker`'s version in the fault lines (see [`fault_report::broker`]).
+async fn record_version(broker: &slingshot::broker::rabbitmq::RabbitMq) {
+    let info = broker
+        .read_server_info()
+        .await
+        .expect("the test broker's version (connection.start)");
+    fault_report::set_broker(&info.version);
 }
 
 /// A broker client for a test on the nodes of a cluster at `amqp_urls`
@@ -531,6 +543,7 @@ pub async fn test_cluster_broker(amqp_urls: &[String], queue_type: QueueType) ->
         .collect();
     let broker = slingshot::broker::rabbitmq::RabbitMq::cluster(nodes, "slingshot-test").with_queue_type(queue_type);
     broker.connect().await.expect("the test's broker connection");
+    record_version(&broker).await;
     Arc::new(broker)
 }
 
@@ -576,4 +589,18 @@ pub fn service_command(
         command.env(k, v);
     }
     command
+}
+
+/// The `main` of a test binary holding several services: runs the one its
+/// first argument names (`binary NAME [run|...]`), or prints `usage` and
+/// exits 2.
+pub fn run_named_service(usage: &str) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().and_then(|name| slingshot::ServiceDef::named(name)) {
+        Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
+        None => {
+            eprintln!("usage: {usage}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }

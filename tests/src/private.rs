@@ -88,8 +88,13 @@ impl InstanceLock {
 /// Directories of earlier instances of `kind` (`/var/tmp/slingshot-<kind>-*`).
 /// Called with the kind's lock held, so every one is a leftover of a killed run.
 fn leftover_dirs(kind: &str) -> Vec<PathBuf> {
+    leftover_dirs_in(Path::new("/var/tmp"), kind)
+}
+
+/// Directories `base/slingshot-<kind>-*`.
+fn leftover_dirs_in(base: &Path, kind: &str) -> Vec<PathBuf> {
     let prefix = format!("slingshot-{kind}-");
-    std::fs::read_dir("/var/tmp")
+    std::fs::read_dir(base)
         .map(|dir| {
             dir.flatten()
                 .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
@@ -107,9 +112,13 @@ fn remove_leftover(dir: &Path) {
 }
 
 fn private_dir(name: &str) -> tempfile::TempDir {
+    private_dir_in(Path::new("/var/tmp"), name)
+}
+
+fn private_dir_in(base: &Path, name: &str) -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix(&format!("slingshot-{name}-"))
-        .tempdir_in("/var/tmp")
+        .tempdir_in(base)
         .expect("private instance directory");
     // Services run as their own users; they must reach the directory.
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -233,6 +242,234 @@ impl Drop for PrivateRabbit {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = &self.dir;
+    }
+}
+
+/// A second RabbitMQ 4.0 node on port 5683, in the root filesystem of
+/// `scripts/rabbitmq4.sh` beside its node (whose epmd and `/proc` it uses,
+/// so that one must run). Its directory is `/var/tmp/slingshot-rabbit4-*`
+/// inside the root; its own `rabbitmq-env.conf` there names it.
+pub struct PrivateRabbit4 {
+    root: PathBuf,
+    dir: tempfile::TempDir,
+    child: Child,
+    /// Declared last: released once the node is stopped and its directory gone.
+    _lock: InstanceLock,
+}
+
+impl PrivateRabbit4 {
+    pub const NODE: &'static str = "slingshot-fault4@localhost";
+    pub const PORT: u16 = 5683;
+    const DIST_PORT: u16 = 25683;
+
+    /// A node with RabbitMQ 4.0's defaults.
+    pub fn start() -> PrivateRabbit4 {
+        Self::start_with("", None)
+    }
+
+    /// A node whose `rabbitmq.conf` has `conf` (lines) besides its listener,
+    /// and whose `advanced.config` is `advanced` (Erlang terms), if given.
+    pub fn start_with(conf: &str, advanced: Option<&str>) -> PrivateRabbit4 {
+        let root = crate::rabbitmq4::root();
+        let lock = InstanceLock::acquire("rabbit4");
+        // A node left over by a crashed run would hold the port.
+        let _ = crate::rabbitmq4::rabbitmqctl(Self::NODE).arg("stop").output();
+        let base = root.join("var/tmp");
+        for dir in leftover_dirs_in(&base, "rabbit4") {
+            remove_leftover(&dir);
+        }
+        let dir = private_dir_in(&base, "rabbit4");
+        let inside = Path::new("/var/tmp").join(dir.path().file_name().expect("a directory name"));
+        let inside = inside.display();
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"))
+        };
+        write(
+            "rabbitmq-env.conf",
+            format!(
+                "NODENAME={node}\nNODE_IP_ADDRESS=127.0.0.1\nNODE_PORT={port}\nDIST_PORT={dist}\n\
+                 MNESIA_BASE={inside}/mnesia\nLOG_BASE={inside}/log\nPID_FILE={inside}/pid\n\
+                 ENABLED_PLUGINS_FILE={inside}/enabled_plugins\nCONFIG_FILE={inside}/rabbitmq.conf\n\
+                 ADVANCED_CONFIG_FILE={inside}/advanced.config\n\
+                 export ERL_EPMD_PORT=4370\nexport ERL_EPMD_ADDRESS=127.0.0.1\n\
+                 SERVER_ADDITIONAL_ERL_ARGS=\"-kernel inet_dist_use_interface {{127,0,0,1}}\"\n\
+                 ulimit -S -n \"$(ulimit -H -n)\"\n",
+                node = Self::NODE,
+                port = Self::PORT,
+                dist = Self::DIST_PORT,
+            ),
+        );
+        write("enabled_plugins", "[].\n".into());
+        let child = Self::configure_and_spawn(&root, &dir, conf, advanced);
+        let mut rabbit = PrivateRabbit4 {
+            root,
+            dir,
+            child,
+            _lock: lock,
+        };
+        rabbit.await_startup();
+        rabbit
+    }
+
+    /// Writes the node's `rabbitmq.conf` and `advanced.config` and starts it.
+    fn configure_and_spawn(root: &Path, dir: &tempfile::TempDir, conf: &str, advanced: Option<&str>) -> Child {
+        let inside = Path::new("/var/tmp").join(dir.path().file_name().expect("a directory name"));
+        let inside = inside.display();
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("writing {name}: {e}"))
+        };
+        write(
+            "rabbitmq.conf",
+            format!(
+                "listeners.tcp.default = 127.0.0.1:{}\nloopback_users = none\n{conf}\n",
+                Self::PORT
+            ),
+        );
+        write("advanced.config", format!("{}\n", advanced.unwrap_or("[].")));
+        run(
+            "chown (in the RabbitMQ 4 root)",
+            crate::rabbitmq4::in_root("chown").args(["-R", "rabbitmq:rabbitmq", &inside.to_string()]),
+        );
+        // `env -i` cleared the environment: the node's own env file, set again.
+        crate::rabbitmq4::in_root_at(root, "env")
+            .arg(format!("RABBITMQ_CONF_ENV_FILE={inside}/rabbitmq-env.conf"))
+            .arg("rabbitmq-server")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a private RabbitMQ 4 node (chroot rabbitmq-server)")
+    }
+
+    /// Stops the node and starts it again, on its data, with `conf` and
+    /// `advanced` in place of its configuration (see [`Self::start_with`]).
+    pub fn restart_with(&mut self, conf: &str, advanced: Option<&str>) {
+        self.stop();
+        let _ = self.child.wait();
+        self.child = Self::configure_and_spawn(&self.root, &self.dir, conf, advanced);
+        self.await_startup();
+    }
+
+    fn await_startup(&mut self) {
+        wait_until("private RabbitMQ 4 node", Duration::from_secs(120), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the private RabbitMQ 4 node exited with {status}; see {}",
+                    self.dir.path().join("log").display()
+                );
+            }
+            crate::rabbitmq4::rabbitmqctl(Self::NODE)
+                .args(["-t", "30", "await_startup"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        wait_until("private RabbitMQ 4 port", Duration::from_secs(60), || {
+            port_open(Self::PORT)
+        });
+    }
+
+    /// `rabbitmqctl -n NODE args` (the 4.0 CLI); its output.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        run(
+            &format!("rabbitmqctl -n {} {}", Self::NODE, args.join(" ")),
+            crate::rabbitmq4::rabbitmqctl(Self::NODE).args(["-t", "120"]).args(args),
+        )
+    }
+
+    /// Stops the broker application (connections drop; data stays).
+    pub fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+    }
+
+    /// Starts it again.
+    pub fn start_app(&self) {
+        self.ctl(&["start_app"]);
+        self.ctl(&["await_startup"]);
+    }
+
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", Self::PORT)
+    }
+
+    /// Stops the node (the whole Erlang VM), which also writes out the rest
+    /// of its log: RabbitMQ writes its log file in batches, a few seconds
+    /// late.
+    pub fn stop(&self) {
+        self.ctl(&["stop"]);
+    }
+
+    /// The node's log so far (see [`PrivateRabbit4::stop`]).
+    pub fn log(&self) -> String {
+        let file = self.dir.path().join("log").join(format!("{}.log", Self::NODE));
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+    }
+}
+
+impl Drop for PrivateRabbit4 {
+    fn drop(&mut self) {
+        let _ = crate::rabbitmq4::in_root_at(&self.root, "rabbitmqctl")
+            .args(["-n", Self::NODE, "stop"])
+            .stdin(Stdio::null())
+            .output();
+        // If it would not stop, its Erlang VM goes anyway.
+        if let Some(pid) = std::fs::read_to_string(self.dir.path().join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private RabbitMQ node of the shared broker's kind: [`PrivateRabbit`]
+/// (3.10) beside the host's broker, [`PrivateRabbit4`] when the shared
+/// broker is the 4.0 node (scripts/test.sh's RabbitMQ 4 lane).
+pub enum LaneRabbit {
+    Rabbit3(PrivateRabbit),
+    Rabbit4(PrivateRabbit4),
+}
+
+impl LaneRabbit {
+    pub fn start() -> LaneRabbit {
+        if crate::rabbitmq4::shared_is_rabbitmq4() {
+            LaneRabbit::Rabbit4(PrivateRabbit4::start())
+        } else {
+            LaneRabbit::Rabbit3(PrivateRabbit::start())
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            LaneRabbit::Rabbit3(_) => PrivateRabbit::PORT,
+            LaneRabbit::Rabbit4(_) => PrivateRabbit4::PORT,
+        }
+    }
+
+    pub fn amqp_url(&self) -> String {
+        match self {
+            LaneRabbit::Rabbit3(r) => r.amqp_url(),
+            LaneRabbit::Rabbit4(r) => r.amqp_url(),
+        }
+    }
+
+    /// Stops the broker application (connections drop; data stays).
+    pub fn stop_app(&self) {
+        match self {
+            LaneRabbit::Rabbit3(r) => r.stop_app(),
+            LaneRabbit::Rabbit4(r) => r.stop_app(),
+        }
+    }
+
+    /// Starts it again.
+    pub fn start_app(&self) {
+        match self {
+            LaneRabbit::Rabbit3(r) => r.start_app(),
+            LaneRabbit::Rabbit4(r) => r.start_app(),
+        }
     }
 }
 
@@ -455,6 +692,81 @@ impl PrivateGarage {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", Self::PORT)
+    }
+
+    /// An S3 client of the private instance with its key.
+    pub fn s3(&self) -> slingshot::storage::s3::S3Store {
+        slingshot::storage::s3::S3Store::new(&slingshot::storage::s3::S3Config {
+            endpoint: self.endpoint(),
+            region: "garage".into(),
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+        })
+    }
+
+    /// Freezes the server (SIGSTOP: its sockets stay open, nothing answers)
+    /// until the returned guard is dropped, which resumes it (SIGCONT), pass
+    /// or fail.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("a running private Garage to freeze");
+        crate::signal(pid, SIGSTOP);
+        Frozen { pid }
+    }
+
+    /// Creates `bucket` under its global name, which the `garage bucket`
+    /// commands use (one created through the S3 API gets only a name local
+    /// to its key), and gives the key every right on it.
+    pub fn create_bucket(&self, bucket: &str) {
+        run("garage bucket create", self.garage().args(["bucket", "create", bucket]));
+        run(
+            "garage bucket allow",
+            self.garage().args([
+                "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", "fault",
+            ]),
+        );
+    }
+
+    /// Takes the key's read, write and owner rights on `bucket` away: from
+    /// now on every request of the key to it is refused (403).
+    pub fn deny(&self, bucket: &str) {
+        run(
+            "garage bucket deny",
+            self.garage().args([
+                "bucket", "deny", "--read", "--write", "--owner", bucket, "--key", "fault",
+            ]),
+        );
+    }
+}
+
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
+
+/// A process frozen with SIGSTOP; dropping it sends SIGCONT.
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Frozen {
+    /// Resumes the process now.
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        extern "C" {
+            fn kill(pid: i32, signal: i32) -> i32;
+        }
+        if let Ok(pid) = i32::try_from(self.pid) {
+            // SAFETY: kill(2) has no memory-safety preconditions. Never
+            // panics here: this may run while a failed test unwinds.
+            if unsafe { kill(pid, SIGCONT) } != 0 {
+                eprintln!("cannot resume process {pid}: {}", std::io::Error::last_os_error());
+            }
+        }
     }
 }
 

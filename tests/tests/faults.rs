@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use slingshot::broker::{Broker, Durability, HeaderValue, Message};
 use slingshot::protocol::{dead_letter_queue, ERROR_KIND_HEADER};
 use slingshot_tests::fault_report::{self, publish, report, send_ids, Figures, Outcome};
-use slingshot_tests::private::{PrivateGarage, PrivatePostgres, PrivateRabbit};
+use slingshot_tests::private::{LaneRabbit, PrivateGarage, PrivatePostgres};
 use slingshot_tests::{drain, service_command, signal, test_broker, Backend, Collector, Fixture};
 use tokio::process::Child;
 
@@ -209,10 +209,11 @@ async fn kill_9_mid_stream_then_restart_two_stages() {
 async fn rabbitmq_restarted_mid_stream() {
     let _turn = TURN.lock().await;
     let _figures = Figures("rabbitmq-restart");
-    let rabbit = Arc::new(tokio::task::spawn_blocking(PrivateRabbit::start).await.unwrap());
+    // A private node of the shared broker's kind (3.10, or 4.0 in the RabbitMQ 4 lane).
+    let rabbit = Arc::new(tokio::task::spawn_blocking(LaneRabbit::start).await.unwrap());
     let f = Fixture::new(Backend::Real, "rabbit-restart");
     let private =
-        json!({"host": ["127.0.0.1"], "port": [PrivateRabbit::PORT], "username": ["guest"], "pass": ["test/rabbitmq"]});
+        json!({"host": ["127.0.0.1"], "port": [rabbit.port()], "username": ["guest"], "pass": ["test/rabbitmq"]});
     let stream = Stream::start(&f, "relay", &rabbit.amqp_url(), json!({"rabbitmq": private}), vec![]).await;
     let r = rabbit.clone();
     tokio::task::spawn_blocking(move || r.stop_app()).await.unwrap();

@@ -235,7 +235,8 @@ async fn check_passes_a_good_configuration_and_names_each_problem() {
         "ok      bucket \"out\"",
         "ok      queue mode: durable",
         "ok      queue type: classic",
-        "all 10 checks passed",
+        "ok      broker version: RabbitMQ ",
+        "all 11 checks passed",
     ] {
         assert!(out.contains(needle), "lacks {needle:?}:\n{out}");
     }

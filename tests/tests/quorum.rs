@@ -3,7 +3,7 @@
 //! the dead-letter queue rather than a silent drop, `x-delivery-count`, and
 //! several processes of one service sharing a queue while one is killed.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
@@ -19,9 +19,10 @@ fn shared_amqp() -> String {
     std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
 }
 
-/// `rabbitmqctl list_queues name COLUMN` on the shared node: COLUMN of `queue`.
+/// `rabbitmqctl list_queues name COLUMN` on the shared node (3.10, or 4.0
+/// in the RabbitMQ 4 lane): COLUMN of `queue`.
 fn queue_info(queue: &str, column: &str) -> String {
-    let output = Command::new("rabbitmqctl")
+    let output = slingshot_tests::rabbitmq4::shared_rabbitmqctl()
         .args(["-q", "list_queues", "name", column, "--no-table-headers"])
         .stdin(Stdio::null())
         .output()

@@ -29,6 +29,19 @@ pub enum BrokerError {
         /// What the broker said.
         message: String,
     },
+    /// The broker does not permit a feature it deprecated (RabbitMQ 4's
+    /// `deprecated_features.permit.<feature> = false`): retrying cannot help.
+    #[error("{op} {queue:?} refused: RabbitMQ does not permit its deprecated feature `{feature}` (deprecated_features.permit.{feature} = false in its configuration){advice}")]
+    Deprecated {
+        /// The operation.
+        op: &'static str,
+        /// The queue.
+        queue: String,
+        /// The deprecated feature, as RabbitMQ names it (`transient_nonexcl_queues`).
+        feature: String,
+        /// What to do about it, starting with `; ` (empty if nothing specific).
+        advice: String,
+    },
     /// The broker did not confirm a publish.
     #[error("publish to {queue:?} was not confirmed: {message}")]
     NotConfirmed {
@@ -264,6 +277,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// One line naming the broker, for logs (never credentials).
     fn describe(&self) -> String;
+
+    /// What the broker says about itself (product, version, platform), for
+    /// logs and `check`: `None` if it says nothing (the in-process broker) or
+    /// could not be asked.
+    async fn server_info(&self) -> Option<crate::server_info::ServerInfo> {
+        None
+    }
 
     /// The `messaging.system` of the spans of messages through this broker.
     fn messaging_system(&self) -> &'static str {

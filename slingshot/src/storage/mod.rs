@@ -26,6 +26,12 @@ use async_trait::async_trait;
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// Each error is classified where it is created, by what it is:
+/// [`ObjectError::is_transient`] tells an outage (the store or the local
+/// disk failed; the same request may succeed later) from a failure that
+/// waiting will not fix (a refusal, a missing object or bucket, a writer left
+/// open).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ObjectError {
@@ -45,7 +51,10 @@ pub enum ObjectError {
         /// What the sys-map said.
         reason: String,
     },
-    /// Local I/O failed (staging a file, reading the directory store).
+    /// Local I/O failed (staging a file, reading the directory store). An
+    /// outage (a full disk, a failing device) unless the error says the
+    /// operation can never succeed as it stands (see
+    /// [`ObjectError::is_transient`]).
     #[error("{op} {}: {source}", location(.bucket, .key))]
     Io {
         /// What was being done.
@@ -57,7 +66,9 @@ pub enum ObjectError {
         /// The I/O error.
         source: io::Error,
     },
-    /// The storage service failed or refused.
+    /// The storage service failed or could not be reached: a 5xx answer,
+    /// throttling (429, `SlowDown`), a timeout, a broken connection. An
+    /// outage.
     #[error("{op} {}: {message}", location(.bucket, .key))]
     Backend {
         /// What was being done.
@@ -68,6 +79,43 @@ pub enum ObjectError {
         key: String,
         /// What the service said.
         message: String,
+    },
+    /// The storage service refused the request and will refuse it again:
+    /// access denied (403), a bad signature or unknown key, a missing
+    /// bucket, any other 4xx answer. A failure of the request.
+    #[error("{op} {}: refused: {message}", location(.bucket, .key))]
+    Refused {
+        /// What was being done.
+        op: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// What the service said.
+        message: String,
+    },
+    /// A writer from `write_file` was still open when `process` returned:
+    /// its object may be incomplete. A bug of the function.
+    #[error(
+        "the writer of {} from write_file was still open when process returned; drop it before returning",
+        location(.bucket, .key)
+    )]
+    WriterOpen {
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+    },
+    /// A reader was used after the request that opened it had ended.
+    #[error(
+        "{} was opened by a request that has ended: readers work only while process runs",
+        location(.bucket, .key)
+    )]
+    RequestEnded {
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
     },
 }
 
@@ -86,14 +134,63 @@ impl ObjectError {
         matches!(self, ObjectError::NotFound { .. })
     }
 
-    /// Whether the store (or the local disk) failed, so that the same request
-    /// may succeed later; a missing object or bucket reference will not.
+    /// Whether the store or the local disk failed, so that the same request
+    /// may succeed later (an outage, retried without using an attempt).
+    ///
+    /// Transient: [`ObjectError::Backend`], and [`ObjectError::Io`] unless
+    /// the I/O error says waiting cannot help (permission denied, a
+    /// read-only file system, a file too large, a path that is not what it
+    /// should be). Everything else — a refusal, a missing object or bucket
+    /// reference, a writer left open — is a failure of the request.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ObjectError::Io { .. } | ObjectError::Backend { .. })
+        match self {
+            ObjectError::Backend { .. } => true,
+            ObjectError::Io { source, .. } => local_io_is_transient(source),
+            ObjectError::NotFound { .. }
+            | ObjectError::Bucket { .. }
+            | ObjectError::Refused { .. }
+            | ObjectError::WriterOpen { .. }
+            | ObjectError::RequestEnded { .. } => false,
+        }
+    }
+
+    /// The `ObjectError` an I/O error of an [`ObjectReader`] carries: a
+    /// download that failed midway says what failed and whether it is
+    /// transient. `None` for other I/O errors.
+    pub fn in_io_error(error: &io::Error) -> Option<&ObjectError> {
+        error.get_ref()?.downcast_ref()
+    }
+
+    /// Whether an I/O error of a reader or writer `process` got is an
+    /// outage: what the [`ObjectError`] inside says, else (local I/O) unless
+    /// waiting cannot help. For bindings that classify errors themselves.
+    pub fn io_error_is_transient(error: &io::Error) -> bool {
+        ObjectError::in_io_error(error).map_or_else(|| local_io_is_transient(error), ObjectError::is_transient)
+    }
+
+    /// This error as an I/O error (for [`Read`] implementations), from which
+    /// [`ObjectError::in_io_error`] recovers it.
+    pub fn into_io_error(self) -> io::Error {
+        io::Error::other(self)
     }
 }
 
+/// Whether a local I/O failure may go away by itself: a full disk or a
+/// failing device may, a permission, a read-only file system or a path of the
+/// wrong kind will not.
+fn local_io_is_transient(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    !matches!(
+        error.kind(),
+        PermissionDenied | ReadOnlyFilesystem | FileTooLarge | IsADirectory | NotADirectory | InvalidInput
+    )
+}
+
 /// A streaming, synchronous reader of one object, returned by `read_file`.
+///
+/// Reading blocks the calling thread while the object's bytes arrive: read
+/// it where `process` runs (a blocking thread), never from an async task of
+/// the service's runtime.
 pub struct ObjectReader {
     inner: Box<dyn Read + Send>,
 }
@@ -145,7 +242,7 @@ impl ObjectWriter {
     /// written so far moves to it (at the same position), and everything
     /// written from then on goes to it.
     pub fn file(&mut self) -> io::Result<&mut std::fs::File> {
-        self.spill()?;
+        self.spill().map_err(|e| self.spool.failed(e))?;
         match &mut self.buffer {
             Buffer::File(file) => Ok(file),
             Buffer::Memory(_) => unreachable!("spilled above"),
@@ -174,32 +271,37 @@ impl std::fmt::Debug for ObjectWriter {
     }
 }
 
+/// Its I/O errors carry an [`ObjectError::Io`] (see
+/// [`ObjectError::in_io_error`]), so that a full disk is an outage and a
+/// permission is not, however `process` passes them on.
 impl Write for ObjectWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Buffer::Memory(cursor) = &self.buffer {
             if cursor.position().saturating_add(buf.len() as u64) > staging::MEMORY_LIMIT {
-                self.spill()?;
+                self.spill().map_err(|e| self.spool.failed(e))?;
             }
         }
-        match &mut self.buffer {
+        let written = match &mut self.buffer {
             Buffer::Memory(cursor) => cursor.write(buf),
             Buffer::File(file) => file.write(buf),
-        }
+        };
+        written.map_err(|e| self.spool.failed(e))
     }
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.buffer {
             Buffer::Memory(_) => Ok(()),
-            Buffer::File(file) => file.flush(),
+            Buffer::File(file) => file.flush().map_err(|e| self.spool.failed(e)),
         }
     }
 }
 
 impl Seek for ObjectWriter {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        match &mut self.buffer {
+        let sought = match &mut self.buffer {
             Buffer::Memory(cursor) => cursor.seek(pos),
             Buffer::File(file) => file.seek(pos),
-        }
+        };
+        sought.map_err(|e| self.spool.failed(e))
     }
 }
 
@@ -217,34 +319,77 @@ impl Drop for ObjectWriter {
     }
 }
 
+/// An upload a process started and did not finish (a multipart upload on
+/// S3), recorded so that if the process dies the next start-up can abort it
+/// and free what it stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The bucket.
+    pub bucket: String,
+    /// The object key.
+    pub key: String,
+    /// The store's ID of the upload.
+    pub upload_id: String,
+}
+
+impl PendingUpload {
+    /// The record as a journal file holds it: three lines.
+    pub fn to_record(&self) -> String {
+        format!("{}\n{}\n{}\n", self.bucket, self.key, self.upload_id)
+    }
+
+    /// Reads a record written by [`PendingUpload::to_record`]; `None` if it
+    /// is not one (a journal file cut short by a crash).
+    pub fn from_record(text: &str) -> Option<PendingUpload> {
+        let mut lines = text.split('\n');
+        let (bucket, key, upload_id) = (lines.next()?, lines.next()?, lines.next()?);
+        let complete = lines.next() == Some("") && lines.next().is_none();
+        (complete && ![bucket, key, upload_id].contains(&"")).then(|| PendingUpload {
+            bucket: bucket.into(),
+            key: key.into(),
+            upload_id: upload_id.into(),
+        })
+    }
+}
+
 /// The seam to an object store (S3 in production, a directory when embedded).
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
-    /// Opens `bucket/key` for streaming reads.
+    /// Opens `bucket/key` for streaming reads. A download that fails midway
+    /// makes `read` fail (with an [`ObjectError`] inside the I/O error, see
+    /// [`ObjectError::in_io_error`]); it never looks like the end of the
+    /// object.
     async fn open(&self, bucket: &str, key: &str) -> Result<ObjectReader, ObjectError>;
 
     /// Uploads the local file at `path` as `bucket/key`, replacing any object
     /// there, and returns its size. Readers never see a partly written object.
+    /// An upload cut short (the future dropped at the shutdown deadline, an
+    /// error) leaves nothing behind in the store.
     async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<u64, ObjectError>;
 
-    /// Stores `bytes` as `bucket/key` (seeding inputs, tools, tests).
-    async fn put_bytes(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError> {
-        let io_err = |source| ObjectError::Io {
-            op: "stage",
-            bucket: bucket.into(),
-            key: key.into(),
-            source,
-        };
-        let staged = tokio::task::spawn_blocking(move || -> io::Result<tempfile::NamedTempFile> {
-            let mut file = tempfile::NamedTempFile::new()?;
-            file.write_all(&bytes)?;
-            file.flush()?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| io_err(io::Error::other(e)))?
-        .map_err(io_err)?;
-        self.put_file(bucket, key, staged.path()).await.map(drop)
+    /// Stores `bytes` as `bucket/key` (small outputs, seeding inputs, tools,
+    /// tests), without staging them on disk.
+    async fn put_bytes(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError>;
+
+    /// Records the uploads this store starts and has not finished yet in
+    /// files under `dir` (a directory this process owns and removes), so that
+    /// after a crash the next start-up finds them there and aborts them with
+    /// [`ObjectStore::abort_upload`]. Stores without such uploads ignore it.
+    fn journal_uploads_in(&self, dir: &Path) {
+        let _ = dir;
+    }
+
+    /// Aborts an upload a process that died left unfinished.
+    async fn abort_upload(&self, upload: &PendingUpload) -> Result<(), ObjectError> {
+        let _ = upload;
+        Ok(())
+    }
+
+    /// Removes what writers of processes that died left in the store (the
+    /// directory store's `.partial-*` files) and returns how many. Blocking:
+    /// called once at start-up, on a blocking thread.
+    fn sweep_abandoned(&self) -> Result<usize, ObjectError> {
+        Ok(0)
     }
 
     /// One line naming the store, for logs (never credentials).

@@ -120,13 +120,29 @@ fn stuck(request: u64) -> Vec<(u64, bool)> {
     vec![(request, true)]
 }
 
+/// Holds its first request for `SLINGSHOT_TEST_SLEEP_ONCE_MS` (past the
+/// broker's consumer timeout, in tests/tests/rabbitmq4.rs); every other
+/// request, that one delivered again included, passes at once.
+#[slingshot::microservice(name = "sleepy-once", sys_map = "file:unused.json", main = false)]
+fn sleepy_once(request: u64) -> Vec<(u64, bool)> {
+    static SLEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SLEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let ms = std::env::var("SLINGSHOT_TEST_SLEEP_ONCE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    vec![(request, true)]
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().and_then(|name| ServiceDef::named(name)) {
         Some(def) => slingshot::main_with_args(def, args[1..].to_vec()),
         None => {
             eprintln!(
-                "usage: fault-service (relay|relay2|objects|records|poison|hostile|crasher|stuck|counted) [run|...]"
+                "usage: fault-service (relay|relay2|objects|records|poison|hostile|crasher|stuck|counted|sleepy-once) [run|...]"
             );
             ExitCode::from(2)
         }

@@ -105,11 +105,69 @@ pub(crate) fn reply_text(e: &lapin::Error) -> String {
     }
 }
 
-/// The broker refused `op` on `queue`.
+/// The broker refused `op` on `queue`: [`BrokerError::Deprecated`] if it
+/// refused a deprecated feature its configuration does not permit.
 pub(crate) fn refused(op: &'static str, queue: &str, e: impl std::fmt::Display) -> BrokerError {
+    let message = e.to_string();
+    if let Some(feature) = deprecated_feature(&message) {
+        let advice = match feature {
+            "transient_nonexcl_queues" => {
+                "; slingshot declares transient queues only in SLINGSHOT_QUEUE_MODE=compatible, as the original \
+                 slingshot-microservice does: set SLINGSHOT_QUEUE_MODE=durable (once no original service declares \
+                 these queues), or permit the feature on the broker \
+                 (deprecated_features.permit.transient_nonexcl_queues = true in rabbitmq.conf)"
+            }
+            _ => "",
+        };
+        return BrokerError::Deprecated {
+            op,
+            queue: queue.into(),
+            feature: feature.to_string(),
+            advice: advice.to_string(),
+        };
+    }
     BrokerError::Refused {
         op,
         queue: queue.into(),
-        message: e.to_string(),
+        message,
+    }
+}
+
+/// The feature a RabbitMQ 4 refusal names when its configuration does not
+/// permit a deprecated feature (a connection error: "Feature
+/// `transient_nonexcl_queues` is deprecated. Its use is not permitted per
+/// the configuration ...").
+fn deprecated_feature(broker_says: &str) -> Option<&str> {
+    let (_, rest) = broker_says.split_once("Feature `")?;
+    let (feature, rest) = rest.split_once('`')?;
+    rest.trim_start().starts_with("is deprecated").then_some(feature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_deprecated_features_name_the_feature_and_what_to_do() {
+        // What RabbitMQ 4.0.5 answers a transient queue's declaration when
+        // its configuration does not permit them (cut at 255 bytes).
+        let said = "protocol error: AMQP hard error: INTERNAL-ERROR: INTERNAL_ERROR - Feature `transient_nonexcl_queues` \
+                    is deprecated.\nIts use is not permitted per the configuration (overriding the default, which is \
+                    permitted):\n    \"deprecated_features.permit.transient_nonexcl_queues = false\"\nIts use will not be permit...";
+        let error = refused("declare", "q", said).to_string();
+        assert!(!error.contains('\n'), "one line: {error}");
+        for part in [
+            "declare \"q\" refused",
+            "`transient_nonexcl_queues`",
+            "SLINGSHOT_QUEUE_MODE=durable",
+            "deprecated_features.permit.transient_nonexcl_queues = true",
+        ] {
+            assert!(error.contains(part), "{part:?} missing: {error}");
+        }
+        assert!(matches!(
+            refused("declare", "q", "NOT_FOUND - no queue 'q'"),
+            BrokerError::Refused { .. }
+        ));
+        assert_eq!(deprecated_feature("Feature `x` is not deprecated"), None);
     }
 }

@@ -92,7 +92,7 @@ pub(crate) struct Session {
     /// The publishing link's confirm-mode channel, shared by every publish.
     pub(crate) publisher: Option<Channel>,
     /// The node it is connected to.
-    node: usize,
+    pub(crate) node: usize,
     /// Set when the broker stopped answering on it: the next operation
     /// connects again, to the next node, whatever lapin's status says.
     pub(crate) dead: AtomicBool,

@@ -15,8 +15,8 @@ mod wire;
 use std::future::Future;
 
 use async_trait::async_trait;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Confirmation};
 use tokio::sync::Mutex;
 
@@ -31,6 +31,7 @@ use super::{
     dead_letter_queue, is_dead_letter_queue, Broker, BrokerError, Consumer, Delivery, Durability, Message, QueueState,
     QueueType,
 };
+use crate::server_info::ServerInfo;
 
 /// The AMQP frame size asked for unless the URL sets `frame_max`:
 /// RabbitMQ's default and largest (`frame_max` in rabbitmq.conf). A message's
@@ -108,6 +109,42 @@ impl RabbitMq {
     /// The type of the queues it declares.
     pub fn queue_type(&self) -> QueueType {
         self.queue_type
+    }
+
+    /// What the node it is connected to announces about itself (product,
+    /// version, platform), read on a short connection of its own.
+    pub async fn read_server_info(&self) -> Result<ServerInfo, BrokerError> {
+        let node = self.consuming.session(&self.nodes).await?.node;
+        let display = &self.nodes.nodes[node].display;
+        let uri = self.nodes.uri(node).map_err(BrokerError::Disconnected)?;
+        crate::server_info::read_uri(&uri, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| BrokerError::Disconnected(format!("{display}: {e}")))
+    }
+
+    /// Whether the broker accepts transient (non-durable, non-exclusive)
+    /// queues, which SLINGSHOT_QUEUE_MODE=compatible declares: declares a
+    /// server-named one (that would expire within a minute) and deletes it.
+    /// RabbitMQ 4 refuses them when its configuration sets
+    /// `deprecated_features.permit.transient_nonexcl_queues = false`
+    /// ([`BrokerError::Deprecated`]), closing the connection (the next
+    /// operation reconnects).
+    pub async fn probe_transient_queues(&self) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        let probing = async {
+            let mut arguments = FieldTable::default();
+            arguments.insert(ShortString::from("x-expires"), AMQPValue::LongInt(60_000));
+            let queue = declare_plain(&channel, "", Durability::Transient, arguments)
+                .await
+                .map_err(|e| refused("declare", "(a transient probe queue)", e))?;
+            channel
+                .queue_delete(queue.name().clone(), QueueDeleteOptions::default())
+                .await
+                .map_err(|e| refused("delete", queue.name().as_str(), e))?;
+            let _ = channel.close(200, ShortString::from("probed")).await;
+            Ok(())
+        };
+        self.within("probe", probing).await
     }
 
     /// Connects both connections now, so a wrong address or password fails
@@ -426,5 +463,15 @@ impl Broker for RabbitMq {
 
     fn describe(&self) -> String {
         format!("RabbitMQ {}", self.display)
+    }
+
+    async fn server_info(&self) -> Option<ServerInfo> {
+        match self.read_server_info().await {
+            Ok(info) => Some(info),
+            Err(e) => {
+                tracing::warn!(broker = %self.display, error = %e, "cannot read the broker's version");
+                None
+            }
+        }
     }
 }
