@@ -1,4 +1,9 @@
-//! The baselines: hand-written lapin consumers with the same guarantees as a slingshot service (durable queues, persistent mandatory confirmed publishes, the input acked after its output is confirmed, bounded prefetch and concurrency), pipelined as well as hand-written code can, and the broker's upper bound without the guarantees.
+//! The baselines: hand-written lapin consumers with the same guarantees as a slingshot service.
+//!
+//! The guarantees: durable queues, persistent mandatory confirmed
+//! publishes, the input acked after its output is confirmed, bounded
+//! prefetch and concurrency. Pipelined as well as hand-written code can;
+//! and the broker's upper bound without the guarantees.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,4 +1,7 @@
-//! The services measured, and the set-up of their data: objects to read, the table to insert into, the processes whose memory is read.
+//! The services measured, and the set-up of their data.
+//!
+//! The objects to read, the table to insert into, the processes whose
+//! memory is read.
 
 use std::io::{Read, Write};
 use std::time::Duration;

@@ -40,15 +40,16 @@ fn text(output: &Output) -> String {
 }
 
 #[test]
-fn simple_service_invokes_ids_locally() {
+fn simple_sqlite_invokes_ids_on_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
-    let sysmap = sysmap_copy(dir.path(), "simple.json");
-    let inputs = dir.path().join(".slingshot/simple/objects/simple-in");
+    let sysmap = sysmap_copy(dir.path(), "simple_sqlite.json");
+    let state = dir.path().join(".slingshot/simple-sqlite");
+    let inputs = state.join("objects/simple-in");
     std::fs::create_dir_all(&inputs).unwrap();
     std::fs::write(inputs.join("1"), "odd").unwrap();
     std::fs::write(inputs.join("2"), "even").unwrap();
 
-    let output = run(env!("CARGO_BIN_EXE_simple"), &sysmap, &["invoke", "1", "2", "3"]);
+    let output = run(env!("CARGO_BIN_EXE_simple_sqlite"), &sysmap, &["invoke", "1", "2", "3"]);
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(1), "request 3 has no input: {shown}");
     assert!(shown.contains("request 1: ok"), "{shown}");
@@ -62,8 +63,25 @@ fn simple_service_invokes_ids_locally() {
         shown.contains("request 3: FAILED storage: object \"3\" not found"),
         "{shown}"
     );
-    let written = dir.path().join(".slingshot/simple/objects/simple-out/2");
+    let written = state.join("objects/simple-out/2");
     assert_eq!(std::fs::read_to_string(written).unwrap(), "even");
+
+    // Each request that succeeded left its row in the SQLite file the
+    // sys-map names.
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct Copy {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        bytes: i64,
+    }
+    use diesel::{Connection, RunQueryDsl};
+    let database = state.join("db.sqlite");
+    let mut connection = diesel::SqliteConnection::establish(&database.display().to_string()).unwrap();
+    let rows: Vec<Copy> = diesel::sql_query("SELECT id, bytes FROM copies ORDER BY id")
+        .load(&mut connection)
+        .unwrap();
+    assert_eq!(rows, [Copy { id: 1, bytes: 3 }, Copy { id: 2, bytes: 4 }]);
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! The examples on the real services, unchanged: the pipeline demo with
-//! `SLINGSHOT_SYS_MAP` pointing at an HTTP sys-map, and its three stages as
-//! three separate processes, as they would be deployed.
+//! The examples on the real services, unchanged, with `SLINGSHOT_SYS_MAP` pointing at an HTTP sys-map.
+//!
+//! The original crate's `simple` service as a process, the pipeline demo,
+//! and the pipeline's three stages as three separate processes, as they
+//! would be deployed.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use slingshot::broker::Durability;
 use slingshot::Runtime;
-use slingshot_tests::{drain_ids, wait_for_count, Backend, Fixture};
+use slingshot_tests::{drain_ids, read_object, signal, wait_for_count, Backend, Fixture};
 
 /// The pipeline's `documents` table, as `stages::migrate` makes it. Each test
 /// creates it in its fixture's own database before any stage starts, so no
@@ -16,9 +18,11 @@ use slingshot_tests::{drain_ids, wait_for_count, Backend, Fixture};
 const CREATE_DOCUMENTS: &str = "CREATE TABLE documents (id BIGINT PRIMARY KEY, chars BIGINT NOT NULL, \
                                 words BIGINT, top_word TEXT, status TEXT NOT NULL)";
 
-/// The pipeline's sys-map endpoints with this test's own queue and bucket names.
-fn pipeline_endpoints(f: &Fixture) -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sysmaps/pipeline.json")).unwrap();
+/// The endpoints of `examples/sysmaps/{file}` with this test's own queue and
+/// bucket names.
+fn endpoints(f: &Fixture, file: &str) -> Value {
+    let path = format!("{}/sysmaps/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
     let doc: Value = serde_json::from_str(&text).unwrap();
     let mut endpoints = serde_json::Map::new();
     for (path, body) in doc["endpoints"].as_object().unwrap() {
@@ -47,11 +51,101 @@ fn pipeline_endpoints(f: &Fixture) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_example_runs_on_an_http_sys_map() {
+    const REQUESTS: u64 = 12;
+    let f = Fixture::new(Backend::Real, "example-simple");
+    let base = f.serve_sysmap(endpoints(&f, "simple.json")).await;
+    let runtime = Runtime::connect(&base, f.settings()).await.unwrap();
+    let (uploads, written) = (
+        runtime.sysmap().bucket("simple-microservice", "in").await.unwrap(),
+        runtime.sysmap().bucket("simple-microservice", "out").await.unwrap(),
+    );
+    let input = |id: u64| format!("document {id}").repeat(id as usize);
+    for id in 1..=REQUESTS {
+        runtime
+            .store()
+            .put_bytes(&uploads, &id.to_string(), input(id).into_bytes())
+            .await
+            .unwrap();
+    }
+    let broker = runtime.broker().as_ref();
+    // The service declares these as it starts; declare them now to count them.
+    let outbound = ["case_a_outbound_1", "case_a_outbound_2", "case_b_outbound"].map(|q| f.q(q));
+    for queue in &outbound {
+        broker.declare(queue, Durability::Durable).await.unwrap();
+    }
+    let log = f.dir.path().join("simple.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    // The binary as built, no arguments: `run`, with the attribute's
+    // `sys-map.example.com` overridden by the environment.
+    let mut service = tokio::process::Command::new(env!("CARGO_BIN_EXE_simple"))
+        .env("SLINGSHOT_SYS_MAP", &base)
+        .env("SLINGSHOT_HTTP_ADDR", "off")
+        .env("SLINGSHOT_STAGING_DIR", f.dir.path())
+        .env("SLINGSHOT_LOG", "warn")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    runtime
+        .send(&f.q("simple-microservice-inbound"), 1..=REQUESTS)
+        .await
+        .unwrap();
+
+    // Every request routed on "case_a", to both of its queues, once; a
+    // service that stops on the way is reported with what it said.
+    let started = std::time::Instant::now();
+    for queue in &outbound[..2] {
+        while broker.ready_count(queue).await.unwrap() < REQUESTS {
+            if let Some(status) = service.try_wait().unwrap() {
+                panic!(
+                    "the service exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{queue}: outputs missing after 60s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let expected: Vec<u64> = (1..=REQUESTS).collect();
+    for queue in &outbound[..2] {
+        let mut ids = drain_ids(broker, queue).await;
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            expected,
+            "{queue}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(broker.ready_count(&outbound[2]).await.unwrap(), 0, "nothing is case_b");
+    for id in 1..=REQUESTS {
+        let copied = read_object(runtime.store(), &written, id).await;
+        assert_eq!(copied, Some(input(id).into_bytes()), "object {id} in the out bucket");
+    }
+
+    signal(service.id().unwrap(), 15);
+    let status = tokio::time::timeout(Duration::from_secs(30), service.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit {status} after SIGTERM: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_example_runs_unchanged_on_rabbitmq_s3_and_postgres() {
     let f = Fixture::new(Backend::Real, "example-pipeline");
     // The demo runs its own `CREATE TABLE IF NOT EXISTS` too; here it finds the table.
     f.create_tables(&[CREATE_DOCUMENTS]).await;
-    let base = f.serve_sysmap(pipeline_endpoints(&f)).await;
+    let base = f.serve_sysmap(endpoints(&f, "pipeline.json")).await;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .arg("30")
         .env("SLINGSHOT_SYS_MAP", &base)
@@ -81,7 +175,7 @@ async fn three_stages_in_three_processes() {
     let f = Fixture::new(Backend::Real, "three-processes");
     // The table the stages write to (the demo binary creates it itself).
     f.create_tables(&[CREATE_DOCUMENTS]).await;
-    let base = f.serve_sysmap(pipeline_endpoints(&f)).await;
+    let base = f.serve_sysmap(endpoints(&f, "pipeline.json")).await;
     let runtime = Runtime::connect(&base, f.settings()).await.unwrap();
     let uploads = runtime.sysmap().bucket("ingest", "in").await.unwrap();
     for id in 1..=DOCUMENTS {
@@ -136,8 +230,7 @@ async fn three_stages_in_three_processes() {
 
     // SIGTERM each stage: each stops cleanly with exit 0.
     for child in &mut children {
-        let pid = child.id().unwrap() as i32;
-        assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
+        signal(child.id().unwrap(), 15);
     }
     for mut child in children {
         let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
@@ -146,9 +239,4 @@ async fn three_stages_in_three_processes() {
             .unwrap();
         assert!(status.success(), "a stage exited with {status} after SIGTERM");
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, signal: i32) -> i32;
 }

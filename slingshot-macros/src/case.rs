@@ -1,4 +1,7 @@
-//! `#[derive(Case)]`: an enum of unit variants becomes a case variable, routed by variant name, by `#[case(rename = "...")]`, or with `#[case(int)]` by discriminant.
+//! `#[derive(Case)]`: an enum of unit variants becomes a case variable.
+//!
+//! A variant routes by its name, by `#[case(rename = "...")]`, or, under
+//! `#[case(int)]`, by its discriminant.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -146,7 +149,7 @@ fn with_errors(errors: syn::Error, input: &DeriveInput) -> TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::microservice::tests::errors;
+    use crate::ctxt::compile_errors as errors;
     use proc_macro2::{Delimiter, Group, TokenTree};
 
     #[test]

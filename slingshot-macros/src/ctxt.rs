@@ -63,6 +63,26 @@ impl Drop for Ctxt {
     }
 }
 
+/// The messages of the `compile_error!`s in a macro's output, in order: what
+/// a user would see, for tests.
+#[cfg(test)]
+pub(crate) fn compile_errors(output: &proc_macro2::TokenStream) -> Vec<String> {
+    use proc_macro2::TokenTree;
+    let tokens: Vec<TokenTree> = output.clone().into_iter().collect();
+    let mut messages = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        if let TokenTree::Ident(ident) = token {
+            if ident == "compile_error" {
+                if let Some(TokenTree::Group(group)) = tokens.get(i + 2) {
+                    let message: syn::LitStr = syn::parse2(group.stream()).unwrap();
+                    messages.push(message.value());
+                }
+            }
+        }
+    }
+    messages
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

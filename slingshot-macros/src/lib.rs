@@ -1,4 +1,7 @@
-//! Procedural macros of slingshot: `#[microservice]` and `#[derive(Case)]`. Thin: parse, validate, expand; all logic about types is left to rustc through the runtime's traits.
+//! Procedural macros of slingshot: `#[microservice]` and `#[derive(Case)]`.
+//!
+//! Thin: parse, validate, expand; all logic about types is left to rustc
+//! through the runtime's traits.
 
 mod case;
 mod ctxt;

@@ -1,4 +1,7 @@
-//! Shared fixtures of the integration tests: a runtime on a chosen backend with per-test queue and bucket names, and helpers to drain and count queues.
+//! Shared fixtures of the integration tests: a runtime on a chosen backend, and helpers.
+//!
+//! The runtime has per-test queue and bucket names; the helpers drain and
+//! count queues, read objects and signal processes.
 //!
 //! Every semantics test is written once against [`Fixture`] and run on each
 //! [`Backend`], so the embedded implementations and the real services are
@@ -350,6 +353,28 @@ fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+/// Object `id` of `bucket`, read whole off the async threads; `None` if
+/// there is no such object.
+pub async fn read_object(
+    store: &std::sync::Arc<dyn slingshot::storage::ObjectStore>,
+    bucket: &str,
+    id: u64,
+) -> Option<Vec<u8>> {
+    match store.open(bucket, &id.to_string()).await {
+        Ok(mut reader) => Some(
+            tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut reader, &mut bytes).map(|_| bytes)
+            })
+            .await
+            .unwrap()
+            .unwrap(),
+        ),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => panic!("reading {bucket}/{id}: {e}"),
+    }
 }
 
 /// Takes every message now in `queue` (acking them) and returns their bodies as IDs.

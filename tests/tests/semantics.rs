@@ -12,7 +12,7 @@ use slingshot::broker::{Durability, HeaderValue, Message, QueueState, QueueType}
 use slingshot::protocol::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SERVICE_HEADER};
 use slingshot::settings::QueueMode;
 use slingshot::{AnyConnection, AnyError, ReadFileFn, RequestContext, ServiceDef, WriteFileFn};
-use slingshot_tests::{drain, drain_ids, wait_for_count, Backend, Fixture};
+use slingshot_tests::{drain, drain_ids, read_object, wait_for_count, Backend, Fixture};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -696,25 +696,5 @@ fn header(message: &Message, name: &str) -> String {
     match message.headers.get(name) {
         Some(HeaderValue::Str(s)) => s.clone(),
         other => panic!("header {name} is {other:?}"),
-    }
-}
-
-async fn read_object(
-    store: &std::sync::Arc<dyn slingshot::storage::ObjectStore>,
-    bucket: &str,
-    id: u64,
-) -> Option<Vec<u8>> {
-    match store.open(bucket, &id.to_string()).await {
-        Ok(mut reader) => Some(
-            tokio::task::spawn_blocking(move || {
-                let mut bytes = Vec::new();
-                reader.read_to_end(&mut bytes).map(|_| bytes)
-            })
-            .await
-            .unwrap()
-            .unwrap(),
-        ),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => panic!("reading {bucket}/{id}: {e}"),
     }
 }

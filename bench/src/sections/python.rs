@@ -1,4 +1,7 @@
-//! Python services measured beside their Rust twins in the same run: the same stages, each service a process of its own, the Python ones written with the `slingshot` package (`bench/python/services.py`).
+//! Python services measured beside their Rust twins in the same run.
+//!
+//! The same stages, each service a process of its own, the Python ones
+//! written with the `slingshot` package (`bench/python/services.py`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,8 +12,10 @@ use slingshot::storage::s3::S3Store;
 use slingshot::{Runtime, Settings};
 use slingshot_tests::{signal, Backend, Fixture, Services};
 
+use crate::harness::{scale, ROUNDS};
+use crate::raw;
+use crate::report::{median, Report};
 use crate::services::{gib_copy_peak_kib, seed_objects};
-use crate::{median, raw, scale, Report, ROUNDS};
 
 /// How to get an interpreter with a release build of the package.
 const HOW: &str = "run `scripts/python-tests.sh` once (it creates /var/tmp/slingshot-services/pyvenv), then \
@@ -206,7 +211,7 @@ async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::
 
 /// The Python figures: noop and file throughput against the Rust services,
 /// the per-call overhead, and peak memory on a 1 GiB object.
-pub async fn bench(report: &mut Report, amqp: &str) -> anyhow::Result<()> {
+pub(crate) async fn bench(report: &mut Report, amqp: &str) -> anyhow::Result<()> {
     let python = interpreter()?;
     eprintln!("python: {} (release build of slingshot-runtime)", python.display());
     let f = Fixture::new(Backend::Real, "bench-python");
