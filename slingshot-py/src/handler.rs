@@ -7,11 +7,9 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use slingshot::case::{CaseDomain, CaseValue};
-use slingshot::contract::{Outcome, Parts};
+use slingshot::__private::{prepare_with, Backing, Executor, Handler, Outcome, Parts};
 use slingshot::db::{within, ConnectionKind, DbConnection, DbError, DbTarget, Late};
-use slingshot::execute::{prepare_with, Backing, Executor};
-use slingshot::service::Handler;
+use slingshot::{CaseDomain, CaseValue};
 use slingshot::{Error, Failure, FailureKind};
 
 use crate::files::Files;

@@ -6,8 +6,8 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyList, PyString};
 
-use slingshot::case::CaseValue;
 use slingshot::testing::Harness as RustHarness;
+use slingshot::CaseValue;
 use slingshot::ServiceDef;
 
 /// A temporary object store, SQLite database and routes for one service;

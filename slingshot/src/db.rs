@@ -19,7 +19,7 @@
 //! of them exist. Opening a connection is bounded by libpq's
 //! `connect_timeout`; a query inside `process` is bounded only by the
 //! server's `statement_timeout` and, on a dead network, by the TCP timeouts
-//! ([`crate::connect`] puts all three in the URL).
+//! (the runtime puts all three in the URL).
 //!
 //! What failed decides how a request is retried: a connection that could not
 //! be had or was lost is an outage ([`DbError::is_outage`],

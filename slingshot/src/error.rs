@@ -1,4 +1,6 @@
-//! Error types at the runtime's module boundaries, the `AnyError` alias for user code, and how an error and its causes are written on one line.
+//! The errors of starting and running services, and the `AnyError` alias for user code.
+
+use crate::broker::BrokerError;
 
 /// The error type user code returns from `process`: anything that is
 /// `Error + Send + Sync` converts into it with `?`, and so does `anyhow::Error`.
@@ -40,26 +42,38 @@ pub enum Error {
     /// Listing or replaying dead letters stopped partway; every dead letter
     /// is either replayed or still in the dead-letter queue.
     #[error("dead letters: {0}")]
-    DeadLetters(Box<crate::deadletter::Stopped>),
+    DeadLetters(Box<DeadLettersStopped>),
 }
 
-impl From<crate::deadletter::Stopped> for Error {
-    fn from(stopped: crate::deadletter::Stopped) -> Self {
+impl From<DeadLettersStopped> for Error {
+    fn from(stopped: DeadLettersStopped) -> Self {
         Error::DeadLetters(Box::new(stopped))
     }
 }
 
-/// `error: cause: cause`, on one line.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
+/// A walk over a dead-letter queue that the broker stopped partway.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{action} of {queue} stopped after {replayed} replayed and {kept} kept, {not_reached} not reached \
+     (all still dead-lettered{doubt}): {cause}",
+    doubt = if *.in_doubt { "; the last one may also have been replayed or copied, and may show twice" } else { "" }
+)]
+pub struct DeadLettersStopped {
+    /// `list` or `replay`.
+    pub action: &'static str,
+    /// The dead-letter queue.
+    pub queue: String,
+    /// Dead letters replayed to the inbound queue (and removed).
+    pub replayed: usize,
+    /// Dead letters passed over, still in the dead-letter queue.
+    pub kept: usize,
+    /// Dead letters the walk did not reach (the one in hand among them),
+    /// still in the dead-letter queue.
+    pub not_reached: usize,
+    /// Whether the failure was the acknowledgement of a message whose
+    /// replay or copy the broker had confirmed: that message is in both
+    /// places.
+    pub in_doubt: bool,
+    /// What the broker said.
+    pub cause: BrokerError,
 }

@@ -25,64 +25,52 @@
 
 #![warn(missing_docs)]
 
-pub mod asyncapi;
-mod bridge;
+// The layers, from the ground up (ARCHITECTURE.md): each imports only from
+// those above it in this list.
+mod base;
 pub mod broker;
-pub mod case;
-pub mod check;
-mod connect;
-pub mod contract;
+mod consume;
 pub mod db;
-pub mod deadletter;
-mod entry;
 mod error;
-pub mod execute;
-pub mod failure;
-mod journal;
-pub mod metrics;
-pub mod ops;
-pub mod otel;
+mod execute;
+mod ops;
 pub mod protocol;
-pub mod redact;
-pub mod routing;
-pub mod runtime;
-pub mod server_info;
-pub mod service;
+mod runtime;
 pub mod settings;
 pub mod storage;
-mod supervise;
 pub mod sysmap;
 pub mod telemetry;
 pub mod testing;
-pub mod topology;
-pub mod worker;
 
-pub use case::{Case, CaseDomain, CaseValue};
-pub use contract::{ReadFileFn, RequestContext, WriteFileFn};
+pub use base::case::{Case, CaseDomain, CaseValue};
+pub use base::failure::{Failure, FailureKind};
+pub use base::stats::Stats;
 pub use db::AnyConnection;
 pub use diesel;
-pub use entry::{main, main_with_args};
 pub use error::{AnyError, Error};
-pub use failure::{Failure, FailureKind};
+pub use execute::contract::{ReadFileFn, RequestContext, WriteFileFn};
+pub use execute::service::ServiceDef;
+pub use execute::writer::ObjectWriter;
+pub use ops::cli::{main, main_with_args};
+pub use ops::deadletter;
 pub use runtime::{Invocation, RunningService, Runtime};
-pub use service::ServiceDef;
 pub use settings::Settings;
 pub use slingshot_macros::{microservice, Case};
-pub use storage::{ObjectError, ObjectReader, ObjectWriter};
+pub use storage::{ObjectError, ObjectReader};
 
 /// What generated code names. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::bridge::block_on_local;
-    pub use crate::case::{Case, CaseDomain, CaseValue};
-    pub use crate::contract::{
+    pub use crate::base::case::{Case, CaseDomain, CaseValue};
+    pub use crate::db::{ConnectionKind, DbConnection, NoConnection};
+    pub use crate::execute::bridge::block_on_local;
+    pub use crate::execute::contract::{
         convert, returns, Conversion, Fallible, FormProbe, Outcome, Output, Outputs, Parts, Plain, PlainForm,
         ProcessError, RefParam, RequestId, Returns,
     };
-    pub use crate::db::{ConnectionKind, DbConnection, NoConnection};
-    pub use crate::entry::{main, main_named};
-    pub use crate::execute::prepare;
-    pub use crate::service::{Handler, ServiceDef};
+    pub use crate::execute::service::{Handler, ServiceDef};
+    pub use crate::execute::{prepare, prepare_with, Backing, Executor};
+    pub use crate::ops::cli::{main, main_named};
     pub use ::inventory;
     pub use ::std;
 }

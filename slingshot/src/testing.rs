@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use crate::base::case::{Case, CaseValue};
+use crate::base::failure::Failure;
 use crate::broker::memory::MemoryBroker;
-use crate::case::{Case, CaseValue};
-use crate::failure::Failure;
+use crate::execute::service::ServiceDef;
 use crate::runtime::{Invocation, Runtime};
-use crate::service::ServiceDef;
 use crate::settings::Settings;
 use crate::storage::dir::DirStore;
 use crate::storage::ObjectStore;

@@ -397,14 +397,16 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
 
 /// What is left under `dir` of the processes' staging directories (the
 /// crash journals the services keep there by default are not staging).
+/// How a process's staging directory is named (README, "Files"):
+/// `slingshot-staging-<pid>-<random>` under `SLINGSHOT_STAGING_DIR`.
+const STAGING_PREFIX: &str = "slingshot-staging-";
+
 fn staging_left(dir: &Path) -> Vec<PathBuf> {
     tree(dir)
         .into_iter()
         .filter(|p| {
-            p.strip_prefix(dir).is_ok_and(|rel| {
-                rel.to_string_lossy()
-                    .starts_with(slingshot::storage::staging::ROOT_PREFIX)
-            })
+            p.strip_prefix(dir)
+                .is_ok_and(|rel| rel.to_string_lossy().starts_with(STAGING_PREFIX))
         })
         .collect()
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use slingshot::broker::rabbitmq::RabbitMq;
+use slingshot::broker::rabbitmq::ServerInfo;
 use slingshot::broker::{Broker, Durability, QueueState, QueueType};
 use slingshot::protocol::dead_letter_queue;
-use slingshot::server_info::ServerInfo;
 use slingshot_tests::fault_report::{report, send_ids, Figures};
 use slingshot_tests::private::PrivateRabbit4;
 use slingshot_tests::{

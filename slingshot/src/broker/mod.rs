@@ -281,7 +281,7 @@ pub trait Broker: Send + Sync + 'static {
     /// What the broker says about itself (product, version, platform), for
     /// logs and `check`: `None` if it says nothing (the in-process broker) or
     /// could not be asked.
-    async fn server_info(&self) -> Option<crate::server_info::ServerInfo> {
+    async fn server_info(&self) -> Option<crate::broker::rabbitmq::ServerInfo> {
         None
     }
 

@@ -16,7 +16,7 @@
 mod inbound;
 mod outbound;
 #[cfg(test)]
-pub(crate) mod properties;
+mod properties;
 mod trace;
 
 use std::time::Duration;
@@ -27,8 +27,8 @@ pub use self::trace::{
     legacy_trace_id, TraceParent, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE, TRACEPARENT_HEADER, TRACESTATE_HEADER,
     TRACE_HEADER,
 };
+use crate::base::failure::{Failure, FailureKind};
 pub use crate::broker::dead_letter_queue;
-use crate::failure::{Failure, FailureKind};
 use crate::settings::Settings;
 
 /// Header carrying the attempt number of a retried request.

@@ -15,11 +15,11 @@ use super::{
     ATTEMPT_HEADER, CRASHES_HEADER, DELIVERY_COUNT_HEADER, DROPPED_HEADER, ERROR_HEADER, ERROR_KIND_HEADER,
     FAILED_AT_HEADER, HEADERS, ORIGINAL_EXPIRATION_HEADER, OUTAGES_HEADER, QUEUE_HEADER, SERVICE_HEADER,
 };
+use crate::base::failure::Failure;
 use crate::broker::message::entry_len;
 #[cfg(test)]
 use crate::broker::message::table_len;
 use crate::broker::{HeaderValue, Message};
-use crate::failure::Failure;
 
 /// The longest error text [`ERROR_HEADER`] carries, in bytes; a longer one
 /// is cut (the log has it whole).
@@ -318,7 +318,7 @@ fn headers_size(message: &Message) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::failure::FailureKind;
+    use crate::base::failure::FailureKind;
 
     fn message(body: &[u8], headers: &[(&str, HeaderValue)]) -> Message {
         let mut m = Message::new(body.to_vec());

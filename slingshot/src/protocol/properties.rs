@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 use super::*;
-use crate::broker::{HeaderValue, Headers, Message, Properties};
+use crate::broker::message::strategies::message;
+use crate::broker::HeaderValue;
 
 /// Cases per property.
 const CASES: u32 = 256;
@@ -18,105 +19,6 @@ fn config() -> Config {
         failure_persistence: None,
         ..Config::with_cases(CASES)
     }
-}
-
-/// Names a producer may use, slingshot's own among them.
-fn name() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[a-z\\-]{1,20}",
-        prop::sample::select(HEADERS.to_vec()).prop_map(str::to_string),
-        Just(DELIVERY_COUNT_HEADER.to_string()),
-    ]
-}
-
-/// Any header value, nested up to two levels.
-pub(crate) fn value() -> impl Strategy<Value = HeaderValue> {
-    let leaf = prop_oneof![
-        any::<String>().prop_map(HeaderValue::Str),
-        prop::collection::vec(any::<u8>(), 0..64).prop_map(HeaderValue::Bytes),
-        "[ -~]{0,40}".prop_map(HeaderValue::ShortStr),
-        any::<i64>().prop_map(HeaderValue::Int),
-        any::<i8>().prop_map(HeaderValue::I8),
-        any::<u8>().prop_map(HeaderValue::U8),
-        any::<i16>().prop_map(HeaderValue::I16),
-        any::<u16>().prop_map(HeaderValue::U16),
-        any::<i32>().prop_map(HeaderValue::I32),
-        any::<u32>().prop_map(HeaderValue::U32),
-        any::<bool>().prop_map(HeaderValue::Bool),
-        any::<f32>().prop_map(HeaderValue::F32),
-        any::<f64>().prop_map(HeaderValue::F64),
-        (any::<u8>(), any::<u32>()).prop_map(|(scale, value)| HeaderValue::Decimal { scale, value }),
-        any::<u64>().prop_map(HeaderValue::Timestamp),
-        prop::collection::vec(any::<u8>(), 0..16).prop_map(HeaderValue::ByteArray),
-        Just(HeaderValue::Void),
-        // Large text, as the oversized headers of hostile producers.
-        (0usize..40_000).prop_map(|n| HeaderValue::Str("x".repeat(n))),
-    ];
-    leaf.prop_recursive(2, 16, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(HeaderValue::Array),
-            prop::collection::btree_map("[a-z]{1,8}", inner, 0..4).prop_map(HeaderValue::Table),
-        ]
-    })
-}
-
-fn headers() -> impl Strategy<Value = Headers> {
-    prop::collection::btree_map(name(), value(), 0..8)
-}
-
-fn short() -> impl Strategy<Value = Option<String>> {
-    prop::option::of("[ -~]{0,255}")
-}
-
-fn properties() -> impl Strategy<Value = Properties> {
-    (
-        (
-            short(),
-            short(),
-            prop::option::of(any::<u8>()),
-            short(),
-            short(),
-            short(),
-        ),
-        (short(), prop::option::of(any::<u64>()), short(), short(), short()),
-    )
-        .prop_map(
-            |(
-                (content_type, content_encoding, priority, correlation_id, reply_to, expiration),
-                (message_id, timestamp, kind, user_id, app_id),
-            )| Properties {
-                content_type,
-                content_encoding,
-                priority,
-                correlation_id,
-                reply_to,
-                expiration,
-                message_id,
-                timestamp,
-                kind,
-                user_id,
-                app_id,
-            },
-        )
-}
-
-/// A body: an ID, an ID with padding, arbitrary bytes, or a huge one.
-fn body() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        any::<u64>().prop_map(|id| id.to_string().into_bytes()),
-        ("[ \\t\\n+]{0,5}", any::<u64>(), "[ \\t\\n]{0,5}").prop_map(|(a, id, b)| format!("{a}{id}{b}").into_bytes()),
-        prop::collection::vec(any::<u8>(), 0..100),
-        (0usize..200_000).prop_map(|n| vec![b'7'; n]),
-    ]
-}
-
-/// Any message a producer may publish.
-pub(crate) fn message() -> impl Strategy<Value = Message> {
-    (body(), headers(), properties()).prop_map(|(body, headers, properties)| Message {
-        body: body.into(),
-        headers,
-        properties,
-    })
 }
 
 fn failure() -> impl Strategy<Value = Failure> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::staging::try_lock;
+use super::try_lock;
 use super::{ObjectError, ObjectReader, ObjectStore};
 
 /// Prefix of the files objects are written to before they are renamed into

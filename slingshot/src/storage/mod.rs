@@ -1,14 +1,14 @@
-//! Object storage: the `ObjectStore` seam, the readers and writers `process` gets, and the errors it can tell apart.
+//! Object storage: the `ObjectStore` seam, the reader `process` gets, and the errors it can tell apart.
 //!
 //! Implementations: [`dir::DirStore`] (a local directory, the embedded
-//! default) and [`s3::S3Store`] (S3, e.g. Garage). Staging of `write_file`
-//! output lives in [`staging`].
+//! default) and [`s3::S3Store`] (S3, e.g. Garage). What `write_file` stages
+//! before the upload is the executor's (`execute::staging`).
 
 pub mod dir;
 pub mod s3;
-pub mod staging;
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -220,108 +220,14 @@ impl std::fmt::Debug for ObjectReader {
     }
 }
 
-/// An object being written, returned by `write_file`. It is uploaded after
-/// `process` returns successfully; close it (drop it) before returning.
-///
-/// The bytes stay in memory up to [`staging::MEMORY_LIMIT`] and spill to a
-/// private staged file past it, so small objects cost no disk I/O and memory
-/// stays flat whatever the object's size.
-pub struct ObjectWriter {
-    buffer: Buffer,
-    spool: staging::Spool,
-}
-
-enum Buffer {
-    Memory(io::Cursor<Vec<u8>>),
-    File(std::fs::File),
-}
-
-impl ObjectWriter {
-    pub(crate) fn new(spool: staging::Spool) -> Self {
-        ObjectWriter {
-            buffer: Buffer::Memory(io::Cursor::new(Vec::new())),
-            spool,
-        }
-    }
-
-    /// The staged file itself, for APIs that want a `std::fs::File`: what was
-    /// written so far moves to it (at the same position), and everything
-    /// written from then on goes to it.
-    pub fn file(&mut self) -> io::Result<&mut std::fs::File> {
-        self.spill().map_err(|e| self.spool.failed(e))?;
-        match &mut self.buffer {
-            Buffer::File(file) => Ok(file),
-            Buffer::Memory(_) => unreachable!("spilled above"),
-        }
-    }
-
-    /// Moves the buffered bytes to the staged file.
-    fn spill(&mut self) -> io::Result<()> {
-        if let Buffer::Memory(cursor) = &self.buffer {
-            let mut file = self.spool.create_file()?;
-            file.write_all(cursor.get_ref())?;
-            file.seek(SeekFrom::Start(cursor.position()))?;
-            self.buffer = Buffer::File(file);
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for ObjectWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let place = match &self.buffer {
-            Buffer::Memory(cursor) => format!("memory ({} bytes)", cursor.get_ref().len()),
-            Buffer::File(_) => "staged file".to_string(),
-        };
-        f.debug_struct("ObjectWriter").field("buffer", &place).finish()
-    }
-}
-
-/// Its I/O errors carry an [`ObjectError::Io`] (see
-/// [`ObjectError::in_io_error`]), so that a full disk is an outage and a
-/// permission is not, however `process` passes them on.
-impl Write for ObjectWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Buffer::Memory(cursor) = &self.buffer {
-            if cursor.position().saturating_add(buf.len() as u64) > staging::MEMORY_LIMIT {
-                self.spill().map_err(|e| self.spool.failed(e))?;
-            }
-        }
-        let written = match &mut self.buffer {
-            Buffer::Memory(cursor) => cursor.write(buf),
-            Buffer::File(file) => file.write(buf),
-        };
-        written.map_err(|e| self.spool.failed(e))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match &mut self.buffer {
-            Buffer::Memory(_) => Ok(()),
-            Buffer::File(file) => file.flush().map_err(|e| self.spool.failed(e)),
-        }
-    }
-}
-
-impl Seek for ObjectWriter {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let sought = match &mut self.buffer {
-            Buffer::Memory(cursor) => cursor.seek(pos),
-            Buffer::File(file) => file.seek(pos),
-        };
-        sought.map_err(|e| self.spool.failed(e))
-    }
-}
-
-impl Drop for ObjectWriter {
-    /// Hands what was written to the request's staging, for the upload.
-    fn drop(&mut self) {
-        let buffer = std::mem::replace(&mut self.buffer, Buffer::Memory(io::Cursor::new(Vec::new())));
-        self.spool.close(match buffer {
-            Buffer::Memory(cursor) => staging::Closed::Memory(cursor.into_inner()),
-            Buffer::File(file) => {
-                drop(file);
-                staging::Closed::File
-            }
-        });
+/// Takes an exclusive lock (`flock(2)`) on `file` without waiting:
+/// `Ok(false)` if another open file holds it. The lock goes with the file,
+/// and with the process however it ends.
+pub(crate) fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

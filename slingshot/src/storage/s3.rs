@@ -81,7 +81,7 @@ pub struct S3Config {
 impl std::fmt::Debug for S3Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Config")
-            .field("endpoint", &crate::redact::url(&self.endpoint))
+            .field("endpoint", &crate::base::redact::url(&self.endpoint))
             .field("region", &self.region)
             .finish_non_exhaustive()
     }
@@ -136,7 +136,7 @@ impl S3Store {
             .build();
         S3Store {
             client: Client::from_conf(conf),
-            endpoint: crate::redact::url(&config.endpoint),
+            endpoint: crate::base::redact::url(&config.endpoint),
             timeouts,
             journal: Arc::default(),
         }
@@ -457,7 +457,10 @@ where
         }
         SdkError::TimeoutError(_) => "the request timed out".into(),
         SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
-            Some(connector) => format!("cannot reach the service: {}", crate::error::error_chain(connector)),
+            Some(connector) => format!(
+                "cannot reach the service: {}",
+                crate::base::chain::error_chain(connector)
+            ),
             None => format!("cannot reach the service: {}", DisplayErrorContext(e)),
         },
         other => DisplayErrorContext(other).to_string(),

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Backends, BrokerBackend, DatabaseBackend, ObjectsBackend, SysMapError, SysMapSource};
-use crate::error::error_chain;
-use crate::redact;
+use crate::base::chain::error_chain;
+use crate::base::redact;
 
 /// The bounds of a sys-map request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Unexpected, Vis
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::case::CaseValue;
+use crate::base::case::CaseValue;
 
 /// Why the sys-map could not be used. Messages name the endpoint, what it
 /// answered, and what was expected.

@@ -10,6 +10,7 @@
 mod consumer;
 mod declare;
 mod link;
+mod server_info;
 mod wire;
 
 use std::future::Future;
@@ -27,11 +28,11 @@ use self::declare::{
 };
 use self::link::{Link, Nodes, Role, Session};
 pub use self::link::{ANSWER_TIMEOUT, CONNECT_TIMEOUT, HEARTBEAT_SECS};
+pub use self::server_info::ServerInfo;
 use super::{
     dead_letter_queue, is_dead_letter_queue, Broker, BrokerError, Consumer, Delivery, Durability, Message, QueueState,
     QueueType,
 };
-use crate::server_info::ServerInfo;
 
 /// The AMQP frame size asked for unless the URL sets `frame_max`:
 /// RabbitMQ's default and largest (`frame_max` in rabbitmq.conf). A message's
@@ -117,7 +118,7 @@ impl RabbitMq {
         let node = self.consuming.session(&self.nodes).await?.node;
         let display = &self.nodes.nodes[node].display;
         let uri = self.nodes.uri(node).map_err(BrokerError::Disconnected)?;
-        crate::server_info::read_uri(&uri, CONNECT_TIMEOUT)
+        crate::broker::rabbitmq::server_info::read_uri(&uri, CONNECT_TIMEOUT)
             .await
             .map_err(|e| BrokerError::Disconnected(format!("{display}: {e}")))
     }

@@ -279,7 +279,7 @@ mod tests {
         /// Any message crosses lapin unchanged on the wire, and its counted
         /// header frame size is the size lapin writes.
         #[test]
-        fn any_message_crosses_lapin_byte_for_byte(message in crate::protocol::properties::message()) {
+        fn any_message_crosses_lapin_byte_for_byte(message in crate::broker::message::strategies::message()) {
             let wire = header_frame_bytes(&message);
             proptest::prop_assert_eq!(message.header_frame_size(), wire.len());
             let properties = properties_of(&message).unwrap();

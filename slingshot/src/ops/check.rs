@@ -3,18 +3,18 @@
 use std::fmt;
 
 use crate::broker::{Broker, BrokerError, Durability, QueueState, QueueType};
-use crate::connect::{database_target, rabbitmq_from, s3_config_from};
+use crate::consume::routing::RouteTable;
 use crate::db::ConnectionKind;
 use crate::error::Error;
+use crate::execute::service::ServiceDef;
+use crate::ops::topology::{ServiceNode, Topology};
 use crate::protocol::dead_letter_queue;
-use crate::routing::RouteTable;
+use crate::runtime::connect::{database_target, rabbitmq_from, s3_config_from};
 use crate::runtime::queues_of;
-use crate::service::ServiceDef;
 use crate::settings::{QueueMode, Settings};
 use crate::storage::s3::S3Store;
 use crate::storage::ObjectStore;
 use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap, SysMapError};
-use crate::topology::{ServiceNode, Topology};
 
 /// Bucket references `check` and `topology` look for.
 pub const BUCKET_REFERENCES: [&str; 2] = ["in", "out"];

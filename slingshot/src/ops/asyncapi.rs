@@ -5,7 +5,7 @@
 //! join the pipeline from it: a message's body is its request ID in decimal
 //! ASCII, published persistently to the default exchange with the queue name
 //! as routing key, and its headers are the ones listed in
-//! [`HEADERS`]. Nothing here does I/O; `asyncapi` on the generated binary's
+//! [`crate::protocol::HEADERS`]. Nothing here does I/O; `asyncapi` on the generated binary's
 //! command line reads the sys-map and prints [`document`].
 //!
 //! ```
@@ -20,38 +20,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
-use crate::case::CaseValue;
+use crate::base::case::CaseValue;
+use crate::base::failure::FailureKind;
+use crate::ops::topology::Topology;
 use crate::protocol::{
-    dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER, OUTAGES_HEADER, QUEUE_HEADER,
-    SERVICE_HEADER, TRACE_HEADER,
+    dead_letter_queue, ATTEMPT_HEADER, CRASHES_HEADER, DROPPED_HEADER, ERROR_HEADER, ERROR_KIND_HEADER,
+    FAILED_AT_HEADER, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE, ORIGINAL_EXPIRATION_HEADER, OUTAGES_HEADER, QUEUE_HEADER,
+    SERVICE_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, TRACE_HEADER,
 };
-use crate::topology::Topology;
 
 /// The AsyncAPI version of the documents made here.
 pub const ASYNCAPI_VERSION: &str = "3.0.0";
 /// The version of the AMQP bindings used.
 const AMQP_BINDING_VERSION: &str = "0.3.0";
-/// The W3C trace context headers (<https://www.w3.org/TR/trace-context/>),
-/// as the OpenTelemetry messaging conventions carry them in AMQP 0-9-1
-/// headers.
-const TRACEPARENT_HEADER: &str = "traceparent";
-const TRACESTATE_HEADER: &str = "tracestate";
-
-/// Every header a slingshot service reads or writes; the document's header
-/// schemas describe each.
-pub const HEADERS: &[&str] = &[
-    TRACEPARENT_HEADER,
-    TRACESTATE_HEADER,
-    TRACE_HEADER,
-    ATTEMPT_HEADER,
-    OUTAGES_HEADER,
-    ERROR_HEADER,
-    ERROR_KIND_HEADER,
-    SERVICE_HEADER,
-    QUEUE_HEADER,
-    FAILED_AT_HEADER,
-];
-
 /// What the document says beyond the topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -367,11 +348,17 @@ fn components() -> Value {
     );
     request_headers.insert(
         TRACESTATE_HEADER.into(),
-        text("W3C trace context: vendor-specific trace state, passed on unchanged when present."),
+        text(&format!(
+            "W3C trace context: vendor-specific trace state, passed on unchanged when present and at most \
+             {MAX_TRACESTATE} bytes."
+        )),
     );
     request_headers.insert(
         TRACE_HEADER.into(),
-        text("slingshot's own trace ID (read for messages published before W3C trace context; kept on outputs)."),
+        text(&format!(
+            "slingshot's own trace ID (read for messages published before W3C trace context; kept on outputs when \
+             at most {MAX_LEGACY_TRACE_ID} bytes)."
+        )),
     );
     request_headers.insert(
         ATTEMPT_HEADER.into(),
@@ -384,12 +371,20 @@ fn components() -> Value {
             0,
         ),
     );
+    request_headers.insert(
+        CRASHES_HEADER.into(),
+        count(
+            "Deliveries of this message that ended with the process dying while processing it; at \
+             SLINGSHOT_MAX_CRASHES it is dead-lettered as crash-loop.",
+            0,
+        ),
+    );
     request_headers.insert(ERROR_HEADER.into(), text("On a retry or dead letter: the last error."));
     request_headers.insert(
         ERROR_KIND_HEADER.into(),
         json!({
             "type": "string",
-            "enum": ["malformed", "process-error", "panic", "storage", "database", "broker"],
+            "enum": FailureKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
             "description": "On a retry or dead letter: the kind of the last error.",
         }),
     );
@@ -399,6 +394,14 @@ fn components() -> Value {
     dead_headers.insert(
         FAILED_AT_HEADER.into(),
         json!({"type": "integer", "description": "When it was dead-lettered, Unix seconds."}),
+    );
+    dead_headers.insert(
+        DROPPED_HEADER.into(),
+        text("The producer's headers dropped so that the dead letter fits one frame, as `name (bytes), ...`."),
+    );
+    dead_headers.insert(
+        ORIGINAL_EXPIRATION_HEADER.into(),
+        text("The message's `expiration`, which a dead letter does not keep; a replay restores it."),
     );
     let headers = |properties: Map<String, Value>, required: &[&str]| {
         json!({
@@ -456,8 +459,8 @@ fn components() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::topology::ServiceNode;
     use crate::sysmap::{Route, ServiceWiring};
-    use crate::topology::ServiceNode;
 
     fn pipeline() -> Topology {
         let route = |case: CaseValue, queues: &[&str]| Route {
@@ -627,7 +630,7 @@ mod tests {
         let doc = document(&pipeline(), &Options::new("x"));
         let request = &doc["components"]["schemas"]["requestHeaders"]["properties"];
         let dead = &doc["components"]["schemas"]["deadLetterHeaders"]["properties"];
-        for header in HEADERS {
+        for header in crate::protocol::HEADERS {
             assert!(dead[header].is_object(), "dead letters lack {header}");
         }
         for header in [

@@ -1,5 +1,7 @@
 //! The runtime: builds the backends a sys-map names, starts services on them, and runs several services of one process side by side.
 
+pub(crate) mod connect;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,24 +9,24 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::base::failure::Failure;
 use crate::broker::dead_letter_queue;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, Durability, Message};
-use crate::connect::{database_target, rabbitmq_from, s3_config_from};
+use crate::consume::routing::RouteTable;
+use crate::consume::supervise::keep_consuming;
+use crate::consume::worker::{Stats, Worker};
 use crate::db::{ConnectionKind, DbTarget};
 use crate::error::Error;
+use crate::execute::journal::Journal;
+use crate::execute::service::ServiceDef;
 use crate::execute::{Backing, Executed, Executor, Job};
-use crate::failure::Failure;
-use crate::journal::Journal;
-use crate::routing::RouteTable;
-use crate::service::ServiceDef;
+use crate::runtime::connect::{database_target, rabbitmq_from, s3_config_from};
 use crate::settings::Settings;
 use crate::storage::dir::DirStore;
 use crate::storage::s3::S3Store;
 use crate::storage::ObjectStore;
-use crate::supervise::keep_consuming;
 use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap};
-use crate::worker::{Stats, Worker};
 
 /// The backends of one process, and the services running on them.
 ///
@@ -128,7 +130,7 @@ pub struct Invocation {
     /// `(queue, id)` the outputs route to (not sent by `invoke`).
     pub routes: Vec<(String, u64)>,
     /// Outputs whose case has no route.
-    pub unrouted: Vec<(u64, crate::case::CaseValue)>,
+    pub unrouted: Vec<(u64, crate::base::case::CaseValue)>,
 }
 
 /// A service ready to consume.

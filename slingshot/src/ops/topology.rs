@@ -306,7 +306,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::CaseValue;
+    use crate::base::case::CaseValue;
     use crate::sysmap::Route;
 
     fn two_stages() -> Topology {

@@ -21,18 +21,17 @@ use futures::future::{join_all, try_join_all};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::base::chain::error_chain;
+use crate::base::failure::{Failure, FailureKind};
+pub use crate::base::stats::Stats;
 use crate::broker::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, Message, QUORUM_DELIVERY_LIMIT};
-use crate::error::error_chain;
+use crate::consume::routing::RouteTable;
+use crate::execute::journal::Journal;
 use crate::execute::{Executed, Executor, Job};
-use crate::failure::{Failure, FailureKind};
-use crate::journal::Journal;
-pub use crate::metrics::Stats;
-use crate::otel::{self, Operation};
 use crate::protocol::{self, dead_letter_queue, Decision, FailureRecord, Request, Room, TraceParent};
-use crate::routing::RouteTable;
 use crate::settings::Settings;
+use crate::telemetry::spans;
 
 /// How long a `process` call may run before a warning says that RabbitMQ's
 /// consumer timeout (30 minutes by default) is near.
@@ -113,7 +112,18 @@ impl Worker {
                 Some(Ok(delivery)) => {
                     self.stats.consumed.fetch_add(1, Ordering::Relaxed);
                     let request = Request::decode(&delivery.message);
-                    let (span, traced) = self.request_span(&delivery, &request);
+                    let (span, context) = spans::request(
+                        self.name,
+                        &self.inbound,
+                        self.broker.messaging_system(),
+                        &request,
+                        delivery.message.body.len(),
+                        delivery.redelivered,
+                    );
+                    // The trace ID the request is known by: its legacy trace
+                    // ID if it carries one, else its W3C trace ID.
+                    let legacy = request.legacy_trace.clone().unwrap_or_else(|| context.trace_id_hex());
+                    let traced = Traced { context, legacy };
                     tasks.spawn(
                         self.clone()
                             .handle(delivery, request, traced, slot, shutdown.clone())
@@ -296,7 +306,7 @@ impl Worker {
     async fn crashed(&self, delivery: Delivery, request: &Request, traced: &Traced) {
         let crashes = request.counts.crashes.saturating_add(1);
         let max = self.settings.max_crashes;
-        failed(&tracing::Span::current(), "the process died while processing it");
+        spans::failed(&tracing::Span::current(), "the process died while processing it");
         if crashes >= max {
             let failure = Failure::new(
                 FailureKind::CrashLoop,
@@ -335,7 +345,7 @@ impl Worker {
     ) {
         // The delivery failed, whatever happens next.
         let span = tracing::Span::current();
-        failed(&span, &failure.to_string());
+        spans::failed(&span, &failure.to_string());
         span.record("error.type", failure.kind.as_str());
         match protocol::decide(&failure, &request.counts, &self.settings) {
             Decision::Retry { delay, next } => {
@@ -445,8 +455,8 @@ impl Worker {
         mut message: Message,
         room: Room,
     ) -> Result<bool, (Delivery, protocol::TooLarge)> {
-        let span = self.publish_span(queue);
-        otel::context_of(&span, Some(&traced.context)).stamp(&mut message, &traced.legacy);
+        let (span, context) = spans::publish(self.broker.messaging_system(), queue, &traced.context);
+        context.stamp(&mut message, &traced.legacy);
         let message = match protocol::fit(message, self.broker.frame_max(), room) {
             Ok(message) => message,
             Err(too_large) => return Err((delivery, too_large)),
@@ -465,7 +475,7 @@ impl Worker {
             Ok(Handled::Left) => Ok(false),
             Err(e) => {
                 // Only a message the broker can never take ends here.
-                failed(&span, &e.to_string());
+                spans::failed(&span, &e.to_string());
                 tracing::error!(service = self.name, queue, error = %e, "cannot forward; the delivery stays unacknowledged and returns to the queue when this consumer stops");
                 Ok(false)
             }
@@ -488,15 +498,15 @@ impl Worker {
             tracing::warn!(service = self.name, request, output = id, %case, "no route for this case; output dropped");
         }
         let publishes = plan.sends.iter().map(|(queue, id)| {
-            let span = self.publish_span(queue);
+            let (span, context) = spans::publish(self.broker.messaging_system(), queue, &traced.context);
             let mut message = Message::id(*id);
-            otel::context_of(&span, Some(&traced.context)).stamp(&mut message, &traced.legacy);
+            context.stamp(&mut message, &traced.legacy);
             async move {
                 let sent = std::time::Instant::now();
                 let confirmed = self.publish_confirmed(queue, message, acker).await;
                 self.stats.confirm_latency.observe(sent.elapsed());
                 if let Err(e) = &confirmed {
-                    failed(&tracing::Span::current(), &e.to_string());
+                    spans::failed(&tracing::Span::current(), &e.to_string());
                 }
                 confirmed
             }
@@ -577,58 +587,4 @@ impl Worker {
 struct Traced {
     context: TraceParent,
     legacy: String,
-}
-
-impl Worker {
-    /// The CONSUMER span of one delivery, continuing the trace its message
-    /// carries (`traceparent`, else the legacy trace ID), and the context it
-    /// runs in. Its service, request ID, attempt, trace and span IDs are on
-    /// every log line of the request. The trace ID the request is known by
-    /// is its legacy trace ID if it carries one, else its W3C trace ID.
-    fn request_span(&self, delivery: &Delivery, request: &Request) -> (tracing::Span, Traced) {
-        let span = tracing::info_span!(
-            "request",
-            otel.name = %format_args!("process {}", self.inbound),
-            otel.kind = "consumer",
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-            service = self.name,
-            request = %request.shown,
-            attempt = request.counts.attempt,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        if let Some(parent) = &request.parent {
-            otel::set_remote_parent(&span, parent);
-        }
-        otel::set_messaging_attributes(&span, self.broker.messaging_system(), &self.inbound, Operation::Process);
-        span.set_attribute("messaging.message.body.size", delivery.message.body.len() as i64);
-        span.set_attribute("messaging.destination.redelivered", delivery.redelivered);
-        let context = otel::context_of(&span, request.parent.as_ref());
-        span.record("trace_id", context.trace_id_hex());
-        span.record("span_id", context.span_id_hex());
-        let legacy = request.legacy_trace.clone().unwrap_or_else(|| context.trace_id_hex());
-        (span, Traced { context, legacy })
-    }
-
-    /// The PRODUCER span of one publish to `queue`, a child of the current
-    /// (CONSUMER) span.
-    fn publish_span(&self, queue: &str) -> tracing::Span {
-        let span = tracing::info_span!(
-            "publish",
-            otel.name = %format_args!("publish {queue}"),
-            otel.kind = "producer",
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        );
-        otel::set_messaging_attributes(&span, self.broker.messaging_system(), queue, Operation::Publish);
-        span
-    }
-}
-
-/// Marks `span` failed with `error`.
-fn failed(span: &tracing::Span, error: &str) {
-    span.record("otel.status_code", "error");
-    span.record("otel.status_description", error);
 }

@@ -66,15 +66,9 @@ const CLOSE_OK: u16 = 51;
 /// is about 500 bytes.
 const MAX_FRAME: u32 = 64 * 1024;
 
-/// Opens a connection to `url` (`amqp://user:pass@host:port/vhost`), reads
-/// what the broker announces, and closes it, all within `timeout`.
-pub async fn read(url: &str, timeout: Duration) -> Result<ServerInfo, ServerInfoError> {
-    let uri: lapin::uri::AMQPUri = url.parse().map_err(ServerInfoError::Url)?;
-    read_uri(&uri, timeout).await
-}
-
-/// [`read`], for a URL already parsed.
-pub async fn read_uri(uri: &lapin::uri::AMQPUri, timeout: Duration) -> Result<ServerInfo, ServerInfoError> {
+/// Opens a connection to `uri`, reads what the broker announces, and closes
+/// it, all within `timeout`.
+pub(crate) async fn read_uri(uri: &lapin::uri::AMQPUri, timeout: Duration) -> Result<ServerInfo, ServerInfoError> {
     if uri.scheme != lapin::uri::AMQPScheme::AMQP {
         return Err(ServerInfoError::Url("only amqp:// is supported".into()));
     }
@@ -276,7 +270,8 @@ mod tests {
 
     #[tokio::test]
     async fn only_amqp_urls_are_read() {
-        let error = read("amqps://h/", Duration::from_secs(1)).await.unwrap_err();
+        let uri: lapin::uri::AMQPUri = "amqps://h/".parse().unwrap();
+        let error = read_uri(&uri, Duration::from_secs(1)).await.unwrap_err();
         assert!(matches!(error, ServerInfoError::Url(_)), "{error}");
     }
 }

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures::future::try_join_all;
 use tempfile::TempDir;
 
-use super::{ObjectError, ObjectStore, ObjectWriter, PendingUpload};
+use super::writer::{Closed, ObjectWriter, Spool};
+use crate::storage::{try_lock, ObjectError, ObjectStore, PendingUpload};
 
 /// Prefix of the directory each process stages in, under
 /// `SLINGSHOT_STAGING_DIR`.
@@ -18,17 +19,6 @@ pub const ROOT_PREFIX: &str = "slingshot-staging-";
 /// The sub-directory of a process's staging directory that records its
 /// unfinished uploads (see [`ObjectStore::journal_uploads_in`]).
 pub const JOURNAL_DIR: &str = "uploads";
-
-/// Takes an exclusive lock (`flock(2)`) on `file` without waiting:
-/// `Ok(false)` if another open file holds it. The lock goes with the file,
-/// and with the process however it ends.
-pub(crate) fn try_lock(file: &File) -> io::Result<bool> {
-    match file.try_lock() {
-        Ok(()) => Ok(true),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
-    }
-}
 
 /// Mode 0700: staged files are nobody else's business.
 fn private() -> std::fs::Permissions {
@@ -220,20 +210,6 @@ pub struct WrittenObject {
     pub size: u64,
 }
 
-/// Bytes a writer may hold in memory before it spills to its staged file.
-pub const MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
-
-/// What a closed writer left for the upload.
-#[derive(Debug)]
-pub(crate) enum Closed {
-    /// The writer is still open.
-    Open,
-    /// The whole object, never spilled.
-    Memory(Vec<u8>),
-    /// The object is the staged file.
-    File,
-}
-
 /// The request's private staging directory, created on the first spill.
 #[derive(Debug)]
 struct LazyDir {
@@ -258,7 +234,7 @@ impl LazyDir {
 
 /// One writer's link to the request's staging: where it spills and where it
 /// leaves its bytes when closed.
-pub(crate) struct Spool {
+struct StagedFile {
     dir: Arc<LazyDir>,
     name: String,
     closed: Arc<Mutex<Closed>>,
@@ -266,11 +242,10 @@ pub(crate) struct Spool {
     key: String,
 }
 
-impl Spool {
-    /// A failure to stage the object as the I/O error `process` sees,
-    /// carrying an [`ObjectError::Io`]: a full disk is an outage, a
+impl Spool for StagedFile {
+    /// Carries an [`ObjectError::Io`]: a full disk is an outage, a
     /// permission is not.
-    pub(crate) fn failed(&self, source: std::io::Error) -> std::io::Error {
+    fn failed(&self, source: std::io::Error) -> std::io::Error {
         ObjectError::Io {
             op: "stage",
             bucket: self.bucket.clone(),
@@ -280,12 +255,11 @@ impl Spool {
         .into_io_error()
     }
 
-    /// Creates (or truncates) the staged file.
-    pub(crate) fn create_file(&self) -> std::io::Result<std::fs::File> {
+    fn create_file(&self) -> std::io::Result<std::fs::File> {
         std::fs::File::create(self.dir.get()?.join(&self.name))
     }
 
-    pub(crate) fn close(&self, closed: Closed) {
+    fn close(&self, closed: Closed) {
         *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = closed;
     }
 }
@@ -340,13 +314,13 @@ impl Staging {
             name: name.clone(),
             closed: closed.clone(),
         });
-        Ok(ObjectWriter::new(Spool {
+        Ok(ObjectWriter::new(Box::new(StagedFile {
             dir: self.dir.clone(),
             name,
             closed,
             bucket: bucket.into(),
             key: key.into(),
-        }))
+        })))
     }
 
     /// Uploads every written object, concurrently, and reports what was
@@ -377,7 +351,7 @@ impl Staging {
             staged.push((s.bucket.clone(), s.key.clone(), source));
         }
         try_join_all(staged.into_iter().map(|(bucket, key, source)| {
-            let span = crate::execute::object_span("PutObject", &bucket, &key);
+            let span = crate::telemetry::spans::object("PutObject", &bucket, &key);
             let put = async move {
                 let put = match source {
                     Source::Memory(bytes) => {
@@ -387,9 +361,7 @@ impl Staging {
                     Source::File(path) => store.put_file(&bucket, &key, &path).await,
                 };
                 if let Err(e) = &put {
-                    let span = tracing::Span::current();
-                    span.record("otel.status_code", "error");
-                    span.record("otel.status_description", e.to_string());
+                    crate::telemetry::spans::failed(&tracing::Span::current(), &e.to_string());
                 }
                 Ok(WrittenObject {
                     bucket,
@@ -406,6 +378,7 @@ impl Staging {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::execute::writer::MEMORY_LIMIT;
     use std::io::{Seek, SeekFrom, Write};
 
     fn closed(staging: &Staging, index: usize) -> String {

@@ -1,24 +1,40 @@
 //! Executing one request end to end: `process` on a blocking thread with a pooled connection, its files staged and uploaded only after it succeeded.
+//!
+//! - [`contract`]: what `process` is given and may return, in types;
+//! - [`service`]: a service's definition, registered by the macro;
+//! - [`staging`] and [`writer`]: what `write_file` writes, until the upload;
+//! - [`journal`]: which calls are in progress, for counting crashes;
+//! - [`classify`]: what kind of failure `process` returned;
+//! - [`bridge`]: waiting on async work from `process`'s blocking thread.
+
+pub(crate) mod bridge;
+pub(crate) mod classify;
+pub mod contract;
+pub(crate) mod journal;
+pub mod service;
+pub(crate) mod staging;
+pub(crate) mod writer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use diesel::connection::{Instrumentation, InstrumentationEvent};
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use crate::bridge;
-use crate::case::CaseValue;
-use crate::contract::{Parts, ReadFileFn, RequestContext, WriteFileFn};
+use self::contract::{Parts, ReadFileFn, RequestContext, WriteFileFn};
+use self::service::Handler;
+use self::staging::{Staging, StagingRoot, WrittenObject};
+use self::writer::ObjectWriter;
+use crate::base::case::CaseValue;
+use crate::base::chain::error_chain;
+use crate::base::failure::{Failure, FailureKind};
 use crate::db::{DbConnection, DbTarget};
-use crate::error::{error_chain, Error};
-use crate::failure::{Failure, FailureKind};
-use crate::service::Handler;
-use crate::storage::staging::{Staging, StagingRoot, WrittenObject};
-use crate::storage::{ObjectError, ObjectReader, ObjectStore, ObjectWriter};
+use crate::error::Error;
+use crate::storage::{ObjectError, ObjectReader, ObjectStore};
 use crate::sysmap::SysMap;
+use crate::telemetry::spans;
 
 /// What an executor needs from the runtime.
 #[doc(hidden)]
@@ -30,9 +46,9 @@ pub struct Backing {
     pub pool_size: u32,
     pub staging_dir: PathBuf,
     pub handle: Handle,
-    pub stats: Arc<crate::metrics::Stats>,
+    pub stats: Arc<crate::base::stats::Stats>,
     /// Where `process` calls in progress are recorded (see [`crate::journal`]).
-    pub(crate) journal: Option<Arc<crate::journal::Journal>>,
+    pub(crate) journal: Option<Arc<crate::execute::journal::Journal>>,
 }
 
 /// One request to execute.
@@ -83,7 +99,7 @@ pub fn prepare<H: Handler + Default>(backing: Backing) -> Result<Arc<dyn Executo
 /// [`prepare`] for a handler built at run time (a Python service's).
 #[doc(hidden)]
 pub fn prepare_with<H: Handler>(handler: H, backing: Backing) -> Result<Arc<dyn Executor>, Error> {
-    install_query_spans();
+    spans::install_query_spans();
     let staging = claim_staging(&backing)?;
     let pool = H::Connection::open_pool(backing.database.as_ref(), backing.pool_size)?;
     Ok(Arc::new(Execution {
@@ -141,12 +157,7 @@ impl<H: Handler> Executor for Execution<H> {
             let started = std::time::Instant::now();
             // The user's function, under the request's span (spawn_blocking
             // does not carry spans over by itself).
-            let call = tracing::info_span!(
-                "call",
-                otel.name = %format_args!("call {}", self.backing.name),
-                otel.status_code = tracing::field::Empty,
-                otel.status_description = tracing::field::Empty,
-            );
+            let call = spans::call(self.backing.name);
             let outcome = tokio::task::spawn_blocking(move || this.call_blocking(&job, staged, call)).await;
             self.backing.stats.process_duration.observe(started.elapsed());
             let outputs = match outcome {
@@ -198,7 +209,7 @@ impl<H: Handler> Execution<H> {
             }
             let (store, object) = (store.clone(), bucket.clone());
             let key = id.to_string();
-            let span = object_span("GetObject", &bucket, &key);
+            let span = spans::object("GetObject", &bucket, &key);
             let opened = bridge::wait(
                 &handle,
                 async move { store.open(&object, &key).await }.instrument(span.clone()),
@@ -211,8 +222,7 @@ impl<H: Handler> Execution<H> {
             })
             .and_then(|opened| opened);
             if let Err(e) = &opened {
-                span.record("otel.status_code", "error");
-                span.record("otel.status_description", e.to_string());
+                spans::failed(&span, &e.to_string());
             }
             let reader = opened?;
             Ok(readers.scoped(reader, bucket, id.to_string(), stats.clone()))
@@ -243,10 +253,9 @@ impl<H: Handler> Execution<H> {
         call.in_scope(|| {
             let result = self.handler.call(job.request, &parts, &mut connection);
             if let Err(e) = &result {
-                call.record("otel.status_code", "error");
-                call.record("otel.status_description", e.to_string());
+                spans::failed(&call, &e.to_string());
             }
-            result.map_err(Failure::from_process)
+            result.map_err(classify::from_process)
         })
     }
 }
@@ -292,7 +301,7 @@ impl Readers {
         reader: ObjectReader,
         bucket: String,
         key: String,
-        stats: Arc<crate::metrics::Stats>,
+        stats: Arc<crate::base::stats::Stats>,
     ) -> ObjectReader {
         let inner = Arc::new(Mutex::new(Some(reader)));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -337,7 +346,7 @@ struct Scoped {
     ended: Arc<AtomicBool>,
     bucket: String,
     key: String,
-    stats: Arc<crate::metrics::Stats>,
+    stats: Arc<crate::base::stats::Stats>,
 }
 
 impl std::io::Read for Scoped {
@@ -366,84 +375,5 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         format!("process panicked: {s}")
     } else {
         "process panicked".to_string()
-    }
-}
-
-/// The CLIENT span of one object-storage call, a child of the current span.
-pub(crate) fn object_span(operation: &'static str, bucket: &str, key: &str) -> tracing::Span {
-    tracing::info_span!(
-        "object",
-        otel.name = %format_args!("S3.{operation}"),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        rpc.service = "S3",
-        rpc.method = operation,
-        aws.s3.bucket = %bucket,
-        aws.s3.key = %key,
-    )
-}
-
-/// Makes every database connection opened from now on report its queries
-/// as CLIENT spans (diesel's instrumentation). Once per process.
-fn install_query_spans() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        fn query_spans() -> Option<Box<dyn Instrumentation>> {
-            Some(Box::new(QuerySpans::default()))
-        }
-        if let Err(e) = diesel::connection::set_default_instrumentation(query_spans) {
-            tracing::warn!(error = %e, "database calls will not have spans");
-        }
-    });
-}
-
-/// One connection's queries as spans: each query a CLIENT span, a child of
-/// the span current when it starts (the `process` call). Queries outside
-/// any span (the pool's health checks) are not recorded.
-#[derive(Default)]
-struct QuerySpans {
-    system: &'static str,
-    current: Option<tracing::Span>,
-}
-
-impl Instrumentation for QuerySpans {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        match event {
-            InstrumentationEvent::StartEstablishConnection { url, .. } => {
-                // Only the scheme: the URL may hold a password.
-                self.system = if url.starts_with("postgres") {
-                    "postgresql"
-                } else {
-                    "sqlite"
-                };
-            }
-            InstrumentationEvent::StartQuery { query, .. } => {
-                if tracing::Span::current().is_none() {
-                    return;
-                }
-                let text = query.to_string();
-                // Diesel appends the bound values; they stay out of traces.
-                let sql = text.split(" -- binds:").next().unwrap_or_default().trim();
-                let operation = sql.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
-                self.current = Some(tracing::info_span!(
-                    "query",
-                    otel.name = %operation,
-                    otel.kind = "client",
-                    otel.status_code = tracing::field::Empty,
-                    otel.status_description = tracing::field::Empty,
-                    db.system.name = self.system,
-                    db.operation.name = %operation,
-                    db.query.text = sql,
-                ));
-            }
-            InstrumentationEvent::FinishQuery { error, .. } => {
-                if let (Some(span), Some(error)) = (self.current.take(), error) {
-                    span.record("otel.status_code", "error");
-                    span.record("otel.status_description", error.to_string());
-                }
-            }
-            _ => {}
-        }
     }
 }

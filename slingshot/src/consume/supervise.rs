@@ -7,8 +7,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 
 use crate::broker::{BrokerError, Durability};
+use crate::consume::worker::Worker;
 use crate::error::Error;
-use crate::worker::Worker;
 
 /// Runs a worker until shutdown. When its consumer fails (connection lost,
 /// consumer cancelled because the queue was deleted) it waits, redeclares the

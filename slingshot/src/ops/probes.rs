@@ -21,7 +21,8 @@ use axum::Router;
 
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{self, Stats, Watched};
+use crate::base::stats::Stats;
+use crate::ops::metrics::{self, Watched};
 
 /// What the endpoint reports on.
 #[derive(Clone)]

@@ -6,15 +6,15 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::broker::dead_letter_queue;
-use crate::deadletter::{self, Selection};
 use crate::error::Error;
-use crate::ops::{self, Probe};
+use crate::execute::service::ServiceDef;
+use crate::ops::deadletter::{self, Selection};
+use crate::ops::probes::{self, Probe};
+use crate::ops::topology::Topology;
 use crate::runtime::Runtime;
-use crate::service::ServiceDef;
 use crate::settings::{describe_clap_error, Settings, SettingsArgs};
 use crate::sysmap::SysMap;
-use crate::telemetry::LogArgs;
-use crate::topology::Topology;
+use crate::telemetry::logs::LogArgs;
 
 #[derive(Parser, Debug)]
 #[command(disable_version_flag = true)]
@@ -131,7 +131,7 @@ fn command_for(def: &ServiceDef) -> clap::Command {
             "{}: a slingshot microservice (function `{}`, sys-map {:?} unless SLINGSHOT_SYS_MAP is set)",
             def.name,
             def.function,
-            crate::redact::url(def.sys_map)
+            crate::base::redact::url(def.sys_map)
         ))
         .after_help(
             "Secrets: a reference REF of the sys-map resolves from $SLINGSHOT_SECRET_<REF> (upper-cased, \
@@ -202,8 +202,8 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
     cli.log.init_service(
         Some(def.name),
         match command {
-            Command::Run => crate::telemetry::Output::Stdout,
-            _ => crate::telemetry::Output::Stderr,
+            Command::Run => crate::telemetry::logs::Output::Stdout,
+            _ => crate::telemetry::logs::Output::Stderr,
         },
     );
     // Settings one flag cannot check alone (prefetch against concurrency...).
@@ -238,7 +238,7 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
     // forever. Its request was given up and returns to the queue.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     // The last spans, exported from this thread once the work is done.
-    crate::otel::shutdown();
+    crate::telemetry::export::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -267,7 +267,7 @@ async fn run(
     let probe = Probe::default().with_stuck_after(settings.stuck_after);
     let runtime = Runtime::connect(location, settings).await?;
     if let Some(addr) = ops_address {
-        let bound = ops::serve(addr, probe.clone())
+        let bound = probes::serve(addr, probe.clone())
             .await
             .map_err(|e| Error::Config(format!("SLINGSHOT_HTTP_ADDR={addr}: cannot listen: {e}")))?;
         tracing::info!(service = def.name, %bound, "metrics on /metrics, probes on /healthz and /readyz");
@@ -324,7 +324,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
 }
 
 async fn check(def: &'static ServiceDef, location: &str, settings: &Settings) -> Result<ExitCode, Error> {
-    let report = crate::check::check(def, location, settings).await;
+    let report = crate::ops::check::check(def, location, settings).await;
     print!("{report}");
     Ok(if report.ok() {
         ExitCode::SUCCESS
@@ -342,7 +342,10 @@ async fn load_topology(
     services.insert(0, def.name.to_string());
     let mut seen = std::collections::HashSet::new();
     services.retain(|s| seen.insert(s.clone()));
-    let references: Vec<String> = crate::check::BUCKET_REFERENCES.iter().map(|r| r.to_string()).collect();
+    let references: Vec<String> = crate::ops::check::BUCKET_REFERENCES
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
     Ok(Topology::from_sysmap(sysmap, &services, &references).await?)
 }
 
@@ -379,14 +382,14 @@ async fn asyncapi(
         Err(crate::sysmap::SysMapError::Missing { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let options = crate::asyncapi::Options {
+    let options = crate::ops::asyncapi::Options {
         source: Some(sysmap.describe()),
         durable: settings.queue_mode.durability() == crate::broker::Durability::Durable,
         vhost: settings.amqp_vhost.clone(),
         server,
-        ..crate::asyncapi::Options::new(&format!("{} pipeline", def.name))
+        ..crate::ops::asyncapi::Options::new(&format!("{} pipeline", def.name))
     };
-    let document = crate::asyncapi::document(&topology, &options);
+    let document = crate::ops::asyncapi::document(&topology, &options);
     let text = serde_json::to_string_pretty(&document)
         .map_err(|e| Error::Config(format!("cannot write the AsyncAPI document: {e}")))?;
     println!("{text}");

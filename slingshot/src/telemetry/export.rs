@@ -1,4 +1,4 @@
-//! OpenTelemetry: the tracer behind slingshot's spans, OTLP/HTTP export configured by the standard `OTEL_*` variables (off when unset), and the bridge between W3C trace contexts in message headers and spans.
+//! OTLP/HTTP export of slingshot's spans, configured by the standard `OTEL_*` variables (off when unset).
 //!
 //! Spans always get W3C IDs, exported or not, so every published message
 //! carries a `traceparent` and every log line of a request its trace and span
@@ -9,21 +9,17 @@
 //! `OTEL_BSP_*`...). Spans follow the messaging semantic conventions: a
 //! CONSUMER span per delivery, a PRODUCER span per publish.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::error::error_chain;
-use crate::protocol::TraceParent;
-use crate::redact;
+use crate::base::chain::error_chain;
+use crate::base::redact;
 
 /// Where spans go, as the `OTEL_*` variables say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,95 +241,6 @@ impl HttpClient for OtlpClient {
     }
 }
 
-/// The W3C context `span` runs in: its OpenTelemetry context when the layer
-/// records it, else a new span ID under `parent` (or a new sampled trace), so
-/// messages carry a trace context with or without telemetry installed.
-pub(crate) fn context_of(span: &tracing::Span, parent: Option<&TraceParent>) -> TraceParent {
-    let context = span.context();
-    let recorded = context.span().span_context().clone();
-    if recorded.is_valid() {
-        let state = recorded.trace_state().header();
-        return TraceParent {
-            trace_id: u128::from_be_bytes(recorded.trace_id().to_bytes()),
-            span_id: u64::from_be_bytes(recorded.span_id().to_bytes()),
-            flags: recorded.trace_flags().to_u8(),
-            state: Some(state).filter(|s| !s.is_empty()),
-        };
-    }
-    let ids = RandomIdGenerator::default();
-    let span_id = u64::from_be_bytes(ids.new_span_id().to_bytes());
-    match parent {
-        Some(parent) => TraceParent {
-            span_id,
-            ..parent.clone()
-        },
-        None => TraceParent {
-            trace_id: u128::from_be_bytes(ids.new_trace_id().to_bytes()),
-            span_id,
-            flags: 1,
-            state: None,
-        },
-    }
-}
-
-/// Makes the remote `parent` (the span that published a message) the parent
-/// of `span`. Does nothing when OpenTelemetry does not record `span`.
-pub(crate) fn set_remote_parent(span: &tracing::Span, parent: &TraceParent) {
-    let state = parent
-        .state
-        .as_deref()
-        .and_then(|s| TraceState::from_str(s).ok())
-        .unwrap_or_default();
-    let remote = SpanContext::new(
-        TraceId::from_bytes(parent.trace_id.to_be_bytes()),
-        SpanId::from_bytes(parent.span_id.to_be_bytes()),
-        TraceFlags::new(parent.flags),
-        true,
-        state,
-    );
-    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
-}
-
-/// Attributes of the messaging conventions for RabbitMQ's default exchange:
-/// the exchange (`""`), the routing key (the queue) and the operation.
-pub(crate) fn set_messaging_attributes(span: &tracing::Span, system: &'static str, queue: &str, operation: Operation) {
-    span.set_attribute("messaging.system", system);
-    span.set_attribute("messaging.operation.type", operation.kind());
-    span.set_attribute("messaging.operation.name", operation.name());
-    span.set_attribute("messaging.rabbitmq.destination.routing_key", queue.to_string());
-    let destination = match operation {
-        // Consumers read a queue; producers publish to an exchange, the default one.
-        Operation::Process => queue.to_string(),
-        Operation::Publish => String::new(),
-    };
-    span.set_attribute("messaging.destination.name", destination);
-}
-
-/// A messaging operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Operation {
-    /// A CONSUMER span: one delivery processed.
-    Process,
-    /// A PRODUCER span: one message published.
-    Publish,
-}
-
-impl Operation {
-    fn kind(self) -> &'static str {
-        match self {
-            Operation::Process => "process",
-            Operation::Publish => "send",
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Operation::Process => "process",
-            Operation::Publish => "publish",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,27 +318,5 @@ mod tests {
             assert!(err.contains("not an http"), "{err}");
             assert!(!err.contains("otelpass") && !err.contains("k3y"), "{err}");
         }
-    }
-
-    #[test]
-    fn without_the_layer_contexts_continue_the_parent_or_start_a_trace() {
-        // No subscriber here: spans are not recorded, IDs come from the fallback.
-        let span = tracing::Span::none();
-        let parent = TraceParent {
-            trace_id: 7,
-            span_id: 9,
-            flags: 0,
-            state: Some("a=b".into()),
-        };
-        let child = context_of(&span, Some(&parent));
-        assert_eq!(
-            (child.trace_id, child.flags, child.state.as_deref()),
-            (7, 0, Some("a=b"))
-        );
-        assert_ne!(child.span_id, 9);
-        assert_ne!(child.span_id, 0);
-        let root = context_of(&span, None);
-        assert!(root.trace_id != 0 && root.span_id != 0 && root.sampled());
-        assert_ne!(root.trace_id, context_of(&span, None).trace_id);
     }
 }

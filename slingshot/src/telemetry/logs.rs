@@ -1,4 +1,4 @@
-//! Logging and tracing set-up: human-readable logs by default (coloured only on a terminal), JSON with `SLINGSHOT_LOG_FORMAT=json`, filtered by `SLINGSHOT_LOG`; spans to OpenTelemetry (see [`crate::otel`]).
+//! Logging and tracing set-up: human-readable logs by default (coloured only on a terminal), JSON with `SLINGSHOT_LOG_FORMAT=json`, filtered by `SLINGSHOT_LOG`; spans to OpenTelemetry (see [`crate::telemetry::export`]).
 
 use std::io::IsTerminal;
 
@@ -9,7 +9,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::otel::{self, Export};
+use crate::telemetry::export::{self, Export};
 
 /// The logging settings, as flags or environment variables.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
@@ -112,7 +112,7 @@ impl LogArgs {
         });
         let provider = match &export {
             Export::Off => None,
-            Export::Otlp(_) => otel::provider(service, &export)
+            Export::Otlp(_) => export::provider(service, &export)
                 .inspect_err(|e| eprintln!("warning: {e}; traces are not exported"))
                 .ok(),
         };
@@ -134,7 +134,7 @@ impl LogArgs {
         // An error here only means a subscriber is already installed.
         let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
         if let (Export::Otlp(url), true) = (&export, exporting) {
-            let url = crate::redact::url(url);
+            let url = crate::base::redact::url(url);
             tracing::info!(%url, "exporting traces over OTLP/HTTP");
         }
     }

@@ -23,6 +23,7 @@
 //!   *and* comes back: that one may be replayed twice, or listed twice.
 
 use crate::broker::{Broker, BrokerError, Delivery, Message};
+pub use crate::error::DeadLettersStopped as Stopped;
 use crate::error::Error;
 use crate::protocol::{self, dead_letter_queue, parse_id, FailureRecord};
 
@@ -76,33 +77,6 @@ impl Selection {
             Selection::Ids(ids) => parse_id(&message.body).is_ok_and(|id| ids.contains(&id)),
         }
     }
-}
-
-/// A walk over a dead-letter queue that the broker stopped partway.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{action} of {queue} stopped after {replayed} replayed and {kept} kept, {not_reached} not reached \
-     (all still dead-lettered{doubt}): {cause}",
-    doubt = if *.in_doubt { "; the last one may also have been replayed or copied, and may show twice" } else { "" }
-)]
-pub struct Stopped {
-    /// `list` or `replay`.
-    pub action: &'static str,
-    /// The dead-letter queue.
-    pub queue: String,
-    /// Dead letters replayed to the inbound queue (and removed).
-    pub replayed: usize,
-    /// Dead letters passed over, still in the dead-letter queue.
-    pub kept: usize,
-    /// Dead letters the walk did not reach (the one in hand among them),
-    /// still in the dead-letter queue.
-    pub not_reached: usize,
-    /// Whether the failure was the acknowledgement of a message whose
-    /// replay or copy the broker had confirmed: that message is in both
-    /// places.
-    pub in_doubt: bool,
-    /// What the broker said.
-    pub cause: BrokerError,
 }
 
 /// What a walk did.

@@ -1,8 +1,8 @@
 //! Routing: which queues each `(id, case)` output goes to, what stays unrouted, and which configured cases can never match.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use crate::case::{CaseDomain, CaseValue};
+use crate::base::case::{CaseDomain, CaseValue};
 use crate::sysmap::{Route, ServiceWiring};
 
 /// A service's routes by case. Cases match by kind and value: `true`,
@@ -52,14 +52,6 @@ impl RouteTable {
         plan
     }
 
-    /// Every queue any route sends to.
-    pub fn outbound_queues(&self) -> BTreeSet<&str> {
-        self.routes
-            .iter()
-            .flat_map(|r| r.queues.iter().map(String::as_str))
-            .collect()
-    }
-
     /// Configured routes whose case a function with `domain` can never produce.
     pub fn unreachable(&self, domain: &CaseDomain) -> Vec<&Route> {
         self.routes.iter().filter(|r| !domain.contains(&r.case)).collect()
@@ -69,7 +61,7 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::Case;
+    use crate::base::case::Case;
 
     fn table(json: &str) -> RouteTable {
         let out: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();

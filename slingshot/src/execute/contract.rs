@@ -7,9 +7,10 @@
 
 use std::marker::PhantomData;
 
-use crate::case::{Case, CaseDomain, CaseValue};
+use super::writer::ObjectWriter;
+use crate::base::case::{Case, CaseDomain, CaseValue};
 use crate::error::AnyError;
-use crate::storage::{ObjectError, ObjectReader, ObjectWriter};
+use crate::storage::{ObjectError, ObjectReader};
 
 /// `read_file(key, id)`: opens object `id` of the bucket behind reference
 /// `key` (`"in"`, `"out"`, ...) for reading. The reader streams: memory does

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::case::CaseDomain;
-use crate::contract::{Outcome, Parts};
+use crate::base::case::CaseDomain;
 use crate::db::{ConnectionKind, DbConnection};
 use crate::error::Error;
+use crate::execute::contract::{Outcome, Parts};
 use crate::execute::{Backing, Executor};
 
 /// What `#[slingshot::microservice]` implements for the annotated function.
