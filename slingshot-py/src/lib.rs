@@ -41,7 +41,6 @@ pyo3::create_exception!(
 /// whose `process` takes no connection gets no database pool.
 #[pyfunction]
 fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, connection: bool) -> PyResult<()> {
-    handler::set(&name, process, call);
     // Leaked once per registration: a service definition lives as long as the program.
     let name: &'static str = Box::leak(name.into_boxed_str());
     ServiceDef::register(ServiceDef {
@@ -55,7 +54,13 @@ fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, 
         },
         prepare: handler::prepare,
         case_domain: || None,
-    });
+    })
+    .map_err(|e| match e {
+        // The same rule and words as `#[slingshot::microservice]`.
+        slingshot::Error::Config(message) => pyo3::exceptions::PyValueError::new_err(message),
+        other => pyo3::exceptions::PyRuntimeError::new_err(other.to_string()),
+    })?;
+    handler::set(name, process, call);
     Ok(())
 }
 

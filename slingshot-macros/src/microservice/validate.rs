@@ -142,8 +142,8 @@ fn check_args(cx: &mut Ctxt, args: Args) -> Attribute {
         match arg {
             Arg::Name(s) => {
                 given_name = true;
-                if let Err(why) = check_name(&s.value()) {
-                    cx.error_spanned(&s, format!("invalid service name {:?}: {why}", s.value()));
+                if let Err(why) = slingshot_names::check_service_name(&s.value()) {
+                    cx.error_spanned(&s, slingshot_names::invalid(&s.value(), why));
                 }
                 attribute.name = Some(s);
             }
@@ -186,26 +186,6 @@ fn check_args(cx: &mut Ctxt, args: Args) -> Attribute {
         cx.error_at(Span::call_site(), message);
     }
     attribute
-}
-
-/// A service name is a path segment of the sys-map URL and prefixes queue names.
-fn check_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it cannot be empty");
-    }
-    if name.len() > 200 {
-        return Err("it is longer than 200 characters");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err("use letters, digits, '-', '_' and '.' only (it is a path segment of the sys-map URL)");
-    }
-    if name.starts_with('.') {
-        return Err("it cannot start with '.'");
-    }
-    Ok(())
 }
 
 /// Checks the signature of `process`; its shape if it has no mistake.
@@ -555,16 +535,5 @@ mod tests {
             )),
             ["`process` already takes `&ReadFileFn`; each parameter may appear once, remove this one"]
         );
-    }
-
-    #[test]
-    fn service_names_are_url_segments() {
-        assert!(check_name("thumbnailer").is_ok());
-        assert!(check_name("Image_Resizer-2.v1").is_ok());
-        assert!(check_name("").is_err());
-        assert!(check_name("thumb nailer").is_err());
-        assert!(check_name("images/thumbnailer").is_err());
-        assert!(check_name(".hidden").is_err());
-        assert!(check_name(&"x".repeat(201)).is_err());
     }
 }

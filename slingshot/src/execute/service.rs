@@ -60,15 +60,19 @@ fn registered() -> Vec<&'static ServiceDef> {
 
 impl ServiceDef {
     /// Registers a service defined at run time (a Python service). A later
-    /// registration of the same name takes the place of the earlier one.
+    /// registration of the same name takes the place of the earlier one. Its
+    /// name must follow the rule `#[microservice]` enforces at compile time.
     #[doc(hidden)]
-    pub fn register(def: ServiceDef) -> &'static ServiceDef {
+    pub fn register(def: ServiceDef) -> Result<&'static ServiceDef, Error> {
+        if let Err(why) = slingshot_names::check_service_name(def.name) {
+            return Err(Error::Config(slingshot_names::invalid(def.name, why)));
+        }
         let mut list = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
         // Leaked on purpose: a service definition lives as long as the program.
         let def: &'static ServiceDef = Box::leak(Box::new(def));
         list.retain(|d| d.name != def.name);
         list.push(def);
-        def
+        Ok(def)
     }
 
     /// Every service linked into this binary or registered at run time, by name.
