@@ -23,7 +23,7 @@
 //! and (unless `main = false`) generates `main`. See the README for the
 //! contract, the sys-map protocol and the delivery guarantees.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 // The layers, from the ground up (ARCHITECTURE.md): each imports only from
 // those above it in this list.
