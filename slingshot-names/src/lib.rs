@@ -1,4 +1,7 @@
-//! The one rule for service names, shared by `#[slingshot::microservice]` (at compile time), `ServiceDef::register` and the Python decorator (at run time), so that all three accept the same names and say the same thing about the others.
+//! The one rule for service names, shared by `#[slingshot::microservice]` (at
+//! compile time), `ServiceDef::register` and the Python decorator (at run
+//! time), so that all three accept the same names and say the same thing about
+//! the others.
 //!
 //! A service name is a path segment of the sys-map URL (`{sys_map}/{name}`)
 //! and names the service's connections and consumer tags.

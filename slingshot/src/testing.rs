@@ -1,8 +1,10 @@
-//! An in-memory harness to unit-test a `process` function: give it objects and routes, invoke IDs, inspect outputs, routes and written objects.
+//! An in-memory harness to unit-test a `process` function: give it objects and
+//! routes, invoke IDs, inspect outputs, routes and written objects.
 //!
 //! ```
 //! # #[slingshot::microservice(name = "shout", sys_map = "file:unused.json", main = false)]
-//! # fn shout(request: u64, read_file: &slingshot::ReadFileFn, write_file: &slingshot::WriteFileFn) -> Result<Vec<(u64, bool)>, slingshot::AnyError> {
+//! # fn shout(request: u64, read_file: &slingshot::ReadFileFn, write_file:
+//! &slingshot::WriteFileFn) -> Result<Vec<(u64, bool)>, slingshot::AnyError> {
 //! #     let mut s = String::new();
 //! #     std::io::Read::read_to_string(&mut read_file("in", request)?, &mut s)?;
 //! #     std::io::Write::write_all(&mut write_file("out", request)?, s.to_uppercase().as_bytes())?;

@@ -1,4 +1,5 @@
-//! Case variables: the values `process` attaches to each output ID, and how they are compared with the sys-map's routes.
+//! Case variables: the values `process` attaches to each output ID, and how
+//! they are compared with the sys-map's routes.
 //!
 //! A case is a `bool`, an integer, a string, or a user enum with
 //! `#[derive(slingshot::Case)]`. Cases compare by kind *and* value, exactly as

@@ -1,4 +1,6 @@
-//! The words every layer shares: case values, failure kinds, an error's chain on one line, URLs with their secrets redacted, and a service's live counters. Nothing here imports the rest of the crate.
+//! The words every layer shares: case values, failure kinds, an error's chain
+//! on one line, URLs with their secrets redacted, and a service's live
+//! counters. Nothing here imports the rest of the crate.
 
 pub(crate) mod case;
 pub(crate) mod chain;

@@ -1,4 +1,5 @@
-//! Redacting credentials from URLs before they are shown: one rule for every log line, `check` report, AsyncAPI document and error that names a URL.
+//! Redacting credentials from URLs before they are shown: one rule for every
+//! log line, `check` report, AsyncAPI document and error that names a URL.
 //!
 //! The rule, applied by [`url`]:
 //! - the password of the user info becomes `***`; the user name before it

@@ -1,4 +1,5 @@
-//! `slingshot-sysmap FILE [--listen ADDR]`: serves a sys-map file over HTTP, so services can be pointed at it with `SLINGSHOT_SYS_MAP=http://ADDR`.
+//! `slingshot-sysmap FILE [--listen ADDR]`: serves a sys-map file over HTTP,
+//! so services can be pointed at it with `SLINGSHOT_SYS_MAP=http://ADDR`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,4 +1,6 @@
-//! The in-process broker: durable-for-the-process queues with acknowledgements, prefetch and redelivery, for the embedded default and tests.
+//! The in-process broker: durable-for-the-process queues with
+//! acknowledgements, prefetch and redelivery, for the embedded default and
+//! tests.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,4 +1,6 @@
-//! Running a service: its consume loop (one delivery's way from the queue to an ack, a retry or a dead letter), reconnecting when the consumer stops, and routing outputs.
+//! Running a service: its consume loop (one delivery's way from the queue to
+//! an ack, a retry or a dead letter), reconnecting when the consumer stops,
+//! and routing outputs.
 
 pub(crate) mod routing;
 pub(crate) mod supervise;

@@ -1,4 +1,5 @@
-//! Routing: which queues each `(id, case)` output goes to, what stays unrouted, and which configured cases can never match.
+//! Routing: which queues each `(id, case)` output goes to, what stays
+//! unrouted, and which configured cases can never match.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,6 @@
-//! Keeping a service consuming: when its consumer stops (connection lost, consumer cancelled), wait with jittered backoff, redeclare its queues and consume again, until shutdown.
+//! Keeping a service consuming: when its consumer stops (connection lost,
+//! consumer cancelled), wait with jittered backoff, redeclare its queues and
+//! consume again, until shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,6 @@
-//! The consume loop of one service: bounded concurrency, ack after upload and confirmed publishes, retries with backoff, dead letters, crash counting, and handing back on shutdown what it holds.
+//! The consume loop of one service: bounded concurrency, ack after upload and
+//! confirmed publishes, retries with backoff, dead letters, crash counting,
+//! and handing back on shutdown what it holds.
 //!
 //! Every delivery is decoded once ([`Request::decode`]) and then takes one of
 //! these paths, each ending with the delivery settled or left to the broker:

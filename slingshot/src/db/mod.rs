@@ -75,7 +75,8 @@ impl DbError {
 ///
 /// ```
 /// use diesel::result::{DatabaseErrorKind, Error};
-/// let lost = Error::DatabaseError(DatabaseErrorKind::ClosedConnection, Box::new("server closed the connection".to_string()));
+/// let lost = Error::DatabaseError(DatabaseErrorKind::ClosedConnection,
+/// Box::new("server closed the connection".to_string()));
 /// assert!(slingshot::db::is_connection_failure(&lost));
 /// let bad = Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new("could not connect to the ledger".to_string()));
 /// assert!(!slingshot::db::is_connection_failure(&bad));

@@ -1,4 +1,6 @@
-//! The per-service connection pool: r2d2 with connections tested at checkout, a checkout bounded in time even when the server froze, and SQLite's pragmas.
+//! The per-service connection pool: r2d2 with connections tested at checkout,
+//! a checkout bounded in time even when the server froze, and SQLite's
+//! pragmas.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::mpsc;

@@ -1,4 +1,5 @@
-//! Classifying what `process` returned: a failure of the request, or an outage of S3, the database or the broker, by the type of the error and its causes.
+//! Classifying what `process` returned: a failure of the request, or an outage
+//! of S3, the database or the broker, by the type of the error and its causes.
 
 use crate::base::chain::error_chain;
 use crate::base::failure::{Failure, FailureKind};

@@ -1,4 +1,7 @@
-//! Which deliveries were in `process` when the process died: a small file per running instance, read back at the next start, so that a message that keeps killing the process is told apart from one that only waited in the prefetch.
+//! Which deliveries were in `process` when the process died: a small file per
+//! running instance, read back at the next start, so that a message that keeps
+//! killing the process is told apart from one that only waited in the
+//! prefetch.
 //!
 //! RabbitMQ marks every delivery it takes back from a dead consumer
 //! `redelivered`, whether the consumer was processing it or had only

@@ -1,4 +1,5 @@
-//! Executing one request end to end: `process` on a blocking thread with a pooled connection, its files staged and uploaded only after it succeeded.
+//! Executing one request end to end: `process` on a blocking thread with a
+//! pooled connection, its files staged and uploaded only after it succeeded.
 //!
 //! - [`contract`]: what `process` is given and may return, in types;
 //! - [`service`]: a service's definition, registered by the macro;

@@ -1,4 +1,6 @@
-//! A service as the macro defines it: the `Handler` it generates and the `ServiceDef` registered with `inventory`. Running requests is `execute`'s; classifying their failures is `failure`'s.
+//! A service as the macro defines it: the `Handler` it generates and the
+//! `ServiceDef` registered with `inventory`. Running requests is `execute`'s;
+//! classifying their failures is `failure`'s.
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
-//! Staging of `write_file` output: private local files per request, uploaded only after `process` succeeded, removed on every path.
+//! Staging of `write_file` output: private local files per request, uploaded
+//! only after `process` succeeded, removed on every path.
 
 use std::fs::File;
 use std::io;

@@ -1,4 +1,5 @@
-//! The writer `write_file` returns: in memory up to a limit, then a private staged file, handed to the request's staging when closed.
+//! The writer `write_file` returns: in memory up to a limit, then a private
+//! staged file, handed to the request's staging when closed.
 
 use std::io::{self, Seek, SeekFrom, Write};
 

@@ -1,4 +1,6 @@
-//! The pipeline as an AsyncAPI 3.0 document: channels (queues), operations (each service's receive, sends by case, retries and dead letters), the message schema and AMQP bindings, built from a [`Topology`].
+//! The pipeline as an AsyncAPI 3.0 document: channels (queues), operations
+//! (each service's receive, sends by case, retries and dead letters), the
+//! message schema and AMQP bindings, built from a [`Topology`].
 //!
 //! The document describes the wire contract [`crate::protocol`] implements,
 //! so that services written with other tools (FastStream, Celery, ...) can

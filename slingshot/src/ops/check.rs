@@ -1,4 +1,5 @@
-//! `check`: probes everything a service needs (sys-map, secrets, broker, buckets, database) and says what to fix, without consuming or publishing.
+//! `check`: probes everything a service needs (sys-map, secrets, broker,
+//! buckets, database) and says what to fix, without consuming or publishing.
 
 use std::fmt;
 

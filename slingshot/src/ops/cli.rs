@@ -1,4 +1,5 @@
-//! The generated binary's entry point: its command line (clap), the runtime, the operations endpoint, signals and exit codes.
+//! The generated binary's entry point: its command line (clap), the runtime,
+//! the operations endpoint, signals and exit codes.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

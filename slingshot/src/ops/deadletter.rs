@@ -1,4 +1,5 @@
-//! Dead letters: listing a service's dead-letter queue and replaying its messages into the inbound queue, one message at a time.
+//! Dead letters: listing a service's dead-letter queue and replaying its
+//! messages into the inbound queue, one message at a time.
 //!
 //! Both walk the queue once, in order, holding **one** delivery at a time,
 //! whatever the queue's length: each dead letter is taken, then either

@@ -1,4 +1,6 @@
-//! Operating services: the generated binary's command line, `check`, the probes and metrics page, the AsyncAPI document, the topology drawing and the dead-letter tools.
+//! Operating services: the generated binary's command line, `check`, the
+//! probes and metrics page, the AsyncAPI document, the topology drawing and
+//! the dead-letter tools.
 
 pub(crate) mod asyncapi;
 pub(crate) mod check;

@@ -1,4 +1,5 @@
-//! The pipeline as a picture: services, queues and buckets from the sys-map, rendered as Mermaid, Graphviz DOT or a self-contained SVG.
+//! The pipeline as a picture: services, queues and buckets from the sys-map,
+//! rendered as Mermaid, Graphviz DOT or a self-contained SVG.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

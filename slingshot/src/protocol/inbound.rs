@@ -1,4 +1,5 @@
-//! Reading a delivered message, once: its request ID (or why it is not one), its counts, its trace context, and a fingerprint that names it.
+//! Reading a delivered message, once: its request ID (or why it is not one),
+//! its counts, its trace context, and a fingerprint that names it.
 //!
 //! Whatever another producer published, decoding never fails and never
 //! copies the body: a body longer than [`MAX_BODY`] is malformed by

@@ -1,4 +1,5 @@
-//! The messages slingshot publishes besides outputs: retries, dead letters, returned deliveries and replays, each fitted to one AMQP frame.
+//! The messages slingshot publishes besides outputs: retries, dead letters,
+//! returned deliveries and replays, each fitted to one AMQP frame.
 //!
 //! A retry, a dead letter or a returned delivery is the message it came from
 //! again: body, every header and property the producer set (the broker's own

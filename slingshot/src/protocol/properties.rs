@@ -1,4 +1,6 @@
-//! Property tests of the message format: arbitrary bodies, header tables and properties, as any producer may publish them, decode without panicking, and whatever slingshot publishes from them fits its frame.
+//! Property tests of the message format: arbitrary bodies, header tables and
+//! properties, as any producer may publish them, decode without panicking, and
+//! whatever slingshot publishes from them fits its frame.
 //!
 //! Each property runs [`CASES`] cases with a random seed; together they take
 //! well under a second in a debug build

@@ -1,4 +1,5 @@
-//! W3C trace context in message headers: parsing `traceparent` and `tracestate`, the legacy trace ID, and stamping a context on a message.
+//! W3C trace context in message headers: parsing `traceparent` and
+//! `tracestate`, the legacy trace ID, and stamping a context on a message.
 
 use crate::broker::{HeaderValue, Message};
 

@@ -1,4 +1,6 @@
-//! Reaching the real backends the sys-map names: secrets resolved, credentials percent-encoded into URLs, the RabbitMQ broker, the S3 configuration and the database target with its timeouts.
+//! Reaching the real backends the sys-map names: secrets resolved, credentials
+//! percent-encoded into URLs, the RabbitMQ broker, the S3 configuration and
+//! the database target with its timeouts.
 
 use crate::broker::rabbitmq::RabbitMq;
 use crate::db::{ConnectionKind, DbError, DbTarget};

@@ -1,4 +1,5 @@
-//! The runtime: builds the backends a sys-map names, starts services on them, and runs several services of one process side by side.
+//! The runtime: builds the backends a sys-map names, starts services on them,
+//! and runs several services of one process side by side.
 
 pub(crate) mod connect;
 

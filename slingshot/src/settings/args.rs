@@ -1,4 +1,6 @@
-//! The clap definition of every setting, and how they resolve into [`Settings`]: what one flag cannot check alone, and the defaults derived from others.
+//! The clap definition of every setting, and how they resolve into
+//! [`Settings`]: what one flag cannot check alone, and the defaults derived
+//! from others.
 
 use std::path::PathBuf;
 use std::time::Duration;

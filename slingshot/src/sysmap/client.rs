@@ -1,4 +1,5 @@
-//! The typed, cached sys-map client every service uses: one method per endpoint, each answer checked against the protocol.
+//! The typed, cached sys-map client every service uses: one method per
+//! endpoint, each answer checked against the protocol.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

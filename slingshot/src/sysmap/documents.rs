@@ -1,4 +1,7 @@
-//! The documents of the sys-map's endpoints as the original crate reads them, deserialized with serde and validated: unknown fields ignored, each field of the broker, database and object-storage endpoints an array holding one value.
+//! The documents of the sys-map's endpoints as the original crate reads them,
+//! deserialized with serde and validated: unknown fields ignored, each field
+//! of the broker, database and object-storage endpoints an array holding one
+//! value.
 
 use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;

@@ -1,4 +1,5 @@
-//! The sys-map over HTTP: `GET {base}/{path}`, with timeouts, and errors that say which URL answered what (credentials redacted).
+//! The sys-map over HTTP: `GET {base}/{path}`, with timeouts, and errors that
+//! say which URL answered what (credentials redacted).
 
 use std::time::Duration;
 

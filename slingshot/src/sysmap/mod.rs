@@ -1,4 +1,5 @@
-//! The sys-map protocol: the `SysMapSource` seam (where the JSON comes from) and the typed, cached client every service uses.
+//! The sys-map protocol: the `SysMapSource` seam (where the JSON comes from)
+//! and the typed, cached client every service uses.
 //!
 //! A source answers a path (`thumbnailer`, `thumbnailer/in`, `rabbitmq`,
 //! `db`, `object-storage`) with the body the HTTP sys-map would send. The

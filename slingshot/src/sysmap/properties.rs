@@ -1,4 +1,7 @@
-//! Property tests of the sys-map parsers: arbitrary JSON values and arbitrary text as every endpoint's document and as a sys-map file never panic, and every rejection is an error value that names the endpoint (or the file) without quoting a secret reference.
+//! Property tests of the sys-map parsers: arbitrary JSON values and arbitrary
+//! text as every endpoint's document and as a sys-map file never panic, and
+//! every rejection is an error value that names the endpoint (or the file)
+//! without quoting a secret reference.
 //!
 //! Each property runs [`CASES`] cases with a random seed; the five take
 //! about 0.2 s together in a debug build, one thread

@@ -1,4 +1,5 @@
-//! Resolving secret references (GNU `pass` entry names) to secrets: environment, then a secrets directory, then `pass show`.
+//! Resolving secret references (GNU `pass` entry names) to secrets:
+//! environment, then a secrets directory, then `pass show`.
 //!
 //! For a reference such as `slingshot/rabbitmq`, in this order:
 //! 1. the environment variable `SLINGSHOT_SECRET_SLINGSHOT_RABBITMQ` (the

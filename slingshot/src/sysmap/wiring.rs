@@ -1,4 +1,5 @@
-//! What the sys-map's endpoints say, typed: a service's wiring (inbound queue and routes by case) and the broker, database and object-storage endpoints.
+//! What the sys-map's endpoints say, typed: a service's wiring (inbound queue
+//! and routes by case) and the broker, database and object-storage endpoints.
 
 use crate::base::case::CaseValue;
 

@@ -1,4 +1,5 @@
-//! The bridge between W3C trace contexts in message headers and spans: the context a span runs in, and a remote parent for a span.
+//! The bridge between W3C trace contexts in message headers and spans: the
+//! context a span runs in, and a remote parent for a span.
 
 use std::str::FromStr;
 

@@ -1,4 +1,6 @@
-//! Logging and tracing set-up: human-readable logs by default (coloured only on a terminal), JSON with `SLINGSHOT_LOG_FORMAT=json`, filtered by `SLINGSHOT_LOG`; spans to OpenTelemetry (see [`crate::telemetry::export`]).
+//! Logging and tracing set-up: human-readable logs by default (coloured only
+//! on a terminal), JSON with `SLINGSHOT_LOG_FORMAT=json`, filtered by
+//! `SLINGSHOT_LOG`; spans to OpenTelemetry (see [`crate::telemetry::export`]).
 
 use std::io::IsTerminal;
 

@@ -1,4 +1,5 @@
-//! What slingshot tells about itself: spans (built and failed in one place), the W3C trace context they carry, their OTLP export, and logs.
+//! What slingshot tells about itself: spans (built and failed in one place),
+//! the W3C trace context they carry, their OTLP export, and logs.
 //!
 //! Public: setting up logs and spans, for binaries of their own
 //! ([`init`], [`LogArgs`]); the generated `main` does it already.

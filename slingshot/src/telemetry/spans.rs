@@ -1,4 +1,6 @@
-//! Every span slingshot builds, and the one place that marks a span failed: a CONSUMER span per delivery, a PRODUCER span per publish, the `process` call, and CLIENT spans for object-storage calls and database queries.
+//! Every span slingshot builds, and the one place that marks a span failed: a
+//! CONSUMER span per delivery, a PRODUCER span per publish, the `process`
+//! call, and CLIENT spans for object-storage calls and database queries.
 //!
 //! Spans follow OpenTelemetry's messaging conventions; whether they are
 //! exported is `telemetry::export`'s business.

@@ -1,4 +1,6 @@
-//! Consuming from RabbitMQ: a channel per consumer with bounded prefetch, a watchdog for brokers that stop answering, cancelling to drain, and settling deliveries on their own channel.
+//! Consuming from RabbitMQ: a channel per consumer with bounded prefetch, a
+//! watchdog for brokers that stop answering, cancelling to drain, and settling
+//! deliveries on their own channel.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

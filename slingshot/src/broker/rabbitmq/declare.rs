@@ -1,4 +1,5 @@
-//! Queue declarations on RabbitMQ: the arguments of classic and quorum queues, passive checks, and reading the broker's refusals.
+//! Queue declarations on RabbitMQ: the arguments of classic and quorum queues,
+//! passive checks, and reading the broker's refusals.
 
 use lapin::options::QueueDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};

@@ -1,4 +1,6 @@
-//! One supervised AMQP connection: opened lazily on the first node that answers, given up when the broker stops answering, reopened on the next node.
+//! One supervised AMQP connection: opened lazily on the first node that
+//! answers, given up when the broker stops answering, reopened on the next
+//! node.
 //!
 //! The broker keeps two: one consumes and settles deliveries, one publishes.
 //! RabbitMQ's memory and disk alarms block connections that publish; on a

@@ -1,4 +1,6 @@
-//! The RabbitMQ broker (lapin): classic or quorum queues, consuming with bounded prefetch, confirmed persistent publishes on a connection of their own, and failover over a cluster's nodes.
+//! The RabbitMQ broker (lapin): classic or quorum queues, consuming with
+//! bounded prefetch, confirmed persistent publishes on a connection of their
+//! own, and failover over a cluster's nodes.
 //!
 //! Two supervised connections (`link`): one consumes and settles
 //! deliveries and declares queues, one publishes in confirm mode. A broker

@@ -1,4 +1,6 @@
-//! Which RabbitMQ a service talks to: the product, version and platform a node announces when an AMQP connection opens (`connection.start`), read on a short connection of its own, since lapin keeps none of it.
+//! Which RabbitMQ a service talks to: the product, version and platform a node
+//! announces when an AMQP connection opens (`connection.start`), read on a
+//! short connection of its own, since lapin keeps none of it.
 //!
 //! The connection is a complete, polite one (start, tune, open, close), so
 //! the broker logs it as any short-lived client and never as a connection

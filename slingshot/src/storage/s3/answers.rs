@@ -1,4 +1,5 @@
-//! What S3's answers mean: an outage (retried, nothing lost) or a refusal (a failure of the request), and one line for each.
+//! What S3's answers mean: an outage (retried, nothing lost) or a refusal (a
+//! failure of the request), and one line for each.
 
 use std::io;
 

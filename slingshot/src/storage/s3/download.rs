@@ -1,4 +1,6 @@
-//! Streaming a download to the synchronous reader `process` holds: a task pulls the body and hands coalesced chunks over a small bounded channel; the reader waits on its own thread, never a runtime thread.
+//! Streaming a download to the synchronous reader `process` holds: a task
+//! pulls the body and hands coalesced chunks over a small bounded channel; the
+//! reader waits on its own thread, never a runtime thread.
 
 use std::io::{self, Read};
 use std::time::Duration;

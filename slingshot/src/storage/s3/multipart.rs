@@ -1,4 +1,6 @@
-//! Multipart uploads: parts uploaded a few at a time, the upload recorded while it runs so a crash can be cleaned up, and aborted when it fails or is cut short.
+//! Multipart uploads: parts uploaded a few at a time, the upload recorded
+//! while it runs so a crash can be cleaned up, and aborted when it fails or is
+//! cut short.
 
 use std::io;
 use std::path::{Path, PathBuf};
