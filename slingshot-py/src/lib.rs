@@ -41,6 +41,8 @@ pyo3::create_exception!(
 /// whose `process` takes no connection gets no database pool.
 #[pyfunction]
 fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, connection: bool) -> PyResult<()> {
+    // Refused before it is leaked; `ServiceDef::register` applies the same rule.
+    check_service_name(&name)?;
     // Leaked once per registration: a service definition lives as long as the program.
     let name: &'static str = Box::leak(name.into_boxed_str());
     ServiceDef::register(ServiceDef {
@@ -62,6 +64,14 @@ fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, 
     })?;
     handler::set(name, process, call);
     Ok(())
+}
+
+/// Raises `ValueError` unless `name` may name a service: the rule and the
+/// words of `#[slingshot::microservice]` and `ServiceDef::register`.
+#[pyfunction]
+fn check_service_name(name: &str) -> PyResult<()> {
+    slingshot_names::check_service_name(name)
+        .map_err(|why| pyo3::exceptions::PyValueError::new_err(slingshot_names::invalid(name, why)))
 }
 
 /// Runs the service's command line (`run` when `argv` is empty, or `invoke`,
@@ -97,6 +107,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(register, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(build_profile, m)?)?;
+    m.add_function(wrap_pyfunction!(check_service_name, m)?)?;
     m.add_class::<Files>()?;
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
