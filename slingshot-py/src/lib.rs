@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use pyo3::prelude::*;
 
-use slingshot::db::ConnectionKind;
+use slingshot::db::{ConnectionKind, SQLITE_PRAGMAS};
 use slingshot::ServiceDef;
 
 pub use files::{Files, Reader, Writer};
@@ -112,6 +112,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
     m.add_class::<testing::Harness>()?;
+    // What every SQLite connection runs first, as the Rust services' do.
+    m.add("SQLITE_PRAGMAS", SQLITE_PRAGMAS)?;
     m.add("StorageError", m.py().get_type::<StorageError>())?;
     m.add("ObjectNotFound", m.py().get_type::<ObjectNotFound>())?;
     Ok(())

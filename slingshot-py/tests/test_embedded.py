@@ -209,6 +209,19 @@ def test_the_connection_commits_and_what_is_not_committed_is_rolled_back():
     db.close()
 
 
+def test_the_sqlite_connection_has_the_rust_services_pragmas():
+    seen = {}
+
+    @service()
+    def process(request: int, connection: Connection):
+        for pragma in ("journal_mode", "foreign_keys", "busy_timeout"):
+            seen[pragma] = connection.execute(text(f"PRAGMA {pragma}")).scalar()
+        return []
+
+    Harness(process).invoke(1)
+    assert seen == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000}
+
+
 def test_async_process_and_async_generators_run():
     @service()
     async def coroutine(request: int, context: slingshot.RequestContext):

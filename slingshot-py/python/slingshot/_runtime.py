@@ -219,11 +219,10 @@ def create_engine(kind: str, location: str, size: int, checkout_timeout: float =
 
         @sqlalchemy.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):
-            # As the Rust services' SQLite connections: wait instead of "database is locked".
+            # The Rust services' SQLite pragmas (slingshot::db::SQLITE_PRAGMAS):
+            # wait instead of "database is locked", WAL, foreign keys enforced.
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout = 10000")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.executescript(_native.SQLITE_PRAGMAS)
             cursor.close()
 
         return engine
