@@ -8,6 +8,8 @@
 //! The Python side (`slingshot/_runtime.py`) calls `process` and classifies
 //! what it raised.
 
+mod case;
+mod failure;
 mod files;
 mod handler;
 mod testing;
@@ -19,6 +21,8 @@ use pyo3::prelude::*;
 use slingshot::db::{ConnectionKind, SQLITE_PRAGMAS};
 use slingshot::ServiceDef;
 
+pub use case::Case;
+pub use failure::Failed;
 pub use files::{Files, Reader, Writer};
 
 pyo3::create_exception!(
@@ -108,10 +112,18 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(build_profile, m)?)?;
     m.add_function(wrap_pyfunction!(check_service_name, m)?)?;
+    m.add_class::<Case>()?;
+    m.add_class::<Failed>()?;
     m.add_class::<Files>()?;
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
     m.add_class::<testing::Harness>()?;
+    m.add_class::<testing::Invocation>()?;
+    // `slingshot.FailureKind` is built from this list; the Python side has no kind names of its own.
+    m.add(
+        "FAILURE_KINDS",
+        pyo3::types::PyTuple::new(m.py(), failure::kind_names())?,
+    )?;
     // What every SQLite connection runs first, as the Rust services' do.
     m.add("SQLITE_PRAGMAS", SQLITE_PRAGMAS)?;
     m.add("StorageError", m.py().get_type::<StorageError>())?;
