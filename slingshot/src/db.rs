@@ -179,6 +179,15 @@ mod any {
         /// SQLite.
         Sqlite(diesel::SqliteConnection),
     }
+
+    impl std::fmt::Debug for AnyConnection {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(match self {
+                AnyConnection::Postgresql(_) => "AnyConnection::Postgresql",
+                AnyConnection::Sqlite(_) => "AnyConnection::Sqlite",
+            })
+        }
+    }
 }
 
 /// A connection type `process` may take as `&mut`.
@@ -279,10 +288,24 @@ pub struct ConnectionPool<C: R2D2Connection + Send + 'static> {
     remote: bool,
 }
 
+impl<C: R2D2Connection + Send + 'static> std::fmt::Debug for ConnectionPool<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionPool")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A tested connection checked out of a [`ConnectionPool`]; it goes back
 /// when dropped.
 #[doc(hidden)]
 pub struct Pooled<C: R2D2Connection + Send + 'static>(PooledConnection<Manager<C>>);
+
+impl<C: R2D2Connection + Send + 'static> std::fmt::Debug for Pooled<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pooled")
+    }
+}
 
 impl<C: R2D2Connection + Send + 'static> Deref for Pooled<C> {
     type Target = C;

@@ -23,7 +23,7 @@
 //! and (unless `main = false`) generates `main`. See the README for the
 //! contract, the sys-map protocol and the delivery guarantees.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 // The layers, from the ground up (ARCHITECTURE.md): each imports only from
 // those above it in this list.
@@ -43,14 +43,16 @@ pub mod telemetry;
 pub mod testing;
 
 pub use base::case::{Case, CaseDomain, CaseValue};
-pub use base::failure::{Failure, FailureKind};
+pub use base::failure::{Failure, FailureKind, UnknownKind};
 pub use base::stats::Stats;
 pub use db::AnyConnection;
 pub use diesel;
 pub use error::{AnyError, Error};
 pub use execute::contract::{ReadFileFn, RequestContext, WriteFileFn};
 pub use execute::service::ServiceDef;
+pub use execute::staging::WrittenObject;
 pub use execute::writer::ObjectWriter;
+pub use execute::Executed;
 pub use ops::cli::{main, main_with_args};
 pub use ops::deadletter;
 pub use runtime::{Invocation, RunningService, Runtime};

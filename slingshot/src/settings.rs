@@ -170,7 +170,7 @@ pub struct SettingsArgs {
           value_parser = RangedU64ValueParser::<u64>::new().range(1..=86_400))]
     pub s3_operation_timeout_secs: u64,
 
-    /// Directory of mounted secrets, read after SLINGSHOT_SECRET_<REF> and before `pass`.
+    /// Directory of mounted secrets, read after the SLINGSHOT_SECRET_* variables and before `pass`.
     #[arg(
         long,
         global = true,

@@ -43,6 +43,14 @@ pub struct Harness {
     buckets: Map<String, Value>,
 }
 
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("service", &self.def.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Harness {
     /// A harness for the service called `name`. Panics, listing the services
     /// there are, if no such service is linked into the test binary.

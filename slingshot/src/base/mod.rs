@@ -1,7 +1,7 @@
 //! The words every layer shares: case values, failure kinds, an error's chain on one line, URLs with their secrets redacted, and a service's live counters. Nothing here imports the rest of the crate.
 
-pub mod case;
+pub(crate) mod case;
 pub(crate) mod chain;
-pub mod failure;
+pub(crate) mod failure;
 pub(crate) mod redact;
-pub mod stats;
+pub(crate) mod stats;

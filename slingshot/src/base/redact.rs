@@ -16,21 +16,13 @@
 //! first `?` or `#` becomes `***`.
 
 /// What replaces each redacted part.
-pub const REDACTED: &str = "***";
+pub(crate) const REDACTED: &str = "***";
 
 /// `text` (a URL) as it may be shown: without a password, a lone user name,
 /// query values or a fragment (see the module's rule). A URL with none of
-/// these is returned as it is.
-///
-/// ```
-/// use slingshot::redact;
-/// assert_eq!(
-///     redact::url("https://svc:hunter2@sys-map.example.com/v1/?token=abc&region=eu"),
-///     "https://svc:***@sys-map.example.com/v1/?token=***&region=***"
-/// );
-/// assert_eq!(redact::url("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
-/// ```
-pub fn url(text: &str) -> String {
+/// these is returned as it is: `https://svc:hunter2@host/v1/?token=abc`
+/// is shown as `https://svc:***@host/v1/?token=***`.
+pub(crate) fn url(text: &str) -> String {
     // `user:pw@host` parses as a URL of scheme `user` without a host.
     let Ok(mut parsed) = url::Url::parse(text)
         .map_err(drop)
@@ -69,7 +61,7 @@ pub fn url(text: &str) -> String {
 /// (password, lone user name, query value, fragment; raw and
 /// percent-decoded) of 4 characters or more wherever it appears alone. For
 /// messages of libraries that embed the URL they were given.
-pub fn in_text(text: &str, raw_url: &str) -> String {
+pub(crate) fn in_text(text: &str, raw_url: &str) -> String {
     let mut text = text.replace(raw_url, &url(raw_url));
     for secret in secrets_of(raw_url) {
         if secret.chars().count() >= 4 && secret != REDACTED {

@@ -14,7 +14,7 @@ use super::case::CaseValue;
 /// cases are counted under `case="other"` (`case_kind="other"`) and a
 /// warning is logged once. Routed outputs need no limit: their series are
 /// the routes of the sys-map.
-pub const UNROUTED_CASE_LIMIT: usize = 1000;
+pub(crate) const UNROUTED_CASE_LIMIT: usize = 1000;
 
 /// Upper bounds (seconds) of the duration histograms' buckets.
 const BUCKETS: [f64; 14] = [
@@ -124,7 +124,7 @@ struct Routes {
 impl Stats {
     /// How many outputs went to each `(case, queue)`, and to `(case, "")`
     /// when unrouted; cases as the sys-map writes them. Unrouted outputs of
-    /// the cases past [`UNROUTED_CASE_LIMIT`] are under `("other", "")`
+    /// the cases past `UNROUTED_CASE_LIMIT` (1,000) are under `("other", "")`
     /// (unquoted, so no string case can be mistaken for it).
     pub fn routes(&self) -> BTreeMap<(String, String), u64> {
         let routes = self.lock_routes();

@@ -8,14 +8,14 @@ use crate::sysmap::{Route, ServiceWiring};
 /// A service's routes by case. Cases match by kind and value: `true`,
 /// `"true"` and `1` are different routes.
 #[derive(Debug, Clone, Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     by_case: HashMap<CaseValue, Vec<String>>,
     routes: Vec<Route>,
 }
 
 /// Where one `process` call's outputs go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoutePlan {
+pub(crate) struct RoutePlan {
     /// `(queue, id)` for every message to send, in output order.
     pub sends: Vec<(String, u64)>,
     /// Outputs whose case has no route: logged and counted, not an error.
@@ -24,7 +24,7 @@ pub struct RoutePlan {
 
 impl RouteTable {
     /// The routes of `wiring`.
-    pub fn new(wiring: &ServiceWiring) -> Self {
+    pub(crate) fn new(wiring: &ServiceWiring) -> Self {
         RouteTable {
             by_case: wiring
                 .routes
@@ -36,12 +36,12 @@ impl RouteTable {
     }
 
     /// The queues of `case`, or `None` if the sys-map has no entry for it.
-    pub fn queues(&self, case: &CaseValue) -> Option<&[String]> {
+    pub(crate) fn queues(&self, case: &CaseValue) -> Option<&[String]> {
         self.by_case.get(case).map(Vec::as_slice)
     }
 
     /// Plans the sends for a call's outputs: each ID to every queue of its case.
-    pub fn plan(&self, outputs: &[(u64, CaseValue)]) -> RoutePlan {
+    pub(crate) fn plan(&self, outputs: &[(u64, CaseValue)]) -> RoutePlan {
         let mut plan = RoutePlan::default();
         for (id, case) in outputs {
             match self.queues(case) {
@@ -53,7 +53,7 @@ impl RouteTable {
     }
 
     /// Configured routes whose case a function with `domain` can never produce.
-    pub fn unreachable(&self, domain: &CaseDomain) -> Vec<&Route> {
+    pub(crate) fn unreachable(&self, domain: &CaseDomain) -> Vec<&Route> {
         self.routes.iter().filter(|r| !domain.contains(&r.case)).collect()
     }
 }

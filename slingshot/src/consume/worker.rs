@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::base::chain::error_chain;
 use crate::base::failure::{Failure, FailureKind};
-pub use crate::base::stats::Stats;
+pub(crate) use crate::base::stats::Stats;
 use crate::broker::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, Message, QUORUM_DELIVERY_LIMIT};
 use crate::consume::routing::RouteTable;
 use crate::execute::journal::Journal;

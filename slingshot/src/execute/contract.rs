@@ -52,6 +52,14 @@ pub struct Parts<'a> {
     pub context: &'a RequestContext,
 }
 
+impl std::fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("context", self.context)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A type `process` may take by shared reference.
 #[diagnostic::on_unimplemented(
     message = "slingshot cannot pass `&{Self}` to `process`",
@@ -181,10 +189,12 @@ pub type Outcome = Result<Vec<(u64, CaseValue)>, AnyError>;
 /// The form of a return type that is a `Result<C, E>`, whatever it is
 /// called: `anyhow::Result<C>`, `std::io::Result<C>`, a user's alias.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct Fallible;
 
 /// The form of a return type that is the outputs themselves.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct Plain;
 
 /// A return type split into its outputs and its error, in one of two forms.
@@ -228,6 +238,7 @@ impl<C> Returns<Plain> for C {
 /// `Result` (the inherent method, which method resolution prefers) and
 /// [`Plain`] otherwise ([`PlainForm::form`], which every probe has).
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct FormProbe<R>(PhantomData<fn() -> R>);
 
 impl<R> FormProbe<R> {
@@ -266,6 +277,7 @@ impl<R> PlainForm for FormProbe<R> {}
 /// naming the case type's domain. Built by [`returns`], so that a wrong
 /// type is reported once, at the user's return type.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct Conversion<R> {
     convert: fn(R) -> Outcome,
     domain: fn() -> CaseDomain,

@@ -9,9 +9,9 @@
 
 pub(crate) mod bridge;
 pub(crate) mod classify;
-pub mod contract;
+pub(crate) mod contract;
 pub(crate) mod journal;
-pub mod service;
+pub(crate) mod service;
 pub(crate) mod staging;
 pub(crate) mod writer;
 
@@ -49,6 +49,14 @@ pub struct Backing {
     pub stats: Arc<crate::base::stats::Stats>,
     /// Where `process` calls in progress are recorded (see [`crate::journal`]).
     pub(crate) journal: Option<Arc<crate::execute::journal::Journal>>,
+}
+
+impl std::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backing")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One request to execute.

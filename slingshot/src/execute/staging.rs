@@ -15,10 +15,10 @@ use crate::storage::{try_lock, ObjectError, ObjectStore, PendingUpload};
 
 /// Prefix of the directory each process stages in, under
 /// `SLINGSHOT_STAGING_DIR`.
-pub const ROOT_PREFIX: &str = "slingshot-staging-";
+pub(crate) const ROOT_PREFIX: &str = "slingshot-staging-";
 /// The sub-directory of a process's staging directory that records its
 /// unfinished uploads (see [`ObjectStore::journal_uploads_in`]).
-pub const JOURNAL_DIR: &str = "uploads";
+pub(crate) const JOURNAL_DIR: &str = "uploads";
 
 /// Mode 0700: staged files are nobody else's business.
 fn private() -> std::fs::Permissions {

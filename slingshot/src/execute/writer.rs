@@ -3,7 +3,7 @@
 use std::io::{self, Seek, SeekFrom, Write};
 
 /// Bytes a writer may hold in memory before it spills to its staged file.
-pub const MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
+pub(crate) const MEMORY_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// What a closed writer left for the upload.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub(crate) trait Spool: Send {
 /// An object being written, returned by `write_file`. It is uploaded after
 /// `process` returns successfully; close it (drop it) before returning.
 ///
-/// The bytes stay in memory up to [`MEMORY_LIMIT`] and spill to a
+/// The bytes stay in memory up to 4 MiB (`MEMORY_LIMIT`) and spill to a
 /// private staged file past it, so small objects cost no disk I/O and memory
 /// stays flat whatever the object's size.
 pub struct ObjectWriter {

@@ -7,14 +7,6 @@
 //! as routing key, and its headers are the ones listed in
 //! [`crate::protocol::HEADERS`]. Nothing here does I/O; `asyncapi` on the generated binary's
 //! command line reads the sys-map and prints [`document`].
-//!
-//! ```
-//! use slingshot::asyncapi::{document, Options};
-//! use slingshot::topology::Topology;
-//!
-//! let doc = document(&Topology::default(), &Options::new("empty"));
-//! assert_eq!(doc["asyncapi"], "3.0.0");
-//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,12 +22,12 @@ use crate::protocol::{
 };
 
 /// The AsyncAPI version of the documents made here.
-pub const ASYNCAPI_VERSION: &str = "3.0.0";
+pub(crate) const ASYNCAPI_VERSION: &str = "3.0.0";
 /// The version of the AMQP bindings used.
 const AMQP_BINDING_VERSION: &str = "0.3.0";
 /// What the document says beyond the topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
+pub(crate) struct Options {
     /// The title: usually the service whose binary printed it.
     pub title: String,
     /// The document's own version (`info.version`).
@@ -55,7 +47,7 @@ pub struct Options {
 impl Options {
     /// Options for a document titled `title`: durable queues in vhost `/`,
     /// no server, this crate's version.
-    pub fn new(title: &str) -> Self {
+    pub(crate) fn new(title: &str) -> Self {
         Options {
             title: title.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -79,7 +71,7 @@ impl Options {
 ///   receive operation.
 /// - Two messages: `request` (the ID and the trace and retry headers) and
 ///   `deadLetter` (the same with the failure record).
-pub fn document(topology: &Topology, options: &Options) -> Value {
+pub(crate) fn document(topology: &Topology, options: &Options) -> Value {
     let mut ids = ChannelIds::default();
     let mut channels = Map::new();
     let mut operations = Map::new();

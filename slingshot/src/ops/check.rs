@@ -17,11 +17,11 @@ use crate::storage::ObjectStore;
 use crate::sysmap::{BrokerBackend, ObjectsBackend, ServiceWiring, SysMap, SysMapError};
 
 /// Bucket references `check` and `topology` look for.
-pub const BUCKET_REFERENCES: [&str; 2] = ["in", "out"];
+pub(crate) const BUCKET_REFERENCES: [&str; 2] = ["in", "out"];
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     /// As it should be.
     Ok,
     /// The service runs, but something is not as it should be (a queue
@@ -33,7 +33,7 @@ pub enum Status {
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// What was checked.
     pub what: String,
     /// How it came out.
@@ -44,7 +44,7 @@ pub struct Finding {
 
 /// Everything `check` found.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     /// Each finding, in order.
     pub findings: Vec<Finding>,
     /// The service's topology, when its wiring could be read.
@@ -53,7 +53,7 @@ pub struct Report {
 
 impl Report {
     /// Whether nothing failed (warnings do not fail a check).
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.findings.iter().all(|p| p.status != Status::Failed)
     }
 
@@ -110,7 +110,7 @@ impl fmt::Display for Report {
 
 /// Checks `def` against the sys-map at `location`, with the queue mode of
 /// `settings`.
-pub async fn check(def: &'static ServiceDef, location: &str, settings: &Settings) -> Report {
+pub(crate) async fn check(def: &'static ServiceDef, location: &str, settings: &Settings) -> Report {
     let mut report = Report::default();
     let sysmap = match SysMap::open_with(location, settings.sys_map_timeouts()) {
         Ok(sysmap) => {

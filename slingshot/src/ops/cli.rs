@@ -114,7 +114,7 @@ enum DeadLetterAction {
 
 /// A topology output format.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// Mermaid flowchart.
     Mermaid,
     /// Graphviz DOT.

@@ -18,22 +18,22 @@ use crate::base::case::CaseValue;
 use crate::base::stats::{Histogram, RouteSeries, Stats, OTHER};
 
 /// The `Content-Type` of what [`render`] writes.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// The services an exposition reports on, by name; more may be added after
 /// the registry is built.
-pub type Watched = Arc<Mutex<Vec<(&'static str, Arc<Stats>)>>>;
+pub(crate) type Watched = Arc<Mutex<Vec<(&'static str, Arc<Stats>)>>>;
 
 /// A registry exposing the metrics of every service in `services`, read from
 /// their [`Stats`] at each scrape.
-pub fn registry(services: Watched) -> Registry {
+pub(crate) fn registry(services: Watched) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatsCollector(services)));
     registry
 }
 
 /// Encodes `registry` in the Prometheus text format (version 0.0.4).
-pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+pub(crate) fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
     Ok(out)

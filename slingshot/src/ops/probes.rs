@@ -26,7 +26,7 @@ use crate::ops::metrics::{self, Watched};
 
 /// What the endpoint reports on.
 #[derive(Clone)]
-pub struct Probe {
+pub(crate) struct Probe {
     services: Watched,
     stopping: Arc<AtomicBool>,
     /// After how long a call counts as stuck; `None`: never.
@@ -56,14 +56,14 @@ impl std::fmt::Debug for Probe {
 impl Probe {
     /// A probe whose liveness fails once every slot of a service holds a
     /// call running longer than `stuck_after`.
-    pub fn with_stuck_after(mut self, stuck_after: Option<Duration>) -> Self {
+    pub(crate) fn with_stuck_after(mut self, stuck_after: Option<Duration>) -> Self {
         self.stuck_after = stuck_after;
         self
     }
 
     /// `None` while every service can make progress, else why not: all
     /// its slots hold calls running past the stuck threshold.
-    pub fn not_live(&self) -> Option<String> {
+    pub(crate) fn not_live(&self) -> Option<String> {
         let threshold = self.stuck_after?;
         let services = self.lock();
         let stuck: Vec<String> = services
@@ -84,12 +84,12 @@ impl Probe {
     }
 
     /// Reports on `service` too.
-    pub fn watch(&self, service: &'static str, stats: Arc<Stats>) {
+    pub(crate) fn watch(&self, service: &'static str, stats: Arc<Stats>) {
         self.lock().push((service, stats));
     }
 
     /// From now on the process is not ready: it is shutting down.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
@@ -98,7 +98,7 @@ impl Probe {
     }
 
     /// `None` when ready, else why not.
-    pub fn not_ready(&self) -> Option<String> {
+    pub(crate) fn not_ready(&self) -> Option<String> {
         if self.stopping.load(Ordering::Relaxed) {
             return Some("shutting down".into());
         }
@@ -120,7 +120,7 @@ impl Probe {
 }
 
 /// The HTTP app serving `probe`.
-pub fn router(probe: Probe) -> Router {
+pub(crate) fn router(probe: Probe) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(live))
@@ -159,7 +159,7 @@ async fn ready(State(probe): State<Probe>) -> impl IntoResponse {
 
 /// Binds `addr` now (so a taken port fails start-up) and serves `probe` in
 /// the background. Returns the bound address.
-pub async fn serve(addr: &str, probe: Probe) -> std::io::Result<SocketAddr> {
+pub(crate) async fn serve(addr: &str, probe: Probe) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {

@@ -7,7 +7,7 @@ use crate::sysmap::{ServiceWiring, SysMap, SysMapError};
 
 /// One service as the sys-map wires it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceNode {
+pub(crate) struct ServiceNode {
     /// The service's name.
     pub name: String,
     /// Its inbound queue and routes.
@@ -18,7 +18,7 @@ pub struct ServiceNode {
 
 /// A set of services and how queues and buckets connect them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Topology {
+pub(crate) struct Topology {
     /// The services, in the order given.
     pub services: Vec<ServiceNode>,
 }
@@ -50,7 +50,11 @@ fn is_output(reference: &str) -> bool {
 impl Topology {
     /// Reads `services` from `sysmap`, with the bucket references in `references`
     /// that the sys-map defines for each (absent ones are skipped).
-    pub async fn from_sysmap(sysmap: &SysMap, services: &[String], references: &[String]) -> Result<Self, SysMapError> {
+    pub(crate) async fn from_sysmap(
+        sysmap: &SysMap,
+        services: &[String],
+        references: &[String],
+    ) -> Result<Self, SysMapError> {
         let mut topology = Topology::default();
         for name in services {
             let wiring = sysmap.service(name).await?;
@@ -126,7 +130,7 @@ impl Topology {
     }
 
     /// A Mermaid flowchart (paste into Markdown on GitHub, GitLab, ...).
-    pub fn mermaid(&self) -> String {
+    pub(crate) fn mermaid(&self) -> String {
         let edges = self.edges();
         let nodes = self.nodes(&edges);
         let id = |node: &Node| format!("n{}", nodes.iter().position(|n| n == node).unwrap_or(0));
@@ -155,7 +159,7 @@ impl Topology {
     }
 
     /// A Graphviz digraph (`dot -Tpng`).
-    pub fn dot(&self) -> String {
+    pub(crate) fn dot(&self) -> String {
         let edges = self.edges();
         let nodes = self.nodes(&edges);
         let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
@@ -198,7 +202,7 @@ impl Topology {
     }
 
     /// A standalone SVG, laid out left to right by each node's depth in the pipeline.
-    pub fn svg(&self) -> String {
+    pub(crate) fn svg(&self) -> String {
         const GAP_X: f64 = 130.0;
         const GAP_Y: f64 = 28.0;
         const HEIGHT: f64 = 40.0;

@@ -7,10 +7,10 @@
 //! them in AMQP headers), the legacy trace ID and, once it failed, the
 //! failure record.
 //!
-//! - [`inbound`]: a delivery decoded once into a [`Request`];
-//! - [`outbound`]: retries, dead letters, returns and replays, fitted to a
+//! - `inbound`: a delivery decoded once into a [`Request`];
+//! - `outbound`: retries, dead letters, returns and replays, fitted to a
 //!   frame;
-//! - [`trace`]: the trace context;
+//! - `trace`: the trace context;
 //! - [`decide`]: retry or dead-letter.
 
 mod inbound;

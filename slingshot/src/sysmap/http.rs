@@ -34,7 +34,7 @@ impl Default for HttpTimeouts {
 /// The base URL may carry credentials: a user and password (sent as HTTP
 /// basic authentication) and query parameters (kept on every request, e.g.
 /// `?token=...`). Whatever it shows (its description, its errors) has them
-/// redacted by [`redact::url`].
+/// redacted by the crate's URL redaction.
 #[derive(Debug, Clone)]
 pub struct HttpSysMap {
     base: url::Url,

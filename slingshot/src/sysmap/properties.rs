@@ -11,8 +11,9 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{json, Map, Value};
 
+use super::documents::valid_bucket_name;
 use super::file::FileSysMap;
-use super::{check_queue_name, valid_bucket_name, SysMap, SysMapError};
+use super::{check_queue_name, SysMap, SysMapError};
 
 /// Cases per property: enough to find the shapes the parsers trip on,
 /// few enough to keep the unit tests fast.

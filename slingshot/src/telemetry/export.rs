@@ -23,7 +23,7 @@ use crate::base::redact;
 
 /// Where spans go, as the `OTEL_*` variables say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Export {
+pub(crate) enum Export {
     /// Not exported: no OTLP endpoint is set, or `OTEL_SDK_DISABLED=true`,
     /// or `OTEL_TRACES_EXPORTER=none`. Spans still get IDs for headers and logs.
     Off,
@@ -35,7 +35,7 @@ impl Export {
     /// Reads the export settings through `var` (the environment, in a
     /// service). Only OTLP over HTTP/protobuf is built in; another protocol
     /// or exporter is an error that says so.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Export, String> {
+    pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Export, String> {
         let set = |name: &str| var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Ok(Export::Off);

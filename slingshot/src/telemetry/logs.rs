@@ -55,7 +55,7 @@ pub enum Output {
 /// `SLINGSHOT_LOG_FORMAT` say, logging to stdout (containers collect
 /// stdout), and the OpenTelemetry tracer as the `OTEL_*` variables say. A
 /// malformed value is reported on stderr and the defaults used. Once; later
-/// calls do nothing. Call [`otel::shutdown`] before exiting to export the
+/// calls do nothing. Call [`shutdown`](super::shutdown) before exiting to export the
 /// last spans.
 pub fn init() {
     let command = LogArgs::augment_args(clap::Command::new("slingshot"));

@@ -8,4 +8,5 @@ pub(crate) mod export;
 pub(crate) mod logs;
 pub(crate) mod spans;
 
+pub use self::export::shutdown;
 pub use self::logs::{init, LogArgs, LogFormat, Output};

@@ -1,6 +1,6 @@
 //! The RabbitMQ broker (lapin): classic or quorum queues, consuming with bounded prefetch, confirmed persistent publishes on a connection of their own, and failover over a cluster's nodes.
 //!
-//! Two supervised connections ([`link`]): one consumes and settles
+//! Two supervised connections (`link`): one consumes and settles
 //! deliveries and declares queues, one publishes in confirm mode. A broker
 //! that stops answering is given up after [`ANSWER_TIMEOUT`] and the next
 //! operation reconnects, to the next node of a cluster; a publishing

@@ -40,7 +40,7 @@ impl std::fmt::Display for ServerInfo {
 
 /// Why the broker's announcement could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ServerInfoError {
+pub(super) enum ServerInfoError {
     /// The URL is not an `amqp://` URL this reader can follow (`amqps://`
     /// needs TLS, which it does not speak).
     #[error("cannot read the server's version from this URL: {0}")]

@@ -1,0 +1,73 @@
+//! What the sys-map's endpoints say, typed: a service's wiring (inbound queue and routes by case) and the broker, database and object-storage endpoints.
+
+use crate::base::case::CaseValue;
+
+/// One `out` entry: the queues a case routes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The case variable, as written in the sys-map.
+    pub case: CaseValue,
+    /// Every queue an output with this case is sent to.
+    pub queues: Vec<String>,
+}
+
+/// A service's wiring: the `{name}` endpoint.
+///
+/// Parsing accepts every document the original `slingshot-microservice`
+/// accepts and routes it the same way; where that means tolerating something
+/// that is probably a mistake, [`ServiceWiring::warnings`] says what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceWiring {
+    /// The queue the service consumes.
+    pub inbound: String,
+    /// Where outputs go, by case: each case once.
+    pub routes: Vec<Route>,
+    /// What the document holds that was tolerated rather than used as
+    /// written: a case listed twice (the last entry wins, as in the
+    /// original), a case no case variable can equal. Logged at start-up and
+    /// shown by `check`.
+    pub warnings: Vec<String>,
+}
+
+/// The `rabbitmq` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RabbitMqEndpoint {
+    /// Broker host (the first node's).
+    pub host: String,
+    /// AMQP port (the first node's).
+    pub port: u16,
+    /// Every node of the broker, in order, as (host, port): the nodes of a
+    /// cluster when `host` lists several, each with the port at the same
+    /// place in `port`, or with the one port given.
+    pub nodes: Vec<(String, u16)>,
+    /// User name.
+    pub username: String,
+    /// Secret reference of the password.
+    pub pass: String,
+}
+
+/// The `db` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbEndpoint {
+    /// Database host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User name.
+    pub username: String,
+    /// Database name.
+    pub database: String,
+    /// Secret reference of the password.
+    pub pass: String,
+}
+
+/// The `object-storage` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectStorageEndpoint {
+    /// Host, or URL with scheme and port.
+    pub host: String,
+    /// Secret reference of the access key ID.
+    pub access_key: String,
+    /// Secret reference of the secret key.
+    pub secret_key: String,
+}
