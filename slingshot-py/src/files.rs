@@ -1,4 +1,6 @@
-//! The file handles a Python `process` gets: streaming readers and staged writers over the runtime's `read_file`/`write_file`, valid only during the request.
+//! The file handles a Python `process` gets: streaming readers and staged
+//! writers over the runtime's `read_file`/`write_file`, valid only during the
+//! request.
 
 use std::io::{BufWriter, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,6 @@
-//! A Python `process` as a slingshot `Handler`: the call on the runtime's blocking thread, its result and exceptions translated, and a pooled SQLAlchemy connection as its database.
+//! A Python `process` as a slingshot `Handler`: the call on the runtime's
+//! blocking thread, its result and exceptions translated, and a pooled
+//! SQLAlchemy connection as its database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,9 +11,11 @@ use pyo3::types::PyDict;
 
 use slingshot::__private::{prepare_with, Backing, Executor, Handler, Outcome, Parts};
 use slingshot::db::{within, ConnectionKind, DbConnection, DbError, DbTarget, Late};
-use slingshot::{CaseDomain, CaseValue};
+use slingshot::CaseDomain;
 use slingshot::{Error, Failure, FailureKind};
 
+use crate::case::Case;
+use crate::failure::Failed;
 use crate::files::Files;
 
 /// The Python module that calls `process` and owns the SQLAlchemy engine.
@@ -111,49 +115,25 @@ fn internal(py: Python<'_>, e: PyErr) -> slingshot::AnyError {
     })
 }
 
-/// `slingshot._runtime.call` answers `("ok", [(id, tag, case)...])` or
-/// `("error", kind, transient, summary, traceback)`.
+/// `slingshot._runtime.call` answers the outputs, `[(id, Case)...]` (each
+/// case converted by [`crate::case`]), or a [`Failed`].
 fn translate(py: Python<'_>, answer: &Bound<'_, PyAny>, service: &str, request: u64, trace_id: &str) -> Outcome {
-    let status: String = answer
-        .get_item(0)
-        .and_then(|s| s.extract())
-        .map_err(|e| internal(py, e))?;
-    if status == "ok" {
-        let items: Vec<(u64, String, Bound<'_, PyAny>)> = answer
-            .get_item(1)
-            .and_then(|s| s.extract())
-            .map_err(|e| internal(py, e))?;
-        let mut outputs = Vec::with_capacity(items.len());
-        for (id, tag, value) in items {
-            let case = match tag.as_str() {
-                "bool" => value.extract::<bool>().map(CaseValue::Bool),
-                "int" => value.extract::<i128>().map(CaseValue::Int),
-                _ => value.extract::<String>().map(|s| CaseValue::Str(s.into())),
-            };
-            outputs.push((id, case.map_err(|e| internal(py, e))?));
-        }
-        return Ok(outputs);
+    if let Ok(failed) = answer.cast::<Failed>() {
+        let Failed { failure, traceback } = failed.get();
+        tracing::warn!(
+            service,
+            request,
+            trace_id,
+            kind = failure.kind.as_str(),
+            transient = failure.transient,
+            "process raised {}\n{}",
+            failure.message,
+            traceback.as_deref().unwrap_or_default()
+        );
+        return Err(Box::new(failure.clone()));
     }
-    let (_, kind, transient, summary, traceback): (String, String, bool, String, String) =
-        answer.extract().map_err(|e| internal(py, e))?;
-    let kind = match kind.as_str() {
-        "storage" => FailureKind::Storage,
-        "database" => FailureKind::Database,
-        _ => FailureKind::Process,
-    };
-    tracing::warn!(
-        service,
-        request,
-        trace_id,
-        kind = kind.as_str(),
-        transient,
-        "process raised {summary}\n{traceback}"
-    );
-    Err(Box::new(Failure {
-        kind,
-        message: summary,
-        transient,
-    }))
+    let items: Vec<(u64, Bound<'_, Case>)> = answer.extract().map_err(|e| internal(py, e))?;
+    Ok(items.into_iter().map(|(id, case)| (id, case.get().0.clone())).collect())
 }
 
 /// The database connection of a Python `process`: a SQLAlchemy `Connection`

@@ -1,4 +1,5 @@
-//! `slingshot._native`: the Rust half of the Python packages — Python services registered with the slingshot runtime and run by it.
+//! `slingshot._native`: the Rust half of the Python packages — Python services
+//! registered with the slingshot runtime and run by it.
 //!
 //! Everything a Rust service gets (consuming, retries, dead letters,
 //! confirms, staging, routing, the ops endpoint, the CLI) comes from the
@@ -8,6 +9,8 @@
 //! The Python side (`slingshot/_runtime.py`) calls `process` and classifies
 //! what it raised.
 
+mod case;
+mod failure;
 mod files;
 mod handler;
 mod testing;
@@ -16,9 +19,11 @@ use std::process::ExitCode;
 
 use pyo3::prelude::*;
 
-use slingshot::db::ConnectionKind;
+use slingshot::db::{ConnectionKind, SQLITE_PRAGMAS};
 use slingshot::ServiceDef;
 
+pub use case::Case;
+pub use failure::Failed;
 pub use files::{Files, Reader, Writer};
 
 pyo3::create_exception!(
@@ -41,6 +46,8 @@ pyo3::create_exception!(
 /// whose `process` takes no connection gets no database pool.
 #[pyfunction]
 fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, connection: bool) -> PyResult<()> {
+    // Refused before it is leaked; `ServiceDef::register` applies the same rule.
+    check_service_name(&name)?;
     // Leaked once per registration: a service definition lives as long as the program.
     let name: &'static str = Box::leak(name.into_boxed_str());
     ServiceDef::register(ServiceDef {
@@ -62,6 +69,14 @@ fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, 
     })?;
     handler::set(name, process, call);
     Ok(())
+}
+
+/// Raises `ValueError` unless `name` may name a service: the rule and the
+/// words of `#[slingshot::microservice]` and `ServiceDef::register`.
+#[pyfunction]
+fn check_service_name(name: &str) -> PyResult<()> {
+    slingshot_names::check_service_name(name)
+        .map_err(|why| pyo3::exceptions::PyValueError::new_err(slingshot_names::invalid(name, why)))
 }
 
 /// Runs the service's command line (`run` when `argv` is empty, or `invoke`,
@@ -97,10 +112,21 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(register, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(build_profile, m)?)?;
+    m.add_function(wrap_pyfunction!(check_service_name, m)?)?;
+    m.add_class::<Case>()?;
+    m.add_class::<Failed>()?;
     m.add_class::<Files>()?;
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
     m.add_class::<testing::Harness>()?;
+    m.add_class::<testing::Invocation>()?;
+    // `slingshot.FailureKind` is built from this list; the Python side has no kind names of its own.
+    m.add(
+        "FAILURE_KINDS",
+        pyo3::types::PyTuple::new(m.py(), failure::kind_names())?,
+    )?;
+    // What every SQLite connection runs first, as the Rust services' do.
+    m.add("SQLITE_PRAGMAS", SQLITE_PRAGMAS)?;
     m.add("StorageError", m.py().get_type::<StorageError>())?;
     m.add("ObjectNotFound", m.py().get_type::<ObjectNotFound>())?;
     Ok(())

@@ -2,13 +2,16 @@
 
 use std::sync::Mutex;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt, PyList, PyString};
+use pyo3::types::PyList;
 
 use slingshot::testing::Harness as RustHarness;
 use slingshot::CaseValue;
 use slingshot::ServiceDef;
+
+use crate::case;
+use crate::failure::Failed;
 
 /// A temporary object store, SQLite database and routes for one service;
 /// `invoke(id)` runs `process` as the service would.
@@ -36,28 +39,39 @@ impl Harness {
     }
 }
 
-fn case_of(value: &Bound<'_, PyAny>) -> PyResult<CaseValue> {
-    if value.is_instance_of::<PyBool>() {
-        Ok(CaseValue::Bool(value.extract()?))
-    } else if value.is_instance_of::<PyInt>() {
-        Ok(CaseValue::Int(value.extract()?))
-    } else if value.is_instance_of::<PyString>() {
-        Ok(CaseValue::Str(value.extract::<String>()?.into()))
-    } else {
-        Err(PyTypeError::new_err(format!(
-            "a case is a bool, an int or a str, not {}",
-            value.get_type().name()?
-        )))
+/// What one `invoke` did: `slingshot.testing.Invocation`.
+#[pyclass(module = "slingshot._native", name = "Invocation", frozen, get_all)]
+pub struct Invocation {
+    /// The `(id, case)` pairs `process` produced.
+    outputs: Py<PyList>,
+    /// `(queue, id)` the outputs route to (nothing is sent).
+    routes: Py<PyList>,
+    /// Outputs whose case has no route.
+    unrouted: Py<PyList>,
+    /// `(bucket, key, size)` of every object uploaded.
+    written: Py<PyList>,
+}
+
+#[pymethods]
+impl Invocation {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Invocation(outputs={}, routes={}, unrouted={}, written={})",
+            self.outputs.bind(py).repr()?,
+            self.routes.bind(py).repr()?,
+            self.unrouted.bind(py).repr()?,
+            self.written.bind(py).repr()?
+        ))
     }
 }
 
-fn case_to_py<'py>(py: Python<'py>, case: &CaseValue) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match case {
-        CaseValue::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        CaseValue::Int(i) => i.into_pyobject(py)?.into_any(),
-        CaseValue::Huge(u) => u.into_pyobject(py)?.into_any(),
-        CaseValue::Str(s) => PyString::new(py, s).into_any(),
-    })
+/// `(id, case)` pairs as a Python list.
+fn pairs<'py>(py: Python<'py>, pairs: &[(u64, CaseValue)]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (id, case) in pairs {
+        list.append((id, case::to_py(py, case)?))?;
+    }
+    Ok(list)
 }
 
 #[pymethods]
@@ -72,7 +86,7 @@ impl Harness {
 
     /// Routes outputs with `case` to `queues`.
     fn route(&self, case: &Bound<'_, PyAny>, queues: Vec<String>) -> PyResult<()> {
-        let case = case_of(case)?;
+        let case = case::from_py(case)?;
         let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
         self.update(|h| match case {
             CaseValue::Bool(b) => h.route(b, &queues),
@@ -102,33 +116,27 @@ impl Harness {
         self.with(|h| h.database_path().display().to_string())
     }
 
-    /// Runs `process` for `id`. Answers `("ok", outputs, routes, unrouted,
-    /// written)` or `("failed", kind, message, transient)`.
+    /// Runs `process` for `id`. Answers an [`Invocation`], or a [`Failed`]
+    /// when the request failed.
     fn invoke<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
         let result = py.detach(|| self.with(|h| h.invoke(id)))?;
         match result {
             Ok(run) => {
-                let outputs = PyList::empty(py);
-                for (id, case) in &run.executed.outputs {
-                    outputs.append((id, case_to_py(py, case)?))?;
-                }
-                let unrouted = PyList::empty(py);
-                for (id, case) in &run.unrouted {
-                    unrouted.append((id, case_to_py(py, case)?))?;
-                }
                 let written: Vec<(String, String, u64)> = run
                     .executed
                     .written
                     .iter()
                     .map(|w| (w.bucket.clone(), w.key.clone(), w.size))
                     .collect();
-                Ok(("ok", outputs, run.routes, unrouted, written)
-                    .into_pyobject(py)?
-                    .into_any())
+                let invocation = Invocation {
+                    outputs: pairs(py, &run.executed.outputs)?.unbind(),
+                    routes: PyList::new(py, run.routes)?.unbind(),
+                    unrouted: pairs(py, &run.unrouted)?.unbind(),
+                    written: PyList::new(py, written)?.unbind(),
+                };
+                Ok(Bound::new(py, invocation)?.into_any())
             }
-            Err(failure) => Ok(("failed", failure.kind.as_str(), failure.message, failure.transient)
-                .into_pyobject(py)?
-                .into_any()),
+            Err(failure) => Ok(Bound::new(py, Failed::from_failure(failure))?.into_any()),
         }
     }
 }

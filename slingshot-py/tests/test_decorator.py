@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 import slingshot
 import slingshot_microservice
+from slingshot.testing import Harness
 
 from conftest import unique
 
@@ -88,8 +89,7 @@ def test_the_decorator_without_arguments_says_how_to_call_it():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": ""}, "name=...) must be a non-empty str"),
-        ({"name": 3}, "name=...) must be a non-empty str"),
+        ({"name": 3}, "name=...) must be a str"),
         ({"sys_map": None}, "sys_map=...) must be a non-empty str"),
     ],
 )
@@ -116,8 +116,47 @@ def test_decorating_twice_is_refused():
 def test_the_original_constructor_refuses_what_it_refused():
     with pytest.raises(TypeError, match="process must be callable"):
         slingshot_microservice.Microservice("svc", "sys-map.example.com", "not callable")
-    with pytest.raises(TypeError, match="name must be a non-empty str"):
-        slingshot_microservice.Microservice("", "sys-map.example.com", lambda *a: [])
+    with pytest.raises(TypeError, match="name must be a str"):
+        slingshot_microservice.Microservice(None, "sys-map.example.com", lambda *a: [])
+
+
+#: Names `#[slingshot::microservice]` refuses at compile time, and its words (crate slingshot-names).
+REFUSED_NAMES = [
+    (
+        "thumb nailer",
+        "invalid service name \"thumb nailer\": use letters, digits, '-', '_' and '.' only "
+        "(it is a path segment of the sys-map URL)",
+    ),
+    (
+        "images/thumbnailer",
+        "invalid service name \"images/thumbnailer\": use letters, digits, '-', '_' and '.' only "
+        "(it is a path segment of the sys-map URL)",
+    ),
+    ("", 'invalid service name "": it cannot be empty'),
+]
+
+
+@pytest.mark.parametrize("name, message", REFUSED_NAMES)
+def test_the_decorator_refuses_a_name_the_macro_refuses_in_its_words(name, message):
+    with pytest.raises(ValueError) as refused:
+
+        @slingshot.microservice(name=name, sys_map="sys-map.example.com")
+        def process(request: int):
+            return []
+
+    assert str(refused.value) == message
+    # Nothing was registered under it, to fail later at start().
+    with pytest.raises(RuntimeError):
+        Harness(name)
+
+
+@pytest.mark.parametrize("name, message", REFUSED_NAMES)
+def test_the_original_constructor_refuses_a_name_the_macro_refuses_in_its_words(name, message):
+    with pytest.raises(ValueError) as refused:
+        slingshot_microservice.Microservice(name, "sys-map.example.com", lambda *a: [])
+    assert str(refused.value) == message
+    with pytest.raises(RuntimeError):
+        Harness(name)
 
 
 def test_the_original_typing_module_has_its_names():

@@ -159,14 +159,19 @@ def test_a_storage_error_raised_from_another_keeps_its_kind():
     assert failed.value.message.startswith("KeyError: 'wrapped'")
 
 
+#: The one message for a value that is not a case, wherever one is taken.
+NOT_A_CASE = "{} is not a case: a case is a bool, an int that fits in i64 or u64, or a str, as the sys-map's routes are"
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ((1, 1.5), "the case must be a bool, an int or a str"),
+        ((1, 1.5), NOT_A_CASE.format("1.5 (float)")),
         ((-1, True), "the id must be an int"),
         ((True, True), "the id must be an int"),
         ("not a pair", "each output must be a tuple"),
-        ((1, 2**64), "must fit in i64 or u64"),
+        ((1, 2**64), NOT_A_CASE.format("18446744073709551616 (int)")),
+        ((1, None), NOT_A_CASE.format("None (NoneType)")),
     ],
 )
 def test_bad_outputs_fail_the_request_saying_what_is_wrong(bad, message):
@@ -178,6 +183,37 @@ def test_bad_outputs_fail_the_request_saying_what_is_wrong(bad, message):
         Harness(process).invoke(1)
     assert failed.value.kind == "process-error"
     assert message in failed.value.message
+
+
+def test_the_harness_takes_cases_as_the_runtime_does():
+    @service()
+    def process(request: int):
+        return [(request, 2**63 - 1), (request, -(2**63)), (request, "x")]
+
+    harness = Harness(process).route(2**63 - 1, ["max"]).route(-(2**63), ["min"]).route("x", ["x"])
+    assert sorted(harness.invoke(1).routes) == [("max", 1), ("min", 1), ("x", 1)]
+    for bad, shown in ((1.5, "1.5 (float)"), (2**64, "18446744073709551616 (int)"), (None, "None (NoneType)")):
+        with pytest.raises(TypeError) as refused:
+            harness.route(bad, ["q"])
+        assert str(refused.value) == NOT_A_CASE.format(shown)
+
+
+def test_failure_kinds_are_the_runtime_s_own():
+    from slingshot import _native
+
+    assert [kind.value for kind in slingshot.FailureKind] == list(_native.FAILURE_KINDS)
+    assert slingshot.FailureKind.PROCESS_ERROR == "process-error" and f"{slingshot.FailureKind.STORAGE}" == "storage"
+
+    @service()
+    def process(request: int):
+        raise ValueError("no")
+
+    with pytest.raises(ProcessFailed) as failed:
+        Harness(process).invoke(1)
+    assert failed.value.kind is slingshot.FailureKind.PROCESS_ERROR
+    assert str(failed.value).startswith("process-error: ValueError: no")
+    with pytest.raises(ValueError, match='unknown failure kind "nope"'):
+        _native.Failed("nope", "message", False)
 
 
 def test_returning_a_non_iterable_is_a_process_error():
@@ -207,6 +243,19 @@ def test_the_connection_commits_and_what_is_not_committed_is_rolled_back():
     harness.invoke(2)
     assert [row[0] for row in db.execute("SELECT id FROM kept ORDER BY id")] == [1, 2]
     db.close()
+
+
+def test_the_sqlite_connection_has_the_rust_services_pragmas():
+    seen = {}
+
+    @service()
+    def process(request: int, connection: Connection):
+        for pragma in ("journal_mode", "foreign_keys", "busy_timeout"):
+            seen[pragma] = connection.execute(text(f"PRAGMA {pragma}")).scalar()
+        return []
+
+    Harness(process).invoke(1)
+    assert seen == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000}
 
 
 def test_async_process_and_async_generators_run():

@@ -86,16 +86,16 @@ def test_a_lost_postgres_connection_is_an_outage_and_its_wrong_query_is_not():
             for sql in ("SELEC 1", "SELECT * FROM nowhere", "EXECUTE never_prepared"):
                 with pytest.raises(sqlalchemy.exc.DBAPIError) as failed:
                     connection.execute(text(sql))
-                kind, transient, _, _ = classify(failed.value)
-                assert (kind, transient) == ("database", False), (sql, failed.value)
+                classified = classify(failed.value)
+                assert (classified.kind, classified.transient) == ("database", False), (sql, failed.value)
                 connection.rollback()
             pid = connection.execute(text("SELECT pg_backend_pid()")).scalar()
             with engine.connect() as admin:
                 admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             with pytest.raises(sqlalchemy.exc.DBAPIError) as failed:
                 connection.execute(text("SELECT 1"))
-            kind, transient, _, _ = classify(failed.value)
-            assert (kind, transient) == ("database", True), failed.value
+            classified = classify(failed.value)
+            assert (classified.kind, classified.transient) == ("database", True), failed.value
     finally:
         engine.dispose()
 

@@ -21,6 +21,7 @@ process).start()``, runs on the same runtime.
 """
 
 from ._native import ObjectNotFound, StorageError
+from ._runtime import FailureKind
 from .files import ObjectReader, WriteHandle
 from .service import RequestContext, Service, microservice
 from .typing import CaseVariable, ProcessFn, ReadFileFn, WriteFileFn
@@ -37,4 +38,5 @@ __all__ = [
     "WriteHandle",
     "StorageError",
     "ObjectNotFound",
+    "FailureKind",
 ]

@@ -9,6 +9,7 @@ handles and the database driver release it while they wait.
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import os
 import sys
@@ -19,19 +20,33 @@ from typing import Any, Iterable
 from . import _native
 from .files import ObjectReader, WriteHandle
 
-#: Integer cases are anything in i64 ∪ u64, as the sys-map's JSON allows.
-_INT_MIN = -(2**63)
-_INT_MAX = 2**64 - 1
 _ID_MAX = 2**64 - 1
 #: Frames in here are slingshot's, not the service's.
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def call(process, request: int, files: "_native.Files", connection, context: dict) -> tuple:
+class _StrValued(str, enum.Enum):
+    """An enum whose members are their values, as ``str()`` and f-strings show them."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+#: What failed, as the dead-letter headers name it (``x-slingshot-failure``):
+#: ``FailureKind.PROCESS_ERROR == "process-error"``, ``FailureKind.STORAGE``,
+#: ``FailureKind.DATABASE``… The members are the runtime's own list.
+FailureKind = _StrValued(
+    "FailureKind",
+    {kind.upper().replace("-", "_"): kind for kind in _native.FAILURE_KINDS},
+    module=__name__,
+)
+
+
+def call(process, request: int, files: "_native.Files", connection, context: dict) -> "list | _native.Failed":
     """Runs ``process`` for one request.
 
-    Answers ``("ok", [(id, kind, case), ...])`` or
-    ``("error", kind, transient, summary, traceback)``; never raises.
+    Answers its outputs, ``[(id, _native.Case), ...]``, or a
+    :class:`_native.Failed` saying why it failed; never raises.
     """
     def read_file(key: str, id: int) -> ObjectReader:
         _check_file_args("read_file", key, id)
@@ -47,9 +62,9 @@ def call(process, request: int, files: "_native.Files", connection, context: dic
             result = _run_async(_collect(result))
         elif inspect.isawaitable(result):
             result = _run_async(result)
-        return ("ok", _outputs(result))
+        return _outputs(result)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported; stopping is the runtime's job
-        return ("error", *classify(exc))
+        return classify(exc)
 
 
 def _check_file_args(what: str, key: Any, id: Any) -> None:
@@ -60,7 +75,8 @@ def _check_file_args(what: str, key: Any, id: Any) -> None:
 
 
 def _outputs(result: Any) -> list:
-    """Checks what ``process`` returned or yielded: ``(id, case)`` pairs."""
+    """Checks what ``process`` returned or yielded: ``(id, case)`` pairs,
+    each case converted by the runtime (``_native.Case``)."""
     if result is None:
         return []
     if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
@@ -75,20 +91,10 @@ def _outputs(result: Any) -> list:
         id, case = item
         if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= _ID_MAX:
             raise TypeError(f"process produced {item!r}: the id must be an int in 0..2**64-1")
-        # bool before int: True is an int in Python, but a different case in the sys-map.
-        if isinstance(case, bool):
-            outputs.append((id, "bool", case))
-        elif isinstance(case, int):
-            if not _INT_MIN <= case <= _INT_MAX:
-                raise TypeError(f"process produced {item!r}: an integer case must fit in i64 or u64")
-            outputs.append((id, "int", case))
-        elif isinstance(case, str):
-            outputs.append((id, "str", case))
-        else:
-            raise TypeError(
-                f"process produced {item!r}: the case must be a bool, an int or a str "
-                f"(not {type(case).__name__}), as the sys-map's routes are"
-            )
+        try:
+            outputs.append((id, _native.Case(case)))
+        except TypeError as e:
+            raise TypeError(f"process produced {item!r}: {e}") from None
     return outputs
 
 
@@ -118,8 +124,9 @@ async def _awaited(awaitable):
     return await awaitable
 
 
-def classify(exc: BaseException) -> tuple[str, bool, str, str]:
-    """``(kind, transient, summary, traceback)`` for an exception of ``process``.
+def classify(exc: BaseException) -> "_native.Failed":
+    """What an exception of ``process`` means: its kind, its :func:`summary`,
+    whether it is transient, and its traceback.
 
     Storage and database failures keep their kind anywhere in the exception's
     chain (``raise ... from``, or raised while handling one). An outside
@@ -130,7 +137,7 @@ def classify(exc: BaseException) -> tuple[str, bool, str, str]:
     constraint, SQLite's ``OperationalError``s of that kind) fails the
     request: retried, then dead-lettered.
     """
-    kind, transient = "process-error", False
+    kind, transient = FailureKind.PROCESS_ERROR, False
     seen = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -140,7 +147,7 @@ def classify(exc: BaseException) -> tuple[str, bool, str, str]:
             kind, transient = found
             break
         e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
-    return kind, transient, summary(exc), "".join(traceback.format_exception(exc))
+    return _native.Failed(kind, summary(exc), transient, "".join(traceback.format_exception(exc)))
 
 
 #: SQLSTATEs (and classes, two characters) of PostgreSQL errors that mean
@@ -150,22 +157,22 @@ def classify(exc: BaseException) -> tuple[str, bool, str, str]:
 _PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "53300")
 
 
-def _kind_of(e: BaseException) -> tuple[str, bool] | None:
+def _kind_of(e: BaseException) -> tuple[FailureKind, bool] | None:
     if isinstance(e, _native.ObjectNotFound):
-        return "storage", False
+        return FailureKind.STORAGE, False
     if isinstance(e, _native.StorageError):
         # Transient only when it says so: the runtime's own say; one raised
         # by ``process`` without it is a failure of the request.
-        return "storage", getattr(e, "transient", False) is True
+        return FailureKind.STORAGE, getattr(e, "transient", False) is True
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is not None:
         # The pool could not hand out a connection in time, or one was lost.
         if isinstance(e, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):
-            return "database", True
+            return FailureKind.DATABASE, True
         if isinstance(e, sa_exc.DBAPIError):
             # SQLAlchemy's dialect marks a DBAPI error that means the
             # connection is gone (its ``is_disconnect``) by invalidating it.
-            return "database", bool(e.connection_invalidated) or _server_unavailable(e.orig)
+            return FailureKind.DATABASE, bool(e.connection_invalidated) or _server_unavailable(e.orig)
     return None
 
 
@@ -219,11 +226,10 @@ def create_engine(kind: str, location: str, size: int, checkout_timeout: float =
 
         @sqlalchemy.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):
-            # As the Rust services' SQLite connections: wait instead of "database is locked".
+            # The Rust services' SQLite pragmas (slingshot::db::SQLITE_PRAGMAS):
+            # wait instead of "database is locked", WAL, foreign keys enforced.
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA busy_timeout = 10000")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.executescript(_native.SQLITE_PRAGMAS)
             cursor.close()
 
         return engine

@@ -199,15 +199,19 @@ def microservice(function: Callable | None = None, /, *, name: str | None = None
     ``Connection``; what is not committed is rolled back) and ``context``
     (:class:`RequestContext`). ``process`` may be a plain function, a
     generator, ``async def`` or an async generator. Mistakes raise
-    ``TypeError`` here, with how to fix them.
+    ``TypeError`` here, with how to fix them; a name the sys-map URL cannot
+    carry (anything but letters, digits, ``-``, ``_`` and ``.``) raises
+    ``ValueError``, as ``#[slingshot::microservice]`` refuses it.
     """
     if function is not None:
         raise TypeError(
             "@slingshot.microservice needs its arguments: write "
             "@slingshot.microservice(name=\"my-service\", sys_map=\"sys-map.example.com\")"
         )
-    if not isinstance(name, str) or not name.strip():
-        raise TypeError("@slingshot.microservice(name=...) must be a non-empty str: the service's endpoint in the sys-map")
+    if not isinstance(name, str):
+        raise TypeError("@slingshot.microservice(name=...) must be a str: the service's endpoint in the sys-map")
+    # The rule and the words of the Rust macro: a ValueError here, not at start().
+    _native.check_service_name(name)
     if not isinstance(sys_map, str) or not sys_map.strip():
         raise TypeError(
             "@slingshot.microservice(sys_map=...) must be a non-empty str: the sys-map's host "

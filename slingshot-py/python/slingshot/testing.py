@@ -2,35 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Union
 
 from . import _native
+from ._runtime import FailureKind
 from .service import Service
 
-__all__ = ["Harness", "Invocation", "ProcessFailed"]
+__all__ = ["Harness", "Invocation", "ProcessFailed", "FailureKind"]
 
-
-@dataclasses.dataclass(frozen=True)
-class Invocation:
-    """What one ``invoke`` did."""
-
-    #: The ``(id, case)`` pairs ``process`` produced.
-    outputs: list
-    #: ``(queue, id)`` the outputs route to (nothing is sent).
-    routes: list
-    #: Outputs whose case has no route.
-    unrouted: list
-    #: ``(bucket, key, size)`` of every object uploaded.
-    written: list
+#: What one ``invoke`` did: ``outputs``, the ``(id, case)`` pairs ``process``
+#: produced; ``routes``, the ``(queue, id)`` they route to (nothing is sent);
+#: ``unrouted``, the outputs whose case has no route; ``written``, the
+#: ``(bucket, key, size)`` of every object uploaded.
+Invocation = _native.Invocation
 
 
 class ProcessFailed(Exception):
-    """``process`` failed; ``kind`` is what the dead-letter headers would say
-    (``process-error``, ``storage``, ``database``…), ``transient`` whether an
-    outside system failed rather than the request."""
+    """``process`` failed; ``kind`` (a :class:`FailureKind`) is what the
+    dead-letter headers would say (``process-error``, ``storage``,
+    ``database``…), ``transient`` whether an outside system failed rather
+    than the request."""
 
-    def __init__(self, kind: str, message: str, transient: bool) -> None:
+    def __init__(self, kind: Union[FailureKind, str], message: str, transient: bool) -> None:
+        kind = FailureKind(kind)
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
@@ -85,8 +79,6 @@ class Harness:
         """Runs ``process`` for ``id`` as the service would (files uploaded on
         success, nothing sent). Raises :class:`ProcessFailed` if it fails."""
         answer = self._native.invoke(id)
-        if answer[0] == "failed":
-            _, kind, message, transient = answer
-            raise ProcessFailed(kind, message, transient)
-        _, outputs, routes, unrouted, written = answer
-        return Invocation(list(outputs), list(routes), list(unrouted), list(written))
+        if isinstance(answer, _native.Failed):
+            raise ProcessFailed(answer.kind, answer.message, answer.transient)
+        return answer

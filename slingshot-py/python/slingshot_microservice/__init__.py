@@ -22,13 +22,14 @@ __all__ = ["Microservice"]
 class Microservice:
     """A service: ``name`` is its sys-map endpoint, ``config_host`` the
     sys-map's host (``SLINGSHOT_SYS_MAP`` overrides it), ``process`` the
-    function that handles one request."""
+    function that handles one request. A name the sys-map URL cannot carry
+    raises ``ValueError`` (letters, digits, ``-``, ``_`` and ``.`` only)."""
 
     def __init__(self, name: str, config_host: str, process) -> None:
         if not callable(process):
             raise TypeError(f"process must be callable, not {type(process).__name__}")
-        if not isinstance(name, str) or not name:
-            raise TypeError("name must be a non-empty str: the service's endpoint in the sys-map")
+        if not isinstance(name, str):
+            raise TypeError("name must be a str: the service's endpoint in the sys-map")
         if not isinstance(config_host, str) or not config_host:
             raise TypeError("config_host must be a non-empty str: the sys-map's host")
         self.name = name
@@ -38,6 +39,7 @@ class Microservice:
         def positional(request, read_file, write_file, connection, _context):
             return process(request, read_file, write_file, connection)
 
+        # Refuses a name as `#[slingshot::microservice]` does (ValueError, the macro's words): here, not at start().
         _native.register(name, config_host, positional, _runtime.call, True)
 
     def start(self, argv: Sequence[str] | None = None) -> None:

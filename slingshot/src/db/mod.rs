@@ -32,8 +32,8 @@ use std::ops::DerefMut;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use self::pool::{checkout_tested, open_r2d2, SQLITE_PRAGMAS};
-pub use self::pool::{within, ConnectionPool, Late, Pooled};
+use self::pool::{checkout_tested, open_r2d2};
+pub use self::pool::{within, ConnectionPool, Late, Pooled, SQLITE_PRAGMAS};
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]

@@ -13,8 +13,7 @@ use super::{create_sqlite_dir, DbError, DbTarget};
 /// Every SQLite connection, pooled or not: connections wait for each other
 /// instead of failing with "database is locked", readers do not block the
 /// writer, and foreign keys are enforced as PostgreSQL enforces them.
-pub(super) const SQLITE_PRAGMAS: &str =
-    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;";
+pub const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;";
 
 /// Applies [`SQLITE_PRAGMAS`] to each pooled connection.
 #[derive(Debug)]
