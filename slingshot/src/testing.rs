@@ -130,10 +130,16 @@ impl Harness {
             .map(|(case, queues)| {
                 let case = match case {
                     CaseValue::Bool(b) => json!(b),
+                    // As the sys-map writes integers: i64, then u64; what
+                    // JSON cannot hold as a number (no case can equal it)
+                    // goes as text.
                     CaseValue::Int(i) => i64::try_from(*i)
                         .map(|i| json!(i))
+                        .or_else(|_| u64::try_from(*i).map(|u| json!(u)))
                         .unwrap_or_else(|_| json!(i.to_string())),
-                    CaseValue::Huge(u) => json!(u.to_string()),
+                    CaseValue::Huge(u) => u64::try_from(*u)
+                        .map(|u| json!(u))
+                        .unwrap_or_else(|_| json!(u.to_string())),
                     CaseValue::Str(s) => json!(s),
                 };
                 json!({"case": case, "queues": queues})

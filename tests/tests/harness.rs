@@ -22,6 +22,19 @@ fn shout(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Resu
     Ok(vec![(request, mood), (request + 1, Mood::Quiet)])
 }
 
+/// Routes by integer cases past `i64::MAX`.
+#[slingshot::microservice(name = "biggest", sys_map = "file:unused.json", main = false)]
+fn biggest(request: u64) -> Vec<(u64, u64)> {
+    vec![(request, u64::MAX)]
+}
+
+#[test]
+fn integer_cases_past_i64_max_are_routed_as_the_runtime_routes_them() {
+    let run = Harness::new("biggest").route(u64::MAX, &["top"]).invoke(7).unwrap();
+    assert_eq!(run.routes, [("top".to_string(), 7)]);
+    assert!(run.unrouted.is_empty(), "{:?}", run.unrouted);
+}
+
 #[test]
 fn routes_and_objects_are_recorded() {
     let harness = Harness::new("shout")
@@ -44,7 +57,7 @@ fn a_missing_input_is_a_storage_failure_and_writes_nothing() {
 }
 
 #[test]
-#[should_panic(expected = "no service \"nope\" is linked into this binary (services: shout)")]
+#[should_panic(expected = "no service \"nope\" is linked into this binary (services: biggest, shout)")]
 fn an_unknown_service_names_the_known_ones() {
     Harness::new("nope");
 }
