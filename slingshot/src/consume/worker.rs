@@ -29,6 +29,7 @@ use crate::base::failure::{Failure, FailureKind};
 pub(crate) use crate::base::stats::Stats;
 use crate::broker::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, Message, QUORUM_DELIVERY_LIMIT};
 use crate::consume::routing::RouteTable;
+use crate::execute::contract::RequestContext;
 use crate::execute::journal::Journal;
 use crate::execute::{Executed, Executor, Job};
 use crate::protocol::{self, dead_letter_queue, Decision, FailureRecord, Request, Room, TraceParent};
@@ -248,10 +249,13 @@ impl Worker {
             );
         }
         let job = Job {
-            request: id,
-            attempt: request.counts.attempt,
-            redelivered: delivery.redelivered || request.delivery_count > 0,
-            trace_id: traced.legacy.clone(),
+            context: RequestContext {
+                service: self.name,
+                request: id,
+                attempt: request.counts.attempt,
+                redelivered: delivery.redelivered || request.delivery_count > 0,
+                trace_id: traced.legacy.clone(),
+            },
             fingerprint: request.fingerprint,
         };
         let (_shared, _alone) = if request.counts.crashes > 0 {

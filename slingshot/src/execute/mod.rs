@@ -64,10 +64,8 @@ impl std::fmt::Debug for Backing {
 #[derive(Debug, Clone)]
 #[doc(hidden)]
 pub struct Job {
-    pub request: u64,
-    pub attempt: u32,
-    pub redelivered: bool,
-    pub trace_id: String,
+    /// What `process` is told about the request.
+    pub context: RequestContext,
     /// The delivery's fingerprint, recorded in the journal while `process`
     /// runs; 0 when it came from no delivery (`invoke`).
     pub fingerprint: u64,
@@ -241,17 +239,10 @@ impl<H: Handler> Execution<H> {
             let bucket = resolve_bucket(&sysmap, name, key, &handle)?;
             staging.create(&bucket, &id.to_string())
         });
-        let context = RequestContext {
-            service: name,
-            request: job.request,
-            attempt: job.attempt,
-            redelivered: job.redelivered,
-            trace_id: job.trace_id.clone(),
-        };
         let parts = Parts {
             read_file: &read_file,
             write_file: &write_file,
-            context: &context,
+            context: &job.context,
         };
         // Recorded until `process` returns or unwinds: a process that dies
         // meanwhile leaves it in the journal.
@@ -260,7 +251,7 @@ impl<H: Handler> Execution<H> {
             _ => None,
         };
         call.in_scope(|| {
-            let result = self.handler.call(job.request, &parts, &mut connection);
+            let result = self.handler.call(job.context.request, &parts, &mut connection);
             if let Err(e) = &result {
                 spans::failed(&call, &e.to_string());
             }

@@ -114,10 +114,7 @@ impl fmt::Display for Report {
 pub(crate) async fn check(def: &'static ServiceDef, location: &str, settings: &Settings) -> Report {
     let mut report = Report::default();
     let sysmap = match SysMap::open_with(location, settings.sys_map_timeouts()) {
-        Ok(sysmap) => {
-            report.pass("sys-map", sysmap.describe());
-            sysmap
-        }
+        Ok(sysmap) => sysmap,
         Err(e) => {
             report.fail(
                 "sys-map",
@@ -128,7 +125,24 @@ pub(crate) async fn check(def: &'static ServiceDef, location: &str, settings: &S
     };
     let backends = sysmap.backends();
 
-    match sysmap.service(def.name).await {
+    // The service's own endpoint first: whether the sys-map answers at all.
+    let wiring = sysmap.service(def.name).await;
+    match &wiring {
+        Err(e) if e.is_outage() => {
+            report.fail(
+                "sys-map",
+                format!(
+                    "{e}; is the sys-map running, and reachable from here? (its location is SLINGSHOT_SYS_MAP, \
+                     else the attribute's sys_map)"
+                ),
+            );
+            // Every other check asks the sys-map first.
+            return report;
+        }
+        _ => report.pass("sys-map", format!("{} answers", sysmap.describe())),
+    }
+
+    match wiring {
         Ok(wiring) => {
             report.pass(
                 "wiring",
@@ -164,7 +178,10 @@ pub(crate) async fn check(def: &'static ServiceDef, location: &str, settings: &S
                 }],
             });
         }
-        Err(e) => report.fail("wiring", format!("{e}; add the service's endpoint to the sys-map")),
+        Err(e @ SysMapError::Missing { .. }) => {
+            report.fail("wiring", format!("{e}; add the service's endpoint to the sys-map"))
+        }
+        Err(e) => report.fail("wiring", format!("{e}; fix the service's endpoint in the sys-map")),
     }
 
     match backends.broker {
@@ -401,6 +418,36 @@ fn mismatch_advice(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service definition for `check` alone.
+    fn def() -> &'static ServiceDef {
+        Box::leak(Box::new(ServiceDef {
+            name: "svc",
+            sys_map: "http://127.0.0.1:1",
+            function: "process",
+            connection: crate::db::ConnectionKind::None,
+            prepare: |_| Err(Error::Config("unused".into())),
+            case_domain: || None,
+        }))
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_sys_map_is_a_failed_sys_map_with_the_connection_error() {
+        // Nothing listens on port 1.
+        let report = check(def(), "http://127.0.0.1:1", &Settings::default()).await;
+        let text = report.to_string();
+        assert!(!report.ok(), "{text}");
+        assert_eq!(report.findings.len(), 1, "nothing else can be checked:\n{text}");
+        let finding = &report.findings[0];
+        assert_eq!(
+            (finding.what.as_str(), finding.status),
+            ("sys-map", Status::Failed),
+            "{text}"
+        );
+        assert!(finding.detail.contains("cannot connect"), "{text}");
+        assert!(finding.detail.contains("is the sys-map running"), "{text}");
+        assert!(!text.contains("add the service's endpoint"), "{text}");
+    }
 
     #[test]
     fn a_queue_of_another_type_is_named_with_what_to_do() {

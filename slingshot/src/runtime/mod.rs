@@ -19,6 +19,7 @@ use crate::consume::supervise::keep_consuming;
 use crate::consume::worker::{Stats, Worker};
 use crate::db::{ConnectionKind, DbTarget};
 use crate::error::Error;
+use crate::execute::contract::RequestContext;
 use crate::execute::journal::Journal;
 use crate::execute::service::ServiceDef;
 use crate::execute::{Backing, Executed, Executor, Job};
@@ -364,10 +365,13 @@ impl Runtime {
         let mut results = Vec::with_capacity(ids.len());
         for &request in ids {
             let job = Job {
-                request,
-                attempt: 1,
-                redelivered: false,
-                trace_id: format!("invoke-{request}"),
+                context: RequestContext {
+                    service: def.name,
+                    request,
+                    attempt: 1,
+                    redelivered: false,
+                    trace_id: format!("invoke-{request}"),
+                },
                 fingerprint: 0,
             };
             results.push(executor.clone().execute(job).await.map(|executed| {

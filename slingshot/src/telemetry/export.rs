@@ -21,6 +21,40 @@ use opentelemetry_sdk::Resource;
 use crate::base::chain::error_chain;
 use crate::base::redact;
 
+/// Every `OTEL_*` variable slingshot reads or hands to the OpenTelemetry SDK,
+/// with what it does: `--help` lists them.
+pub(crate) const VARIABLES: [(&str, &str); 14] = [
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTLP/HTTP collector base URL; set it to export spans (off when unset)",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "the full traces URL, instead of the base URL + /v1/traces",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "http/protobuf, the one protocol supported",
+    ),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "the same, for traces only"),
+    (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "headers sent with every export (key=value,...)",
+    ),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "export timeout in milliseconds"),
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "the same, for traces only"),
+    ("OTEL_TRACES_EXPORTER", "otlp (the default) or none"),
+    ("OTEL_SDK_DISABLED", "true turns export off"),
+    (
+        "OTEL_SERVICE_NAME",
+        "the service.name resource attribute (default: the service's name)",
+    ),
+    ("OTEL_RESOURCE_ATTRIBUTES", "more resource attributes (key=value,...)"),
+    ("OTEL_TRACES_SAMPLER", "the sampler (parentbased_always_on by default)"),
+    ("OTEL_TRACES_SAMPLER_ARG", "the sampler's argument"),
+    ("OTEL_BSP_*", "the batch span processor's queue, batch size and delays"),
+];
+
 /// Where spans go, as the `OTEL_*` variables say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Export {
