@@ -250,7 +250,7 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
     // forever. Its request was given up and returns to the queue.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     // The last spans, exported from this thread once the work is done.
-    crate::telemetry::export::shutdown();
+    crate::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -183,6 +183,14 @@ impl Collector for StatsCollector {
                 pick(stats).0.encode(family.encode_family(&[("service", *service)])?)?;
             }
         }
+        // The process's, not a service's: its log is one for all.
+        let dropped = encoder.encode_descriptor(
+            "slingshot_log_lines_dropped",
+            "Log lines dropped because the log's output (stdout) did not keep up.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(crate::telemetry::logs::dropped_lines()).encode(dropped)?;
         Ok(())
     }
 }

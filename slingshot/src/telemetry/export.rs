@@ -175,7 +175,7 @@ pub(crate) fn provider(service: Option<&str>, export: &Export) -> Result<SdkTrac
 /// Exports what is left and stops the exporter. Blocking: call it from the
 /// main thread once the async runtime has finished its work, not from an
 /// async task.
-pub fn shutdown() {
+pub(crate) fn shutdown() {
     if let Some(provider) = PROVIDER.get() {
         if let Err(e) = provider.shutdown() {
             eprintln!("warning: exporting the last spans failed: {}", scrub(&e.to_string()));

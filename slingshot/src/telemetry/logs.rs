@@ -3,6 +3,8 @@
 //! `SLINGSHOT_LOG`; spans to OpenTelemetry (see [`crate::telemetry::export`]).
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use clap::{Args, FromArgMatches, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
@@ -11,6 +13,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use super::writer::{Lines, Sink, QUEUED_LINES};
 use crate::telemetry::export::{self, Export};
 
 /// The logging settings, as flags or environment variables.
@@ -88,11 +91,19 @@ impl LogArgs {
     /// as `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
     pub fn init_service(&self, service: Option<&str>, output: Output) {
         let filter = EnvFilter::try_new(&self.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-        let writer = move || -> Box<dyn std::io::Write> {
-            match output {
-                Output::Stdout => Box::new(std::io::stdout()),
-                Output::Stderr => Box::new(std::io::stderr()),
-            }
+        let sink = match output {
+            Output::Stdout => Sink::Stdout,
+            Output::Stderr => Sink::Stderr,
+        };
+        let lines = match LINES.get() {
+            Some(lines) => lines.clone(),
+            None => match Lines::start(sink, QUEUED_LINES) {
+                Ok(lines) => LINES.get_or_init(|| lines).clone(),
+                Err(e) => {
+                    eprintln!("error: cannot start the thread that writes the log: {e}");
+                    return;
+                }
+            },
         };
         // Colours only on a terminal: a log redirected to a file or a pipe
         // (a container runtime, `> service.log`) gets plain text.
@@ -103,7 +114,7 @@ impl LogArgs {
         let logs = tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(ansi)
-            .with_writer(writer);
+            .with_writer(lines);
         let logs = match self.log_format {
             LogFormat::Json => logs.json().with_filter(filter).boxed(),
             LogFormat::Text => logs.compact().with_filter(filter).boxed(),
@@ -139,6 +150,21 @@ impl LogArgs {
             let url = crate::base::redact::url(url);
             tracing::info!(%url, "exporting traces over OTLP/HTTP");
         }
+    }
+}
+
+/// The log's writer, once installed.
+static LINES: OnceLock<Lines> = OnceLock::new();
+
+/// Log lines dropped so far because the output did not keep up.
+pub(crate) fn dropped_lines() -> u64 {
+    LINES.get().map_or(0, Lines::dropped)
+}
+
+/// Writes what the log still holds, waiting at most `timeout`.
+pub(crate) fn flush(timeout: Duration) {
+    if let Some(lines) = LINES.get() {
+        lines.flush(timeout);
     }
 }
 
