@@ -221,7 +221,7 @@ async fn long_queues_are_listed_and_replayed_one_delivery_at_a_time(backend: Bac
     assert_eq!((count, &listed), (N as usize, &order));
     let first = first.expect("a dead letter");
     assert_eq!(
-        (first.kind.as_str(), first.attempts, first.error),
+        (first.record.kind.as_str(), first.record.attempts, first.record.error),
         ("process-error", 5, format!("cannot handle {}", order[0]))
     );
     assert_eq!(watched.most_held(), 1, "list holds one delivery at a time");

@@ -628,11 +628,15 @@ async fn dead_letters_can_be_listed_and_replayed(backend: Backend) {
     assert_eq!(ids, [1, 2, 3]);
     for letter in &letters {
         assert_eq!(
-            (letter.kind.as_str(), letter.attempts, letter.service.as_str()),
+            (
+                letter.record.kind.as_str(),
+                letter.record.attempts,
+                letter.record.service.as_str()
+            ),
             ("process-error", 1, "doomed")
         );
-        assert_eq!(letter.error, format!("cannot handle {}", letter.id.unwrap()));
-        assert!(letter.failed_at > 1_700_000_000);
+        assert_eq!(letter.record.error, format!("cannot handle {}", letter.id.unwrap()));
+        assert!(letter.record.failed_at > 1_700_000_000);
     }
     assert_eq!(
         deadletter::list(broker, &inbound, drop).await.unwrap(),

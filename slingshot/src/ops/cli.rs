@@ -427,7 +427,7 @@ async fn dead_letters(
                 };
                 println!(
                     "  {id}  kind={} attempts={} failed_at={}  {}",
-                    letter.kind, letter.attempts, letter.failed_at, letter.error
+                    letter.record.kind, letter.record.attempts, letter.record.failed_at, letter.record.error
                 );
             })
             .await?;

@@ -35,29 +35,16 @@ pub struct DeadLetter {
     pub id: Option<u64>,
     /// The body (for malformed messages, what made them malformed).
     pub body: Vec<u8>,
-    /// `malformed`, `process-error`, `panic`, `storage`, `database` or `broker`.
-    pub kind: String,
-    /// The last error.
-    pub error: String,
-    /// Attempts made.
-    pub attempts: i64,
-    /// The service that gave up.
-    pub service: String,
-    /// When, in Unix seconds.
-    pub failed_at: i64,
+    /// Why it was dead-lettered, as its headers say.
+    pub record: FailureRecord,
 }
 
 impl DeadLetter {
     fn of(message: &Message) -> Self {
-        let record = FailureRecord::decode(message);
         DeadLetter {
             id: parse_id(&message.body).ok(),
             body: message.body.to_vec(),
-            kind: record.kind,
-            error: record.error,
-            attempts: record.attempts,
-            service: record.service,
-            failed_at: record.failed_at,
+            record: FailureRecord::decode(message),
         }
     }
 }

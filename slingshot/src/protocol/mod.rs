@@ -22,7 +22,7 @@ mod trace;
 use std::time::Duration;
 
 pub use self::inbound::{parse_id, Counts, Ignored, Malformed, Request, MAX_BODY};
-pub use self::outbound::{fit, replay, retry, returned, FailureRecord, Room, TooLarge, MAX_ERROR_HEADER};
+pub use self::outbound::{fit, replay, retry, returned, FailureRecord, RecordedKind, Room, TooLarge, MAX_ERROR_HEADER};
 pub use self::trace::{
     legacy_trace_id, TraceParent, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE, TRACEPARENT_HEADER, TRACESTATE_HEADER,
     TRACE_HEADER,

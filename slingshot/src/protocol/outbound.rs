@@ -16,7 +16,7 @@ use super::{
     ATTEMPT_HEADER, CRASHES_HEADER, DELIVERY_COUNT_HEADER, DROPPED_HEADER, ERROR_HEADER, ERROR_KIND_HEADER,
     FAILED_AT_HEADER, HEADERS, ORIGINAL_EXPIRATION_HEADER, OUTAGES_HEADER, QUEUE_HEADER, SERVICE_HEADER,
 };
-use crate::base::failure::Failure;
+use crate::base::failure::{Failure, FailureKind};
 use crate::broker::message::entry_len;
 #[cfg(test)]
 use crate::broker::message::table_len;
@@ -61,14 +61,55 @@ pub fn returned(original: &Message, crashes: u32) -> Message {
     message
 }
 
+/// The kind a dead letter's headers record: one of slingshot's, or
+/// whatever another tool wrote there (kept as it was written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordedKind {
+    /// A kind slingshot writes.
+    Known(FailureKind),
+    /// Text that names no kind slingshot knows (empty when absent).
+    Other(String),
+}
+
+impl RecordedKind {
+    /// The kind as the header spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RecordedKind::Known(kind) => kind.as_str(),
+            RecordedKind::Other(text) => text,
+        }
+    }
+
+    /// The kind, if it is one of slingshot's.
+    pub fn known(&self) -> Option<FailureKind> {
+        match self {
+            RecordedKind::Known(kind) => Some(*kind),
+            RecordedKind::Other(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RecordedKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for RecordedKind {
+    fn from(text: &str) -> Self {
+        text.parse()
+            .map(RecordedKind::Known)
+            .unwrap_or_else(|_| RecordedKind::Other(text.to_string()))
+    }
+}
+
 /// Why a message was dead-lettered, as its headers record it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureRecord {
     /// The last error.
     pub error: String,
-    /// Its kind: `malformed`, `process-error`, `panic`, `storage`,
-    /// `database`, `broker`, `crash-loop` or `oversized`.
-    pub kind: String,
+    /// Its kind.
+    pub kind: RecordedKind,
     /// Attempts made.
     pub attempts: i64,
     /// The service that gave up.
@@ -86,7 +127,7 @@ impl FailureRecord {
         let seconds = failed_at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
         FailureRecord {
             error: failure.message.clone(),
-            kind: failure.kind.as_str().into(),
+            kind: RecordedKind::Known(failure.kind),
             attempts: i64::from(attempts),
             service: service.into(),
             queue: queue.into(),
@@ -107,7 +148,7 @@ impl FailureRecord {
         }
         for (name, value) in [
             (ERROR_HEADER, HeaderValue::Str(cut(&self.error, MAX_ERROR_HEADER))),
-            (ERROR_KIND_HEADER, HeaderValue::Str(self.kind.clone())),
+            (ERROR_KIND_HEADER, HeaderValue::Str(self.kind.as_str().to_string())),
             (ATTEMPT_HEADER, HeaderValue::Int(self.attempts)),
             (SERVICE_HEADER, HeaderValue::Str(self.service.clone())),
             (QUEUE_HEADER, HeaderValue::Str(self.queue.clone())),
@@ -132,7 +173,7 @@ impl FailureRecord {
         let int = |name: &str| message.headers.get(name).and_then(HeaderValue::as_int).unwrap_or(0);
         FailureRecord {
             error: text(ERROR_HEADER),
-            kind: text(ERROR_KIND_HEADER),
+            kind: RecordedKind::from(text(ERROR_KIND_HEADER).as_str()),
             attempts: int(ATTEMPT_HEADER),
             service: text(SERVICE_HEADER),
             queue: text(QUEUE_HEADER),
