@@ -302,7 +302,12 @@ async fn check_passes_a_good_configuration_and_names_each_problem() {
     }
     let (code, out) = check("objects", "http://127.0.0.1:9", dir, &[]).await;
     assert_eq!(code, 1);
-    assert!(out.contains("FAILED  wiring: sys-map http://127.0.0.1:9: cannot read \"objects\": GET http://127.0.0.1:9/objects: cannot connect"), "{out}");
+    assert!(
+        out.contains(
+            "FAILED  sys-map: sys-map http://127.0.0.1:9: cannot read \"objects\": GET http://127.0.0.1:9/objects: cannot connect"
+        ) && out.contains("is the sys-map running, and reachable from here?"),
+        "{out}"
+    );
     let (code, out) = check("objects", &f.serve_sysmap(json!({})).await, dir, &[]).await;
     assert_eq!(code, 1);
     assert!(
