@@ -333,6 +333,7 @@ async fn long_queues_are_listed_and_replayed_one_delivery_at_a_time_embedded() {
     long_queues_are_listed_and_replayed_one_delivery_at_a_time(Backend::Embedded).await;
 }
 
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_queues_are_listed_and_replayed_one_delivery_at_a_time_real() {
     long_queues_are_listed_and_replayed_one_delivery_at_a_time(Backend::Real).await;
@@ -343,6 +344,7 @@ async fn a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_let
     a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_lettered(Backend::Embedded).await;
 }
 
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_lettered_real() {
     a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_lettered(Backend::Real).await;

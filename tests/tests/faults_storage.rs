@@ -5,6 +5,12 @@
 //! Each prints `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`
 //! through `slingshot_tests::fault_report`. A Garage that is frozen or whose
 //! key loses access is a private instance, never the shared one.
+//!
+//! The tests on real services need the `services` feature (scripts/test.sh
+//! turns it on); without it only the embedded ones run, and the helpers they
+//! share are allowed to go unused.
+
+#![cfg_attr(not(feature = "services"), allow(dead_code, unused_imports))]
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -185,6 +191,7 @@ impl Writers {
 /// while the first download is still open, at a concurrency of twice the
 /// service runtime's worker threads: the runtime must keep answering
 /// `/healthz` within a second, and every request must complete.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_read_reopen() {
     const N: u64 = 200;
@@ -233,6 +240,7 @@ async fn partial_read_reopen() {
 /// (`side`, written by IDs ending in 7) mid-stream: those requests are
 /// failures of the request, dead-lettered after the configured attempts with
 /// an error naming the denial, while everything else flows on.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_forbidden() {
     const N: u64 = 3_000;
@@ -319,6 +327,7 @@ async fn s3_forbidden() {
 /// Garage frozen with SIGSTOP for 20 s mid-stream, then resumed: every S3
 /// wait of the service is bounded, the requests caught in the freeze time
 /// out and are retried as an outage, and nothing is lost.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_garage() {
     const N: u64 = 10_000;
@@ -483,6 +492,7 @@ const BIG_ID: u64 = 42;
 /// parts) to Garage, then started again: the restart sweeps the killed
 /// process's staging directory and aborts its unfinished multipart upload,
 /// the retry uploads the whole object, and nothing is left behind.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mid_upload_s3() {
     let _turn = TURN.lock().await;
@@ -538,6 +548,7 @@ async fn kill_mid_upload_s3() {
 /// The same on the directory store (with RabbitMQ): killed while it copies
 /// the object into its bucket directory, the restart sweeps the staged file
 /// and the `.partial-*` file, and the retry stores the whole object.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mid_upload_dir() {
     let _turn = TURN.lock().await;
@@ -657,6 +668,7 @@ async fn a_reader_kept_past_its_request_fails() {
 
 /// A multipart upload whose future is dropped midway (as the shutdown
 /// deadline drops a request's) is aborted: Garage keeps no parts of it.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_upload_dropped_midway_is_aborted() {
     let f = Fixture::new(Backend::Real, "dropped-upload");
