@@ -14,6 +14,7 @@ pub mod original;
 pub mod otlp;
 pub mod private;
 pub mod probe;
+pub mod process;
 pub mod rabbitmq4;
 pub mod storage;
 pub mod sysmap_server;
