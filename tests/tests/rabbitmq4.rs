@@ -189,8 +189,8 @@ async fn a_delivery_held_past_the_consumer_timeout_is_processed_once_the_consume
     );
     let url = node.amqp_url();
     assert_rabbitmq4(&url).await;
-    let mut timeouts = 0;
-    for queue_type in [QueueType::Classic, QueueType::Quorum] {
+    // The consumer timeouts the node logged before each round: one a round.
+    for (timeouts, queue_type) in [QueueType::Classic, QueueType::Quorum].into_iter().enumerate() {
         let fault = format!("consumer-timeout-{queue_type}");
         let f = Fixture::new(Backend::Real, &fault);
         let broker = test_cluster_broker(std::slice::from_ref(&url), queue_type).await;
@@ -223,7 +223,6 @@ async fn a_delivery_held_past_the_consumer_timeout_is_processed_once_the_consume
                 > timeouts
         })
         .await;
-        timeouts += 1;
         // IDs sent now are processed only by a consumer that came back.
         send_ids(&*broker, &f.q("in"), N / 2..N).await;
         collector.wait_for(N as usize, Duration::from_secs(90)).await;
