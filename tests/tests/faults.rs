@@ -112,7 +112,17 @@ impl<'a> Stream<'a> {
     /// Waits for every ID, checks the service is still running, prints the
     /// fault line, stops the service, and asserts nothing was lost.
     async fn finish(mut self, fault: &str) {
-        self.collector.wait_for(N as usize, FINISH).await;
+        if !self.collector.arrived_within(N as usize, FINISH).await {
+            let (inbound, out) = (self.f.q("in"), self.f.q("out"));
+            let ready_in = self.broker.ready_count(&inbound).await;
+            let ready_out = self.broker.ready_count(&out).await;
+            let log = self.service.as_ref().map(ServiceProcess::log).unwrap_or_default();
+            panic!(
+                "only {} of {N} IDs arrived within {FINISH:?}; ready in {inbound}: {ready_in:?}, \
+                 in {out}: {ready_out:?}; the service's log:\n{log}",
+                self.collector.unique()
+            );
+        }
         // Late duplicates would arrive now.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut service = self.service.take().expect("a running service");
