@@ -171,6 +171,6 @@ if [ -z "${SLINGSHOT_TEST_AMQP_URL:-}" ]; then
 fi
 # What a container runtime provides: /proc and /dev.
 mount_system "$root"
-echo "==> cargo test -p slingshot-tests --test image (the image in a chroot on the real services)"
-SLINGSHOT_IMAGE_ROOT="$root" cargo test -p slingshot-tests --test image -- --nocapture
+echo "==> cargo test -p slingshot-tests --features services --test image (the image in a chroot on the real services)"
+SLINGSHOT_IMAGE_ROOT="$root" cargo test -p slingshot-tests --features services --test image -- --nocapture
 echo "==> image check passed"

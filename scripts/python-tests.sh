@@ -8,8 +8,9 @@
 # The virtual environment lives in $SLINGSHOT_PY_VENV (default
 # /var/tmp/slingshot-services/pyvenv) and is created, with maturin, pytest,
 # boto3 and pika, when missing. The extension is built with `maturin develop`
-# (a debug build sharing the workspace's target/). Needs python3 >= 3.10 with
-# venv and pip; fails, saying so, without one.
+# (a debug build sharing the workspace's target/), and so is the sys-map
+# server the tests run, slingshot-sysmap (its path in $SLINGSHOT_SYSMAP_BIN).
+# Needs python3 >= 3.10 with venv and pip; fails, saying so, without one.
 set -euo pipefail
 exec </dev/null
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,6 +36,16 @@ fi
 
 # shellcheck source=/dev/null
 . "$STATE_DIR/env" || die "$STATE_DIR/env is missing: run scripts/services.sh first"
+
+# The real-service tests serve their sys-maps with the project's own server
+# (tests/conftest.py's SysMapServer runs $SLINGSHOT_SYSMAP_BIN).
+echo "==> cargo build -p slingshot --bin slingshot-sysmap"
+cargo build --quiet -p slingshot --bin slingshot-sysmap || die "cannot build slingshot-sysmap"
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | "$python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') \
+    || die "cargo metadata does not name the target directory"
+export SLINGSHOT_SYSMAP_BIN="$target_dir/debug/slingshot-sysmap"
+[ -x "$SLINGSHOT_SYSMAP_BIN" ] || die "the build left no $SLINGSHOT_SYSMAP_BIN"
 
 echo "==> maturin develop (slingshot-py)"
 (

@@ -109,13 +109,16 @@ trap cleanup EXIT
 
 status=0
 
-echo "==> cargo test --workspace --all-targets --no-fail-fast"
+# The `services` feature turns on the tests that need the services started
+# above (tests/Cargo.toml); plain `cargo test --workspace` leaves them out.
+features=(--features slingshot-tests/services)
+echo "==> cargo test --workspace --all-targets ${features[*]} --no-fail-fast"
 tests_status=0
-cargo test --workspace --all-targets --no-fail-fast || tests_status=$?
+cargo test --workspace --all-targets "${features[@]}" --no-fail-fast || tests_status=$?
 
-echo "==> cargo test --workspace --doc --no-fail-fast"
+echo "==> cargo test --workspace --doc ${features[*]} --no-fail-fast"
 doc_status=0
-cargo test --workspace --doc --no-fail-fast || doc_status=$?
+cargo test --workspace --doc "${features[@]}" --no-fail-fast || doc_status=$?
 
 echo "==> Python services (scripts/python-tests.sh: maturin develop, then pytest)"
 python_status=0
@@ -134,14 +137,14 @@ rabbitmq4_lane() {
     eval "$exports"
     local status=0
     # --workspace, as above: the same features, so nothing is rebuilt.
-    local on4=(env "SLINGSHOT_TEST_AMQP_URL=$SLINGSHOT_TEST_RABBITMQ4_URL" cargo test --workspace --no-fail-fast)
+    local on4=(env "SLINGSHOT_TEST_AMQP_URL=$SLINGSHOT_TEST_RABBITMQ4_URL" cargo test --workspace "${features[@]}" --no-fail-fast)
     echo "==> RabbitMQ 4 lane: semantics on classic and quorum queues, quorum.rs, interop.rs, otel.rs"
     "${on4[@]}" --test semantics -- real:: quorum:: || status=1
     "${on4[@]}" --test quorum --test interop --test otel || status=1
     echo "==> RabbitMQ 4 lane: fault tests kill-9, rabbitmq-restart, poison"
     "${on4[@]}" --test faults -- kill_9 rabbitmq_restarted poison || status=1
     echo "==> RabbitMQ 4 lane: tests/tests/rabbitmq4.rs (4.x's rules; versions on both brokers)"
-    cargo test --workspace --no-fail-fast --test rabbitmq4 || status=1
+    cargo test --workspace "${features[@]}" --no-fail-fast --test rabbitmq4 || status=1
     return "$status"
 }
 echo "==> RabbitMQ 4 lane (scripts/rabbitmq4.sh start: RabbitMQ 4.0.5 beside 3.10)"

@@ -7,16 +7,19 @@ and PostgreSQL database (unique names), created before its service starts.
 
 from __future__ import annotations
 
-import http.server
 import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,39 +44,90 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{next(_counter)}-{time.time_ns() % 10**9}"
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class SysMapServer:
-    """The sys-map protocol over HTTP on loopback: ``GET /{endpoint}`` answers the endpoint's JSON, or a bucket endpoint's name as plain text."""
+    """The project's sys-map server, ``slingshot-sysmap FILE --listen ADDR``, serving ``endpoints`` on loopback.
+
+    ``GET /{endpoint}`` answers the endpoint's JSON, or a bucket endpoint's
+    name as plain text. The endpoints are written to a sys-map file in a
+    temporary directory, which the server reads once, at start-up. Its binary
+    is ``$SLINGSHOT_SYSMAP_BIN``, which ``scripts/python-tests.sh`` builds
+    (``cargo build -p slingshot --bin slingshot-sysmap``) and sets.
+    """
+
+    #: How long the server may take to answer after it was started.
+    START_TIMEOUT = 30
+    #: Asks loopback directly, whatever proxy the environment names.
+    _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def __init__(self, endpoints: dict) -> None:
-        self.endpoints = endpoints
-        owner = self
+        binary = os.environ.get("SLINGSHOT_SYSMAP_BIN")
+        if not binary:
+            pytest.fail(
+                "SLINGSHOT_SYSMAP_BIN is not set: the real-service tests serve their sys-map with slingshot-sysmap. "
+                "Run them with scripts/python-tests.sh, which builds it and sets the variable "
+                "(or build it with `cargo build -p slingshot --bin slingshot-sysmap` and point the variable at it).",
+                pytrace=False,
+            )
+        self.dir = tempfile.TemporaryDirectory(prefix="slingshot-sysmap-")
+        self.file = Path(self.dir.name) / "sysmap.json"
+        self.file.write_text(json.dumps({"endpoints": endpoints}))
+        self.log = Path(self.dir.name) / "slingshot-sysmap.log"
+        address = f"127.0.0.1:{free_port()}"
+        self.url = f"http://{address}"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [binary, str(self.file), "--listen", address],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self._wait_until_it_answers()
+        except BaseException:
+            self.close()
+            raise
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the http.server API
-                path = urllib.parse.unquote(self.path.lstrip("/"))
-                if path in owner.endpoints:
-                    value = owner.endpoints[path]
-                    plain = isinstance(value, str)
-                    body = value.encode() if plain else json.dumps(value).encode()
-                    self.send_response(200)
-                    self.send_header("content-type", "text/plain" if plain else "application/json")
-                    self.send_header("content-length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                else:
-                    self.send_error(404)
-
-            def log_message(self, *args):
+    def _wait_until_it_answers(self) -> None:
+        """Returns once the server answers HTTP (any status: it read its file before it listened)."""
+        deadline = time.monotonic() + self.START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"slingshot-sysmap exited with {self.process.returncode} at start-up:\n{self.log.read_text()}",
+                    pytrace=False,
+                )
+            try:
+                with self._direct.open(f"{self.url}/", timeout=1):
+                    return
+            except urllib.error.HTTPError:
+                return
+            except OSError:
                 pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"slingshot-sysmap did not answer on {self.url} within {self.START_TIMEOUT} s:\n"
+                    f"{self.log.read_text()}",
+                    pytrace=False,
+                )
+            time.sleep(0.05)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        """Stops the server (SIGTERM, then SIGKILL if it lingers) and removes its file."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.dir.cleanup()
 
 
 class Real:
@@ -109,7 +163,7 @@ class Real:
         admin.close()
         self.queues: list[str] = []
         self.buckets: list[str] = []
-        self.sysmap: SysMapServer | None = None
+        self.sysmaps: list[SysMapServer] = []
         self.processes: list[subprocess.Popen] = []
 
     # --- wiring ---------------------------------------------------------
@@ -150,8 +204,9 @@ class Real:
             },
             **endpoints,
         }
-        self.sysmap = SysMapServer(everything)
-        return self.sysmap.url
+        sysmap = SysMapServer(everything)
+        self.sysmaps.append(sysmap)
+        return sysmap.url
 
     def sql(self, statement: str, params=()) -> list:
         import psycopg2
@@ -229,8 +284,8 @@ class Real:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
-        if self.sysmap:
-            self.sysmap.close()
+        for sysmap in self.sysmaps:
+            sysmap.close()
         for queue in self.queues:
             for name in (queue, f"{queue}.dead-letter"):
                 try:

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-from conftest import SERVICES, output_of
+from conftest import SERVICES, free_port, output_of
 
 #: How long one ``/healthz`` answer may take.
 HEALTH_DEADLINE = 1.0
 #: The service's prefetch window: the most duplicates a fault may cause.
 PREFETCH = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def report(line: str) -> None:

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::{SIGCONT, SIGKILL, SIGSTOP};
+
 /// One node of the cluster.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -26,10 +28,6 @@ pub struct Node {
 pub struct Cluster {
     pub nodes: Vec<Node>,
 }
-
-const SIGKILL: i32 = 9;
-const SIGSTOP: i32 = 19;
-const SIGCONT: i32 = 18;
 
 fn ctl(node: &str, args: &[&str]) -> Result<String, String> {
     let output = Command::new("rabbitmqctl")

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use slingshot::broker::{Broker, Message};
 
+use crate::process::ServiceProcess;
+
 /// What a stream came to.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
@@ -108,19 +110,42 @@ pub fn assert_nothing_lost(outcome: &Outcome, window: u64) {
 /// The prefetch window of a fault test's service ([`stream_settings`]).
 pub const STREAM_PREFETCH: u64 = 8;
 
-/// The settings of a service a fault test streams through: concurrency 4,
-/// prefetch [`STREAM_PREFETCH`] (the most deliveries unacknowledged when
-/// something breaks, so the duplicate bound), quick retries capped at 1 s,
-/// 20 s to shut down, 1 ms per request (`SLINGSHOT_TEST_DELAY_MS`).
-pub fn stream_settings() -> Vec<(&'static str, String)> {
+/// The settings of a service a fault test streams through, with retries
+/// after `retry_base_ms` growing to `retry_max_ms` and the default shutdown
+/// deadline: concurrency 4, prefetch [`STREAM_PREFETCH`] (the most
+/// deliveries unacknowledged when something breaks, so the duplicate
+/// bound), 1 ms per request (`SLINGSHOT_TEST_DELAY_MS`).
+pub fn stream_settings_retrying(retry_base_ms: u64, retry_max_ms: u64) -> Vec<(&'static str, String)> {
     vec![
         ("SLINGSHOT_CONCURRENCY", "4".to_string()),
         ("SLINGSHOT_PREFETCH", STREAM_PREFETCH.to_string()),
-        ("SLINGSHOT_RETRY_BASE_MS", "50".to_string()),
-        ("SLINGSHOT_RETRY_MAX_MS", "1000".to_string()),
-        ("SLINGSHOT_SHUTDOWN_SECS", "20".to_string()),
+        ("SLINGSHOT_RETRY_BASE_MS", retry_base_ms.to_string()),
+        ("SLINGSHOT_RETRY_MAX_MS", retry_max_ms.to_string()),
         ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
     ]
+}
+
+/// The settings of a service a fault test streams through: those of
+/// [`stream_settings_retrying`] with quick retries capped at 1 s, and 20 s
+/// to shut down.
+pub fn stream_settings() -> Vec<(&'static str, String)> {
+    let mut settings = stream_settings_retrying(50, 1000);
+    settings.push(("SLINGSHOT_SHUTDOWN_SECS", "20".to_string()));
+    settings
+}
+
+/// Starts `binary NAME` against the sys-map at `sysmap` with the
+/// [`stream_settings`], then `env` (which may override them).
+pub fn spawn_stream_service(
+    binary: &str,
+    name: &str,
+    sysmap: &str,
+    dir: &Path,
+    env: &[(&str, String)],
+) -> ServiceProcess {
+    let mut settings = stream_settings();
+    settings.extend(env.iter().cloned());
+    ServiceProcess::spawn(binary, name, sysmap, dir, &settings)
 }
 
 /// Publishes IDs with confirms, a thousand at a time.

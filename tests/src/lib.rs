@@ -14,6 +14,7 @@ pub mod original;
 pub mod otlp;
 pub mod private;
 pub mod probe;
+pub mod process;
 pub mod rabbitmq4;
 pub mod storage;
 pub mod sysmap_server;
@@ -484,15 +485,22 @@ impl Collector {
 
     /// Waits until `n` distinct IDs arrived, or panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) {
+        if !self.arrived_within(n, timeout).await {
+            panic!("only {} of {n} IDs arrived within {timeout:?}", self.unique());
+        }
+    }
+
+    /// Whether `n` distinct IDs arrived within `timeout`: for a test that
+    /// says more than [`Collector::wait_for`] when they did not.
+    pub async fn arrived_within(&self, n: usize, timeout: Duration) -> bool {
         let start = Instant::now();
         while self.unique() < n {
-            assert!(
-                start.elapsed() < timeout,
-                "only {} of {n} IDs arrived within {timeout:?}",
-                self.unique()
-            );
+            if start.elapsed() >= timeout {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        true
     }
 }
 

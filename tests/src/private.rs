@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::process::{SIGCONT, SIGSTOP};
+
 fn run(what: &str, command: &mut Command) -> String {
     let output = command
         .stdin(Stdio::null())
@@ -824,9 +826,6 @@ impl PrivateGarage {
         );
     }
 }
-
-const SIGSTOP: i32 = 19;
-const SIGCONT: i32 = 18;
 
 /// Processes frozen with SIGSTOP (a server and the processes it started);
 /// dropping it sends each SIGCONT, the last stopped first.

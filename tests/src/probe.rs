@@ -17,8 +17,14 @@ pub async fn get(url: &str) -> Option<(u16, String)> {
     Some((status, response.text().await.ok()?))
 }
 
-/// Waits until `url` answers `want`, or panics after `timeout`.
+/// Waits until `url` answers `want`, or panics after `timeout`; returns the body.
 pub async fn wait_status(url: &str, want: u16, timeout: Duration) -> String {
+    wait_status_showing(url, want, timeout, String::new).await
+}
+
+/// [`wait_status`], whose panic also shows what `show` returns then (the
+/// log of the service behind `url`, say).
+pub async fn wait_status_showing(url: &str, want: u16, timeout: Duration, show: impl Fn() -> String) -> String {
     let start = Instant::now();
     loop {
         let got = get(url).await;
@@ -27,10 +33,11 @@ pub async fn wait_status(url: &str, want: u16, timeout: Duration) -> String {
                 return body.clone();
             }
         }
-        assert!(
-            start.elapsed() < timeout,
-            "{url} did not answer {want} within {timeout:?}; last: {got:?}"
-        );
+        if start.elapsed() >= timeout {
+            let shown = show();
+            let gap = if shown.is_empty() { "" } else { "\n" };
+            panic!("{url} did not answer {want} within {timeout:?}; last: {got:?}{gap}{shown}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

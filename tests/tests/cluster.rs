@@ -19,16 +19,15 @@ use serde_json::json;
 use slingshot::broker::{Broker, QueueType};
 use slingshot::protocol::dead_letter_queue;
 use slingshot_tests::cluster::Cluster;
-use slingshot_tests::fault_report::{assert_nothing_lost, publish, report, send_ids, Figures};
-use slingshot_tests::{service_command, signal, test_cluster_broker, Backend, Collector, Fixture};
-use tokio::process::Child;
+use slingshot_tests::fault_report::{assert_nothing_lost, publish, report, send_ids, spawn_stream_service, Figures};
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{test_cluster_broker, Backend, Collector, Fixture};
 
 const N: u64 = 10_000;
 /// The service's prefetch window (concurrency 4, prefetch 8).
-const PREFETCH: u64 = 8;
+const PREFETCH: u64 = slingshot_tests::fault_report::STREAM_PREFETCH;
 const BREAK_AFTER: usize = 2_500;
 const FINISH: Duration = Duration::from_secs(300);
-const SIGTERM: i32 = 15;
 /// The nodes by index.
 const C1: usize = 0;
 const C2: usize = 1;
@@ -53,7 +52,7 @@ struct Stream {
     cluster: Arc<Cluster>,
     client: Arc<dyn Broker>,
     collector: Collector,
-    service: Child,
+    service: ServiceProcess,
     started: std::time::Instant,
 }
 
@@ -79,24 +78,14 @@ impl Stream {
             .serve_sysmap(json!({"rabbitmq": cluster.endpoint(&[C1, C2, C3]), "relay": wiring}))
             .await;
         let collector = Collector::start(client.clone(), f.q("out"));
-        let settings = [
-            ("SLINGSHOT_QUEUE_TYPE", "quorum".to_string()),
-            ("SLINGSHOT_CONCURRENCY", "4".to_string()),
-            ("SLINGSHOT_PREFETCH", PREFETCH.to_string()),
-            ("SLINGSHOT_RETRY_BASE_MS", "50".to_string()),
-            ("SLINGSHOT_RETRY_MAX_MS", "1000".to_string()),
-            ("SLINGSHOT_SHUTDOWN_SECS", "20".to_string()),
-            ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
-        ];
-        let service = service_command(
+        let quorum = [("SLINGSHOT_QUEUE_TYPE", "quorum".to_string())];
+        let service = spawn_stream_service(
             env!("CARGO_BIN_EXE_fault-service"),
             "relay",
             &sysmap,
             f.dir.path(),
-            &settings,
-        )
-        .spawn()
-        .expect("start fault-service");
+            &quorum,
+        );
         send_ids(&*client, &f.q("in"), 0..N).await;
         collector.wait_for(BREAK_AFTER, FINISH).await;
         Stream {
@@ -126,29 +115,21 @@ impl Stream {
         self.collector.wait_for(N as usize, FINISH).await;
         // Late duplicates would arrive now.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if let Ok(Some(status)) = self.service.try_wait() {
-            let log = std::fs::read_to_string(self.f.dir.path().join("relay.log")).unwrap_or_default();
-            panic!("relay exited on its own with {status}:\n{log}");
-        }
+        self.service.assert_running();
         let mut dead = 0;
         for q in ["in", "out"] {
             dead += self.client.ready_count(&dead_letter_queue(&self.f.q(q))).await.unwrap();
         }
         let expected: Vec<u64> = (0..N).collect();
         let outcome = report(fault, N, &expected, &self.collector.counts(), dead);
-        let log = std::fs::read_to_string(self.f.dir.path().join("relay.log")).unwrap_or_default();
+        let log = self.service.log();
         let resumed = log.matches("consumer stopped; resuming").count() as u64;
         publish(&format!(
             "fault={fault} took={}s consumer_resumed={resumed}",
             self.started.elapsed().as_secs()
         ));
         on(&self.cluster, Cluster::heal).await;
-        signal(self.service.id().expect("running"), SIGTERM);
-        let status = tokio::time::timeout(Duration::from_secs(40), self.service.wait())
-            .await
-            .expect("relay stops within 40 s of SIGTERM")
-            .unwrap();
-        assert!(status.success(), "relay exited with {status} after SIGTERM");
+        self.service.stop().await;
         assert_nothing_lost(&outcome, window * resumed.max(1));
     }
 }

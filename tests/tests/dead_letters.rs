@@ -14,7 +14,7 @@ use slingshot::broker::{Acker, Broker, BrokerError, Consumer, Delivery, Durabili
 use slingshot::deadletter::{self, Selection, Stopped};
 use slingshot::protocol::dead_letter_queue;
 use slingshot_tests::fault_report::{publish, report, Figures};
-use slingshot_tests::{drain_ids, test_broker, Backend, Fixture};
+use slingshot_tests::{drain_ids, shared_amqp_url, test_broker, Backend, Fixture};
 
 /// Deliveries taken with `get` and not settled yet, and the most at once.
 #[derive(Default)]
@@ -155,13 +155,7 @@ impl Drop for WatchedAcker {
 async fn broker(backend: Backend, f: &Fixture) -> Arc<dyn Broker> {
     let broker: Arc<dyn Broker> = match backend {
         Backend::Embedded => Arc::new(MemoryBroker::new()),
-        Backend::Real | Backend::Quorum => {
-            test_broker(
-                &std::env::var("SLINGSHOT_TEST_AMQP_URL")
-                    .expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh"),
-            )
-            .await
-        }
+        Backend::Real | Backend::Quorum => test_broker(&shared_amqp_url()).await,
     };
     for queue in [f.q("in"), dead_letter_queue(&f.q("in"))] {
         broker.declare(&queue, Durability::Durable).await.expect("declare");
@@ -333,6 +327,7 @@ async fn long_queues_are_listed_and_replayed_one_delivery_at_a_time_embedded() {
     long_queues_are_listed_and_replayed_one_delivery_at_a_time(Backend::Embedded).await;
 }
 
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_queues_are_listed_and_replayed_one_delivery_at_a_time_real() {
     long_queues_are_listed_and_replayed_one_delivery_at_a_time(Backend::Real).await;
@@ -343,6 +338,7 @@ async fn a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_let
     a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_lettered(Backend::Embedded).await;
 }
 
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_lettered_real() {
     a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_lettered(Backend::Real).await;

@@ -17,57 +17,25 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use slingshot::broker::{Broker, Durability, HeaderValue, Message};
 use slingshot::protocol::{dead_letter_queue, ERROR_KIND_HEADER};
-use slingshot_tests::fault_report::{self, publish, report, send_ids, Figures, Outcome};
+use slingshot_tests::fault_report::{self, publish, report, send_ids, spawn_stream_service, Figures, Outcome};
 use slingshot_tests::private::{LaneRabbit, PrivateGarage, PrivatePostgres};
-use slingshot_tests::{drain, service_command, signal, test_broker, Backend, Collector, Fixture};
-use tokio::process::Child;
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{drain, shared_amqp_url, test_broker, Backend, Collector, Fixture};
 
 const N: u64 = 10_000;
 /// The services' prefetch window (concurrency 4, prefetch 8): the most
 /// deliveries that can be unacknowledged when something breaks.
-const PREFETCH: u32 = 8;
+const PREFETCH: u64 = fault_report::STREAM_PREFETCH;
 const BREAK_AFTER: usize = 2_500;
 const FINISH: Duration = Duration::from_secs(240);
-const SIGTERM: i32 = 15;
 
 /// One fault test at a time: they are heavy and share ports of private instances.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn shared_amqp() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
-
 /// Starts `fault-service NAME` against the sys-map at `sysmap`: concurrency
 /// 4, prefetch 8, quick retries, 1 ms per request.
-fn spawn_service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Child {
-    let mut settings = vec![
-        ("SLINGSHOT_CONCURRENCY", "4".to_string()),
-        ("SLINGSHOT_PREFETCH", PREFETCH.to_string()),
-        ("SLINGSHOT_RETRY_BASE_MS", "50".to_string()),
-        ("SLINGSHOT_RETRY_MAX_MS", "1000".to_string()),
-        ("SLINGSHOT_SHUTDOWN_SECS", "20".to_string()),
-        ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
-    ];
-    settings.extend(env.iter().cloned());
-    service_command(env!("CARGO_BIN_EXE_fault-service"), name, sysmap, dir, &settings)
-        .spawn()
-        .expect("start fault-service")
-}
-
-fn assert_running(child: &mut Child, name: &str, dir: &Path) {
-    if let Ok(Some(status)) = child.try_wait() {
-        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-        panic!("{name} exited on its own with {status}:\n{log}");
-    }
-}
-
-async fn stop_gracefully(mut child: Child, name: &str) {
-    signal(child.id().expect("running"), SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{name} did not stop within 40s of SIGTERM"))
-        .unwrap();
-    assert!(status.success(), "{name} exited with {status} after SIGTERM");
+fn spawn_service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> ServiceProcess {
+    spawn_stream_service(env!("CARGO_BIN_EXE_fault-service"), name, sysmap, dir, env)
 }
 
 fn relay_wiring(f: &Fixture, service: &str, inbound: &str, out: &str) -> (String, Value) {
@@ -92,7 +60,7 @@ struct Stream<'a> {
     env: Vec<(&'static str, String)>,
     broker: Arc<dyn Broker>,
     collector: Collector,
-    service: Option<Child>,
+    service: Option<ServiceProcess>,
 }
 
 impl<'a> Stream<'a> {
@@ -130,7 +98,7 @@ impl<'a> Stream<'a> {
     async fn restart_gracefully(&mut self) -> Duration {
         let stopping = std::time::Instant::now();
         if let Some(service) = self.service.take() {
-            stop_gracefully(service, self.name).await;
+            service.stop().await;
         }
         let took = stopping.elapsed();
         assert!(
@@ -144,11 +112,21 @@ impl<'a> Stream<'a> {
     /// Waits for every ID, checks the service is still running, prints the
     /// fault line, stops the service, and asserts nothing was lost.
     async fn finish(mut self, fault: &str) {
-        self.collector.wait_for(N as usize, FINISH).await;
+        if !self.collector.arrived_within(N as usize, FINISH).await {
+            let (inbound, out) = (self.f.q("in"), self.f.q("out"));
+            let ready_in = self.broker.ready_count(&inbound).await;
+            let ready_out = self.broker.ready_count(&out).await;
+            let log = self.service.as_ref().map(ServiceProcess::log).unwrap_or_default();
+            panic!(
+                "only {} of {N} IDs arrived within {FINISH:?}; ready in {inbound}: {ready_in:?}, \
+                 in {out}: {ready_out:?}; the service's log:\n{log}",
+                self.collector.unique()
+            );
+        }
         // Late duplicates would arrive now.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut service = self.service.take().expect("a running service");
-        assert_running(&mut service, self.name, self.f.dir.path());
+        service.assert_running();
         let dead = self
             .broker
             .ready_count(&dead_letter_queue(&self.f.q("in")))
@@ -156,14 +134,14 @@ impl<'a> Stream<'a> {
             .unwrap();
         let expected: Vec<u64> = (0..N).collect();
         let outcome = report(fault, N, &expected, &self.collector.counts(), dead);
-        stop_gracefully(service, self.name).await;
+        service.stop().await;
         assert_nothing_lost(&outcome);
     }
 }
 
 /// No ID lost, none dead-lettered, duplicates within the prefetch window.
 fn assert_nothing_lost(outcome: &Outcome) {
-    fault_report::assert_nothing_lost(outcome, u64::from(PREFETCH));
+    fault_report::assert_nothing_lost(outcome, PREFETCH);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,11 +152,11 @@ async fn kill_9_mid_stream_then_restart_two_stages() {
     let (a, wa) = relay_wiring(&f, "relay", "in", "mid");
     let (b, wb) = relay_wiring(&f, "relay2", "mid", "out");
     let sysmap = f.serve_sysmap(json!({a: wa, b: wb})).await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f, &["in", "mid", "out"]).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let dir = f.dir.path();
-    let mut first = spawn_service("relay", &sysmap, dir, &[]);
+    let first = spawn_service("relay", &sysmap, dir, &[]);
     let mut second = spawn_service("relay2", &sysmap, dir, &[]);
 
     let sending = {
@@ -186,22 +164,21 @@ async fn kill_9_mid_stream_then_restart_two_stages() {
         tokio::spawn(async move { send_ids(&*broker, &inbound, 0..N).await })
     };
     collector.wait_for(BREAK_AFTER, FINISH).await;
-    first.start_kill().unwrap();
-    first.wait().await.unwrap();
+    first.kill().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut first = spawn_service("relay", &sysmap, dir, &[]);
     sending.await.unwrap();
     collector.wait_for(N as usize, FINISH).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    assert_running(&mut first, "relay", dir);
-    assert_running(&mut second, "relay2", dir);
+    first.assert_running();
+    second.assert_running();
     let dead = broker.ready_count(&dead_letter_queue(&f.q("in"))).await.unwrap()
         + broker.ready_count(&dead_letter_queue(&f.q("mid"))).await.unwrap();
     let expected: Vec<u64> = (0..N).collect();
     let outcome = report("kill-9", N, &expected, &collector.counts(), dead);
-    stop_gracefully(first, "relay").await;
-    stop_gracefully(second, "relay2").await;
+    first.stop().await;
+    second.stop().await;
     assert_nothing_lost(&outcome);
 }
 
@@ -246,7 +223,7 @@ async fn garage_stopped_for_10s_mid_stream() {
         ("SLINGSHOT_SECRET_TEST_FAULT_S3_SECRET", garage.secret_key.clone()),
     ];
     let extra = json!({"objects/out": bucket, "object-storage": private});
-    let stream = Stream::start(&f, "objects", &shared_amqp(), extra, secrets).await;
+    let stream = Stream::start(&f, "objects", &shared_amqp_url(), extra, secrets).await;
     garage = tokio::task::spawn_blocking(move || {
         garage.stop_server();
         garage
@@ -282,7 +259,7 @@ async fn postgres_stopped_for_10s_mid_stream() {
     let f = Fixture::new(Backend::Real, "postgres-stop");
     let private = json!({"host": ["127.0.0.1"], "port": [PrivatePostgres::PORT], "username": ["postgres"],
                          "database": ["postgres"], "pass": ["test/postgres"]});
-    let stream = Stream::start(&f, "records", &shared_amqp(), json!({"db": private}), vec![]).await;
+    let stream = Stream::start(&f, "records", &shared_amqp_url(), json!({"db": private}), vec![]).await;
     let p = pg.clone();
     tokio::task::spawn_blocking(move || p.stop_server()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -316,7 +293,7 @@ async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
     let sysmap = f
         .serve_sysmap(json!({"poison": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}}))
         .await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f, &["in", "out"]).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let dir = f.dir.path();
@@ -343,7 +320,7 @@ async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_running(&mut service, "poison", dir);
+    service.assert_running();
 
     let dead = drain(&*broker, &dlq).await;
     let kind = |m: &Message| match m.headers.get(ERROR_KIND_HEADER) {
@@ -382,10 +359,10 @@ async fn poison_messages_are_dead_lettered_and_good_ones_flow() {
     );
 
     let outcome = report("poison", N + malformed.len() as u64, &good, &counts, dead.len() as u64);
-    stop_gracefully(service, "poison").await;
+    service.stop().await;
     assert_eq!(outcome.lost, 0);
     assert_eq!(outcome.dead_lettered, expected_dead);
-    assert!(outcome.duplicates <= u64::from(PREFETCH));
+    assert!(outcome.duplicates <= PREFETCH);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +370,7 @@ async fn sigterm_under_load_then_restart() {
     let _turn = TURN.lock().await;
     let _figures = Figures("sigterm");
     let f = Fixture::new(Backend::Real, "sigterm");
-    let mut stream = Stream::start(&f, "relay", &shared_amqp(), json!({}), vec![]).await;
+    let mut stream = Stream::start(&f, "relay", &shared_amqp_url(), json!({}), vec![]).await;
     let took = stream.restart_gracefully().await;
     publish(&format!(
         "sigterm: the service exited 0 {:.0} ms after SIGTERM",

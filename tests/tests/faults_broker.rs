@@ -11,77 +11,27 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 use slingshot::broker::{Broker, Durability};
-use slingshot_tests::fault_report::{publish, report, send_ids, Figures};
+use slingshot_tests::fault_report::{publish, report, send_ids, stream_settings_retrying, Figures};
 use slingshot_tests::private::PrivateRabbit;
 use slingshot_tests::probe::{free_port, get, wait_status};
-use slingshot_tests::{service_command, signal, test_broker, Backend, Collector, Fixture};
-use tokio::process::Child;
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{shared_amqp_url, test_broker, Backend, Collector, Fixture};
 
+const FAULT_SERVICE: &str = env!("CARGO_BIN_EXE_fault-service");
 const FINISH: Duration = Duration::from_secs(180);
-const SIGTERM: i32 = 15;
 
 /// One at a time: each runs a service process and a stream.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// What the log of a service that lost its connection says.
-const RECONNECT_LINES: [&str; 4] = [
-    "AMQP connection lost",
-    "giving up on the AMQP connection",
-    "consumer stopped; resuming",
-    "cannot connect",
-];
-
-fn shared_amqp() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
 
 fn wiring(f: &Fixture) -> serde_json::Value {
     json!({"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]})
 }
 
 /// `fault-service NAME` against `sysmap`: concurrency 4, prefetch 8, quick
-/// retries, 1 ms per request; `env` may override any of it.
-fn spawn(f: &Fixture, name: &str, sysmap: &str, env: &[(&str, String)]) -> Child {
-    let mut settings = vec![
-        ("SLINGSHOT_CONCURRENCY", "4".to_string()),
-        ("SLINGSHOT_PREFETCH", "8".to_string()),
-        ("SLINGSHOT_RETRY_BASE_MS", "20".to_string()),
-        ("SLINGSHOT_RETRY_MAX_MS", "100".to_string()),
-        ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
-    ];
-    settings.extend(env.iter().cloned());
-    service_command(
-        env!("CARGO_BIN_EXE_fault-service"),
-        name,
-        sysmap,
-        f.dir.path(),
-        &settings,
-    )
-    .spawn()
-    .expect("start fault-service")
-}
-
-fn log(f: &Fixture, name: &str) -> String {
-    std::fs::read_to_string(f.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-}
-
-fn assert_kept_its_connection(f: &Fixture, name: &str, child: &mut Child) {
-    let log = log(f, name);
-    if let Ok(Some(status)) = child.try_wait() {
-        panic!("{name} exited on its own with {status}:\n{log}");
-    }
-    for line in RECONNECT_LINES {
-        assert!(!log.contains(line), "{name} lost its connection ({line:?}):\n{log}");
-    }
-}
-
-async fn stop(mut child: Child, name: &str) {
-    signal(child.id().expect("running"), SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{name} did not stop within 40 s of SIGTERM"))
-        .expect("exit status");
-    assert!(status.success(), "{name} exited with {status} after SIGTERM");
+/// retries (20 to 100 ms), 1 ms per request; `env` may override any of it.
+fn spawn(f: &Fixture, name: &str, sysmap: &str, env: &[(&str, String)]) -> ServiceProcess {
+    let settings = [stream_settings_retrying(20, 100), env.to_vec()].concat();
+    ServiceProcess::spawn(FAULT_SERVICE, name, sysmap, f.dir.path(), &settings)
 }
 
 async fn declare(broker: &dyn Broker, f: &Fixture) {
@@ -138,15 +88,15 @@ async fn a_memory_alarm_is_waited_out_without_reconnecting_or_running_anything_t
 
     collector.wait_for(N as usize, FINISH).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_kept_its_connection(&f, "relay", &mut service);
-    let log = log(&f, "relay");
+    service.assert_kept_its_connection();
+    let log = service.log();
     assert!(
         log.contains("the broker blocked publishing"),
         "the alarm went unnoticed:\n{log}"
     );
     let expected: Vec<u64> = (0..N).collect();
     let outcome = report("memory-alarm", N, &expected, &collector.counts(), 0);
-    stop(service, "relay").await;
+    service.stop().await;
     assert_eq!(
         (outcome.lost, outcome.duplicates),
         (0, 0),
@@ -161,12 +111,12 @@ async fn sigterm_exits_in_time_with_every_slot_stuck_and_healthz_says_so() {
     let _figures = Figures("stuck-process-sigterm");
     let f = Fixture::new(Backend::Real, "stuck-sigterm");
     let sysmap = f.serve_sysmap(json!({"stuck": wiring(&f)})).await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let port = free_port();
     let health = format!("http://127.0.0.1:{port}/healthz");
-    let mut service = spawn(
+    let service = spawn(
         &f,
         "stuck",
         &sysmap,
@@ -191,14 +141,9 @@ async fn sigterm_exits_in_time_with_every_slot_stuck_and_healthz_says_so() {
     assert!(why.contains("4 of 4 slots"), "{why}");
 
     let stopping = Instant::now();
-    signal(service.id().expect("running"), SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), service.wait())
-        .await
-        .expect("the service exits although every process call is stuck")
-        .expect("exit status");
+    let (status, log) = service.stop_status().await;
     let took = stopping.elapsed();
     assert_eq!(status.code(), Some(75), "the exit code says requests were given up");
-    let log = log(&f, "stuck");
     assert!(
         log.contains("giving up requests still running at the shutdown deadline"),
         "{log}"
@@ -225,7 +170,7 @@ async fn a_deleted_output_queue_is_declared_again_without_running_process_twice(
     f.create_tables(&["CREATE TABLE counted_calls (id BIGINT NOT NULL)"])
         .await;
     let sysmap = f.serve_sysmap(json!({"counted": wiring(&f)})).await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let mut service = spawn(&f, "counted", &sysmap, &[("SLINGSHOT_LOG", "warn".to_string())]);
@@ -233,7 +178,7 @@ async fn a_deleted_output_queue_is_declared_again_without_running_process_twice(
     // Every output so far collected: the deletion destroys none.
     collector.wait_for(N as usize / 2, FINISH).await;
     // Someone deletes the output queue; the next outputs are returned.
-    let connection = Connection::connect(&shared_amqp(), ConnectionProperties::default())
+    let connection = Connection::connect(&shared_amqp_url(), ConnectionProperties::default())
         .await
         .expect("connect");
     let channel = connection.create_channel().await.expect("channel");
@@ -253,7 +198,7 @@ async fn a_deleted_output_queue_is_declared_again_without_running_process_twice(
             start.elapsed() < FINISH,
             "{} of {N} IDs processed:\n{}",
             calls.len(),
-            log(&f, "counted")
+            service.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -261,14 +206,10 @@ async fn a_deleted_output_queue_is_declared_again_without_running_process_twice(
     assert!(twice.is_empty(), "process ran more than once for {twice:?}");
     let expected: Vec<u64> = (0..N).collect();
     collector.wait_for_all(&expected, FINISH).await;
-    assert_kept_its_connection(&f, "counted", &mut service);
-    assert!(
-        log(&f, "counted").contains("declared it again"),
-        "{}",
-        log(&f, "counted")
-    );
+    service.assert_kept_its_connection();
+    assert!(service.log().contains("declared it again"), "{}", service.log());
     let outcome = report("queue-deleted", N, &expected, &collector.counts(), 0);
-    stop(service, "counted").await;
+    service.stop().await;
     assert_eq!(outcome.lost, 0);
 }
 
@@ -302,11 +243,11 @@ async fn a_refused_dead_letter_is_retried_with_backoff_not_by_running_process_ag
     let _figures = Figures("dead-letter-refused");
     let f = Fixture::new(Backend::Real, "dlq-refused");
     let sysmap = f.serve_sysmap(json!({"hostile": wiring(&f)})).await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     // A dead-letter queue that refuses every publish (a length limit).
     let dlq = format!("{}.dead-letter", f.q("in"));
-    let connection = Connection::connect(&shared_amqp(), ConnectionProperties::default())
+    let connection = Connection::connect(&shared_amqp_url(), ConnectionProperties::default())
         .await
         .expect("connect");
     let channel = connection.create_channel().await.expect("channel");
@@ -330,7 +271,7 @@ async fn a_refused_dead_letter_is_retried_with_backoff_not_by_running_process_ag
     let mut service = spawn(&f, "hostile", &sysmap, &[("SLINGSHOT_MAX_ATTEMPTS", "1".to_string())]);
     send_ids(&*broker, &f.q("in"), 1_000_001..1_000_002).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let log_then = log(&f, "hostile");
+    let log_then = service.log();
     let ran = log_then.matches("dead-lettered").count();
     let tries = log_then.matches("publish not confirmed; trying again").count();
     publish(&format!(
@@ -350,15 +291,15 @@ async fn a_refused_dead_letter_is_retried_with_backoff_not_by_running_process_ag
         assert!(
             start.elapsed() < FINISH,
             "the dead letter never arrived:\n{}",
-            log(&f, "hostile")
+            service.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let dead = slingshot_tests::drain(&*broker, &dlq).await;
     assert_eq!(dead.len(), 1);
-    assert_kept_its_connection(&f, "hostile", &mut service);
+    service.assert_kept_its_connection();
     let outcome = report("dead-letter-refused", 1, &[], &Default::default(), 1);
-    stop(service, "hostile").await;
+    service.stop().await;
     assert_eq!(outcome.lost, 0);
 }

@@ -7,8 +7,13 @@
 //! through a service process, break something in the middle, and print
 //! `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`
 //! through `slingshot_tests::fault_report`, as `faults.rs` does.
+//!
+//! The tests on real services need the `services` feature (scripts/test.sh
+//! turns it on); without it only the embedded ones run, and the helpers they
+//! share are allowed to go unused.
 
-use std::path::Path;
+#![cfg_attr(not(feature = "services"), allow(dead_code, unused_imports))]
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +22,13 @@ use serde_json::{json, Value};
 use slingshot::broker::{Broker, Durability, HeaderValue, Message};
 use slingshot::protocol::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, OUTAGES_HEADER};
 use slingshot::{AnyConnection, AnyError, ServiceDef};
-use slingshot_tests::fault_report::{self, report, send_ids, Figures};
+use slingshot_tests::fault_report::{self, report, send_ids, spawn_stream_service, Figures};
 use slingshot_tests::private::PrivatePostgres;
+use slingshot_tests::process::ServiceProcess;
 use slingshot_tests::sysmap_server::SysMapServer;
 use slingshot_tests::{
-    drain, service_command, shared_amqp_url, signal, test_broker, wait_for_count, Backend, Collector, Fixture,
+    drain, service_command, shared_amqp_url, test_broker, wait_for_count, Backend, Collector, Fixture,
 };
-use tokio::process::Child;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -148,6 +153,7 @@ mod embedded {
     }
 }
 
+#[cfg(feature = "services")]
 mod real {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_wrong_query_is_dead_lettered_as_a_database_failure() {
@@ -157,6 +163,7 @@ mod real {
 
 // ---- what a lost connection looks like -----------------------------------
 
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_is_an_outage_and_a_query_error_is_not() {
     use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -205,6 +212,7 @@ async fn a_lost_connection_is_an_outage_and_a_query_error_is_not() {
 
 // ---- `pass` cannot hang start-up or `check` --------------------------------
 
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_does_not_hang_on_a_pass_that_never_answers() {
     let f = Fixture::new(Backend::Real, "pass-hangs");
@@ -257,26 +265,16 @@ const N: u64 = 10_000;
 const PREFETCH: u64 = fault_report::STREAM_PREFETCH;
 const BREAK_AFTER: usize = 2_500;
 const FINISH: Duration = Duration::from_secs(300);
-const SIGTERM: i32 = 15;
 
 /// One fault stream at a time: they are heavy and share private instances.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Starts `binary NAME` against the sys-map at `sysmap`, with the settings
-/// of a fault stream ([`fault_report::stream_settings`]).
-fn spawn_service(binary: &str, name: &str, sysmap: &str, dir: &Path) -> Child {
-    service_command(binary, name, sysmap, dir, &fault_report::stream_settings())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {binary}: {e}"))
-}
-
 /// A stream of `N` IDs through one service process, from `in` to `out`.
 struct Stream<'a> {
     f: &'a Fixture,
-    name: &'static str,
     broker: Arc<dyn Broker>,
     collector: Collector,
-    service: Child,
+    service: ServiceProcess,
 }
 
 impl<'a> Stream<'a> {
@@ -290,7 +288,7 @@ impl<'a> Stream<'a> {
             broker.declare(&f.q(q), Durability::Durable).await.unwrap();
         }
         let collector = Collector::start(broker.clone(), f.q("out"));
-        let service = spawn_service(binary, name, sysmap, f.dir.path());
+        let service = spawn_stream_service(binary, name, sysmap, f.dir.path(), &[]);
         match paced {
             None => send_ids(&*broker, &f.q("in"), 0..N).await,
             Some(per_second) => {
@@ -308,15 +306,10 @@ impl<'a> Stream<'a> {
         collector.wait_for(BREAK_AFTER, FINISH).await;
         Stream {
             f,
-            name,
             broker,
             collector,
             service,
         }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.f.dir.path().join(format!("{}.log", self.name))).unwrap_or_default()
     }
 
     /// Asserts the stream is still going: the break happened mid-stream.
@@ -345,23 +338,11 @@ impl<'a> Stream<'a> {
         }
         // Late duplicates would arrive now.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(Some(status)) = self.service.try_wait() {
-            panic!("{} exited on its own with {status}:\n{}", self.name, self.log());
-        }
+        self.service.assert_running();
         let dead = self.broker.ready_count(&dlq).await.unwrap();
         let expected: Vec<u64> = (0..N).collect();
         let outcome = report(fault, N, &expected, &self.collector.counts(), dead);
-        signal(self.service.id().expect("running"), SIGTERM);
-        let status = tokio::time::timeout(Duration::from_secs(40), self.service.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not stop within 40 s of SIGTERM", self.name))
-            .unwrap();
-        let log = self.log();
-        assert!(
-            status.success(),
-            "{} exited with {status} after SIGTERM:\n{log}",
-            self.name
-        );
+        let log = self.service.stop().await;
         fault_report::assert_nothing_lost(&outcome, PREFETCH);
         log
     }
@@ -390,6 +371,7 @@ fn retry_errors(log: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_frozen_for_20s_mid_stream() {
     let _turn = TURN.lock().await;
@@ -440,6 +422,7 @@ async fn postgres_frozen_for_20s_mid_stream() {
     assert_eq!(rows, N as i64, "every request's row is in the database");
 }
 
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sysmap_gone_for_10s_mid_stream() {
     let _turn = TURN.lock().await;

@@ -5,6 +5,12 @@
 //! Each prints `fault=<name> sent=N delivered=N lost=N duplicates=N dead_lettered=N`
 //! through `slingshot_tests::fault_report`. A Garage that is frozen or whose
 //! key loses access is a private instance, never the shared one.
+//!
+//! The tests on real services need the `services` feature (scripts/test.sh
+//! turns it on); without it only the embedded ones run, and the helpers they
+//! share are allowed to go unused.
+
+#![cfg_attr(not(feature = "services"), allow(dead_code, unused_imports))]
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -16,81 +22,25 @@ use serde_json::{json, Value};
 use slingshot::broker::{Broker, Durability};
 use slingshot::protocol::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
 use slingshot::storage::ObjectStore;
-use slingshot_tests::fault_report::{assert_nothing_lost, publish, report, send_ids, Figures};
+use slingshot_tests::fault_report::{
+    assert_nothing_lost, publish, report, send_ids, spawn_stream_service, Figures, STREAM_PREFETCH,
+};
 use slingshot_tests::private::PrivateGarage;
 use slingshot_tests::probe::free_port;
+use slingshot_tests::process::ServiceProcess;
 use slingshot_tests::storage::{pattern, patterned, HealthWatch};
-use slingshot_tests::{drain, service_command, signal, test_broker, Backend, Collector, Fixture, Services};
-use tokio::process::Child;
+use slingshot_tests::{drain, shared_amqp_url, test_broker, Backend, Collector, Fixture, Services};
 
-/// The services' prefetch window: the most deliveries that can be
-/// unacknowledged when something breaks.
-const PREFETCH: u32 = 8;
 const FINISH: Duration = Duration::from_secs(300);
-const SIGTERM: i32 = 15;
-const SIGKILL: i32 = 9;
 
 /// One test at a time: they are heavy and share the private Garage's ports.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn shared_amqp() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
-
-/// A `storage-service NAME` process.
-struct Service {
-    name: &'static str,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Service {
-    /// Starts it with concurrency 4, prefetch 8, quick retries, three
-    /// attempts; `env` may override any of these.
-    fn spawn(name: &'static str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Service {
-        let mut settings = vec![
-            ("SLINGSHOT_CONCURRENCY", "4".to_string()),
-            ("SLINGSHOT_PREFETCH", PREFETCH.to_string()),
-            ("SLINGSHOT_RETRY_BASE_MS", "50".to_string()),
-            ("SLINGSHOT_RETRY_MAX_MS", "1000".to_string()),
-            ("SLINGSHOT_SHUTDOWN_SECS", "20".to_string()),
-        ];
-        settings.extend(env.iter().cloned());
-        let child = service_command(env!("CARGO_BIN_EXE_storage-service"), name, sysmap, dir, &settings)
-            .spawn()
-            .expect("start storage-service");
-        Service {
-            name,
-            dir: dir.to_path_buf(),
-            child,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited on its own with {status}:\n{}", self.name, self.log());
-        }
-    }
-
-    /// SIGTERM; it must exit 0 within 40 s.
-    async fn stop(mut self) {
-        signal(self.child.id().expect("running"), SIGTERM);
-        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not stop within 40s of SIGTERM", self.name))
-            .expect("wait for the service");
-        assert!(status.success(), "{} exited with {status} after SIGTERM", self.name);
-    }
-
-    /// SIGKILL, and wait until it is gone.
-    async fn kill(mut self) {
-        signal(self.child.id().expect("running"), SIGKILL);
-        self.child.wait().await.expect("wait for the killed service");
-    }
+/// Starts `storage-service NAME` with a fault stream's settings: concurrency
+/// 4, prefetch 8, quick retries (it ignores `SLINGSHOT_TEST_DELAY_MS`), three
+/// attempts; `env` may override any of these.
+fn spawn_service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> ServiceProcess {
+    spawn_stream_service(env!("CARGO_BIN_EXE_storage-service"), name, sysmap, dir, env)
 }
 
 /// The wiring of `service`: `in` to `out`.
@@ -120,7 +70,7 @@ fn private_storage(garage: &PrivateGarage) -> (Value, Vec<(&'static str, String)
 
 /// Waits until `n` IDs arrived, checking on the way that the service runs
 /// and, if given, that its `/healthz` answers.
-async fn wait_for_ids(collector: &Collector, n: usize, service: &mut Service, health: Option<&HealthWatch>) {
+async fn wait_for_ids(collector: &Collector, n: usize, service: &mut ServiceProcess, health: Option<&HealthWatch>) {
     let start = Instant::now();
     while collector.unique() < n {
         service.assert_running();
@@ -142,7 +92,7 @@ struct Writers {
     garage: PrivateGarage,
     broker: Arc<dyn Broker>,
     collector: Collector,
-    service: Service,
+    service: ServiceProcess,
 }
 
 impl Writers {
@@ -165,11 +115,11 @@ impl Writers {
         let sysmap = f
             .serve_sysmap(json!({service: wired, "writer/out": out, "writer/side": side, "object-storage": storage}))
             .await;
-        let broker = test_broker(&shared_amqp()).await;
+        let broker = test_broker(&shared_amqp_url()).await;
         declare(&*broker, f).await;
         let collector = Collector::start(broker.clone(), f.q("out"));
         settings.extend(env.iter().cloned());
-        let mut service = Service::spawn("writer", &sysmap, f.dir.path(), &settings);
+        let mut service = spawn_service("writer", &sysmap, f.dir.path(), &settings);
         send_ids(&*broker, &f.q("in"), 0..n).await;
         wait_for_ids(&collector, break_after, &mut service, None).await;
         Writers {
@@ -185,6 +135,7 @@ impl Writers {
 /// while the first download is still open, at a concurrency of twice the
 /// service runtime's worker threads: the runtime must keep answering
 /// `/healthz` within a second, and every request must complete.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_read_reopen() {
     const N: u64 = 200;
@@ -201,11 +152,11 @@ async fn partial_read_reopen() {
             .await
             .expect("seed a 64 MiB object");
     }
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let port = free_port();
-    let mut service = Service::spawn(
+    let mut service = spawn_service(
         "rereader",
         &sysmap,
         f.dir.path(),
@@ -226,13 +177,14 @@ async fn partial_read_reopen() {
     let expected: Vec<u64> = (0..N).collect();
     let outcome = report("partial-read-reopen", N, &expected, &collector.counts(), dead);
     service.stop().await;
-    assert_nothing_lost(&outcome, u64::from(PREFETCH));
+    assert_nothing_lost(&outcome, STREAM_PREFETCH);
 }
 
 /// The key loses access to one of the two buckets the service writes
 /// (`side`, written by IDs ending in 7) mid-stream: those requests are
 /// failures of the request, dead-lettered after the configured attempts with
 /// an error naming the denial, while everything else flows on.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_forbidden() {
     const N: u64 = 3_000;
@@ -310,8 +262,8 @@ async fn s3_forbidden() {
     drop(garage);
     assert_eq!(outcome.lost, 0, "IDs were lost");
     assert!(
-        outcome.duplicates <= u64::from(PREFETCH),
-        "{} duplicates exceed the window of {PREFETCH}",
+        outcome.duplicates <= STREAM_PREFETCH,
+        "{} duplicates exceed the window of {STREAM_PREFETCH}",
         outcome.duplicates
     );
 }
@@ -319,6 +271,7 @@ async fn s3_forbidden() {
 /// Garage frozen with SIGSTOP for 20 s mid-stream, then resumed: every S3
 /// wait of the service is bounded, the requests caught in the freeze time
 /// out and are retried as an outage, and nothing is lost.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_garage() {
     const N: u64 = 10_000;
@@ -354,7 +307,7 @@ async fn sigstop_garage() {
     let outcome = report("sigstop-garage", N, &expected, &collector.counts(), dead);
     let log = service.log();
     service.stop().await;
-    assert_nothing_lost(&outcome, u64::from(PREFETCH));
+    assert_nothing_lost(&outcome, STREAM_PREFETCH);
     let timeouts = log.lines().filter(|l| l.to_lowercase().contains("timed out")).count();
     publish(&format!(
         "sigstop-garage: {timeouts} retries after an S3 call timed out during the 20 s freeze"
@@ -483,6 +436,7 @@ const BIG_ID: u64 = 42;
 /// parts) to Garage, then started again: the restart sweeps the killed
 /// process's staging directory and aborts its unfinished multipart upload,
 /// the retry uploads the whole object, and nothing is left behind.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mid_upload_s3() {
     let _turn = TURN.lock().await;
@@ -492,7 +446,7 @@ async fn kill_mid_upload_s3() {
     let (service, wired) = wiring(&f, "big-writer");
     let sysmap = f.serve_sysmap(json!({service: wired, "big-writer/out": out})).await;
     let s3 = Services::from_env().s3();
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let staging = f.dir.path().join("staging");
@@ -501,7 +455,7 @@ async fn kill_mid_upload_s3() {
         ("SLINGSHOT_TEST_OBJECT_MB", BIG_MB.to_string()),
         ("SLINGSHOT_STAGING_DIR", staging.display().to_string()),
     ];
-    let first = Service::spawn("big-writer", &sysmap, f.dir.path(), &env);
+    let first = spawn_service("big-writer", &sysmap, f.dir.path(), &env);
     send_ids(&*broker, &f.q("in"), BIG_ID..BIG_ID + 1).await;
     let uploads = || unfinished_uploads(&s3, &out);
     let start = Instant::now();
@@ -517,7 +471,7 @@ async fn kill_mid_upload_s3() {
     );
     assert!(uploads().await > 0, "no unfinished multipart upload after the kill");
 
-    let mut second = Service::spawn("big-writer", &sysmap, f.dir.path(), &env);
+    let mut second = spawn_service("big-writer", &sysmap, f.dir.path(), &env);
     wait_for_ids(&collector, 1, &mut second, None).await;
     let object = s3
         .open(&out, &BIG_ID.to_string())
@@ -538,6 +492,7 @@ async fn kill_mid_upload_s3() {
 /// The same on the directory store (with RabbitMQ): killed while it copies
 /// the object into its bucket directory, the restart sweeps the staged file
 /// and the `.partial-*` file, and the retry stores the whole object.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mid_upload_dir() {
     let _turn = TURN.lock().await;
@@ -557,7 +512,7 @@ async fn kill_mid_upload_dir() {
     let sysmap_file = f.dir.path().join("sysmap.json");
     std::fs::write(&sysmap_file, doc.to_string()).unwrap();
     let sysmap = format!("file:{}", sysmap_file.display());
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let staging = f.dir.path().join("staging");
@@ -578,7 +533,7 @@ async fn kill_mid_upload_dir() {
             })
             .collect::<Vec<_>>()
     };
-    let first = Service::spawn("big-writer", &sysmap, f.dir.path(), &env);
+    let first = spawn_service("big-writer", &sysmap, f.dir.path(), &env);
     send_ids(&*broker, &f.q("in"), BIG_ID..BIG_ID + 1).await;
     poll_until("a .partial- file in the bucket directory", || !partials().is_empty()).await;
     first.kill().await;
@@ -587,7 +542,7 @@ async fn kill_mid_upload_dir() {
     assert!(!left_partials.is_empty(), "no partial file after the kill");
     assert!(!left_staged.is_empty(), "no staged file after the kill");
 
-    let mut second = Service::spawn("big-writer", &sysmap, f.dir.path(), &env);
+    let mut second = spawn_service("big-writer", &sysmap, f.dir.path(), &env);
     wait_for_ids(&collector, 1, &mut second, None).await;
     let object = std::fs::File::open(bucket_dir.join(BIG_ID.to_string())).expect("the object after the retry");
     tokio::task::spawn_blocking(move || assert_patterned(object, BIG_ID, (2 * BIG_MB) << 20))
@@ -657,6 +612,7 @@ async fn a_reader_kept_past_its_request_fails() {
 
 /// A multipart upload whose future is dropped midway (as the shutdown
 /// deadline drops a request's) is aborted: Garage keeps no parts of it.
+#[cfg(feature = "services")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multipart_upload_dropped_midway_is_aborted() {
     let f = Fixture::new(Backend::Real, "dropped-upload");

@@ -15,28 +15,16 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::json;
 use slingshot::broker::{Broker, Durability};
-use slingshot_tests::fault_report::{report, send_ids, Figures};
-use slingshot_tests::{service_command, signal, test_broker, Backend, Collector, Fixture};
-use tokio::process::Child;
+use slingshot_tests::fault_report::{report, send_ids, stream_settings_retrying, Figures};
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{service_command, shared_amqp_url, test_broker, Backend, Collector, Fixture};
 
+const FAULT_SERVICE: &str = env!("CARGO_BIN_EXE_fault-service");
 const GOOD: u64 = 1000;
 const FINISH: Duration = Duration::from_secs(120);
-const SIGTERM: i32 = 15;
 
 /// One hostile test at a time: each runs a service process and a stream.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn amqp_url() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
-
-/// What the log of a service that lost its connection says.
-const RECONNECT_LINES: [&str; 4] = [
-    "AMQP connection lost",
-    "giving up on the AMQP connection",
-    "consumer stopped; resuming",
-    "cannot connect",
-];
 
 /// A plain AMQP client in confirm mode: the other producer.
 struct Producer {
@@ -46,7 +34,7 @@ struct Producer {
 
 impl Producer {
     async fn connect() -> Producer {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        let connection = Connection::connect(&shared_amqp_url(), ConnectionProperties::default())
             .await
             .expect("the producer's connection");
         let channel = connection.create_channel().await.expect("the producer's channel");
@@ -138,82 +126,41 @@ fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
-/// A service process of `fault-service NAME`, its sys-map, queues and log.
+/// A service process of `fault-service NAME`, with its sys-map and
+/// settings, to start again after it died.
 struct Service<'a> {
     f: &'a Fixture,
     name: &'static str,
     sysmap: String,
     env: Vec<(&'static str, String)>,
-    child: Option<Child>,
+    process: ServiceProcess,
 }
 
 impl<'a> Service<'a> {
     async fn start(f: &'a Fixture, name: &'static str, env: Vec<(&'static str, String)>) -> Service<'a> {
         let wiring = json!({"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]});
         let sysmap = f.serve_sysmap(json!({ name: wiring })).await;
-        let mut service = Service {
+        let process = spawn(f, name, &sysmap, &env);
+        Service {
             f,
             name,
             sysmap,
             env,
-            child: None,
-        };
-        service.spawn();
-        service
-    }
-
-    fn spawn(&mut self) {
-        let mut env = vec![
-            ("SLINGSHOT_CONCURRENCY", "4".to_string()),
-            ("SLINGSHOT_PREFETCH", "8".to_string()),
-            ("SLINGSHOT_RETRY_BASE_MS", "20".to_string()),
-            ("SLINGSHOT_RETRY_MAX_MS", "100".to_string()),
-            ("SLINGSHOT_TEST_DELAY_MS", "1".to_string()),
-        ];
-        env.extend(self.env.iter().cloned());
-        let child = service_command(
-            env!("CARGO_BIN_EXE_fault-service"),
-            self.name,
-            &self.sysmap,
-            self.f.dir.path(),
-            &env,
-        )
-        .spawn()
-        .expect("start fault-service");
-        self.child = Some(child);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.f.dir.path().join(format!("{}.log", self.name))).unwrap_or_default()
-    }
-
-    /// Asserts the process runs and its log shows no lost connection.
-    fn assert_kept_its_connection(&mut self) {
-        let log = self.log();
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{} exited on its own with {status}:\n{log}", self.name);
-            }
-        }
-        for line in RECONNECT_LINES {
-            assert!(
-                !log.contains(line),
-                "the service lost its connection ({line:?}):\n{log}"
-            );
+            process,
         }
     }
 
-    async fn stop(mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        signal(child.id().expect("running"), SIGTERM);
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .expect("stopped within 30 s of SIGTERM")
-            .expect("exit status");
-        assert!(status.success(), "{} exited with {status} after SIGTERM", self.name);
+    /// Starts the process again (after it died).
+    fn respawn(&mut self) {
+        self.process = spawn(self.f, self.name, &self.sysmap, &self.env);
     }
+}
+
+/// `fault-service NAME` against `sysmap`: concurrency 4, prefetch 8, quick
+/// retries (20 to 100 ms), 1 ms per request; `env` may override any of it.
+fn spawn(f: &Fixture, name: &str, sysmap: &str, env: &[(&str, String)]) -> ServiceProcess {
+    let settings = [stream_settings_retrying(20, 100), env.to_vec()].concat();
+    ServiceProcess::spawn(FAULT_SERVICE, name, sysmap, f.dir.path(), &settings)
 }
 
 /// Declares the test's queues durable, as the service does.
@@ -252,7 +199,7 @@ async fn oversized_headers_are_dead_lettered_once_or_dropped_and_the_connection_
     let _turn = TURN.lock().await;
     let _figures = Figures("oversized-header");
     let f = Fixture::new(Backend::Real, "oversized-header");
-    let broker = test_broker(&amqp_url()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let producer = Producer::connect().await;
@@ -306,8 +253,8 @@ async fn oversized_headers_are_dead_lettered_once_or_dropped_and_the_connection_
     let dlq = dead_letter_queue(&f);
     wait_for_messages(&*broker, &dlq, 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    service.assert_kept_its_connection();
-    let log = service.log();
+    service.process.assert_kept_its_connection();
+    let log = service.process.log();
     assert!(
         log.contains("optional headers over their size limit are ignored"),
         "no warning:\n{log}"
@@ -352,7 +299,7 @@ async fn oversized_headers_are_dead_lettered_once_or_dropped_and_the_connection_
 
     let counts = collector.counts();
     let outcome = report("oversized-header", GOOD + 3, &expected, &counts, dead.len() as u64);
-    service.stop().await;
+    service.process.stop().await;
     assert_eq!((outcome.lost, outcome.duplicates, outcome.dead_lettered), (0, 0, 2));
 }
 
@@ -361,7 +308,7 @@ async fn huge_bodies_are_malformed_unread_and_the_log_shows_a_prefix() {
     let _turn = TURN.lock().await;
     let _figures = Figures("huge-body");
     let f = Fixture::new(Backend::Real, "huge-body");
-    let broker = test_broker(&amqp_url()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     let producer = Producer::connect().await;
@@ -385,7 +332,7 @@ async fn huge_bodies_are_malformed_unread_and_the_log_shows_a_prefix() {
     let dlq = dead_letter_queue(&f);
     wait_for_messages(&*broker, &dlq, bad.len() as u64).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    service.assert_kept_its_connection();
+    service.process.assert_kept_its_connection();
 
     let dead = producer.drain(&dlq).await;
     assert_eq!(dead.len(), bad.len(), "each huge body dead-lettered once");
@@ -407,7 +354,7 @@ async fn huge_bodies_are_malformed_unread_and_the_log_shows_a_prefix() {
         );
     }
     // Logged at info level: every line about them is short.
-    let log = service.log();
+    let log = service.process.log();
     let longest = log.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 4096, "a log line of {longest} bytes");
     assert!(
@@ -417,7 +364,7 @@ async fn huge_bodies_are_malformed_unread_and_the_log_shows_a_prefix() {
     );
 
     let outcome = report("huge-body", GOOD + 3, &expected, &collector.counts(), dead.len() as u64);
-    service.stop().await;
+    service.process.stop().await;
     assert_eq!((outcome.lost, outcome.duplicates), (0, 0));
 }
 
@@ -426,7 +373,7 @@ async fn a_message_that_kills_the_process_is_dead_lettered_after_three_crashes()
     let _turn = TURN.lock().await;
     let _figures = Figures("crash-loop");
     let f = Fixture::new(Backend::Real, "crash-loop");
-    let broker = test_broker(&amqp_url()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let collector = Collector::start(broker.clone(), f.q("out"));
     // An orchestrator's restart policy: start it again whenever it dies.
@@ -444,17 +391,16 @@ async fn a_message_that_kills_the_process_is_dead_lettered_after_three_crashes()
             collector.unique(),
             expected.len(),
             broker.ready_count(&dlq).await.unwrap_or(0),
-            service.log()
+            service.process.log()
         );
-        let exited = service.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-        if exited.is_some() {
+        if service.process.exited().is_some() {
             restarts += 1;
             assert!(
                 restarts <= 10,
                 "restarted {restarts} times: the crash loop is not broken:\n{}",
-                service.log()
+                service.process.log()
             );
-            service.spawn();
+            service.respawn();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -476,9 +422,9 @@ async fn a_message_that_kills_the_process_is_dead_lettered_after_three_crashes()
         .unwrap_or_default()
         .to_string();
     assert!(error.contains("died 3 times"), "{error}");
-    assert_eq!(restarts, 3, "one restart per crash:\n{}", service.log());
+    assert_eq!(restarts, 3, "one restart per crash:\n{}", service.process.log());
     let outcome = report("crash-loop", GOOD, &expected, &collector.counts(), dead.len() as u64);
-    service.stop().await;
+    service.process.stop().await;
     assert_eq!(outcome.lost, 0);
     // Each crash returns what was in flight and prefetched (at most the
     // prefetch window); they are processed again, not counted as crashes.
@@ -490,7 +436,7 @@ async fn retries_dead_letters_and_replays_keep_every_header_and_property() {
     let _turn = TURN.lock().await;
     let _figures = Figures("metadata");
     let f = Fixture::new(Backend::Real, "metadata");
-    let broker = test_broker(&amqp_url()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     declare(&*broker, &f).await;
     let producer = Producer::connect().await;
     let mut service = Service::start(&f, "hostile", vec![]).await;
@@ -533,8 +479,8 @@ async fn retries_dead_letters_and_replays_keep_every_header_and_property() {
 
     let dlq = dead_letter_queue(&f);
     wait_for_messages(&*broker, &dlq, 1).await;
-    service.assert_kept_its_connection();
-    service.stop().await;
+    service.process.assert_kept_its_connection();
+    service.process.stop().await;
     let dead = producer.peek(&dlq).await;
     assert_eq!(dead.len(), 1);
     let (body, got) = &dead[0];
@@ -572,17 +518,11 @@ async fn retries_dead_letters_and_replays_keep_every_header_and_property() {
     assert_eq!(header(got, "x-delivery-count"), None);
 
     // Replayed: the same message again, its expiration back.
-    let replay = service_command(
-        env!("CARGO_BIN_EXE_fault-service"),
-        "hostile",
-        &service_sysmap(&f).await,
-        f.dir.path(),
-        &[],
-    )
-    .args(["dead-letters", "replay", "--all"])
-    .status()
-    .await
-    .expect("replay");
+    let replay = service_command(FAULT_SERVICE, "hostile", &service_sysmap(&f).await, f.dir.path(), &[])
+        .args(["dead-letters", "replay", "--all"])
+        .status()
+        .await
+        .expect("replay");
     assert!(replay.success(), "replay exited with {replay}");
     let replayed = producer.drain(&inbound).await;
     assert_eq!(replayed.len(), 1);

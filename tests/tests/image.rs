@@ -11,14 +11,16 @@
 //! `scripts/test.sh` runs that script.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use slingshot::broker::{Durability, Message};
 use slingshot::storage::ObjectStore;
-use slingshot_tests::{drain_ids, signal, test_broker, wait_for_count, Backend, Fixture, Services, SECRET_REFS};
-
-const SIGTERM: i32 = 15;
+use slingshot_tests::probe::{free_port, get, wait_status_showing};
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{
+    drain_ids, shared_amqp_url, test_broker, wait_for_count, Backend, Fixture, Services, SECRET_REFS,
+};
 
 /// What the Dockerfile's runtime stage says about running the image.
 #[derive(Debug, Default)]
@@ -81,36 +83,6 @@ fn read_dockerfile(path: &Path) -> Image {
     image
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-async fn wait_status(url: &str, want: u16, timeout: Duration, log: &Path) {
-    let start = Instant::now();
-    loop {
-        let got = get(url).await;
-        if got.as_ref().map(|(s, _)| *s) == Some(want) {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{url} did not answer {want} within {timeout:?}; last: {got:?}\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_runs_as_its_user_and_serves_a_pipeline() {
     let root = PathBuf::from(std::env::var("SLINGSHOT_IMAGE_ROOT").expect(
@@ -132,8 +104,7 @@ async fn the_image_runs_as_its_user_and_serves_a_pipeline() {
         }))
         .await;
     let services = Services::from_env();
-    let amqp = std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL");
-    let broker = test_broker(&amqp).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     for q in ["in", "yes", "no"] {
         broker.declare(&f.q(q), Durability::Durable).await.unwrap();
     }
@@ -160,8 +131,8 @@ async fn the_image_runs_as_its_user_and_serves_a_pipeline() {
             std::env::var(&var).unwrap_or_else(|_| panic!("{var} is not set")),
         ));
     }
-    let log = f.dir.path().join("image.log");
-    let out = std::fs::File::create(&log).unwrap();
+    // Its output goes to `image.log`, the log of the service called `image`.
+    let out = std::fs::File::create(f.dir.path().join("image.log")).unwrap();
     let mut command = tokio::process::Command::new("chroot");
     command
         .arg(format!("--userspec={}", image.user))
@@ -175,11 +146,14 @@ async fn the_image_runs_as_its_user_and_serves_a_pipeline() {
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .kill_on_drop(true);
-    let mut child = command.spawn().expect("chroot (run this test as root)");
-    let pid = child.id().unwrap();
+    let service = ServiceProcess::start(command, "image", f.dir.path());
+    let pid = service.pid();
 
     let base = format!("http://127.0.0.1:{port}");
-    wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(60), &log).await;
+    wait_status_showing(&format!("{base}/readyz"), 200, Duration::from_secs(60), || {
+        service.log()
+    })
+    .await;
     assert_eq!(
         get(&format!("{base}/healthz")).await.unwrap(),
         (200, "ok\n".to_string())
@@ -210,13 +184,7 @@ async fn the_image_runs_as_its_user_and_serves_a_pipeline() {
     assert_eq!(drain_ids(broker.as_ref(), &f.q("no")).await, [2]);
     assert_eq!(broker.ready_count(&f.q("in")).await.unwrap(), 0);
 
-    signal(pid, SIGTERM);
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the service stops within 30 s of SIGTERM")
-        .unwrap();
-    let output = std::fs::read_to_string(&log).unwrap();
-    assert!(exit.success(), "exit {exit} after SIGTERM:\n{output}");
+    let output = service.stop().await;
     // SLINGSHOT_LOG_FORMAT=json from the image: every log line is JSON.
     let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "the service logged nothing");

@@ -14,15 +14,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use slingshot::broker::{Broker, Durability, QueueState};
 use slingshot_tests::original::{Feeder, OriginalService};
-use slingshot_tests::{service_command, signal, test_broker, Backend, Collector, Fixture};
-use tokio::process::Child;
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{service_command, shared_amqp_url, test_broker, Backend, Collector, Fixture};
 
 const N: u64 = 500;
-const SIGTERM: i32 = 15;
-
-fn amqp() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
 
 /// The queues of one test's pipeline.
 struct Queues {
@@ -55,8 +50,8 @@ impl Queues {
     }
 }
 
-fn spawn_relay(sysmap: &str, dir: &Path, mode: &str) -> Child {
-    service_command(
+fn spawn_relay(sysmap: &str, dir: &Path, mode: &str) -> ServiceProcess {
+    ServiceProcess::spawn(
         env!("CARGO_BIN_EXE_fault-service"),
         "relay",
         sysmap,
@@ -67,17 +62,6 @@ fn spawn_relay(sysmap: &str, dir: &Path, mode: &str) -> Child {
             ("SLINGSHOT_LOG", "warn".to_string()),
         ],
     )
-    .spawn()
-    .expect("start fault-service relay")
-}
-
-async fn stop(mut child: Child) {
-    signal(child.id().expect("running"), SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("relay stops within 40s of SIGTERM")
-        .expect("wait for relay");
-    assert!(status.success(), "relay exited with {status} after SIGTERM");
 }
 
 /// Runs `fault-service relay check` with `mode`: exit code and output.
@@ -115,7 +99,7 @@ async fn wait_declared(broker: &dyn Broker, queue: &str) {
 /// whitespace around it) plus three bodies that are not IDs, and checks that
 /// every ID comes out of `d` exactly once.
 async fn run_ids_through(q: &Queues, upstream: &OriginalService, collector: &Collector) {
-    let feeder = Feeder::connect(&amqp()).await.expect("feeder connection");
+    let feeder = Feeder::connect(&shared_amqp_url()).await.expect("feeder connection");
     let bodies = (1..=N).map(|id| {
         if id % 10 == 0 {
             format!(" {id}\n")
@@ -168,21 +152,21 @@ async fn assert_last_entry_won(broker: &dyn Broker, q: &Queues, log: &str, check
 async fn originals_started_first_slingshot_in_the_middle() {
     let f = Fixture::new(Backend::Real, "interop-originals-first");
     let q = Queues::new(&f);
-    let broker = test_broker(&amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     let sysmap = f.serve_sysmap(q.sysmap()).await;
     let dir = f.dir.path();
 
-    let upstream = OriginalService::start(&amqp(), "upstream", &q.a, std::slice::from_ref(&q.b))
+    let upstream = OriginalService::start(&shared_amqp_url(), "upstream", &q.a, std::slice::from_ref(&q.b))
         .await
         .expect("upstream original starts");
-    let _downstream = OriginalService::start(&amqp(), "downstream", &q.c, std::slice::from_ref(&q.d))
+    let _downstream = OriginalService::start(&shared_amqp_url(), "downstream", &q.c, std::slice::from_ref(&q.d))
         .await
         .expect("downstream original starts");
     // Durable, the default: the originals' transient queues are used as they are.
     let relay = spawn_relay(&sysmap, dir, "durable");
     let collector = Collector::start(broker.clone(), q.d.clone());
     run_ids_through(&q, &upstream, &collector).await;
-    stop(relay).await;
+    relay.stop().await;
 
     let log = read_log(dir);
     assert!(
@@ -221,7 +205,7 @@ async fn originals_started_first_slingshot_in_the_middle() {
 async fn slingshot_started_first_in_compatible_mode_then_originals() {
     let f = Fixture::new(Backend::Real, "interop-slingshot-first");
     let q = Queues::new(&f);
-    let broker = test_broker(&amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     let sysmap = f.serve_sysmap(q.sysmap()).await;
     let dir = f.dir.path();
 
@@ -232,15 +216,15 @@ async fn slingshot_started_first_in_compatible_mode_then_originals() {
         QueueState::Matches,
         "compatible mode declares queues as the original does"
     );
-    let upstream = OriginalService::start(&amqp(), "upstream", &q.a, std::slice::from_ref(&q.b))
+    let upstream = OriginalService::start(&shared_amqp_url(), "upstream", &q.a, std::slice::from_ref(&q.b))
         .await
         .expect("upstream original starts after slingshot declared its queues");
-    let _downstream = OriginalService::start(&amqp(), "downstream", &q.c, std::slice::from_ref(&q.d))
+    let _downstream = OriginalService::start(&shared_amqp_url(), "downstream", &q.c, std::slice::from_ref(&q.d))
         .await
         .expect("downstream original starts after slingshot declared its queues");
     let collector = Collector::start(broker.clone(), q.d.clone());
     run_ids_through(&q, &upstream, &collector).await;
-    stop(relay).await;
+    relay.stop().await;
 
     let (code, out) = check(&sysmap, dir, "compatible").await;
     assert_eq!(code, 0, "{out}");
@@ -266,14 +250,14 @@ async fn slingshot_started_first_in_compatible_mode_then_originals() {
 async fn durable_queues_stop_originals_and_check_says_what_to_do() {
     let f = Fixture::new(Backend::Real, "interop-durable-first");
     let q = Queues::new(&f);
-    let broker = test_broker(&amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     let sysmap = f.serve_sysmap(q.sysmap()).await;
     let dir = f.dir.path();
 
     let relay = spawn_relay(&sysmap, dir, "durable");
     wait_declared(&*broker, &q.c).await;
     // What the original does when slingshot declared a queue durable first.
-    let refused = OriginalService::start(&amqp(), "downstream", &q.c, std::slice::from_ref(&q.d)).await;
+    let refused = OriginalService::start(&shared_amqp_url(), "downstream", &q.c, std::slice::from_ref(&q.d)).await;
     let error = refused
         .err()
         .expect("an original cannot declare a durable queue")
@@ -282,7 +266,7 @@ async fn durable_queues_stop_originals_and_check_says_what_to_do() {
         error.contains("PRECONDITION_FAILED") && error.contains("inequivalent arg 'durable'"),
         "{error}"
     );
-    stop(relay).await;
+    relay.stop().await;
 
     // Told that originals will share the queues, check says what to change.
     let (code, out) = check(&sysmap, dir, "compatible").await;

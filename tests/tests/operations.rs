@@ -9,22 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use slingshot::broker::Durability;
 use slingshot_tests::private::PrivateRabbit;
-use slingshot_tests::{service_command, signal, test_broker, Backend, Collector, Fixture};
-use tokio::process::{Child, Command};
-
-const SIGTERM: i32 = 15;
-
-fn shared_amqp() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use slingshot_tests::probe::{free_port, get, wait_status};
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{service_command, shared_amqp_url, test_broker, Backend, Collector, Fixture};
+use tokio::process::Command;
 
 /// `fault-service NAME` with quick retries; `env` may override anything.
 fn service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Command {
@@ -37,25 +25,9 @@ fn service(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Comm
     service_command(env!("CARGO_BIN_EXE_fault-service"), name, sysmap, dir, &settings)
 }
 
-async fn get(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::get(url).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-async fn wait_status(url: &str, want: u16, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let got = get(url).await;
-        if got.as_ref().map(|(s, _)| *s) == Some(want) {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{url} did not answer {want} within {timeout:?}; last: {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// `fault-service NAME` started with [`service`].
+fn spawn(name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> ServiceProcess {
+    ServiceProcess::start(service(name, sysmap, dir, env), name, dir)
 }
 
 /// The value of one sample line `name{labels} value` of a Prometheus page.
@@ -67,34 +39,23 @@ fn sample(page: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-async fn stop(mut child: Child) {
-    signal(child.id().unwrap(), SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit {status} after SIGTERM");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_workload() {
     let f = Fixture::new(Backend::Real, "metrics");
     let sysmap = f
         .serve_sysmap(json!({"poison": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}}))
         .await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     for q in ["in", "out"] {
         broker.declare(&f.q(q), Durability::Durable).await.unwrap();
     }
     let port = free_port();
-    let child = service(
+    let child = spawn(
         "poison",
         &sysmap,
         f.dir.path(),
         &[("SLINGSHOT_HTTP_ADDR", format!("127.0.0.1:{port}"))],
-    )
-    .spawn()
-    .unwrap();
+    );
     let base = format!("http://127.0.0.1:{port}");
     wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(30)).await;
     assert_eq!(
@@ -157,7 +118,7 @@ async fn metrics_count_a_known_workload() {
         sample(&page, "slingshot_publish_confirm_seconds_count{service=\"poison\"}"),
         97.0 + 4.0 + 2.0 - 6.0
     );
-    stop(child).await;
+    child.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,14 +133,12 @@ async fn readiness_follows_the_broker() {
         )
         .await;
     let port = free_port();
-    let child = service(
+    let child = spawn(
         "relay",
         &sysmap,
         f.dir.path(),
         &[("SLINGSHOT_HTTP_ADDR", format!("127.0.0.1:{port}"))],
-    )
-    .spawn()
-    .unwrap();
+    );
     let ready = format!("http://127.0.0.1:{port}/readyz");
     wait_status(&ready, 200, Duration::from_secs(30)).await;
 
@@ -197,7 +156,7 @@ async fn readiness_follows_the_broker() {
     let r = rabbit.clone();
     tokio::task::spawn_blocking(move || r.start_app()).await.unwrap();
     wait_status(&ready, 200, Duration::from_secs(60)).await;
-    stop(child).await;
+    child.stop().await;
 }
 
 /// Runs `fault-service NAME check` and returns its exit code and output.
@@ -325,7 +284,7 @@ async fn one_request_can_be_followed_through_two_services_by_its_trace_id() {
             "relay2": {"in": f.q("mid"), "out": [{"case": true, "queues": [f.q("out")]}]},
         }))
         .await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     for q in ["in", "mid", "out"] {
         broker.declare(&f.q(q), Durability::Durable).await.unwrap();
     }
@@ -333,8 +292,8 @@ async fn one_request_can_be_followed_through_two_services_by_its_trace_id() {
         ("SLINGSHOT_LOG_FORMAT", "json".to_string()),
         ("SLINGSHOT_LOG", "info".to_string()),
     ];
-    let first = service("relay", &sysmap, f.dir.path(), &json_logs).spawn().unwrap();
-    let second = service("relay2", &sysmap, f.dir.path(), &json_logs).spawn().unwrap();
+    let first = spawn("relay", &sysmap, f.dir.path(), &json_logs);
+    let second = spawn("relay2", &sysmap, f.dir.path(), &json_logs);
     let collector = Collector::start(broker.clone(), f.q("out"));
     for id in [41, 42, 43] {
         broker
@@ -343,16 +302,9 @@ async fn one_request_can_be_followed_through_two_services_by_its_trace_id() {
             .unwrap();
     }
     collector.wait_for(3, Duration::from_secs(30)).await;
-    stop(first).await;
-    stop(second).await;
+    let logs = (first.stop().await, second.stop().await);
 
-    let events = |name: &str| -> Vec<Value> {
-        std::fs::read_to_string(f.dir.path().join(format!("{name}.log")))
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
+    let events = |log: &str| -> Vec<Value> { log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect() };
     let routed_trace = |events: &[Value], request: &str| -> String {
         events
             .iter()
@@ -360,7 +312,7 @@ async fn one_request_can_be_followed_through_two_services_by_its_trace_id() {
             .and_then(|e| e["span"]["trace_id"].as_str().map(str::to_string))
             .unwrap_or_else(|| panic!("no routed event for request {request}"))
     };
-    let (one, two) = (events("relay"), events("relay2"));
+    let (one, two) = (events(&logs.0), events(&logs.1));
     let trace = routed_trace(&one, "42");
     assert_eq!(trace.len(), 32, "{trace}");
     assert_eq!(

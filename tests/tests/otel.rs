@@ -11,23 +11,8 @@ use serde_json::{json, Value};
 use slingshot::broker::Durability;
 use slingshot_tests::original::Feeder;
 use slingshot_tests::otlp::{OtlpReceiver, ReceivedSpan};
-use slingshot_tests::{service_command, signal, test_broker, Backend, Fixture};
-use tokio::process::Child;
-
-const SIGTERM: i32 = 15;
-
-fn shared_amqp() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
-
-async fn stop(mut child: Child) {
-    signal(child.id().expect("service still running"), SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("service stops within 30 s")
-        .expect("service exit status");
-    assert!(status.success(), "exit {status} after SIGTERM");
-}
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{service_command, shared_amqp_url, test_broker, Backend, Fixture};
 
 /// A message as it was on the wire: body and text headers.
 #[derive(Debug, Clone)]
@@ -158,7 +143,7 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
             "record/in": objects,
         }))
         .await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     for queue in [&input, &mid, &tap, &out, &dead] {
         broker.declare(queue, Durability::Durable).await.unwrap();
     }
@@ -172,12 +157,8 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
         ("SLINGSHOT_LOG_FORMAT", "json".to_string()),
     ];
     let binary = env!("CARGO_BIN_EXE_otel-service");
-    let ingest = service_command(binary, "ingest", &sysmap, f.dir.path(), &env)
-        .spawn()
-        .unwrap();
-    let record = service_command(binary, "record", &sysmap, f.dir.path(), &env)
-        .spawn()
-        .unwrap();
+    let ingest = ServiceProcess::spawn(binary, "ingest", &sysmap, f.dir.path(), &env);
+    let record = ServiceProcess::spawn(binary, "record", &sysmap, f.dir.path(), &env);
 
     // 42 comes from an upstream service that traces (W3C headers), 43 from an
     // older slingshot (legacy trace ID only), 113 with no trace at all; 113
@@ -189,7 +170,7 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
     let upstream_trace = format!("{:032x}", nanos | (1 << 120));
     let upstream_span = "00f067aa0ba902b7";
     let legacy = format!("{:032x}", nanos | (2 << 120));
-    let feeder = Feeder::connect(&shared_amqp()).await.unwrap();
+    let feeder = Feeder::connect(&shared_amqp_url()).await.unwrap();
     feeder.channel.confirm_select(Default::default()).await.unwrap();
     let upstream = traceparent(&upstream_trace, upstream_span);
     publish(
@@ -205,8 +186,8 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
     let tapped = take(&feeder, &tap, 3).await;
     let outputs = take(&feeder, &out, 2).await;
     let dead_letters = take(&feeder, &dead, 1).await;
-    stop(ingest).await;
-    stop(record).await;
+    ingest.stop().await;
+    let record_log = record.stop().await;
     // Sorted as text: 113, 42, 43.
     let bodies = |wires: &[Wire]| wires.iter().map(|w| w.body.clone()).collect::<Vec<_>>();
     assert_eq!(bodies(&tapped), ["113", "42", "43"]);
@@ -397,8 +378,7 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
     );
 
     // Log lines carry the trace and span IDs of their request.
-    let lines: Vec<Value> = std::fs::read_to_string(f.dir.path().join("record.log"))
-        .unwrap()
+    let lines: Vec<Value> = record_log
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
@@ -422,7 +402,7 @@ async fn without_an_otlp_endpoint_messages_and_logs_still_carry_the_trace() {
             "ingest/out": objects,
         }))
         .await;
-    let broker = test_broker(&shared_amqp()).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     for queue in [&input, &mid] {
         broker.declare(queue, Durability::Durable).await.unwrap();
     }
@@ -430,18 +410,18 @@ async fn without_an_otlp_endpoint_messages_and_logs_still_carry_the_trace() {
         ("SLINGSHOT_LOG", "info".to_string()),
         ("SLINGSHOT_LOG_FORMAT", "json".to_string()),
     ];
-    let ingest = service_command(
+    let mut command = service_command(
         env!("CARGO_BIN_EXE_otel-service"),
         "ingest",
         &sysmap,
         f.dir.path(),
         &env,
-    )
-    .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-    .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    .spawn()
-    .unwrap();
-    let feeder = Feeder::connect(&shared_amqp()).await.unwrap();
+    );
+    command
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let ingest = ServiceProcess::start(command, "ingest", f.dir.path());
+    let feeder = Feeder::connect(&shared_amqp_url()).await.unwrap();
     feeder.channel.confirm_select(Default::default()).await.unwrap();
     let (trace, parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
     publish(
@@ -453,7 +433,7 @@ async fn without_an_otlp_endpoint_messages_and_logs_still_carry_the_trace() {
     .await;
     publish(&feeder, &input, 8, &[]).await;
     let sent = take(&feeder, &mid, 2).await;
-    stop(ingest).await;
+    let ingest_log = ingest.stop().await;
 
     // 7 continues the upstream trace under a new span; 8 starts a sampled trace.
     let fields: Vec<&str> = sent[0].header("traceparent").split('-').collect();
@@ -471,8 +451,7 @@ async fn without_an_otlp_endpoint_messages_and_logs_still_carry_the_trace() {
     assert_eq!(sent[1].header("x-slingshot-trace-id"), fresh[1]);
 
     // Log lines carry the request's trace ID and its own span ID.
-    let lines: Vec<Value> = std::fs::read_to_string(f.dir.path().join("ingest.log"))
-        .unwrap()
+    let lines: Vec<Value> = ingest_log
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();

@@ -11,13 +11,8 @@ use slingshot::broker::{Durability, Message, QueueState, QueueType, QUORUM_DELIV
 use slingshot::protocol::{dead_letter_queue, Request};
 use slingshot::ServiceDef;
 use slingshot_tests::fault_report::{assert_nothing_lost, report, send_ids, Figures};
-use slingshot_tests::{service_command, signal, test_cluster_broker, Backend, Collector, Fixture};
-
-const SIGTERM: i32 = 15;
-
-fn shared_amqp() -> String {
-    std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run the tests with scripts/test.sh")
-}
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{shared_amqp_url, test_cluster_broker, Backend, Collector, Fixture};
 
 /// `rabbitmqctl list_queues name COLUMN` on the shared node (3.10, or 4.0
 /// in the RabbitMQ 4 lane): COLUMN of `queue`.
@@ -76,8 +71,8 @@ async fn a_quorum_service_declares_quorum_queues_and_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_queues_of_the_other_type_are_used_as_they_are() {
     let f = Fixture::new(Backend::Quorum, "qq-existing");
-    let classic = test_cluster_broker(&[shared_amqp()], QueueType::Classic).await;
-    let quorum = test_cluster_broker(&[shared_amqp()], QueueType::Quorum).await;
+    let classic = test_cluster_broker(&[shared_amqp_url()], QueueType::Classic).await;
+    let quorum = test_cluster_broker(&[shared_amqp_url()], QueueType::Quorum).await;
     for (existing, declaring, name) in [(&classic, &quorum, "was-classic"), (&quorum, &classic, "was-quorum")] {
         let queue = f.q(name);
         existing.declare(&queue, Durability::Durable).await.unwrap();
@@ -103,7 +98,7 @@ async fn existing_queues_of_the_other_type_are_used_as_they_are() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_delivery_limit_a_message_is_dead_lettered_not_dropped() {
     let f = Fixture::new(Backend::Quorum, "qq-limit");
-    let broker = test_cluster_broker(&[shared_amqp()], QueueType::Quorum).await;
+    let broker = test_cluster_broker(&[shared_amqp_url()], QueueType::Quorum).await;
     let queue = f.q("in");
     broker.declare(&queue, Durability::Durable).await.unwrap();
     broker.publish(&queue, Message::id(7)).await.unwrap();
@@ -154,7 +149,7 @@ async fn instances_share_a_queue_and_survive_a_kill(queue_type: QueueType, fault
         QueueType::Quorum => Backend::Quorum,
     };
     let f = Fixture::new(backend, fault);
-    let broker = test_cluster_broker(&[shared_amqp()], queue_type).await;
+    let broker = test_cluster_broker(&[shared_amqp_url()], queue_type).await;
     for q in ["in", "out"] {
         broker.declare(&f.q(q), Durability::Durable).await.unwrap();
     }
@@ -170,15 +165,13 @@ async fn instances_share_a_queue_and_survive_a_kill(queue_type: QueueType, fault
     ];
     let mut instances: Vec<_> = (0..INSTANCES)
         .map(|_| {
-            service_command(
+            ServiceProcess::spawn(
                 env!("CARGO_BIN_EXE_fault-service"),
                 "relay",
                 &sysmap,
                 f.dir.path(),
                 &settings,
             )
-            .spawn()
-            .expect("start fault-service")
         })
         .collect();
     // Every instance consumes before the IDs go out, so all share them.
@@ -194,9 +187,7 @@ async fn instances_share_a_queue_and_survive_a_kill(queue_type: QueueType, fault
     assert_eq!(consumers, INSTANCES.to_string(), "consumers of the shared queue");
     send_ids(&*broker, &inbound, 0..N).await;
     collector.wait_for(N as usize / 4, Duration::from_secs(240)).await;
-    let mut killed = instances.remove(0);
-    killed.start_kill().unwrap();
-    killed.wait().await.unwrap();
+    instances.remove(0).kill().await;
     assert!(collector.unique() < N as usize, "the stream finished before the kill");
     collector.wait_for(N as usize, Duration::from_secs(240)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -204,13 +195,8 @@ async fn instances_share_a_queue_and_survive_a_kill(queue_type: QueueType, fault
     let expected: Vec<u64> = (0..N).collect();
     let outcome = report(fault, N, &expected, &collector.counts(), dead);
     for mut instance in instances {
-        assert!(instance.try_wait().unwrap().is_none(), "a surviving instance exited");
-        signal(instance.id().expect("running"), SIGTERM);
-        let status = tokio::time::timeout(Duration::from_secs(40), instance.wait())
-            .await
-            .expect("an instance stops within 40 s of SIGTERM")
-            .unwrap();
-        assert!(status.success(), "an instance exited with {status} after SIGTERM");
+        instance.assert_running();
+        instance.stop().await;
     }
     assert_nothing_lost(&outcome, PREFETCH);
 }

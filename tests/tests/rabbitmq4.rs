@@ -17,12 +17,8 @@ use slingshot::broker::{Broker, Durability, QueueState, QueueType};
 use slingshot::protocol::dead_letter_queue;
 use slingshot_tests::fault_report::{report, send_ids, Figures};
 use slingshot_tests::private::PrivateRabbit4;
-use slingshot_tests::{
-    drain, rabbitmq4, service_command, signal, test_cluster_broker, Backend, Collector, Fixture, Url,
-};
-use tokio::process::Child;
-
-const SIGTERM: i32 = 15;
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{drain, rabbitmq4, shared_amqp_url, test_cluster_broker, Backend, Collector, Fixture, Url};
 
 /// One test at a time: the SIGTERM test counts on a quiet machine, and the
 /// private 4.0 node is one at a time anyway.
@@ -49,37 +45,8 @@ async fn assert_rabbitmq4(url: &str) {
     assert_eq!(info.major(), Some(4), "these tests need RabbitMQ 4, not {info}");
 }
 
-fn spawn(binary: &str, name: &str, sysmap: &str, dir: &Path, env: &[(&str, String)]) -> Child {
-    service_command(binary, name, sysmap, dir, env)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {binary} {name}: {e}"))
-}
-
 fn fault_service() -> &'static str {
     env!("CARGO_BIN_EXE_fault-service")
-}
-
-fn service_log(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
-}
-
-fn assert_running(child: &mut Child, dir: &Path, name: &str) {
-    if let Ok(Some(status)) = child.try_wait() {
-        panic!("{name} exited on its own with {status}:\n{}", service_log(dir, name));
-    }
-}
-
-async fn stop_gracefully(mut child: Child, dir: &Path, name: &str) {
-    signal(child.id().expect("running"), SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("{name} did not stop within 60 s of SIGTERM"))
-        .expect("wait for the service");
-    assert!(
-        status.success(),
-        "{name} exited with {status} after SIGTERM:\n{}",
-        service_log(dir, name)
-    );
 }
 
 /// Polls `done` every 100 ms until it holds, or panics after `timeout`.
@@ -151,22 +118,22 @@ async fn graceful_restarts_never_walk_a_message_to_the_delivery_limit() {
             ready > 32,
             "round {round}: only {ready} ready; the window must stay full"
         );
-        let mut service = spawn(fault_service(), "relay", &sysmap, dir, &settings(300));
+        let mut service = ServiceProcess::spawn(fault_service(), "relay", &sysmap, dir, &settings(300));
         // Its prefetch arrived (the ready count dropped) and its first
         // request is in flight (each takes 300 ms): stop it now.
         wait_until("the service takes its prefetch", Duration::from_secs(30), async || {
-            assert_running(&mut service, dir, "relay");
+            service.assert_running();
             broker.ready_count(&inbound).await.unwrap() < ready
         })
         .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        stop_gracefully(service, dir, "relay").await;
+        service.stop().await;
     }
     // The last instance, quick, takes the rest.
-    let mut service = spawn(fault_service(), "relay", &sysmap, dir, &settings(0));
+    let mut service = ServiceProcess::spawn(fault_service(), "relay", &sysmap, dir, &settings(0));
     let dead_letters = dead_letter_queue(&inbound);
     wait_until("every ID out or dead-lettered", Duration::from_secs(120), async || {
-        assert_running(&mut service, dir, "relay");
+        service.assert_running();
         collector.unique() as u64 + broker.ready_count(&dead_letters).await.unwrap() >= N
     })
     .await;
@@ -174,7 +141,7 @@ async fn graceful_restarts_never_walk_a_message_to_the_delivery_limit() {
     let (dead, at_limit) = broker_dead_lettered(&*broker, &inbound).await;
     let expected: Vec<u64> = (0..N).collect();
     let outcome = report("sigterm-25x-quorum", N, &expected, &collector.counts(), dead);
-    stop_gracefully(service, dir, "relay").await;
+    service.stop().await;
     assert_eq!(
         at_limit,
         Vec::<u64>::new(),
@@ -222,8 +189,8 @@ async fn a_delivery_held_past_the_consumer_timeout_is_processed_once_the_consume
     );
     let url = node.amqp_url();
     assert_rabbitmq4(&url).await;
-    let mut timeouts = 0;
-    for queue_type in [QueueType::Classic, QueueType::Quorum] {
+    // The consumer timeouts the node logged before each round: one a round.
+    for (timeouts, queue_type) in [QueueType::Classic, QueueType::Quorum].into_iter().enumerate() {
         let fault = format!("consumer-timeout-{queue_type}");
         let f = Fixture::new(Backend::Real, &fault);
         let broker = test_cluster_broker(std::slice::from_ref(&url), queue_type).await;
@@ -242,13 +209,13 @@ async fn a_delivery_held_past_the_consumer_timeout_is_processed_once_the_consume
             ("SLINGSHOT_SHUTDOWN_SECS", "30".to_string()),
             ("SLINGSHOT_TEST_SLEEP_ONCE_MS", "12000".to_string()),
         ];
-        let mut service = spawn(fault_service(), "sleepy-once", &sysmap, dir, &env);
+        let mut service = ServiceProcess::spawn(fault_service(), "sleepy-once", &sysmap, dir, &env);
         send_ids(&*broker, &f.q("in"), 0..N / 2).await;
         // The broker gives up on the held delivery.
         let timed_out = |log: &str| log.matches("delivery acknowledgement on channel").count();
         let n = node.clone();
         wait_until("the broker's consumer timeout", Duration::from_secs(60), async || {
-            assert_running(&mut service, dir, "sleepy-once");
+            service.assert_running();
             let node = n.clone();
             tokio::task::spawn_blocking(move || timed_out(&node.log()))
                 .await
@@ -256,7 +223,6 @@ async fn a_delivery_held_past_the_consumer_timeout_is_processed_once_the_consume
                 > timeouts
         })
         .await;
-        timeouts += 1;
         // IDs sent now are processed only by a consumer that came back.
         send_ids(&*broker, &f.q("in"), N / 2..N).await;
         collector.wait_for(N as usize, Duration::from_secs(90)).await;
@@ -275,11 +241,11 @@ async fn a_delivery_held_past_the_consumer_timeout_is_processed_once_the_consume
         )
         .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_running(&mut service, dir, "sleepy-once");
+        service.assert_running();
         let dead = broker.ready_count(&dead_letter_queue(&inbound)).await.unwrap();
         let expected: Vec<u64> = (0..N).collect();
         let outcome = report(&fault, N, &expected, &collector.counts(), dead);
-        stop_gracefully(service, dir, "sleepy-once").await;
+        service.stop().await;
         assert_eq!(outcome.lost, 0, "{fault}: IDs were lost");
         assert_eq!(outcome.dead_lettered, 0, "{fault}: good requests were dead-lettered");
         // The held request ran twice at most: once held, once redelivered.
@@ -389,7 +355,7 @@ async fn deprecated_features_refused_by_the_broker_fail_clearly() {
         broker.declare(&f.q(q), Durability::Durable).await.unwrap();
     }
     let collector = Collector::start(broker.clone(), f.q("out"));
-    let service = spawn(
+    let service = ServiceProcess::spawn(
         fault_service(),
         "relay",
         &sysmap,
@@ -398,7 +364,7 @@ async fn deprecated_features_refused_by_the_broker_fail_clearly() {
     );
     send_ids(&*broker, &f.q("in"), 0..100).await;
     collector.wait_for(100, Duration::from_secs(60)).await;
-    stop_gracefully(service, dir, "relay").await;
+    service.stop().await;
     let log = tokio::task::spawn_blocking(move || {
         node.stop();
         node.log()
@@ -432,7 +398,7 @@ async fn check_and_the_start_up_log_name_the_broker_version_and_queue_type() {
         !rabbitmq4::shared_is_rabbitmq4(),
         "SLINGSHOT_TEST_AMQP_URL must be the host's RabbitMQ 3.10 here (the 4.0 node is SLINGSHOT_TEST_RABBITMQ4_URL)"
     );
-    let shared = std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL: run with scripts/test.sh");
+    let shared = shared_amqp_url();
     let version = |mut ctl: Command| {
         let output = ctl
             .args(["-q", "version"])
@@ -476,13 +442,13 @@ async fn check_and_the_start_up_log_name_the_broker_version_and_queue_type() {
                 ("SLINGSHOT_LOG", "info".to_string()),
                 ("SLINGSHOT_LOG_FORMAT", "json".to_string()),
             ];
-            let mut service = spawn(fault_service(), "relay", &sysmap, dir, &env);
+            let mut service = ServiceProcess::spawn(fault_service(), "relay", &sysmap, dir, &env);
             wait_until("the started line", Duration::from_secs(60), async || {
-                assert_running(&mut service, dir, "relay");
-                started_line(&service_log(dir, "relay")).is_some()
+                service.assert_running();
+                started_line(&service.log()).is_some()
             })
             .await;
-            let started = started_line(&service_log(dir, "relay")).expect("a started line");
+            let started = started_line(&service.log()).expect("a started line");
             let fields = &started["fields"];
             assert!(
                 fields["broker_version"]
@@ -491,7 +457,7 @@ async fn check_and_the_start_up_log_name_the_broker_version_and_queue_type() {
                 "started line without broker_version {version}: {started}"
             );
             assert_eq!(fields["queue_type"], queue_type, "started line: {started}");
-            stop_gracefully(service, dir, "relay").await;
+            service.stop().await;
         }
     }
 }

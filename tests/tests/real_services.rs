@@ -79,7 +79,7 @@ async fn a_queue_declared_with_other_arguments_is_used_as_is() {
     let f = Fixture::new(Backend::Real, "preexisting");
     let inbound = f.q("in");
     // Another tool declared the inbound queue first, as a length-limited queue.
-    let conn = lapin::Connection::connect(&std::env::var("SLINGSHOT_TEST_AMQP_URL").unwrap(), Default::default())
+    let conn = lapin::Connection::connect(&slingshot_tests::shared_amqp_url(), Default::default())
         .await
         .unwrap();
     let channel = conn.create_channel().await.unwrap();

@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde_json::json;
 use slingshot::broker::{Durability, Message};
 use slingshot_tests::otlp::OtlpReceiver;
-use slingshot_tests::{drain_ids, signal, test_broker, Backend, Fixture};
+use slingshot_tests::probe::free_port;
+use slingshot_tests::process::ServiceProcess;
+use slingshot_tests::{drain_ids, shared_amqp_url, test_broker, Backend, Fixture};
 use tokio::process::Command;
-
-const SIGTERM: i32 = 15;
 
 /// What must never be printed.
 const SECRETS: [&str; 4] = ["s3cr3t", "t0k3n", "otelpass", "k3y"];
@@ -28,14 +28,6 @@ fn sysmap_with_secrets(base: &str) -> String {
 fn otlp_with_secrets(base: &str) -> String {
     let host = base.strip_prefix("http://").expect("an http:// receiver");
     format!("http://u:otelpass@{host}/?api_key=k3y")
-}
-
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// `fault-service relay ARGS` with `sysmap`, `otlp` and a verbose log,
@@ -102,14 +94,14 @@ fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin + Send + 'static>) ->
 
 /// Runs the service until one request went through it, then SIGTERM; its outputs.
 async fn run_one_request(f: &Fixture, sysmap: &str, otlp: &str, id: u64) -> String {
-    let broker = test_broker(&std::env::var("SLINGSHOT_TEST_AMQP_URL").expect("SLINGSHOT_TEST_AMQP_URL")).await;
+    let broker = test_broker(&shared_amqp_url()).await;
     for q in ["in", "out"] {
         broker.declare(&f.q(q), Durability::Durable).await.expect("declare");
     }
-    let mut child = relay(&["run"], sysmap, otlp, f.dir.path())
-        .spawn()
-        .expect("spawn the relay");
+    // Its outputs are piped: it keeps no log file.
+    let mut service = ServiceProcess::start(relay(&["run"], sysmap, otlp, f.dir.path()), "relay", f.dir.path());
     // Read as it is written: a full pipe would stop the service.
+    let child = service.child_mut();
     let (stdout, stderr) = (read_all(child.stdout.take()), read_all(child.stderr.take()));
     broker.publish(&f.q("in"), Message::id(id)).await.expect("publish");
     let start = std::time::Instant::now();
@@ -117,7 +109,7 @@ async fn run_one_request(f: &Fixture, sysmap: &str, otlp: &str, id: u64) -> Stri
         if broker.ready_count(&f.q("out")).await.expect("count") > 0 {
             break None;
         }
-        if let Some(status) = child.try_wait().expect("the relay's status") {
+        if let Some(status) = service.exited() {
             break Some(status);
         }
         assert!(
@@ -134,11 +126,7 @@ async fn run_one_request(f: &Fixture, sysmap: &str, otlp: &str, id: u64) -> Stri
     assert_eq!(drain_ids(broker.as_ref(), &f.q("out")).await, [id]);
     // The exporter sends the spans within its schedule delay (200 ms).
     tokio::time::sleep(Duration::from_millis(600)).await;
-    signal(child.id().expect("running"), SIGTERM);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the relay stops within 30 s of SIGTERM")
-        .expect("the relay's status");
+    let (status, _) = service.stop_status().await;
     let out = format!("{}{}", stdout.await.expect("stdout"), stderr.await.expect("stderr"));
     assert!(status.success(), "exit {status} after SIGTERM:\n{out}");
     out
@@ -186,7 +174,7 @@ async fn no_output_shows_the_credentials_of_a_url() {
     }
 
     // A sys-map nobody answers at: the HTTP errors of every command.
-    let nowhere = format!("http://127.0.0.1:{}", closed_port());
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
     let unreachable = sysmap_with_secrets(&nowhere);
     let nowhere_host = nowhere.trim_start_matches("http://").to_string();
     for args in [
@@ -204,7 +192,7 @@ async fn no_output_shows_the_credentials_of_a_url() {
     }
 
     // A collector nobody answers at: the exporter's errors.
-    let lost = format!("http://127.0.0.1:{}", closed_port());
+    let lost = format!("http://127.0.0.1:{}", free_port());
     let out = run_one_request(&f, &sysmap, &otlp_with_secrets(&lost), 8).await;
     assert!(out.contains("exporting spans failed: POST http://"), "{out}");
     assert_redacted(

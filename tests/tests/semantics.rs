@@ -133,6 +133,7 @@ macro_rules! on_every_backend {
                 super::$test(slingshot_tests::Backend::Embedded).await
             })*
         }
+        #[cfg(feature = "services")]
         mod real {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
@@ -140,6 +141,7 @@ macro_rules! on_every_backend {
             })*
         }
         /// RabbitMQ with quorum queues.
+        #[cfg(feature = "services")]
         mod quorum {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
