@@ -130,6 +130,19 @@ class SysMapServer:
         self.dir.cleanup()
 
 
+def announced_version(connection) -> str:
+    """The ``version`` a broker sent in its ``connection.start``, or ``unknown``.
+
+    pika keeps the server's properties on the connection it wraps; it has no
+    public accessor for them.
+    """
+    properties = getattr(getattr(connection, "_impl", None), "server_properties", None) or {}
+    version = properties.get("version", properties.get(b"version"))
+    if isinstance(version, bytes):
+        version = version.decode("utf-8", "replace")
+    return version or "unknown"
+
+
 class Real:
     """One test's slice of the real services: unique queues, buckets and database."""
 
@@ -153,6 +166,9 @@ class Real:
         self.amqp = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
         self.channel = self.amqp.channel()
         self.channel.confirm_delivery()
+        #: The RabbitMQ version the broker announced when we connected
+        #: (``broker=`` of the fault lines, as the Rust tests print it).
+        self.broker_version = announced_version(self.amqp)
         pg = urllib.parse.urlparse(self.pg_url)
         self.pg = pg
         self.database = unique("slingshot_test_py").replace("-", "_")

@@ -119,7 +119,7 @@ def test_partial_read_reopen(real):
     lost = n - len(set(ids))
     duplicates = len(ids) - len(set(ids))
     report(
-        f"fault=partial-read-reopen-python sent={n} delivered={len(set(ids))} lost={lost} "
+        f"fault=partial-read-reopen-python broker={real.broker_version} sent={n} delivered={len(set(ids))} lost={lost} "
         f"duplicates={duplicates} dead_lettered={dead}"
     )
     service.send_signal(signal.SIGTERM)

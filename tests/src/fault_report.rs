@@ -77,16 +77,29 @@ impl Drop for Figures {
     }
 }
 
-/// Counts the stream's outcome, reports the line, and returns it.
+/// Counts the stream's outcome, reports the line (on the test's RabbitMQ,
+/// [`broker`]), and returns it.
 pub fn report(fault: &str, sent: u64, expected: &[u64], counts: &HashMap<u64, u32>, dead_lettered: u64) -> Outcome {
+    report_on(&broker(), fault, sent, expected, counts, dead_lettered)
+}
+
+/// [`report`] for a stream measured on `broker`: `embedded` for the
+/// in-process broker, say.
+pub fn report_on(
+    broker: &str,
+    fault: &str,
+    sent: u64,
+    expected: &[u64],
+    counts: &HashMap<u64, u32>,
+    dead_lettered: u64,
+) -> Outcome {
     let delivered = expected.iter().filter(|id| counts.contains_key(id)).count() as u64;
     let lost = expected.len() as u64 - delivered;
     let duplicates: u64 = counts.values().map(|&n| u64::from(n.saturating_sub(1))).sum();
     let expected_set: std::collections::HashSet<u64> = expected.iter().copied().collect();
     let stray = counts.keys().filter(|id| !expected_set.contains(id)).count();
     publish(&format!(
-        "fault={fault} broker={} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}",
-        broker()
+        "fault={fault} broker={broker} sent={sent} delivered={delivered} lost={lost} duplicates={duplicates} dead_lettered={dead_lettered}"
     ));
     assert_eq!(stray, 0, "{fault}: IDs arrived that should not have");
     Outcome {

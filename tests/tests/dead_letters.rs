@@ -13,7 +13,7 @@ use slingshot::broker::memory::MemoryBroker;
 use slingshot::broker::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, HeaderValue, Message, QueueState};
 use slingshot::deadletter::{self, Selection, Stopped};
 use slingshot::protocol::dead_letter_queue;
-use slingshot_tests::fault_report::{publish, report, Figures};
+use slingshot_tests::fault_report::{self, publish, report_on, Figures};
 use slingshot_tests::{drain_ids, shared_amqp_url, test_broker, Backend, Fixture};
 
 /// Deliveries taken with `get` and not settled yet, and the most at once.
@@ -311,7 +311,12 @@ async fn a_replay_the_broker_stops_leaves_every_dead_letter_replayed_or_dead_let
     for id in &replayed_ids {
         *counts.entry(*id).or_default() += 1;
     }
-    let outcome = report(
+    let measured_on = match backend {
+        Backend::Embedded => "embedded".to_string(),
+        Backend::Real | Backend::Quorum => fault_report::broker(),
+    };
+    let outcome = report_on(
+        &measured_on,
         &format!("dead-letter-replay-stopped-{}", format!("{backend:?}").to_lowercase()),
         N,
         &order,

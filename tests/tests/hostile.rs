@@ -538,7 +538,10 @@ async fn retries_dead_letters_and_replays_keep_every_header_and_property() {
         );
     }
     assert_eq!(header(back, "x-slingshot-error"), None);
-    slingshot_tests::fault_report::publish("fault=metadata sent=1 delivered=1 lost=0 duplicates=0 dead_lettered=1");
+    slingshot_tests::fault_report::publish(&format!(
+        "fault=metadata broker={} sent=1 delivered=1 lost=0 duplicates=0 dead_lettered=1",
+        slingshot_tests::fault_report::broker()
+    ));
 }
 
 /// The sys-map of the test's `hostile` service again (the first server may
