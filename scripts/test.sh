@@ -71,6 +71,19 @@ if [ ! -t 1 ]; then
 fi
 
 echo "==> slingshot tests in $(pwd)"
+
+# Disk: the builds take several GB, and RabbitMQ blocks every publisher when
+# its disk runs low (a fault stream then stalls with no error of its own),
+# so say so up front rather than leave it to be guessed from a timeout.
+free_disk() { # DIR: free space of its file system, in MiB
+    df -Pm "$1" 2>/dev/null | awk 'NR == 2 { print $4 }'
+}
+for dir in . /var/tmp; do
+    free=$(free_disk "$dir")
+    if [ -n "$free" ] && [ "$free" -lt 8192 ]; then
+        echo "==> WARNING: only ${free} MiB free under $dir; the build and the brokers need about 8 GiB" >&2
+    fi
+done
 if [ -n "$fresh_db" ]; then
     echo "==> services (scripts/services.sh fresh-db)"
     bash scripts/services.sh fresh-db
