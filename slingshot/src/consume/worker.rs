@@ -226,6 +226,11 @@ impl Worker {
                 .is_some_and(|j| j.take_suspect(request.fingerprint))
         {
             drop(slot);
+            // Shared until the original is settled. Its copy, which counts
+            // the crash, runs alone: had it started before the broker got
+            // the original's ack, a second crash would bring both back, and
+            // the original would run again uncounted.
+            let _settling = self.alone.read().await;
             return self.crashed(delivery, &request, &traced).await;
         }
         let id = match &request.id {
