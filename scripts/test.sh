@@ -122,9 +122,10 @@ trap cleanup EXIT
 
 status=0
 
-# The `services` feature turns on the tests that need the services started
-# above (tests/Cargo.toml); plain `cargo test --workspace` leaves them out.
-features=(--features slingshot-tests/services)
+# The `services` features turn on the tests that need what was started and
+# installed above (tests/Cargo.toml, examples/Cargo.toml); plain
+# `cargo test --workspace` leaves them out.
+features=(--features slingshot-tests/services,slingshot-examples/services)
 echo "==> cargo test --workspace --all-targets ${features[*]} --no-fail-fast"
 tests_status=0
 cargo test --workspace --all-targets "${features[@]}" --no-fail-fast || tests_status=$?

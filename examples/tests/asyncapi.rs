@@ -3,9 +3,9 @@
 //! 3.0 JSON Schema (@asyncapi/specs) and the AsyncAPI parser
 //! (@asyncapi/parser), run by `tests/asyncapi/validate.mjs`.
 //!
-//! The validator is installed by `scripts/test.sh` (`npm ci --prefix
-//! tests/asyncapi`); without it (or without `node`) these tests fail, saying
-//! how to install it.
+//! Needs the `services` feature. The validator is installed by
+//! `scripts/test.sh` (`npm ci --prefix tests/asyncapi`); without it (or
+//! without `node`) these tests fail, saying how to install it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,4 +1,5 @@
-//! The examples on the real services, unchanged, with `SLINGSHOT_SYS_MAP` pointing at an HTTP sys-map.
+//! The examples on the real services, unchanged, with `SLINGSHOT_SYS_MAP` pointing at an HTTP sys-map
+//! (the `services` feature).
 //!
 //! The original crate's `simple` service as a process, the pipeline demo,
 //! and the pipeline's three stages as three separate processes, as they
