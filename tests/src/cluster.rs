@@ -1,4 +1,5 @@
-//! The three-node RabbitMQ cluster `scripts/cluster.sh` starts for the cluster fault tests: finding its nodes, and killing, freezing, stopping and restarting them.
+//! The three-node RabbitMQ cluster `scripts/cluster.sh` starts for the cluster fault tests: finding
+//! its nodes, and killing, freezing, stopping and restarting them.
 //!
 //! The cluster is started once per test run (scripts/test.sh starts it in
 //! the background while the tests build, and stops it when the run ends).

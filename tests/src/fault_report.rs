@@ -1,4 +1,6 @@
-//! Counting a fault test's stream and reporting it: the `fault=<name> broker=<version> sent=N delivered=N lost=N duplicates=N dead_lettered=N` line, printed and appended to `$SLINGSHOT_FAULT_REPORT`, as `tests/tests/faults.rs` does.
+//! Counting a fault test's stream and reporting it: the `fault=<name> broker=<version> sent=N
+//! delivered=N lost=N duplicates=N dead_lettered=N` line, printed and appended to
+//! `$SLINGSHOT_FAULT_REPORT`, as `tests/tests/faults.rs` does.
 //!
 //! `broker=` is the version the RabbitMQ broker of the test announced
 //! (`3.10.8`, `4.0.5`): [`crate::test_broker`] records it when it connects.

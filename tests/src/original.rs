@@ -1,4 +1,5 @@
-//! A wire-level stand-in of the original `slingshot-microservice`: what its services do on RabbitMQ, for the interoperability tests.
+//! A wire-level stand-in of the original `slingshot-microservice`: what its services do on
+//! RabbitMQ, for the interoperability tests.
 //!
 //! What the original does on the wire (read in its source, not copied):
 //! - it declares its inbound queue and every outbound queue with AMQP's

@@ -1,4 +1,6 @@
-//! A test-only OTLP/HTTP receiver: accepts `POST /v1/traces` in protobuf, as a collector's port 4318 does, decodes the spans with the `opentelemetry-proto` types and keeps them for the tests to inspect.
+//! A test-only OTLP/HTTP receiver: accepts `POST /v1/traces` in protobuf, as a collector's port
+//! 4318 does, decodes the spans with the `opentelemetry-proto` types and keeps them for the tests
+//! to inspect.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,5 @@
-//! Private instances of RabbitMQ, PostgreSQL and Garage that fault tests may stop and start without disturbing the shared services.
+//! Private instances of RabbitMQ, PostgreSQL and Garage that fault tests may stop and start without
+//! disturbing the shared services.
 //!
 //! Each is torn down when dropped, pass or fail; a stopped one is started
 //! again by its owner test or simply discarded with it.

@@ -1,4 +1,5 @@
-//! RabbitMQ 4.0 beside the host's 3.10: where `scripts/rabbitmq4.sh` keeps it (its root filesystem and URL), driving it with its own CLI, and which of the two brokers the shared one is.
+//! RabbitMQ 4.0 beside the host's 3.10: where `scripts/rabbitmq4.sh` keeps it (its root filesystem
+//! and URL), driving it with its own CLI, and which of the two brokers the shared one is.
 //!
 //! `scripts/rabbitmq4.sh env` exports `SLINGSHOT_TEST_RABBITMQ4_URL` and
 //! `SLINGSHOT_TEST_RABBITMQ4_ROOT`. The shared broker of a test run is the

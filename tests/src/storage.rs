@@ -1,4 +1,5 @@
-//! Helpers of the object-storage fault tests: the large objects `storage-service big-writer` writes, and a watch that polls a service's `/healthz` throughout a test.
+//! Helpers of the object-storage fault tests: the large objects `storage-service big-writer`
+//! writes, and a watch that polls a service's `/healthz` throughout a test.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

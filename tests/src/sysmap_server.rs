@@ -1,4 +1,5 @@
-//! An HTTP sys-map on loopback that a test can take away and bring back on the same port, to break the sys-map under running services.
+//! An HTTP sys-map on loopback that a test can take away and bring back on the same port, to break
+//! the sys-map under running services.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! Mixed deployments: a slingshot service between two services that behave on the wire exactly as the original `slingshot-microservice` does, in both start orders, on the real RabbitMQ.
+//! Mixed deployments: a slingshot service between two services that behave on the wire exactly as
+//! the original `slingshot-microservice` does, in both start orders, on the real RabbitMQ.
 //!
 //! The pipeline is `feeder → a → original "upstream" → b → slingshot "relay"
 //! → c → original "downstream" → d → collector`. The feeder publishes as an

@@ -1,4 +1,6 @@
-//! Tracing across services: requests through two services on the real RabbitMQ, S3 and PostgreSQL, their spans exported over OTLP/HTTP to a receiver in the test, their W3C headers read off the wire with a raw AMQP client.
+//! Tracing across services: requests through two services on the real RabbitMQ, S3 and PostgreSQL,
+//! their spans exported over OTLP/HTTP to a receiver in the test, their W3C headers read off the
+//! wire with a raw AMQP client.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -1,4 +1,8 @@
-//! RabbitMQ 4's rules, each on RabbitMQ 4.0.5 (scripts/rabbitmq4.sh runs it beside the host's 3.10): returning deliveries never walks a good message to a quorum queue's delivery limit, a delivery held past the consumer timeout is processed once the consumer is back, a broker that refuses deprecated features gets a clear error, and `check` and the start-up log name the broker's version and queue type.
+//! RabbitMQ 4's rules, each on RabbitMQ 4.0.5 (scripts/rabbitmq4.sh runs it beside the host's
+//! 3.10): returning deliveries never walks a good message to a quorum queue's delivery limit, a
+//! delivery held past the consumer timeout is processed once the consumer is back, a broker that
+//! refuses deprecated features gets a clear error, and `check` and the start-up log name the
+//! broker's version and queue type.
 //!
 //! The 4.0 node is `SLINGSHOT_TEST_RABBITMQ4_URL` (and private 4.0 nodes in
 //! its root filesystem); `SLINGSHOT_TEST_AMQP_URL` stays the host's 3.10,

@@ -1,4 +1,6 @@
-//! Writing log lines without ever blocking the thread that logs: lines go through a bounded queue to a thread of their own, and are dropped (and counted) when a stalled stdout lets the queue fill.
+//! Writing log lines without ever blocking the thread that logs: lines go through a bounded queue
+//! to a thread of their own, and are dropped (and counted) when a stalled stdout lets the queue
+//! fill.
 //!
 //! A log line is written from whatever thread logs it, often one of the
 //! runtime's async threads. A stdout that does not drain (a pipe nobody

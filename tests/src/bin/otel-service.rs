@@ -1,4 +1,6 @@
-//! The two services of the tracing test: `otel-service (ingest|record) [run|...]`. `ingest` writes an object to S3; `record` reads it and records its size in PostgreSQL, failing on IDs ending in 13.
+//! The two services of the tracing test: `otel-service (ingest|record) [run|...]`. `ingest` writes
+//! an object to S3; `record` reads it and records its size in PostgreSQL, failing on IDs ending in
+//! 13.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
