@@ -59,6 +59,9 @@ fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, 
         } else {
             ConnectionKind::None
         },
+        // A Python service's SQLAlchemy connection cannot run the inbox and
+        // outbox statements in its transaction yet.
+        once: false,
         prepare: handler::prepare,
         case_domain: || None,
     })

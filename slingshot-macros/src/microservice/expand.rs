@@ -74,6 +74,7 @@ pub(super) fn service(service: &Service) -> TokenStream {
         name,
         sys_map,
         main,
+        once,
         function,
         ..
     } = service;
@@ -190,6 +191,7 @@ pub(super) fn service(service: &Service) -> TokenStream {
                     name: #name,
                     sys_map: #sys_map,
                     function: ::core::stringify!(#fn_name),
+                    once: #once,
                     // Through the handler, so that a type that is not a
                     // connection is reported once, at `type Connection`.
                     connection: {

@@ -13,7 +13,7 @@ use syn::{Expr, Ident, ItemFn, Lit, Meta, Token};
 use super::display;
 
 /// The keys, for messages.
-const KEYS: &str = "`name`, `sys_map` and `main`";
+const KEYS: &str = "`name`, `sys_map`, `main` and `once`";
 
 /// What the attribute and its item are made of.
 pub(super) struct Input {
@@ -34,6 +34,7 @@ pub(super) enum Arg {
     Name(syn::LitStr),
     SysMap(syn::LitStr),
     Main(syn::LitBool),
+    Once(syn::LitBool),
     /// A known key with a value of the wrong kind: the key counts as given.
     BadValue {
         key: Key,
@@ -49,6 +50,7 @@ pub(super) enum Key {
     Name,
     SysMap,
     Main,
+    Once,
 }
 
 /// The item under the attribute.
@@ -109,6 +111,7 @@ fn parse_args(tokens: TokenStream) -> Args {
             ("name", Some(Lit::Str(s))) => Arg::Name(s.clone()),
             ("sys_map", Some(Lit::Str(s))) => Arg::SysMap(s.clone()),
             ("main", Some(Lit::Bool(b))) => Arg::Main(b.clone()),
+            ("once", Some(Lit::Bool(b))) => Arg::Once(b.clone()),
             ("name", _) => bad_value(Key::Name, "`name` must be a string literal, e.g. `name = \"thumbnailer\"`"),
             ("sys_map", _) => bad_value(
                 Key::SysMap,
@@ -117,6 +120,10 @@ fn parse_args(tokens: TokenStream) -> Args {
             ("main", _) => bad_value(
                 Key::Main,
                 "`main` must be `true` or `false`: `main = false` when the crate defines its own `main`",
+            ),
+            ("once", _) => bad_value(
+                Key::Once,
+                "`once` must be `true` or `false`: `once = true` makes the service effectively once (an inbox and outbox in its database)",
             ),
             _ => Arg::Invalid(syn::Error::new_spanned(
                 &pair.path,

@@ -18,6 +18,8 @@ pub(super) struct Service {
     pub(super) sys_map: syn::LitStr,
     /// Whether to generate `main`.
     pub(super) main: bool,
+    /// Whether the service runs in once mode by default.
+    pub(super) once: bool,
     pub(super) function: ItemFn,
     /// What `process` takes, parameter by parameter.
     pub(super) params: Vec<Param>,
@@ -57,6 +59,8 @@ struct Attribute {
     name: Option<syn::LitStr>,
     sys_map: Option<syn::LitStr>,
     main: bool,
+    /// `once = true`, where it was written.
+    once: Option<syn::LitBool>,
 }
 
 /// What [`check_function`] learns from a valid signature.
@@ -99,6 +103,13 @@ pub(super) fn validate(input: Input) -> Result<Service, Rejected> {
             "slingshot generates `main` for this service, so the function cannot be called `main`; rename it (e.g. `process`) or add `main = false`",
         );
     }
+    if let (Some(once), Some(Shape { connection: None, .. })) = (&attribute.once, &shape) {
+        cx.error_spanned(
+            once,
+            "`once = true` needs a database: the inbox, the outbox and `process`'s writes commit in one transaction; \
+             add a connection parameter, e.g. `conn: &mut diesel::PgConnection`",
+        );
+    }
     if let Err(errors) = cx.check() {
         return Err(Rejected {
             errors,
@@ -114,6 +125,7 @@ pub(super) fn validate(input: Input) -> Result<Service, Rejected> {
         name,
         sys_map,
         main: attribute.main,
+        once: attribute.once.is_some(),
         function: *function,
         params: shape.params,
         connection: shape.connection,
@@ -129,6 +141,7 @@ fn check_args(cx: &mut Ctxt, args: Args) -> Attribute {
         name: None,
         sys_map: None,
         main: true,
+        once: None,
     };
     let args = match args {
         Args::List(args) => args,
@@ -159,6 +172,7 @@ fn check_args(cx: &mut Ctxt, args: Args) -> Attribute {
                 attribute.sys_map = Some(s);
             }
             Arg::Main(b) => attribute.main = b.value,
+            Arg::Once(b) => attribute.once = b.value.then_some(b),
             Arg::BadValue { key, error } => {
                 cx.push(error);
                 match key {
@@ -167,6 +181,7 @@ fn check_args(cx: &mut Ctxt, args: Args) -> Attribute {
                     // Whoever writes `main = ...` most likely means `false`:
                     // no stub `main` that would clash with theirs.
                     Key::Main => attribute.main = false,
+                    Key::Once => {}
                 }
             }
             Arg::Invalid(error) => cx.push(error),

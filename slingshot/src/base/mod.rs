@@ -5,5 +5,6 @@
 pub(crate) mod case;
 pub(crate) mod chain;
 pub(crate) mod failure;
+pub(crate) mod fault;
 pub(crate) mod redact;
 pub(crate) mod stats;

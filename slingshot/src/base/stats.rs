@@ -72,6 +72,16 @@ pub struct Stats {
     pub abandoned: AtomicU64,
     /// The service's concurrency: how many calls may run at once.
     pub concurrency: AtomicUsize,
+    /// Once mode: deliveries of messages already done, acknowledged without
+    /// running `process`.
+    pub duplicates: AtomicU64,
+    /// Once mode: outbox rows the relay published for a stage that did not.
+    pub relayed: AtomicU64,
+    /// Once mode: outbox rows not yet published, at the relay's last look.
+    pub outbox_depth: AtomicU64,
+    /// Once mode: age of the oldest outbox row at the relay's last look, in
+    /// milliseconds (0 when empty).
+    pub outbox_lag_ms: AtomicU64,
     routes: Mutex<Routes>,
     /// When each call in progress started, by a number of its own.
     calls: Mutex<Calls>,

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use crate::base::case::{CaseDomain, CaseValue};
+use crate::execute::once::NewOutboxRow;
+use crate::protocol::output_message_id;
 use crate::sysmap::{Route, ServiceWiring};
 
 /// A service's routes by case. Cases match by kind and value: `true`,
@@ -21,6 +23,28 @@ pub(crate) struct RoutePlan {
     pub sends: Vec<(String, u64)>,
     /// Outputs whose case has no route: logged and counted, not an error.
     pub unrouted: Vec<(u64, CaseValue)>,
+}
+
+impl RoutePlan {
+    /// The messages to send, each with its deterministic `message-id`
+    /// derived from `inbound`, the identity of the message whose call
+    /// returned the outputs ([`output_message_id`]).
+    pub(crate) fn messages(&self, inbound: &str) -> Vec<NewOutboxRow> {
+        let mut seen: HashMap<(&str, u64), u32> = HashMap::new();
+        self.sends
+            .iter()
+            .map(|(queue, id)| {
+                let nth = seen.entry((queue.as_str(), *id)).or_insert(0);
+                let message_id = output_message_id(inbound, queue, *id, *nth);
+                *nth += 1;
+                NewOutboxRow {
+                    message_id,
+                    queue: queue.clone(),
+                    request: *id,
+                }
+            })
+            .collect()
+    }
 }
 
 impl RouteTable {
@@ -95,6 +119,18 @@ mod tests {
             [("a".into(), 1), ("b".into(), 1), ("s".into(), 2), ("i".into(), 3)]
         );
         assert_eq!(plan.unrouted, [(4, CaseValue::Bool(false))]);
+    }
+
+    #[test]
+    fn messages_get_ids_that_a_run_again_repeats_and_no_two_share() {
+        let t = table(r#"[{"case": true, "queues": ["a", "b"]}]"#);
+        let plan = t.plan(&[(1, true.to_case()), (1, true.to_case()), (2, true.to_case())]);
+        let ids = |inbound| plan.messages(inbound).into_iter().map(|m| m.message_id).collect::<Vec<_>>();
+        let first = ids("m-1");
+        assert_eq!(first, ids("m-1"), "deterministic");
+        assert_eq!(first.iter().collect::<std::collections::HashSet<_>>().len(), 6, "{first:?}");
+        assert!(ids("m-2").iter().all(|id| !first.contains(id)), "another inbound message");
+        assert!(first.iter().all(|id| id.starts_with("o-") && id.len() == 34), "{first:?}");
     }
 
     #[test]

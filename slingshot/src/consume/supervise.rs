@@ -20,6 +20,27 @@ use crate::error::Error;
 pub(crate) async fn keep_consuming(
     worker: Arc<Worker>,
     queues: Vec<(String, Durability)>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    // Once mode: the relay runs beside the consumer, through reconnections.
+    let relay = worker
+        .once
+        .clone()
+        .map(|once| tokio::spawn(super::relay::run(worker.clone(), once, shutdown.clone())));
+    let consumed = consume_until_shutdown(worker, queues, shutdown).await;
+    if let Some(relay) = relay {
+        // It ends by itself on shutdown; a service stopped for good stops it.
+        if consumed.is_err() {
+            relay.abort();
+        }
+        let _ = relay.await;
+    }
+    consumed
+}
+
+async fn consume_until_shutdown(
+    worker: Arc<Worker>,
+    queues: Vec<(String, Durability)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     // Doubling from 250 ms to 15 s, with jitter so that the services of a

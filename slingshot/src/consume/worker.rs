@@ -11,6 +11,10 @@
 //! - a request: `process`, uploads, confirmed outputs, then the ack; if it
 //!   failed, [`protocol::decide`] chooses a retry or the dead-letter queue.
 //!
+//! In once mode (see [`crate::execute::once`]) the outputs come from the
+//! stage's committed outbox rows, which are deleted once confirmed; a
+//! message already done is acknowledged without running `process`.
+//!
 //! A publish that fails after `process` succeeded is retried with backoff
 //! (redeclaring a deleted queue) while the delivery stays unacknowledged:
 //! `process` does not run again because the broker refused a publish.
@@ -26,13 +30,15 @@ use tracing::Instrument;
 
 use crate::base::chain::error_chain;
 use crate::base::failure::{Failure, FailureKind};
+use crate::base::fault;
 pub(crate) use crate::base::stats::Stats;
 use crate::broker::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, Message, QUORUM_DELIVERY_LIMIT};
 use crate::consume::routing::RouteTable;
 use crate::execute::contract::RequestContext;
 use crate::execute::journal::Journal;
+use crate::execute::once::{NewOutboxRow, OnceExecutor, OnceJob, OutboxRow, Stage};
 use crate::execute::{Executed, Executor, Job};
-use crate::protocol::{self, dead_letter_queue, Decision, FailureRecord, Request, Room, TraceParent};
+use crate::protocol::{self, dead_letter_queue, Decision, FailureRecord, Request, Room, TraceParent, KEY_HEADER};
 use crate::settings::Settings;
 use crate::telemetry::spans;
 
@@ -56,6 +62,10 @@ pub(crate) struct Worker {
     /// process down before: if it does again, it is the only one in the
     /// journal, so no other message is counted as a crash.
     pub alone: tokio::sync::RwLock<()>,
+    /// Once mode: the service's outbox.
+    pub once: Option<Arc<dyn OnceExecutor>>,
+    /// Wakes the relay: a duplicate found its stage's outputs unpublished.
+    pub relay_wake: tokio::sync::Notify,
 }
 
 /// Why a worker stopped without being asked to.
@@ -262,6 +272,7 @@ impl Worker {
                 trace_id: traced.legacy.clone(),
             },
             fingerprint: request.fingerprint,
+            once: self.once_job(id, &request, &traced, &delivery.message),
         };
         let (_shared, _alone) = if request.counts.crashes > 0 {
             (None, Some(self.alone.write().await))
@@ -292,7 +303,10 @@ impl Worker {
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.
         drop(slot);
         let routed = match executed {
-            Ok(executed) => self.route(id, &traced, &executed, delivery.acker.as_ref()).await,
+            Ok(executed) => {
+                self.route(id, &request, &traced, &executed, delivery.acker.as_ref())
+                    .await
+            }
             Err(failure) => Err(failure),
         };
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -493,24 +507,66 @@ impl Worker {
         }
     }
 
-    /// Routes the outputs: publishes every `(queue, id)` concurrently, each
-    /// until confirmed.
+    /// What a once-mode stage needs of this delivery; `None` in plain mode.
+    fn once_job(&self, id: u64, request: &Request, traced: &Traced, message: &Message) -> Option<OnceJob> {
+        self.once.as_ref()?;
+        let key = message
+            .headers
+            .get(KEY_HEADER)
+            .and_then(crate::broker::HeaderValue::as_str)
+            .map_or_else(|| id.to_string(), str::to_string);
+        let (routes, inbound) = (self.routes.clone(), request.message_id.clone());
+        Some(OnceJob {
+            message_id: request.message_id.clone(),
+            key,
+            plan: Arc::new(move |outputs| routes.plan(outputs).messages(&inbound)),
+            traceparent: Some(traced.context.header_value()),
+            legacy_trace: Some(traced.legacy.clone()),
+        })
+    }
+
+    /// Routes the outputs: publishes every message concurrently, each until
+    /// confirmed; in once mode the committed outbox rows, deleted once
+    /// confirmed. A duplicate has nothing to route.
     async fn route(
         &self,
         request: u64,
+        inbound: &Request,
         traced: &Traced,
         executed: &Executed,
         acker: &dyn Acker,
     ) -> Result<Handled, Failure> {
         let plan = self.routes.plan(&executed.outputs);
+        let sends = match &executed.stage {
+            Stage::Duplicate { pending } => {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(service = self.name, request, message_id = %inbound.message_id, outputs_pending = pending,
+                    "already done (once mode); acknowledged without running process");
+                if *pending {
+                    self.relay_wake.notify_one();
+                }
+                return Ok(Handled::Settled);
+            }
+            Stage::Committed(rows) => rows
+                .iter()
+                .map(|row| NewOutboxRow {
+                    message_id: row.message_id.clone(),
+                    queue: row.queue.clone(),
+                    request: row.request_id(),
+                })
+                .collect(),
+            Stage::Plain => plan.messages(&inbound.message_id),
+        };
         for (id, case) in &plan.unrouted {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             self.stats.count_route(case, "");
             tracing::warn!(service = self.name, request, output = id, %case, "no route for this case; output dropped");
         }
-        let publishes = plan.sends.iter().map(|(queue, id)| {
+        let publishes = sends.iter().map(|send| {
+            let queue = send.queue.as_str();
             let (span, context) = spans::publish(self.broker.messaging_system(), queue, &traced.context);
-            let mut message = Message::id(*id);
+            let mut message = Message::id(send.request);
+            message.properties.message_id = Some(send.message_id.clone());
             context.stamp(&mut message, &traced.legacy);
             async move {
                 let sent = std::time::Instant::now();
@@ -529,9 +585,19 @@ impl Worker {
         if outcomes.iter().any(|o| matches!(o, Handled::Left)) {
             return Ok(Handled::Left);
         }
-        self.stats
-            .published
-            .fetch_add(plan.sends.len() as u64, Ordering::Relaxed);
+        if let (Stage::Committed(rows), Some(once)) = (&executed.stage, &self.once) {
+            fault::point("once-after-publish");
+            if !rows.is_empty() {
+                let seqs = rows.iter().map(|row| row.seq).collect();
+                // Left in the outbox, they are published again by the relay,
+                // with the same message IDs.
+                if let Err(e) = once.clone().sent(seqs).await {
+                    tracing::warn!(service = self.name, request, error = %e,
+                        "cannot delete the published outbox rows; the relay publishes them again");
+                }
+            }
+        }
+        self.stats.published.fetch_add(sends.len() as u64, Ordering::Relaxed);
         for (id, case) in &executed.outputs {
             if let Some(queues) = self.routes.queues(case) {
                 for queue in queues {
@@ -546,6 +612,46 @@ impl Worker {
             tracing::info!(service = self.name, request, bucket = %object.bucket, key = %object.key, bytes = object.size, "object written");
         }
         Ok(Handled::Settled)
+    }
+
+    /// Publishes outbox rows a stage left, one after another in their order,
+    /// each once; returns the `seq` of those the broker confirmed. Used by
+    /// the relay: a row not confirmed stays for its next round.
+    pub(crate) async fn publish_rows(&self, rows: Vec<OutboxRow>) -> Vec<i64> {
+        let mut confirmed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut message = Message::id(row.request_id());
+            message.properties.message_id = Some(row.message_id.clone());
+            // The stage's trace continues, as it would have on the live path.
+            let span = match row.traceparent.as_deref().and_then(|tp| TraceParent::parse(tp, None)) {
+                Some(parent) => {
+                    let (span, context) = spans::publish(self.broker.messaging_system(), &row.queue, &parent);
+                    let legacy = row.legacy_trace.clone().unwrap_or_else(|| parent.trace_id_hex());
+                    context.stamp(&mut message, &legacy);
+                    span
+                }
+                None => tracing::Span::none(),
+            };
+            match self.broker.publish(&row.queue, message).instrument(span).await {
+                Ok(()) => {
+                    confirmed.push(row.seq);
+                    fault::point("once-mid-relay");
+                }
+                Err(e) => {
+                    tracing::warn!(service = self.name, queue = %row.queue, error = %e,
+                        "relay: publish not confirmed; the row stays in the outbox");
+                    if matches!(e, BrokerError::Returned { .. }) {
+                        let durability = self.settings.queue_mode.durability();
+                        if let Err(e) = self.broker.declare(&row.queue, durability).await {
+                            tracing::warn!(service = self.name, queue = %row.queue, error = %e, "cannot declare the queue again yet");
+                        }
+                    }
+                    // The rest waits for the next round, in order.
+                    break;
+                }
+            }
+        }
+        confirmed
     }
 
     /// Publishes `message` to `queue` until the broker confirms it, with

@@ -26,6 +26,7 @@
 //! [`is_connection_failure`]); any error of a query is a failure of the
 //! request.
 
+pub mod once;
 mod pool;
 
 use std::ops::DerefMut;
@@ -212,6 +213,12 @@ pub trait DbConnection: Send + Sized + 'static {
     /// Checks a tested connection out of the pool. Blocking.
     #[doc(hidden)]
     fn checkout(pool: &Self::Pool) -> Result<Self::Guard, DbError>;
+    /// The connection as the inbox and outbox statements take it, if this
+    /// type can run them (once mode needs it).
+    #[doc(hidden)]
+    fn once(_connection: &mut Self) -> Option<once::OnceConn<'_>> {
+        None
+    }
 }
 
 /// The "connection" of a `process` that takes none.
@@ -232,7 +239,7 @@ impl DbConnection for NoConnection {
 }
 
 macro_rules! pooled_connection {
-    ($ty:ty, $kind:expr, $accepts:expr, $needs:literal) => {
+    ($ty:ty, $kind:expr, $accepts:expr, $needs:literal, $once:expr) => {
         #[diagnostic::do_not_recommend]
         impl DbConnection for $ty {
             const KIND: ConnectionKind = $kind;
@@ -258,6 +265,10 @@ macro_rules! pooled_connection {
             fn checkout(pool: &Self::Pool) -> Result<Self::Guard, DbError> {
                 checkout_tested(pool)
             }
+
+            fn once(connection: &mut Self) -> Option<once::OnceConn<'_>> {
+                Some($once(connection))
+            }
         }
     };
 }
@@ -266,15 +277,30 @@ pooled_connection!(
     diesel::PgConnection,
     ConnectionKind::Postgres,
     |t: &DbTarget| matches!(t, DbTarget::Postgres { .. }),
-    "PostgreSQL"
+    "PostgreSQL",
+    once::OnceConn::Pg
 );
 pooled_connection!(
     diesel::SqliteConnection,
     ConnectionKind::Sqlite,
     |t: &DbTarget| matches!(t, DbTarget::Sqlite(_)),
-    "SQLite"
+    "SQLite",
+    once::OnceConn::Sqlite
 );
-pooled_connection!(AnyConnection, ConnectionKind::Any, |_: &DbTarget| true, "a database");
+pooled_connection!(
+    AnyConnection,
+    ConnectionKind::Any,
+    |_: &DbTarget| true,
+    "a database",
+    any_once
+);
+
+fn any_once(connection: &mut AnyConnection) -> once::OnceConn<'_> {
+    match connection {
+        AnyConnection::Postgresql(c) => once::OnceConn::Pg(c),
+        AnyConnection::Sqlite(c) => once::OnceConn::Sqlite(c),
+    }
+}
 
 /// Creates the directory of a SQLite file, so a fresh checkout just runs.
 pub(super) fn create_sqlite_dir(target: &DbTarget) -> Result<(), DbError> {

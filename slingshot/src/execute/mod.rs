@@ -5,6 +5,7 @@
 //! - [`service`]: a service's definition, registered by the macro;
 //! - [`staging`] and [`writer`]: what `write_file` writes, until the upload;
 //! - [`journal`]: which calls are in progress, for counting crashes;
+//! - [`once`]: a once-mode stage's transaction, and its outbox;
 //! - [`classify`]: what kind of failure `process` returned;
 //! - [`bridge`]: waiting on async work from `process`'s blocking thread.
 
@@ -12,6 +13,7 @@ pub(crate) mod bridge;
 pub(crate) mod classify;
 pub(crate) mod contract;
 pub(crate) mod journal;
+pub(crate) mod once;
 pub(crate) mod service;
 pub(crate) mod staging;
 pub(crate) mod writer;
@@ -25,6 +27,7 @@ use tokio::runtime::Handle;
 use tracing::Instrument;
 
 use self::contract::{Parts, ReadFileFn, RequestContext, WriteFileFn};
+use self::once::{OnceExecutor, OnceJob, Stage};
 use self::service::Handler;
 use self::staging::{Staging, StagingRoot, WrittenObject};
 use self::writer::ObjectWriter;
@@ -50,6 +53,9 @@ pub struct Backing {
     pub stats: Arc<crate::base::stats::Stats>,
     /// Where `process` calls in progress are recorded (see [`crate::journal`]).
     pub(crate) journal: Option<Arc<crate::execute::journal::Journal>>,
+    /// Whether the service runs in once mode: its inbox and outbox tables
+    /// are created when it is prepared.
+    pub once: bool,
 }
 
 impl std::fmt::Debug for Backing {
@@ -69,6 +75,8 @@ pub struct Job {
     /// The delivery's fingerprint, recorded in the journal while `process`
     /// runs; 0 when it came from no delivery (`invoke`).
     pub fingerprint: u64,
+    /// Once mode: the stage's inbox record and outbox rows.
+    pub once: Option<OnceJob>,
 }
 
 /// A request `process` handled and whose files are uploaded.
@@ -78,6 +86,8 @@ pub struct Executed {
     pub outputs: Vec<(u64, CaseValue)>,
     /// The objects it wrote, now uploaded.
     pub written: Vec<WrittenObject>,
+    /// How a once-mode stage ended.
+    pub stage: Stage,
 }
 
 /// Runs requests of one service. Object-safe, so the runtime holds services
@@ -87,11 +97,15 @@ pub trait Executor: Send + Sync {
     /// Processes one request: `process` on a blocking thread with a pooled
     /// connection, then uploads what it wrote. Nothing is uploaded if it fails.
     fn execute(self: Arc<Self>, job: Job) -> BoxFuture<'static, Result<Executed, Failure>>;
+    /// The outbox of a once-mode service; `None` in plain mode.
+    fn once(self: Arc<Self>) -> Option<Arc<dyn OnceExecutor>>;
 }
 
 struct Execution<H: Handler> {
     handler: H,
     pool: <H::Connection as DbConnection>::Pool,
+    /// Once mode: the service's inbox and outbox.
+    tables: Option<crate::db::once::Tables>,
     backing: Backing,
     /// The process's own staging directory, removed when the service is.
     staging: Arc<StagingRoot>,
@@ -109,9 +123,18 @@ pub fn prepare_with<H: Handler>(handler: H, backing: Backing) -> Result<Arc<dyn 
     spans::install_query_spans();
     let staging = claim_staging(&backing)?;
     let pool = H::Connection::open_pool(backing.database.as_ref(), backing.pool_size)?;
+    let tables = if backing.once {
+        let tables = once::migrate::<H::Connection>(&pool, backing.name)
+            .map_err(|e| Error::Config(format!("service {} runs in once mode, but {e}", backing.name)))?;
+        tracing::info!(service = backing.name, inbox = %tables.inbox, outbox = %tables.outbox, "once mode");
+        Some(tables)
+    } else {
+        None
+    };
     Ok(Arc::new(Execution {
         handler,
         pool,
+        tables,
         backing,
         staging,
     }))
@@ -165,40 +188,96 @@ impl<H: Handler> Executor for Execution<H> {
             // The user's function, under the request's span (spawn_blocking
             // does not carry spans over by itself).
             let call = spans::call(self.backing.name);
+            if job.once.is_some() {
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let Job {
+                        context,
+                        fingerprint,
+                        once: Some(once),
+                    } = &job
+                    else {
+                        unreachable!("checked above")
+                    };
+                    this.call_once(context, *fingerprint, once, staged, call)
+                })
+                .await;
+                self.backing.stats.process_duration.observe(started.elapsed());
+                let (outputs, written, stage) = match outcome {
+                    Ok(done) => done?,
+                    Err(join) => return Err(joined(join)),
+                };
+                return Ok(Executed {
+                    outputs,
+                    written,
+                    stage,
+                });
+            }
             let outcome = tokio::task::spawn_blocking(move || this.call_blocking(&job, staged, call)).await;
             self.backing.stats.process_duration.observe(started.elapsed());
             let outputs = match outcome {
                 Ok(Ok(outputs)) => outputs,
                 Ok(Err(failure)) => return Err(failure),
-                Err(join) => {
-                    let message = match join.try_into_panic() {
-                        Ok(payload) => panic_message(&*payload),
-                        Err(join) => join.to_string(),
-                    };
-                    return Err(Failure::new(FailureKind::Panic, message));
-                }
+                Err(join) => return Err(joined(join)),
             };
             let written = staging.upload(&*self.backing.store).await.map_err(|e| Failure {
                 transient: e.is_transient(),
                 ..Failure::new(FailureKind::Storage, error_chain(&e))
             })?;
-            Ok(Executed { outputs, written })
+            Ok(Executed {
+                outputs,
+                written,
+                stage: Stage::Plain,
+            })
             // `staging` drops here (or on any early return): the files go.
         })
     }
+
+    fn once(self: Arc<Self>) -> Option<Arc<dyn OnceExecutor>> {
+        match self.tables {
+            Some(_) => Some(self),
+            None => None,
+        }
+    }
+}
+
+/// The failure of a `process` call whose blocking task did not return.
+fn joined(join: tokio::task::JoinError) -> Failure {
+    let message = match join.try_into_panic() {
+        Ok(payload) => panic_message(&*payload),
+        Err(join) => join.to_string(),
+    };
+    Failure::new(FailureKind::Panic, message)
 }
 
 impl<H: Handler> Execution<H> {
+    /// A tested connection of the pool. Blocking.
+    fn checkout(&self) -> Result<<H::Connection as DbConnection>::Guard, Failure> {
+        H::Connection::checkout(&self.pool).map_err(|e| Failure {
+            transient: e.is_outage(),
+            ..Failure::new(FailureKind::Database, e.to_string())
+        })
+    }
+
     fn call_blocking(
         &self,
         job: &Job,
         staging: Arc<Staging>,
         call: tracing::Span,
     ) -> Result<Vec<(u64, CaseValue)>, Failure> {
-        let mut connection = H::Connection::checkout(&self.pool).map_err(|e| Failure {
-            transient: e.is_outage(),
-            ..Failure::new(FailureKind::Database, e.to_string())
-        })?;
+        let mut connection = self.checkout()?;
+        self.call_process(&job.context, job.fingerprint, staging, call, &mut connection)
+    }
+
+    /// Calls `process` with readers, staged writers and `connection`,
+    /// recorded in the journal while it runs.
+    fn call_process(
+        &self,
+        context: &RequestContext,
+        fingerprint: u64,
+        staging: Arc<Staging>,
+        call: tracing::Span,
+        connection: &mut H::Connection,
+    ) -> Result<Vec<(u64, CaseValue)>, Failure> {
         let b = &self.backing;
         let (sysmap, name, handle, store) = (b.sysmap.clone(), b.name, b.handle.clone(), b.store.clone());
         let stats = b.stats.clone();
@@ -242,16 +321,16 @@ impl<H: Handler> Execution<H> {
         let parts = Parts {
             read_file: &read_file,
             write_file: &write_file,
-            context: &job.context,
+            context,
         };
         // Recorded until `process` returns or unwinds: a process that dies
         // meanwhile leaves it in the journal.
-        let _in_progress = match (&self.backing.journal, job.fingerprint) {
+        let _in_progress = match (&self.backing.journal, fingerprint) {
             (Some(journal), fingerprint) if fingerprint != 0 => Some(journal.enter(fingerprint)),
             _ => None,
         };
         call.in_scope(|| {
-            let result = self.handler.call(job.context.request, &parts, &mut connection);
+            let result = self.handler.call(context.request, &parts, connection);
             if let Err(e) = &result {
                 spans::failed(&call, &e.to_string());
             }

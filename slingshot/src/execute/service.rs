@@ -32,6 +32,9 @@ pub struct ServiceDef {
     pub function: &'static str,
     /// The database the function's connection parameter needs.
     pub connection: ConnectionKind,
+    /// Whether it runs in once mode unless `SLINGSHOT_ONCE` says otherwise
+    /// (`#[microservice(once = true)]`).
+    pub once: bool,
     #[doc(hidden)]
     pub prepare: fn(Backing) -> Result<Arc<dyn Executor>, Error>,
     #[doc(hidden)]
@@ -45,6 +48,7 @@ impl std::fmt::Debug for ServiceDef {
             .field("sys_map", &self.sys_map)
             .field("function", &self.function)
             .field("connection", &self.connection)
+            .field("once", &self.once)
             .finish_non_exhaustive()
     }
 }

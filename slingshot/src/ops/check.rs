@@ -281,8 +281,9 @@ pub(crate) async fn check(def: &'static ServiceDef, location: &str, settings: &S
                     handle: tokio::runtime::Handle::current(),
                     stats: Default::default(),
                     journal: None,
+                    once: settings.once.unwrap_or(def.once),
                 };
-                let opened = tokio::task::spawn_blocking(move || prepare(backing).map(drop))
+                let opened = tokio::task::spawn_blocking(move || prepare(backing))
                     .await
                     .map_err(|e| Error::Crashed {
                         what: "opening the database pool".into(),
@@ -290,7 +291,18 @@ pub(crate) async fn check(def: &'static ServiceDef, location: &str, settings: &S
                     })
                     .and_then(|r| r);
                 match opened {
-                    Ok(()) => report.pass("database", shown),
+                    Ok(executor) => {
+                        report.pass("database", shown);
+                        if let Some(once) = executor.once() {
+                            match once.verify().await {
+                                Ok(tables) => report.pass("once tables", tables),
+                                Err(e) => report.fail(
+                                    "once tables",
+                                    format!("{e}; the service's database user needs CREATE on its schema once, then SELECT, INSERT and DELETE on both tables"),
+                                ),
+                            }
+                        }
+                    }
                     Err(e) => report.fail("database", format!("{e}; check the db endpoint, its password secret, and that the database accepts connections")),
                 }
             }
@@ -426,6 +438,7 @@ mod tests {
             sys_map: "http://127.0.0.1:1",
             function: "process",
             connection: crate::db::ConnectionKind::None,
+            once: false,
             prepare: |_| Err(Error::Config("unused".into())),
             case_domain: || None,
         }))

@@ -505,6 +505,7 @@ mod tests {
             sys_map: "file:x.json",
             function: "process",
             connection: crate::db::ConnectionKind::None,
+            once: false,
             prepare: |_| Err(Error::Config("unused".into())),
             case_domain: || None,
         }

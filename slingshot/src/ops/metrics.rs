@@ -50,7 +50,7 @@ type Family = (&'static str, &'static str, fn(&Stats) -> u64);
 type HistogramFamily = (&'static str, &'static str, fn(&Stats) -> &Histogram);
 
 /// The per-service counters (`prometheus-client` adds `_total` to the names).
-const COUNTERS: [Family; 8] = [
+const COUNTERS: [Family; 10] = [
     (
         "slingshot_messages_consumed",
         "Deliveries taken from the inbound queue.",
@@ -85,16 +85,36 @@ const COUNTERS: [Family; 8] = [
     ("slingshot_s3_bytes_read", "Bytes read from object storage.", |s| {
         Stats::get(&s.bytes_read)
     }),
+    (
+        "slingshot_once_duplicates",
+        "Once mode: deliveries of messages already done, acknowledged without running process.",
+        |s| Stats::get(&s.duplicates),
+    ),
+    (
+        "slingshot_once_relayed",
+        "Once mode: outbox rows the relay published for a stage that did not.",
+        |s| Stats::get(&s.relayed),
+    ),
 ];
 
 /// The per-service gauges.
-const GAUGES: [Family; 2] = [
+const GAUGES: [Family; 4] = [
     ("slingshot_in_flight", "Requests being processed.", |s| {
         Stats::get(&s.in_flight)
     }),
     ("slingshot_ready", "Whether the service is consuming.", |s| {
         u64::from(s.consuming.load(Ordering::Relaxed))
     }),
+    (
+        "slingshot_once_outbox_depth",
+        "Once mode: outbox rows not yet published.",
+        |s| Stats::get(&s.outbox_depth),
+    ),
+    (
+        "slingshot_once_outbox_lag_milliseconds",
+        "Once mode: age of the oldest outbox row not yet published.",
+        |s| Stats::get(&s.outbox_lag_ms),
+    ),
 ];
 
 /// The per-service duration histograms.

@@ -88,6 +88,10 @@ pub struct Request {
     /// delivered again has the same fingerprint (a retry or a copy does
     /// not). Never 0.
     pub fingerprint: u64,
+    /// Its identity: the producer's `message-id`, or one derived from the
+    /// message (see [`identity`]). Once-mode services record it in their
+    /// inbox, and every output's `message-id` is derived from it.
+    pub message_id: String,
     /// The body as logs and spans show it: the ID, or a short escaped prefix.
     pub shown: String,
 }
@@ -129,6 +133,7 @@ impl Request {
             legacy_trace: legacy_trace_id(message).map(str::to_string),
             ignored,
             fingerprint: fingerprint(message),
+            message_id: identity(message),
             shown,
         }
     }
@@ -184,24 +189,46 @@ pub(crate) fn header_count(message: &Message, name: &str) -> u32 {
 /// fingerprint written before a crash is recognised after the restart.
 fn fingerprint(message: &Message) -> u64 {
     let mut hash = Fnv::default();
-    hash.bytes(&message.body);
-    hash.headers(&message.headers, true);
-    hash.properties(&message.properties);
+    hash.message(message);
     hash.0.max(1)
 }
 
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
+/// The message's identity: its `message-id` if the producer set one, else
+/// `d-` and 32 hex digits of a SHA-256 over what [`fingerprint`] covers, so
+/// the same message delivered again has the same identity. Retries and
+/// copies slingshot publishes carry it as their `message-id` (see
+/// `outbound::again`), so it survives their changed headers.
+pub(crate) fn identity(message: &Message) -> String {
+    if let Some(id) = message.properties.message_id.as_deref().filter(|id| !id.is_empty()) {
+        return id.to_string();
     }
+    let mut hash = Sha(sha2::Sha256::default());
+    hash.message(message);
+    format!("d-{}", hex128(&sha2::Digest::finalize(hash.0)))
 }
 
-impl Fnv {
-    fn byte(&mut self, b: u8) {
-        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+/// The `message-id` of an output: `o-` and 32 hex digits of a SHA-256 over
+/// the inbound message's identity, the queue, the output's ID and how many
+/// times the same `(queue, id)` came before it in the same call. A run again
+/// of the same message that returns the same outputs publishes the same IDs,
+/// so a consumer with an inbox (a once-mode stage) takes each once.
+pub fn output_message_id(inbound: &str, queue: &str, id: u64, nth: u32) -> String {
+    let mut hash = Sha(sha2::Sha256::default());
+    hash.bytes(inbound.as_bytes());
+    hash.bytes(queue.as_bytes());
+    hash.bytes(&id.to_le_bytes());
+    hash.bytes(&nth.to_le_bytes());
+    format!("o-{}", hex128(&sha2::Digest::finalize(hash.0)))
+}
+
+/// The first 128 bits of a digest in lowercase hex.
+pub(crate) fn hex128(digest: &[u8]) -> String {
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hash fed field by field, each length-prefixed, in one fixed order.
+trait FieldHash {
+    fn byte(&mut self, b: u8);
 
     /// Length first, so that adjacent fields cannot run into each other.
     fn bytes(&mut self, bytes: &[u8]) {
@@ -211,6 +238,13 @@ impl Fnv {
         for &b in bytes {
             self.byte(b);
         }
+    }
+
+    /// The body, headers (the broker's delivery count left out) and properties.
+    fn message(&mut self, message: &Message) {
+        self.bytes(&message.body);
+        self.headers(&message.headers, true);
+        self.properties(&message.properties);
     }
 
     fn headers(&mut self, headers: &Headers, top: bool) {
@@ -281,6 +315,33 @@ impl Fnv {
         }
         self.bytes(&[p.priority.unwrap_or(0xff)]);
         self.bytes(&p.timestamp.unwrap_or(u64::MAX).to_le_bytes());
+    }
+}
+
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl FieldHash for Fnv {
+    fn byte(&mut self, b: u8) {
+        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+struct Sha(sha2::Sha256);
+
+impl FieldHash for Sha {
+    fn byte(&mut self, b: u8) {
+        sha2::Digest::update(&mut self.0, [b]);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, (bytes.len() as u64).to_le_bytes());
+        sha2::Digest::update(&mut self.0, bytes);
     }
 }
 

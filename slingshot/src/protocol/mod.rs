@@ -21,7 +21,7 @@ mod trace;
 
 use std::time::Duration;
 
-pub use self::inbound::{parse_id, Counts, Ignored, Malformed, Request, MAX_BODY};
+pub use self::inbound::{output_message_id, parse_id, Counts, Ignored, Malformed, Request, MAX_BODY};
 pub use self::outbound::{fit, replay, retry, returned, FailureRecord, RecordedKind, Room, TooLarge, MAX_ERROR_HEADER};
 pub use self::trace::{
     legacy_trace_id, TraceParent, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE, TRACEPARENT_HEADER, TRACESTATE_HEADER,
@@ -31,6 +31,10 @@ use crate::base::failure::{Failure, FailureKind};
 pub use crate::broker::dead_letter_queue;
 use crate::settings::Settings;
 
+/// Header choosing a once-mode service's serialization key: deliveries with
+/// the same key never run `process` at the same time (default: the request
+/// ID). A text value.
+pub const KEY_HEADER: &str = "x-slingshot-key";
 /// Header carrying the attempt number of a retried request.
 pub const ATTEMPT_HEADER: &str = "x-slingshot-attempt";
 /// Header counting retries caused by outages of S3, the database or the

@@ -310,9 +310,15 @@ fn largest_headers(message: &Message, n: usize) -> Vec<(String, usize)> {
 }
 
 /// The same message to publish again: the broker's delivery count removed.
+/// `original` to publish again. It keeps its identity: a message without a
+/// `message-id` gets the one derived from it, which its changed headers
+/// would otherwise change.
 fn again(original: &Message) -> Message {
     let mut message = original.clone();
     message.headers.remove(DELIVERY_COUNT_HEADER);
+    if message.properties.message_id.as_deref().is_none_or(str::is_empty) {
+        message.properties.message_id = Some(super::inbound::identity(original));
+    }
     message
 }
 
@@ -469,6 +475,8 @@ mod tests {
             ],
         );
         expected.properties.correlation_id = Some("c".into());
+        // Without a `message-id` of its own, it carries its identity.
+        expected.properties.message_id = Some(super::super::inbound::identity(&original));
         assert_eq!(dead, expected);
         assert_eq!(FailureRecord::decode(&dead), record);
         // Missing or mistyped headers read as empty and 0.
@@ -486,6 +494,7 @@ mod tests {
         let replayed = replay(&dead);
         let mut back = message(b"13", &[("x-other", HeaderValue::Str("o".into()))]);
         back.properties = original.properties.clone();
+        back.properties.message_id = expected.properties.message_id.clone();
         assert_eq!(replayed, back);
     }
 
@@ -495,14 +504,40 @@ mod tests {
             b"7",
             &[(DELIVERY_COUNT_HEADER, HeaderValue::Int(3)), ("x-a", HeaderValue::Void)],
         );
-        assert_eq!(returned(&delivered, 0), message(b"7", &[("x-a", HeaderValue::Void)]));
+        let identified = |mut m: Message| {
+            m.properties.message_id = Some(super::super::inbound::identity(&delivered));
+            m
+        };
+        assert_eq!(
+            returned(&delivered, 0),
+            identified(message(b"7", &[("x-a", HeaderValue::Void)]))
+        );
         assert_eq!(
             returned(&delivered, 2),
-            message(
+            identified(message(
                 b"7",
                 &[("x-a", HeaderValue::Void), (CRASHES_HEADER, HeaderValue::Int(2))]
-            )
+            ))
         );
+    }
+
+    #[test]
+    fn a_message_keeps_its_identity_through_retries_and_returns_and_two_messages_differ() {
+        use crate::protocol::Request;
+        let first = message(b"5", &[("traceparent", HeaderValue::Str("x".into()))]);
+        let identity = Request::decode(&first).message_id;
+        assert!(identity.starts_with("d-") && identity.len() == 34, "{identity}");
+        let failure = Failure::new(FailureKind::Process, "nope");
+        let again = retry(&first, &Counts { attempt: 2, ..Counts::default() }, &failure);
+        let twice = retry(&again, &Counts { attempt: 3, ..Counts::default() }, &failure);
+        for copy in [&again, &twice, &returned(&twice, 1)] {
+            assert_eq!(Request::decode(copy).message_id, identity);
+        }
+        assert_ne!(Request::decode(&message(b"6", &[])).message_id, identity);
+        let mut named = first.clone();
+        named.properties.message_id = Some("producer-7".into());
+        assert_eq!(Request::decode(&named).message_id, "producer-7");
+        assert_eq!(Request::decode(&retry(&named, &Counts::default(), &failure)).message_id, "producer-7");
     }
 
     #[test]

@@ -270,6 +270,7 @@ impl Runtime {
             handle: tokio::runtime::Handle::current(),
             stats,
             journal,
+            once: self.settings.once.unwrap_or(def.once),
         };
         let prepare = def.prepare;
         let executor = tokio::task::spawn_blocking(move || prepare(backing))
@@ -330,6 +331,7 @@ impl Runtime {
             queue_type = %self.settings.queue_type,
             "started"
         );
+        let once = executor.clone().once();
         let worker = Arc::new(Worker {
             name: def.name,
             inbound: wiring.inbound.clone(),
@@ -340,6 +342,8 @@ impl Runtime {
             stats: stats.clone(),
             journal: Some(journal),
             alone: tokio::sync::RwLock::new(()),
+            once,
+            relay_wake: tokio::sync::Notify::new(),
         });
         let shutdown = self.shutdown.subscribe();
         let queues = queues_of(&wiring, &self.settings);
@@ -373,6 +377,8 @@ impl Runtime {
                     trace_id: format!("invoke-{request}"),
                 },
                 fingerprint: 0,
+                // Run here and now, not through the inbox.
+                once: None,
             };
             results.push(executor.clone().execute(job).await.map(|executed| {
                 let plan = routes.plan(&executed.outputs);

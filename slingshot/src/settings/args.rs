@@ -86,6 +86,25 @@ pub struct SettingsArgs {
     )]
     pub stuck_secs: u64,
 
+    /// Effectively once for every service of the process (`true`) or none
+    /// (`false`) [default: as `#[microservice(once = ...)]` says]: an inbox
+    /// and outbox in the service's database commit with `process`'s writes.
+    #[arg(long, global = true, env = "SLINGSHOT_ONCE", value_name = "BOOL")]
+    pub once: Option<bool>,
+
+    /// Seconds a once-mode service remembers a finished message (its inbox
+    /// row); a duplicate that arrives later runs again.
+    #[arg(long, global = true, env = "SLINGSHOT_ONCE_RETENTION_SECS", value_name = "SECS",
+          default_value_t = 7 * 24 * 3600,
+          value_parser = RangedU64ValueParser::<u64>::new().range(1..))]
+    pub once_retention_secs: u64,
+
+    /// Seconds an outbox row waits before the relay publishes it in place of
+    /// the stage that wrote it (which died, or cannot reach the broker).
+    #[arg(long, global = true, env = "SLINGSHOT_ONCE_RELAY_GRACE_SECS", value_name = "SECS",
+          default_value_t = 10)]
+    pub once_relay_grace_secs: u64,
+
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(
         long,
@@ -282,6 +301,9 @@ impl SettingsArgs {
             staging_dir: self.staging_dir.unwrap_or_else(std::env::temp_dir),
             max_crashes: self.max_crashes,
             stuck_after: (self.stuck_secs > 0).then(|| Duration::from_secs(self.stuck_secs)),
+            once: self.once,
+            once_retention: Duration::from_secs(self.once_retention_secs),
+            once_relay_grace: Duration::from_secs(self.once_relay_grace_secs),
             amqp_frame_max: self.amqp_frame_max,
             shutdown_deadline: Duration::from_secs(self.shutdown_secs),
             queue_mode: self.queue_mode,

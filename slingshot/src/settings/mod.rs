@@ -49,6 +49,15 @@ pub struct Settings {
     pub max_crashes: u32,
     /// After how long a `process` call counts as stuck (`None`: never).
     pub stuck_after: Option<Duration>,
+    /// Once mode for every service, whatever its attribute says (`None`:
+    /// as the attribute says).
+    pub once: Option<bool>,
+    /// How long a once-mode service remembers a message it finished: a
+    /// duplicate arriving later runs again.
+    pub once_retention: Duration,
+    /// How old an outbox row must be before the relay publishes it: the
+    /// stage that wrote it publishes it itself unless it died.
+    pub once_relay_grace: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_deadline: Duration,
     /// How the service declares its inbound and outbound queues.
