@@ -18,21 +18,21 @@ pub(crate) struct Paced {
     pub(crate) cpu_us: f64,
 }
 
-/// Slingshot's hop latency: the no-op service paced by [`paced`].
+/// Slingshot's hop latency: `service` (the first route of its first case)
+/// paced by [`paced`].
 pub(crate) async fn latency(
     f: &Fixture,
     broker: &Arc<dyn Broker>,
+    service: &str,
     endpoints: serde_json::Value,
     concurrency: usize,
     prefetch: u16,
     rate: f64,
 ) -> anyhow::Result<Paced> {
     let runtime: Runtime = f.runtime_with(endpoints, settings(f, concurrency, prefetch)).await;
-    let wiring = runtime.sysmap().service("bench-noop").await?;
+    let wiring = runtime.sysmap().service(service).await?;
     let out = wiring.routes[0].queues[0].clone();
-    let running = runtime
-        .start(ServiceDef::find("bench-noop").expect("bench service"))
-        .await?;
+    let running = runtime.start(ServiceDef::find(service).expect("bench service")).await?;
     let measured = paced(broker, &wiring.inbound, &out, rate).await;
     let retried = running.stats.retried.load(Ordering::Relaxed);
     let dead = running.stats.dead_lettered.load(Ordering::Relaxed);

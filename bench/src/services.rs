@@ -38,6 +38,13 @@ fn db(request: u64, connection: &mut PgConnection) -> Result<[(u64, bool); 1], A
     Ok([(request, true)])
 }
 
+/// `bench-db` in once mode: the same INSERT, in the stage's transaction
+/// with its inbox record and outbox row.
+#[slingshot::microservice(name = "bench-once", sys_map = "file:unused.json", main = false, once = true)]
+fn once(request: u64, connection: &mut PgConnection) -> Result<[(u64, bool); 1], AnyError> {
+    db(request, connection)
+}
+
 /// Streams object `request` from `in` to `out` through a 64 KiB buffer.
 #[slingshot::microservice(name = "bench-copy", sys_map = "file:unused.json", main = false)]
 fn copy(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Result<[(u64, bool); 1], AnyError> {

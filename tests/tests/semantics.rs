@@ -123,6 +123,65 @@ fn recorder(
     Ok(vec![(request, true)])
 }
 
+/// The `counters` table the once-mode services count their calls in, and
+/// its rows for `ids`, all at 0.
+fn counters(ids: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    let mut statements = vec!["CREATE TABLE counters (id BIGINT PRIMARY KEY, n INTEGER NOT NULL)".to_string()];
+    statements.extend(ids.map(|id| format!("INSERT INTO counters (id, n) VALUES ({id}, 0)")));
+    statements
+}
+
+/// Once mode: a write that is not idempotent (`n = n + 1`), an object and
+/// an output per request. Request 13 fails once, after its write: the
+/// retry must find that write rolled back.
+#[slingshot::microservice(name = "once-counter", sys_map = "file:unused.json", main = false, once = true)]
+fn once_counter(
+    request: u64,
+    context: &RequestContext,
+    write_file: &WriteFileFn,
+    connection: &mut AnyConnection,
+) -> Result<Vec<(u64, bool)>, AnyError> {
+    use diesel::RunQueryDsl;
+    diesel::sql_query(format!("UPDATE counters SET n = n + 1 WHERE id = {request}")).execute(connection)?;
+    write!(write_file("out", request)?, "counted {request}")?;
+    if request == 13 && context.attempt == 1 {
+        return Err("fails once, after its write".into());
+    }
+    Ok(vec![(request, true)])
+}
+
+/// When each call of `once-slow` ran, by request ID, across the test binary.
+static RUNS: std::sync::Mutex<BTreeMap<u64, (Instant, Instant)>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Once mode: takes 30 ms and records when it ran.
+#[slingshot::microservice(name = "once-slow", sys_map = "file:unused.json", main = false, once = true)]
+fn once_slow(request: u64, connection: &mut AnyConnection) -> Result<Vec<(u64, bool)>, AnyError> {
+    use diesel::RunQueryDsl;
+    let started = Instant::now();
+    diesel::sql_query(format!("UPDATE counters SET n = n + 1 WHERE id = {request}")).execute(connection)?;
+    std::thread::sleep(Duration::from_millis(30));
+    RUNS.lock().unwrap().insert(request, (started, Instant::now()));
+    Ok(vec![(request, true)])
+}
+
+/// Reads `SELECT <column> ...` rows of one BIGINT column from the runtime's database.
+async fn select_numbers(runtime: &slingshot::Runtime, sql: String) -> Vec<i64> {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        v: i64,
+    }
+    let mut connection = runtime.connect_database().await.unwrap();
+    tokio::task::spawn_blocking(move || diesel::sql_query(&sql).load::<Row>(&mut connection))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|r| r.v)
+        .collect()
+}
+
 // ---- the suite, once per backend ----------------------------------------
 
 macro_rules! on_every_backend {
@@ -168,7 +227,170 @@ on_every_backend!(
     requests_in_flight_at_the_shutdown_deadline_return_to_the_queue,
     existing_queues_are_used_as_they_are,
     compatible_mode_declares_queues_transient,
+    once_mode_does_each_message_once,
+    once_mode_relays_what_a_stage_left_in_the_outbox,
+    once_mode_runs_one_key_at_a_time,
 );
+
+/// Every message is published twice with one identity (a `message-id`, or
+/// none and the same content): each is done once, its write counted once,
+/// its object written, and its output published once with an ID of its own.
+async fn once_mode_does_each_message_once(backend: Backend) {
+    let f = Fixture::new(backend, "once");
+    let statements = counters(1..=45);
+    f.create_tables(&statements.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let output = f.bucket("out");
+    let runtime = f
+        .runtime(json!({
+            "once-counter": wiring(&f, "in", json!([{"case": true, "queues": [f.q("done")]}])),
+            "once-counter/out": output,
+        }))
+        .await;
+    let service = runtime.start(ServiceDef::find("once-counter").unwrap()).await.unwrap();
+    let broker = runtime.broker().clone();
+    for id in 1..=45u64 {
+        let mut message = Message::id(id);
+        if id <= 40 {
+            message.properties.message_id = Some(format!("m-{id}"));
+        }
+        broker.publish(&f.q("in"), message.clone()).await.unwrap();
+        broker.publish(&f.q("in"), message).await.unwrap();
+    }
+    runtime.run_until_idle(&[&service]).await.unwrap();
+
+    let twice = select_numbers(&runtime, "SELECT id AS v FROM counters WHERE n <> 1 ORDER BY id".into()).await;
+    assert_eq!(twice, Vec::<i64>::new(), "counters not exactly 1");
+    let done = drain(broker.as_ref(), &f.q("done")).await;
+    let mut ids: Vec<u64> = done
+        .iter()
+        .map(|d| std::str::from_utf8(&d.message.body).unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=45).collect::<Vec<_>>());
+    let message_ids: std::collections::HashSet<_> = done
+        .iter()
+        .map(|d| d.message.properties.message_id.clone().unwrap())
+        .collect();
+    assert_eq!(message_ids.len(), 45);
+    assert!(message_ids.iter().all(|m| m.starts_with("o-")), "{message_ids:?}");
+    for id in [1, 13, 45] {
+        let object = read_object(runtime.store(), &output, id).await;
+        assert_eq!(object, Some(format!("counted {id}").into_bytes()));
+    }
+    assert_eq!(service.stats.duplicates.load(Ordering::Relaxed), 45);
+    // Both copies of request 13 failed their first attempt (neither had
+    // committed), and of their two retries one was done, one a duplicate.
+    assert_eq!(service.stats.retried.load(Ordering::Relaxed), 2);
+    let tables = slingshot::db::once::Tables::of("once-counter");
+    let count = |table: &str| format!("SELECT count(*) AS v FROM {table}");
+    assert_eq!(select_numbers(&runtime, count(&tables.inbox)).await, [45]);
+    assert_eq!(select_numbers(&runtime, count(&tables.outbox)).await, [0]);
+}
+
+/// Rows a stage committed but did not publish (its process died) are
+/// published by the relay, in order, with their own message IDs, and leave
+/// the outbox.
+async fn once_mode_relays_what_a_stage_left_in_the_outbox(backend: Backend) {
+    let f = Fixture::new(backend, "relay");
+    let statements = counters(1..=1);
+    f.create_tables(&statements.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let mut settings = f.settings();
+    settings.once_relay_grace = Duration::ZERO;
+    let runtime = f
+        .runtime_with(
+            json!({
+                "once-counter": wiring(&f, "in", json!([{"case": true, "queues": [f.q("done")]}])),
+                "once-counter/out": f.bucket("out"),
+            }),
+            settings,
+        )
+        .await;
+    let service = runtime.start(ServiceDef::find("once-counter").unwrap()).await.unwrap();
+    let outbox = slingshot::db::once::Tables::of("once-counter").outbox;
+    let left: Vec<String> = (1..=3)
+        .map(|n| {
+            format!(
+                "INSERT INTO {outbox} (inbound, message_id, queue, request, created_ms) \
+                 VALUES ('m-dead', 'o-left-{n}', '{}', {}, 1)",
+                f.q("done"),
+                100 + n
+            )
+        })
+        .collect();
+    f.create_tables(&left.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let broker = runtime.broker().clone();
+    wait_for_count(broker.as_ref(), &f.q("done"), 3, WAIT).await;
+    let done = drain(broker.as_ref(), &f.q("done")).await;
+    let got: Vec<_> = done
+        .iter()
+        .map(|d| {
+            (
+                d.message.properties.message_id.clone().unwrap(),
+                std::str::from_utf8(&d.message.body).unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<_> = (1..=3)
+        .map(|n| (format!("o-left-{n}"), (100 + n).to_string()))
+        .collect();
+    assert_eq!(got, want, "in outbox order");
+    let started = Instant::now();
+    while select_numbers(&runtime, format!("SELECT count(*) AS v FROM {outbox}")).await != [0] {
+        assert!(started.elapsed() < WAIT, "the relayed rows stay in the outbox");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(service.stats.relayed.load(Ordering::Relaxed), 3);
+    runtime.shutdown();
+}
+
+/// Deliveries with one serialization key (`x-slingshot-key`) never run
+/// `process` at the same time, though the service runs four at once.
+async fn once_mode_runs_one_key_at_a_time(backend: Backend) {
+    let f = Fixture::new(backend, "keys");
+    // Request IDs of their own per backend: RUNS is shared by the binary.
+    let base = 1_000_000 * (backend as u64 + 1);
+    let ids = base + 1..=base + 40;
+    let statements = counters(ids.clone());
+    f.create_tables(&statements.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let runtime = f.runtime(json!({"once-slow": wiring(&f, "in", json!([]))})).await;
+    let service = runtime.start(ServiceDef::find("once-slow").unwrap()).await.unwrap();
+    let key = |id: u64| format!("k{}", id % 4);
+    for id in ids.clone() {
+        let message = Message::id(id).with_header(slingshot::protocol::KEY_HEADER, HeaderValue::Str(key(id)));
+        runtime.broker().publish(&f.q("in"), message).await.unwrap();
+    }
+    runtime.run_until_idle(&[&service]).await.unwrap();
+    let runs: Vec<(u64, (Instant, Instant))> = {
+        let all = RUNS.lock().unwrap();
+        ids.clone().map(|id| (id, all[&id])).collect()
+    };
+    let overlap = |a: &(Instant, Instant), b: &(Instant, Instant)| a.0 < b.1 && b.0 < a.1;
+    let mut same_key = 0;
+    let mut other_keys = 0;
+    for (i, (a, ra)) in runs.iter().enumerate() {
+        for (b, rb) in &runs[i + 1..] {
+            if overlap(ra, rb) {
+                if key(*a) == key(*b) {
+                    same_key += 1;
+                } else {
+                    other_keys += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(same_key, 0, "runs of one key overlapped");
+    // SQLite takes one writer at a time; PostgreSQL locks only the key.
+    if backend != Backend::Embedded {
+        assert!(
+            other_keys > 0,
+            "runs of different keys never overlapped: not concurrent at all"
+        );
+    }
+}
 
 /// A queue is declared as asked; one that exists otherwise is used as it
 /// is, and `inspect` tells the difference without creating anything.

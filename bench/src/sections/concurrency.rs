@@ -27,7 +27,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
         let rate = (round.rate * 0.5).clamp(50.0, 2_000.0);
         let f = Fixture::new(Backend::Real, &format!("bench-c{concurrency}-paced"));
         let endpoints = noop_endpoints(&f);
-        let paced = latency(&f, &bench.broker, endpoints, concurrency, prefetch, rate).await?;
+        let paced = latency(&f, &bench.broker, "bench-noop", endpoints, concurrency, prefetch, rate).await?;
         report.add(
             format!("noop_c{concurrency}_latency_p50"),
             paced.p50,

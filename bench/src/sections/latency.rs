@@ -17,7 +17,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
         let f = Fixture::new(Backend::Real, &format!("bench-latency-{round}"));
         let endpoints = noop_endpoints(&f);
         theirs.push(raw_latency(&f, &bench.amqp, &bench.broker, concurrency, prefetch, rate).await?);
-        ours.push(latency(&f, &bench.broker, endpoints, concurrency, prefetch, rate).await?);
+        ours.push(latency(&f, &bench.broker, "bench-noop", endpoints, concurrency, prefetch, rate).await?);
         raw::delete_queues(&bench.amqp, &comparison_queues(&f)).await;
     }
     let pick = |v: &[Paced], q: fn(&Paced) -> f64| median(v.iter().map(q).collect());

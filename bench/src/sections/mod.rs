@@ -6,6 +6,7 @@ pub(crate) mod file;
 pub(crate) mod latency;
 pub(crate) mod memory;
 pub(crate) mod noop;
+pub(crate) mod once;
 pub(crate) mod python;
 pub(crate) mod upper;
 pub(crate) mod window;

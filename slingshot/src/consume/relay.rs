@@ -41,11 +41,19 @@ pub(crate) async fn run(worker: Arc<Worker>, once: Arc<dyn OnceExecutor>, mut sh
             _ = worker.relay_wake.notified() => {}
         }
         loop {
-            match once.clone().relay(now_ms().saturating_sub(grace), publish.clone()).await {
+            match once
+                .clone()
+                .relay(now_ms().saturating_sub(grace), publish.clone())
+                .await
+            {
                 Ok(0) => break,
                 Ok(n) => {
                     worker.stats.relayed.fetch_add(n as u64, Ordering::Relaxed);
-                    tracing::info!(service = worker.name, rows = n, "relay: published outbox rows a stage left");
+                    tracing::info!(
+                        service = worker.name,
+                        rows = n,
+                        "relay: published outbox rows a stage left"
+                    );
                     if n < BATCH as usize {
                         break;
                     }
@@ -58,8 +66,13 @@ pub(crate) async fn run(worker: Arc<Worker>, once: Arc<dyn OnceExecutor>, mut sh
         }
         match once.clone().depth().await {
             Ok(depth) => {
-                worker.stats.outbox_depth.store(depth.rows.max(0) as u64, Ordering::Relaxed);
-                let lag = depth.oldest_ms.map_or(0, |oldest| now_ms().saturating_sub(oldest).max(0));
+                worker
+                    .stats
+                    .outbox_depth
+                    .store(depth.rows.max(0) as u64, Ordering::Relaxed);
+                let lag = depth
+                    .oldest_ms
+                    .map_or(0, |oldest| now_ms().saturating_sub(oldest).max(0));
                 worker.stats.outbox_lag_ms.store(lag as u64, Ordering::Relaxed);
             }
             Err(e) => tracing::debug!(service = worker.name, error = %e, "relay: cannot read the outbox's depth"),
@@ -68,7 +81,11 @@ pub(crate) async fn run(worker: Arc<Worker>, once: Arc<dyn OnceExecutor>, mut sh
             expired_at = Some(Instant::now());
             match once.clone().expire(now_ms().saturating_sub(retention)).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(service = worker.name, rows = n, "forgot inbox rows past their retention"),
+                Ok(n) => tracing::info!(
+                    service = worker.name,
+                    rows = n,
+                    "forgot inbox rows past their retention"
+                ),
                 Err(e) => tracing::warn!(service = worker.name, error = %e, "cannot forget expired inbox rows yet"),
             }
         }

@@ -125,12 +125,27 @@ mod tests {
     fn messages_get_ids_that_a_run_again_repeats_and_no_two_share() {
         let t = table(r#"[{"case": true, "queues": ["a", "b"]}]"#);
         let plan = t.plan(&[(1, true.to_case()), (1, true.to_case()), (2, true.to_case())]);
-        let ids = |inbound| plan.messages(inbound).into_iter().map(|m| m.message_id).collect::<Vec<_>>();
+        let ids = |inbound| {
+            plan.messages(inbound)
+                .into_iter()
+                .map(|m| m.message_id)
+                .collect::<Vec<_>>()
+        };
         let first = ids("m-1");
         assert_eq!(first, ids("m-1"), "deterministic");
-        assert_eq!(first.iter().collect::<std::collections::HashSet<_>>().len(), 6, "{first:?}");
-        assert!(ids("m-2").iter().all(|id| !first.contains(id)), "another inbound message");
-        assert!(first.iter().all(|id| id.starts_with("o-") && id.len() == 34), "{first:?}");
+        assert_eq!(
+            first.iter().collect::<std::collections::HashSet<_>>().len(),
+            6,
+            "{first:?}"
+        );
+        assert!(
+            ids("m-2").iter().all(|id| !first.contains(id)),
+            "another inbound message"
+        );
+        assert!(
+            first.iter().all(|id| id.starts_with("o-") && id.len() == 34),
+            "{first:?}"
+        );
     }
 
     #[test]

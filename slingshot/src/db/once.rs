@@ -49,7 +49,13 @@ impl Tables {
         let readable: String = service
             .chars()
             .take(30)
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let digest = sha2::Sha256::digest(service.as_bytes());
         let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
@@ -401,7 +407,10 @@ impl OnceConn<'_> {
 
     /// The outbox's depth and the age of its oldest row.
     pub fn depth(&mut self, t: &Tables) -> QueryResult<Depth> {
-        let sql = format!("SELECT count(*) AS rows, min(created_ms) AS oldest_ms FROM {}", t.outbox);
+        let sql = format!(
+            "SELECT count(*) AS rows, min(created_ms) AS oldest_ms FROM {}",
+            t.outbox
+        );
         match self {
             OnceConn::Pg(c) => diesel::sql_query(sql).get_result(*c),
             OnceConn::Sqlite(c) => diesel::sql_query(sql).get_result(*c),
@@ -445,7 +454,10 @@ mod tests {
     fn table_names_are_short_distinct_and_stable() {
         let a = Tables::of("tokenize");
         assert_eq!(a, Tables::of("tokenize"));
-        assert!(a.inbox.starts_with("slingshot_tokenize_") && a.inbox.ends_with("_inbox"), "{a:?}");
+        assert!(
+            a.inbox.starts_with("slingshot_tokenize_") && a.inbox.ends_with("_inbox"),
+            "{a:?}"
+        );
         assert_ne!(Tables::of("Tokenize").inbox, a.inbox);
         assert_ne!(Tables::of("a-b").inbox, Tables::of("a_b").inbox);
         let long = Tables::of(&"x.".repeat(100));
@@ -463,11 +475,17 @@ mod tests {
         assert!(once.claim(&t, "m-1", 1, 10).unwrap());
         once.rollback().unwrap();
         once.begin().unwrap();
-        assert!(once.claim(&t, "m-1", 1, 10).unwrap(), "a rolled-back claim is forgotten");
+        assert!(
+            once.claim(&t, "m-1", 1, 10).unwrap(),
+            "a rolled-back claim is forgotten"
+        );
         once.commit().unwrap();
         assert!(!once.claim(&t, "m-1", 1, 10).unwrap());
         assert_eq!(once.expire(&t, 11).unwrap(), 1);
-        assert!(once.claim(&t, "m-1", 1, 20).unwrap(), "expired, a late duplicate runs again");
+        assert!(
+            once.claim(&t, "m-1", 1, 20).unwrap(),
+            "expired, a late duplicate runs again"
+        );
     }
 
     #[test]
@@ -487,13 +505,29 @@ mod tests {
         assert_eq!(written.len(), 2);
         assert_eq!(written[1].request_id(), u64::MAX);
         assert!(once.has_pending(&t, "m-1").unwrap());
-        assert_eq!(once.pending(&t, 5, 10, false).unwrap(), [], "only rows older than the grace");
+        assert_eq!(
+            once.pending(&t, 5, 10, false).unwrap(),
+            [],
+            "only rows older than the grace"
+        );
         assert_eq!(once.pending(&t, 6, 10, false).unwrap(), written);
-        assert_eq!(once.depth(&t).unwrap(), Depth { rows: 2, oldest_ms: Some(5) });
+        assert_eq!(
+            once.depth(&t).unwrap(),
+            Depth {
+                rows: 2,
+                oldest_ms: Some(5)
+            }
+        );
         assert_eq!(once.delete(&t, &[written[0].seq, written[0].seq]).unwrap(), 1);
         assert_eq!(once.pending(&t, 6, 10, false).unwrap(), &written[1..]);
         once.delete(&t, &[written[1].seq]).unwrap();
-        assert_eq!(once.depth(&t).unwrap(), Depth { rows: 0, oldest_ms: None });
+        assert_eq!(
+            once.depth(&t).unwrap(),
+            Depth {
+                rows: 0,
+                oldest_ms: None
+            }
+        );
         assert!(!once.has_pending(&t, "m-1").unwrap());
         once.verify(&t).unwrap();
     }

@@ -124,6 +124,13 @@ pub fn prepare_with<H: Handler>(handler: H, backing: Backing) -> Result<Arc<dyn 
     let staging = claim_staging(&backing)?;
     let pool = H::Connection::open_pool(backing.database.as_ref(), backing.pool_size)?;
     let tables = if backing.once {
+        if H::Connection::KIND == crate::db::ConnectionKind::None {
+            return Err(Error::Config(format!(
+                "service {} runs in once mode (`once = true` or SLINGSHOT_ONCE=true), but `process` takes no database \
+                 connection: once mode keeps its inbox and outbox in the service's database",
+                backing.name
+            )));
+        }
         let tables = once::migrate::<H::Connection>(&pool, backing.name)
             .map_err(|e| Error::Config(format!("service {} runs in once mode, but {e}", backing.name)))?;
         tracing::info!(service = backing.name, inbox = %tables.inbox, outbox = %tables.outbox, "once mode");

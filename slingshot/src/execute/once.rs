@@ -121,8 +121,12 @@ pub(super) fn migrate<C: DbConnection>(pool: &C::Pool, service: &str) -> Result<
     let tables = Tables::of(service);
     let mut connection = C::checkout(pool).map_err(|e| e.to_string())?;
     let mut once = once_of(&mut *connection).map_err(|f| f.message)?;
-    once.migrate(&tables)
-        .map_err(|e| format!("cannot create the inbox and outbox tables {} and {}: {e}", tables.inbox, tables.outbox))?;
+    once.migrate(&tables).map_err(|e| {
+        format!(
+            "cannot create the inbox and outbox tables {} and {}: {e}",
+            tables.inbox, tables.outbox
+        )
+    })?;
     Ok(tables)
 }
 
@@ -296,7 +300,10 @@ impl<H: Handler> OnceExecutor for Execution<H> {
             once.verify(tables)
                 .map_err(|e| db_failure("write and read the inbox and outbox", &e))?;
             let depth = once.depth(tables).map_err(|e| db_failure("read the outbox", &e))?;
-            Ok(format!("{} and {} ({} outbox rows)", tables.inbox, tables.outbox, depth.rows))
+            Ok(format!(
+                "{} and {} ({} outbox rows)",
+                tables.inbox, tables.outbox, depth.rows
+            ))
         })
     }
 }

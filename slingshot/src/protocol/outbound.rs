@@ -528,8 +528,22 @@ mod tests {
         let identity = Request::decode(&first).message_id;
         assert!(identity.starts_with("d-") && identity.len() == 34, "{identity}");
         let failure = Failure::new(FailureKind::Process, "nope");
-        let again = retry(&first, &Counts { attempt: 2, ..Counts::default() }, &failure);
-        let twice = retry(&again, &Counts { attempt: 3, ..Counts::default() }, &failure);
+        let again = retry(
+            &first,
+            &Counts {
+                attempt: 2,
+                ..Counts::default()
+            },
+            &failure,
+        );
+        let twice = retry(
+            &again,
+            &Counts {
+                attempt: 3,
+                ..Counts::default()
+            },
+            &failure,
+        );
         for copy in [&again, &twice, &returned(&twice, 1)] {
             assert_eq!(Request::decode(copy).message_id, identity);
         }
@@ -537,7 +551,10 @@ mod tests {
         let mut named = first.clone();
         named.properties.message_id = Some("producer-7".into());
         assert_eq!(Request::decode(&named).message_id, "producer-7");
-        assert_eq!(Request::decode(&retry(&named, &Counts::default(), &failure)).message_id, "producer-7");
+        assert_eq!(
+            Request::decode(&retry(&named, &Counts::default(), &failure)).message_id,
+            "producer-7"
+        );
     }
 
     #[test]

@@ -101,8 +101,13 @@ pub struct SettingsArgs {
 
     /// Seconds an outbox row waits before the relay publishes it in place of
     /// the stage that wrote it (which died, or cannot reach the broker).
-    #[arg(long, global = true, env = "SLINGSHOT_ONCE_RELAY_GRACE_SECS", value_name = "SECS",
-          default_value_t = 10)]
+    #[arg(
+        long,
+        global = true,
+        env = "SLINGSHOT_ONCE_RELAY_GRACE_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
     pub once_relay_grace_secs: u64,
 
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
