@@ -203,6 +203,15 @@ async fn check_passes_a_good_configuration_and_names_each_problem() {
     let (code, out) = check("records", &sysmap, dir, &[]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok      database: postgres://"), "{out}");
+    assert!(!out.contains("once tables"), "a plain service has none:\n{out}");
+    // In once mode, `check` creates the inbox and outbox if missing, and
+    // writes and reads a probe row.
+    let (code, out) = check("records", &sysmap, dir, &[("SLINGSHOT_ONCE", "true".into())]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok      once tables: slingshot_records_") && out.contains("(0 outbox rows)"),
+        "{out}"
+    );
 
     let broken = |patch: Value| {
         let mut endpoints = good.clone();
