@@ -106,6 +106,8 @@ struct Execution<H: Handler> {
     pool: <H::Connection as DbConnection>::Pool,
     /// Once mode: the service's inbox and outbox.
     tables: Option<crate::db::once::Tables>,
+    /// Once mode on SQLite: held by the stage that writes.
+    sqlite_turn: Mutex<()>,
     backing: Backing,
     /// The process's own staging directory, removed when the service is.
     staging: Arc<StagingRoot>,
@@ -142,6 +144,7 @@ pub fn prepare_with<H: Handler>(handler: H, backing: Backing) -> Result<Arc<dyn 
         handler,
         pool,
         tables,
+        sqlite_turn: Mutex::new(()),
         backing,
         staging,
     }))

@@ -172,6 +172,13 @@ impl<H: Handler> Execution<H> {
     ) -> Result<(Vec<(u64, CaseValue)>, Vec<WrittenObject>, Stage), Failure> {
         let tables = self.tables.as_ref().ok_or_else(not_supported::<H::Connection>)?;
         let mut connection = self.checkout()?;
+        // SQLite has one writer at a time: the stages of this service take
+        // turns here rather than in SQLite's busy wait, which gives up
+        // after its timeout however long the queue of writers is.
+        let _turn = match once_of(&mut *connection)? {
+            OnceConn::Sqlite(_) => Some(self.sqlite_turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
+            OnceConn::Pg(_) => None,
+        };
         let mut tx = Transaction {
             connection: &mut *connection,
             open: false,
