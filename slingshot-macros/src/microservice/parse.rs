@@ -188,6 +188,7 @@ mod tests {
                 Arg::Name(s) => format!("name={}", s.value()),
                 Arg::SysMap(s) => format!("sys_map={}", s.value()),
                 Arg::Main(b) => format!("main={}", b.value),
+                Arg::Once(b) => format!("once={}", b.value),
                 Arg::BadValue { key, error } => format!("{key:?}!{error}"),
                 Arg::Invalid(error) => format!("!{error}"),
             })
@@ -197,19 +198,20 @@ mod tests {
     #[test]
     fn arguments_keep_their_order_and_their_mistakes() {
         assert_eq!(
-            args(quote!(name = "a b", retries = 3, main = "no", name = "c", sys_map = x)),
+            args(quote!(name = "a b", retries = 3, main = "no", name = "c", sys_map = x, once = true)),
             [
                 "name=a b",
-                "!unknown key `retries`; the keys are `name`, `sys_map` and `main`",
+                "!unknown key `retries`; the keys are `name`, `sys_map`, `main` and `once`",
                 "Main!`main` must be `true` or `false`: `main = false` when the crate defines its own `main`",
                 "!`name` is given twice; give it once",
                 "SysMap!`sys_map` must be a string literal, e.g. `sys_map = \"sys-map.example.com\"`; to choose it at run time, set `SLINGSHOT_SYS_MAP`",
+                "once=true",
             ]
         );
         assert_eq!(
             args(quote!(main, sys_map = "s")),
             [
-                "!expected `key = value`; the keys are `name`, `sys_map` and `main`",
+                "!expected `key = value`; the keys are `name`, `sys_map`, `main` and `once`",
                 "sys_map=s"
             ]
         );

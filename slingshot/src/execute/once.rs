@@ -32,6 +32,12 @@ pub(crate) use crate::db::once::{now_ms, Depth, NewOutboxRow, OutboxRow, BATCH};
 use crate::db::once::{OnceConn, Tables};
 use crate::db::{is_connection_failure, DbConnection};
 
+/// The outbox rows a call's outputs become.
+pub(crate) type Plan = Arc<dyn Fn(&[(u64, CaseValue)]) -> Vec<NewOutboxRow> + Send + Sync>;
+
+/// What a stage did: its outputs, the objects it uploaded, how it ended.
+pub(super) type Staged = (Vec<(u64, CaseValue)>, Vec<WrittenObject>, Stage);
+
 /// What a once-mode request needs besides its context.
 #[derive(Clone)]
 pub struct OnceJob {
@@ -41,7 +47,7 @@ pub struct OnceJob {
     pub key: String,
     /// The outbox rows a call's outputs become (the routes, with each
     /// message's deterministic ID).
-    pub plan: Arc<dyn Fn(&[(u64, CaseValue)]) -> Vec<NewOutboxRow> + Send + Sync>,
+    pub plan: Plan,
     /// The W3C `traceparent` the outputs continue.
     pub traceparent: Option<String>,
     /// The legacy trace ID the outputs carry.
@@ -169,14 +175,18 @@ impl<H: Handler> Execution<H> {
         job: &OnceJob,
         staging: Arc<Staging>,
         call: tracing::Span,
-    ) -> Result<(Vec<(u64, CaseValue)>, Vec<WrittenObject>, Stage), Failure> {
+    ) -> Result<Staged, Failure> {
         let tables = self.tables.as_ref().ok_or_else(not_supported::<H::Connection>)?;
         let mut connection = self.checkout()?;
         // SQLite has one writer at a time: the stages of this service take
         // turns here rather than in SQLite's busy wait, which gives up
         // after its timeout however long the queue of writers is.
         let _turn = match once_of(&mut *connection)? {
-            OnceConn::Sqlite(_) => Some(self.sqlite_turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
+            OnceConn::Sqlite(_) => Some(
+                self.sqlite_turn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
             OnceConn::Pg(_) => None,
         };
         let mut tx = Transaction {
