@@ -279,6 +279,9 @@ async fn once_mode_does_each_message_once(backend: Backend) {
         assert_eq!(object, Some(format!("counted {id}").into_bytes()));
     }
     assert_eq!(service.stats.duplicates.load(Ordering::Relaxed), 45);
+    // Published rows are deleted in batches, the last when the service stops.
+    let mut service = service;
+    service.finished().await.unwrap();
     // Both copies of request 13 failed their first attempt (neither had
     // committed), and of their two retries one was done, one a duplicate.
     assert_eq!(service.stats.retried.load(Ordering::Relaxed), 2);

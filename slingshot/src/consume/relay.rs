@@ -8,6 +8,10 @@
 //! stage. Rows go out in `seq` order, one batch per transaction; on
 //! PostgreSQL they stay locked while they are published, so the relays of
 //! two instances never publish the same row at once.
+//!
+//! It also deletes the rows stages published themselves: the worker hands
+//! their `seq`s over, and [`delete_sent`] deletes what gathered within
+//! [`GATHER`] in one statement, rather than one transaction per stage.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,8 +28,47 @@ const EVERY: Duration = Duration::from_secs(1);
 /// How often it forgets expired inbox rows.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
+/// How long published rows gather before they are deleted together.
+const GATHER: Duration = Duration::from_millis(10);
+
 /// Runs until `shutdown`.
-pub(crate) async fn run(worker: Arc<Worker>, once: Arc<dyn OnceExecutor>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(worker: Arc<Worker>, once: Arc<dyn OnceExecutor>, shutdown: watch::Receiver<bool>) {
+    let deleter = tokio::spawn(delete_sent(worker.clone(), once.clone(), shutdown.clone()));
+    relay(worker, once, shutdown).await;
+    let _ = deleter.await;
+}
+
+/// Deletes the rows stages published, in batches, until `shutdown`. What
+/// requests finishing after it publish, [`flush_sent`] deletes.
+async fn delete_sent(worker: Arc<Worker>, once: Arc<dyn OnceExecutor>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = worker.sent_wake.notified() => {}
+        }
+        tokio::time::sleep(GATHER).await;
+        flush_sent(&worker, &once).await;
+    }
+}
+
+/// Deletes the rows stages published since the last batch.
+pub(crate) async fn flush_sent(worker: &Worker, once: &Arc<dyn OnceExecutor>) {
+    let seqs = std::mem::take(
+        &mut *worker
+            .sent_rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    if !seqs.is_empty() {
+        if let Err(e) = once.clone().sent(seqs).await {
+            tracing::warn!(service = worker.name, error = %e,
+                "cannot delete published outbox rows; the relay publishes them again");
+        }
+    }
+}
+
+/// Publishes what stages left, until `shutdown`.
+async fn relay(worker: Arc<Worker>, once: Arc<dyn OnceExecutor>, mut shutdown: watch::Receiver<bool>) {
     let grace = i64::try_from(worker.settings.once_relay_grace.as_millis()).unwrap_or(i64::MAX);
     let retention = i64::try_from(worker.settings.once_retention.as_millis()).unwrap_or(i64::MAX);
     let publisher = worker.clone();

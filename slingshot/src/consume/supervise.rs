@@ -27,7 +27,11 @@ pub(crate) async fn keep_consuming(
         .once
         .clone()
         .map(|once| tokio::spawn(super::relay::run(worker.clone(), once, shutdown.clone())));
-    let consumed = consume_until_shutdown(worker, queues, shutdown).await;
+    let consumed = consume_until_shutdown(worker.clone(), queues, shutdown).await;
+    if let Some(once) = &worker.once {
+        // What the requests that finished after the shutdown published.
+        super::relay::flush_sent(&worker, once).await;
+    }
     if let Some(relay) = relay {
         // It ends by itself on shutdown; a service stopped for good stops it.
         if consumed.is_err() {

@@ -66,6 +66,11 @@ pub(crate) struct Worker {
     pub once: Option<Arc<dyn OnceExecutor>>,
     /// Wakes the relay: a duplicate found its stage's outputs unpublished.
     pub relay_wake: tokio::sync::Notify,
+    /// Once mode: outbox rows published and confirmed, for the relay to
+    /// delete in one statement.
+    pub sent_rows: std::sync::Mutex<Vec<i64>>,
+    /// Wakes the relay's deleter: `sent_rows` has rows.
+    pub sent_wake: tokio::sync::Notify,
 }
 
 /// Why a worker stopped without being asked to.
@@ -585,16 +590,17 @@ impl Worker {
         if outcomes.iter().any(|o| matches!(o, Handled::Left)) {
             return Ok(Handled::Left);
         }
-        if let (Stage::Committed(rows), Some(once)) = (&executed.stage, &self.once) {
+        if let Stage::Committed(rows) = &executed.stage {
             fault::point("once-after-publish");
             if !rows.is_empty() {
-                let seqs = rows.iter().map(|row| row.seq).collect();
-                // Left in the outbox, they are published again by the relay,
+                // Deleted by the relay's next batch, a few milliseconds on:
+                // one statement for many stages rather than a commit each.
+                // Left in the outbox by a crash, they are published again,
                 // with the same message IDs.
-                if let Err(e) = once.clone().sent(seqs).await {
-                    tracing::warn!(service = self.name, request, error = %e,
-                        "cannot delete the published outbox rows; the relay publishes them again");
-                }
+                let mut sent = self.sent_rows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                sent.extend(rows.iter().map(|row| row.seq));
+                drop(sent);
+                self.sent_wake.notify_one();
             }
         }
         self.stats.published.fetch_add(sends.len() as u64, Ordering::Relaxed);

@@ -211,7 +211,7 @@ impl OnceConn<'_> {
     pub fn verify(&mut self, t: &Tables) -> QueryResult<()> {
         self.begin()?;
         let probe = (|| {
-            self.claim(t, "slingshot-check", 0, 0)?;
+            self.claim(t, 0, "slingshot-check", 0, 0)?;
             self.pending(t, 0, 1, false)?;
             self.delete(t, &[])
         })();
@@ -245,28 +245,21 @@ impl OnceConn<'_> {
         }
     }
 
-    /// Waits for the serialization lock on `key` for the rest of the
-    /// transaction. On SQLite the transaction already holds the write lock.
-    pub fn lock(&mut self, key: i64) -> QueryResult<()> {
-        match self {
-            OnceConn::Pg(c) => diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-                .bind::<BigInt, _>(key)
-                .execute(*c)
-                .map(drop),
-            OnceConn::Sqlite(_) => Ok(()),
-        }
-    }
-
-    /// Records `message_id` as done, unless it is already: `false` if it
-    /// was, and the stage is a duplicate. On PostgreSQL a concurrent
-    /// transaction recording the same message waits here until this one
-    /// ends.
-    pub fn claim(&mut self, t: &Tables, message_id: &str, request: u64, now_ms: i64) -> QueryResult<bool> {
+    /// Waits for the serialization lock `key` for the rest of the
+    /// transaction (on SQLite the transaction holds the write lock already),
+    /// then records `message_id` as done, unless it is already: `false` if
+    /// it was, and the stage is a duplicate. One round trip: on PostgreSQL
+    /// the lock is a CTE of the insert. A concurrent transaction recording
+    /// the same message waits until this one ends.
+    pub fn claim(&mut self, t: &Tables, key: i64, message_id: &str, request: u64, now_ms: i64) -> QueryResult<bool> {
         let inbox = &t.inbox;
         let inserted = match self {
             OnceConn::Pg(c) => diesel::sql_query(format!(
-                "INSERT INTO {inbox} (message_id, request_id, done_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                "WITH locked AS (SELECT pg_advisory_xact_lock($1)) \
+                 INSERT INTO {inbox} (message_id, request_id, done_ms) SELECT $2, $3, $4 FROM locked \
+                 ON CONFLICT DO NOTHING"
             ))
+            .bind::<BigInt, _>(key)
             .bind::<Text, _>(message_id)
             .bind::<BigInt, _>(request as i64)
             .bind::<BigInt, _>(now_ms)
@@ -472,18 +465,18 @@ mod tests {
         once.migrate(&t).unwrap();
         once.migrate(&t).unwrap();
         once.begin().unwrap();
-        assert!(once.claim(&t, "m-1", 1, 10).unwrap());
+        assert!(once.claim(&t, 7, "m-1", 1, 10).unwrap());
         once.rollback().unwrap();
         once.begin().unwrap();
         assert!(
-            once.claim(&t, "m-1", 1, 10).unwrap(),
+            once.claim(&t, 7, "m-1", 1, 10).unwrap(),
             "a rolled-back claim is forgotten"
         );
         once.commit().unwrap();
-        assert!(!once.claim(&t, "m-1", 1, 10).unwrap());
+        assert!(!once.claim(&t, 7, "m-1", 1, 10).unwrap());
         assert_eq!(once.expire(&t, 11).unwrap(), 1);
         assert!(
-            once.claim(&t, "m-1", 1, 20).unwrap(),
+            once.claim(&t, 7, "m-1", 1, 20).unwrap(),
             "expired, a late duplicate runs again"
         );
     }

@@ -196,11 +196,10 @@ impl<H: Handler> Execution<H> {
         tx.once()?.begin().map_err(|e| db_failure("begin", &e))?;
         tx.open = true;
         let key = crate::db::once::lock_key(self.backing.name, &job.key);
-        tx.once()?.lock(key).map_err(|e| db_failure("lock the key", &e))?;
         let claimed = tx
             .once()?
-            .claim(tables, &job.message_id, context.request, now_ms())
-            .map_err(|e| db_failure("record the message in the inbox", &e))?;
+            .claim(tables, key, &job.message_id, context.request, now_ms())
+            .map_err(|e| db_failure("lock the key and record the message in the inbox", &e))?;
         if !claimed {
             let pending = tx
                 .once()?

@@ -344,6 +344,8 @@ impl Runtime {
             alone: tokio::sync::RwLock::new(()),
             once,
             relay_wake: tokio::sync::Notify::new(),
+            sent_rows: std::sync::Mutex::new(Vec::new()),
+            sent_wake: tokio::sync::Notify::new(),
         });
         let shutdown = self.shutdown.subscribe();
         let queues = queues_of(&wiring, &self.settings);
