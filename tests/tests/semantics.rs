@@ -230,7 +230,29 @@ on_every_backend!(
     once_mode_does_each_message_once,
     once_mode_relays_what_a_stage_left_in_the_outbox,
     once_mode_runs_one_key_at_a_time,
+    once_mode_refuses_a_service_without_a_database,
 );
+
+/// `SLINGSHOT_ONCE=true` on a service whose `process` takes no connection
+/// stops its start with why, rather than running it at least once.
+async fn once_mode_refuses_a_service_without_a_database(backend: Backend) {
+    let f = Fixture::new(backend, "once-no-db");
+    let mut settings = f.settings();
+    settings.once = Some(true);
+    let runtime = f
+        .runtime_with(json!({"kind-bool": wiring(&f, "in", json!([]))}), settings)
+        .await;
+    let error = runtime
+        .start(ServiceDef::find("kind-bool").unwrap())
+        .await
+        .err()
+        .expect("started in once mode without a database");
+    let text = error.to_string();
+    assert!(
+        text.contains("kind-bool runs in once mode") && text.contains("takes no database connection"),
+        "{text}"
+    );
+}
 
 /// Every message is published twice with one identity (a `message-id`, or
 /// none and the same content): each is done once, its write counted once,
