@@ -21,7 +21,7 @@
 //! restart that drops it also aborts the work it guarded. On SQLite a stage
 //! begins `IMMEDIATE`: one writer at a time on the whole file.
 
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{PgConnection, SqliteConnection};
@@ -131,21 +131,60 @@ struct Count {
     n: i64,
 }
 
-/// A connection the inbox and outbox statements run on: PostgreSQL or
-/// SQLite, each with its own SQL.
-pub enum OnceConn<'a> {
+/// Which SQL a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
     /// PostgreSQL.
-    Pg(&'a mut PgConnection),
+    Postgres,
     /// SQLite.
+    Sqlite,
+}
+
+/// A value bound to a statement, or read from a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlValue {
+    /// A 64-bit integer.
+    Int(i64),
+    /// Text.
+    Text(String),
+    /// NULL.
+    Null,
+}
+
+/// A connection of another kind than diesel's that can run the inbox and
+/// outbox statements (a Python service's SQLAlchemy connection). Errors are
+/// their text.
+pub trait OnceSql {
+    /// Its SQL.
+    fn dialect(&self) -> Dialect;
+    /// The placeholder of the `n`th parameter (from 1) in its driver's
+    /// style: `$1`, `?`, `%s`.
+    fn placeholder(&self, n: usize) -> String;
+    /// Begins a transaction with `sql` (`BEGIN`, `BEGIN IMMEDIATE`).
+    fn begin(&mut self, sql: &str) -> Result<(), String>;
+    /// Commits it.
+    fn commit(&mut self) -> Result<(), String>;
+    /// Rolls it back.
+    fn rollback(&mut self) -> Result<(), String>;
+    /// Runs a statement; the rows it changed.
+    fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> Result<usize, String>;
+    /// Runs a query; its rows.
+    fn query(&mut self, sql: &str, params: Vec<SqlValue>) -> Result<Vec<Vec<SqlValue>>, String>;
+}
+
+/// A connection the inbox and outbox statements run on.
+pub enum OnceConn<'a> {
+    /// diesel's PostgreSQL.
+    Pg(&'a mut PgConnection),
+    /// diesel's SQLite.
     Sqlite(&'a mut SqliteConnection),
+    /// Another kind of connection.
+    Other(&'a mut dyn OnceSql),
 }
 
 impl std::fmt::Debug for OnceConn<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            OnceConn::Pg(_) => "OnceConn::Pg",
-            OnceConn::Sqlite(_) => "OnceConn::Sqlite",
-        })
+        write!(f, "OnceConn({:?})", self.dialect())
     }
 }
 
@@ -153,56 +192,179 @@ impl std::fmt::Debug for OnceConn<'_> {
 /// PostgreSQL, so instances starting together do not race on the catalog.
 const MIGRATION_LOCK: i64 = 0x736c_696e_6773_6f31; // "slingso1"
 
+/// The columns of an outbox row, in [`OutboxRow`]'s order.
+const OUTBOX_COLUMNS: &str = "seq, inbound, message_id, queue, request, traceparent, legacy_trace, created_ms";
+
+/// An error of a connection that is not diesel's, as diesel's.
+fn other_error(message: String) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(message.into())
+}
+
+fn bind_all<'f, DB>(
+    sql: &str,
+    params: &'f [SqlValue],
+) -> diesel::query_builder::BoxedSqlQuery<'f, DB, diesel::query_builder::SqlQuery>
+where
+    DB: diesel::backend::Backend + diesel::sql_types::HasSqlType<BigInt> + diesel::sql_types::HasSqlType<Text>,
+    i64: diesel::serialize::ToSql<BigInt, DB>,
+    String: diesel::serialize::ToSql<Text, DB>,
+    Option<String>: diesel::serialize::ToSql<Nullable<Text>, DB>,
+{
+    let mut query = diesel::sql_query(sql).into_boxed::<DB>();
+    for param in params {
+        query = match param {
+            SqlValue::Int(i) => query.bind::<BigInt, _>(*i),
+            SqlValue::Text(t) => query.bind::<Text, _>(t.clone()),
+            SqlValue::Null => query.bind::<Nullable<Text>, _>(None::<String>),
+        };
+    }
+    query
+}
+
+/// A row type read from either kind of connection.
+trait Row: Sized + QueryableByName<diesel::pg::Pg> + QueryableByName<diesel::sqlite::Sqlite> + 'static {
+    /// The row from the values another connection read, in column order.
+    fn from_values(values: Vec<SqlValue>) -> Result<Self, String>;
+}
+
+fn int(value: &SqlValue) -> Result<i64, String> {
+    match value {
+        SqlValue::Int(i) => Ok(*i),
+        other => Err(format!("expected an integer, read {other:?}")),
+    }
+}
+
+fn text(value: SqlValue) -> Result<Option<String>, String> {
+    match value {
+        SqlValue::Text(t) => Ok(Some(t)),
+        SqlValue::Null => Ok(None),
+        other => Err(format!("expected text, read {other:?}")),
+    }
+}
+
+impl Row for OutboxRow {
+    fn from_values(values: Vec<SqlValue>) -> Result<Self, String> {
+        let [seq, inbound, message_id, queue, request, traceparent, legacy_trace, created_ms]: [SqlValue; 8] = values
+            .try_into()
+            .map_err(|v: Vec<_>| format!("an outbox row of {} columns", v.len()))?;
+        let required = |v| text(v)?.ok_or_else(|| "NULL in a NOT NULL column".to_string());
+        Ok(OutboxRow {
+            seq: int(&seq)?,
+            inbound: required(inbound)?,
+            message_id: required(message_id)?,
+            queue: required(queue)?,
+            request: int(&request)?,
+            traceparent: text(traceparent)?,
+            legacy_trace: text(legacy_trace)?,
+            created_ms: int(&created_ms)?,
+        })
+    }
+}
+
+impl Row for Depth {
+    fn from_values(values: Vec<SqlValue>) -> Result<Self, String> {
+        let [rows, oldest]: [SqlValue; 2] = values.try_into().map_err(|_| "a depth of 2 columns".to_string())?;
+        Ok(Depth {
+            rows: int(&rows)?,
+            oldest_ms: match oldest {
+                SqlValue::Null => None,
+                value => Some(int(&value)?),
+            },
+        })
+    }
+}
+
+impl Row for Count {
+    fn from_values(values: Vec<SqlValue>) -> Result<Self, String> {
+        Ok(Count {
+            n: int(values.first().ok_or("no column")?)?,
+        })
+    }
+}
+
 impl OnceConn<'_> {
+    /// The SQL this connection speaks.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            OnceConn::Pg(_) => Dialect::Postgres,
+            OnceConn::Sqlite(_) => Dialect::Sqlite,
+            OnceConn::Other(c) => c.dialect(),
+        }
+    }
+
+    /// The placeholder of the `n`th parameter, from 1.
+    fn p(&self, n: usize) -> String {
+        match self {
+            OnceConn::Pg(_) => format!("${n}"),
+            OnceConn::Sqlite(_) => "?".to_string(),
+            OnceConn::Other(c) => c.placeholder(n),
+        }
+    }
+
+    /// Runs a statement with `params`; the rows it changed.
+    fn run(&mut self, sql: &str, params: Vec<SqlValue>) -> QueryResult<usize> {
+        match self {
+            OnceConn::Pg(c) => bind_all::<diesel::pg::Pg>(sql, &params).execute(*c),
+            OnceConn::Sqlite(c) => bind_all::<diesel::sqlite::Sqlite>(sql, &params).execute(*c),
+            OnceConn::Other(c) => c.execute(sql, params).map_err(other_error),
+        }
+    }
+
+    /// Runs a query with `params`; its rows.
+    fn load<R: Row>(&mut self, sql: &str, params: Vec<SqlValue>) -> QueryResult<Vec<R>> {
+        match self {
+            OnceConn::Pg(c) => bind_all::<diesel::pg::Pg>(sql, &params).load(*c),
+            OnceConn::Sqlite(c) => bind_all::<diesel::sqlite::Sqlite>(sql, &params).load(*c),
+            OnceConn::Other(c) => c
+                .query(sql, params)
+                .map_err(other_error)?
+                .into_iter()
+                .map(|values| R::from_values(values).map_err(other_error))
+                .collect(),
+        }
+    }
+
+    /// Runs a query that answers one row.
+    fn one<R: Row>(&mut self, sql: &str, params: Vec<SqlValue>) -> QueryResult<R> {
+        self.load(sql, params)?
+            .into_iter()
+            .next()
+            .ok_or(diesel::result::Error::NotFound)
+    }
+
     /// Creates the service's tables and indexes if they are missing.
     /// Idempotent; on PostgreSQL serialized across instances.
     pub fn migrate(&mut self, t: &Tables) -> QueryResult<()> {
         let (inbox, outbox) = (&t.inbox, &t.outbox);
-        match self {
-            OnceConn::Pg(c) => {
-                diesel::sql_query("SELECT pg_advisory_lock($1)")
-                    .bind::<BigInt, _>(MIGRATION_LOCK)
-                    .execute(*c)?;
-                let created = c.batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS {inbox} (
-                        message_id TEXT PRIMARY KEY,
-                        request_id BIGINT NOT NULL,
-                        done_ms BIGINT NOT NULL);
-                     CREATE INDEX IF NOT EXISTS {inbox}_done ON {inbox} (done_ms);
-                     CREATE TABLE IF NOT EXISTS {outbox} (
-                        seq BIGSERIAL PRIMARY KEY,
-                        inbound TEXT NOT NULL,
-                        message_id TEXT NOT NULL,
-                        queue TEXT NOT NULL,
-                        request BIGINT NOT NULL,
-                        traceparent TEXT,
-                        legacy_trace TEXT,
-                        created_ms BIGINT NOT NULL);
-                     CREATE INDEX IF NOT EXISTS {outbox}_inbound ON {outbox} (inbound);"
-                ));
-                let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
-                    .bind::<BigInt, _>(MIGRATION_LOCK)
-                    .execute(*c);
-                created.and(unlocked.map(drop))
-            }
-            OnceConn::Sqlite(c) => c.batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {inbox} (
-                    message_id TEXT PRIMARY KEY,
-                    request_id INTEGER NOT NULL,
-                    done_ms INTEGER NOT NULL);
-                 CREATE INDEX IF NOT EXISTS {inbox}_done ON {inbox} (done_ms);
-                 CREATE TABLE IF NOT EXISTS {outbox} (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    inbound TEXT NOT NULL,
-                    message_id TEXT NOT NULL,
-                    queue TEXT NOT NULL,
-                    request INTEGER NOT NULL,
-                    traceparent TEXT,
-                    legacy_trace TEXT,
-                    created_ms INTEGER NOT NULL);
-                 CREATE INDEX IF NOT EXISTS {outbox}_inbound ON {outbox} (inbound);"
-            )),
+        let (serial, int) = match self.dialect() {
+            Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT"),
+            Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"),
+        };
+        let statements = [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {inbox} (message_id TEXT PRIMARY KEY, request_id {int} NOT NULL, \
+                 done_ms {int} NOT NULL)"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {inbox}_done ON {inbox} (done_ms)"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {outbox} (seq {serial}, inbound TEXT NOT NULL, message_id TEXT NOT NULL, \
+                 queue TEXT NOT NULL, request {int} NOT NULL, traceparent TEXT, legacy_trace TEXT, \
+                 created_ms {int} NOT NULL)"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {outbox}_inbound ON {outbox} (inbound)"),
+        ];
+        let postgres = self.dialect() == Dialect::Postgres;
+        if postgres {
+            let lock = format!("SELECT 1 FROM pg_advisory_lock({})", self.p(1));
+            self.run(&lock, vec![SqlValue::Int(MIGRATION_LOCK)])?;
         }
+        let created = statements.iter().try_for_each(|sql| self.run(sql, vec![]).map(drop));
+        if postgres {
+            let unlock = format!("SELECT 1 FROM pg_advisory_unlock({})", self.p(1));
+            let unlocked = self.run(&unlock, vec![SqlValue::Int(MIGRATION_LOCK)]);
+            return created.and(unlocked.map(drop));
+        }
+        created
     }
 
     /// Whether both tables are there and this connection may read and write
@@ -226,6 +388,13 @@ impl OnceConn<'_> {
         match self {
             OnceConn::Pg(c) => AnsiTransactionManager::begin_transaction(*c),
             OnceConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(*c, "BEGIN IMMEDIATE"),
+            OnceConn::Other(c) => {
+                let sql = match c.dialect() {
+                    Dialect::Postgres => "BEGIN",
+                    Dialect::Sqlite => "BEGIN IMMEDIATE",
+                };
+                c.begin(sql).map_err(other_error)
+            }
         }
     }
 
@@ -234,6 +403,7 @@ impl OnceConn<'_> {
         match self {
             OnceConn::Pg(c) => AnsiTransactionManager::commit_transaction(*c),
             OnceConn::Sqlite(c) => AnsiTransactionManager::commit_transaction(*c),
+            OnceConn::Other(c) => c.commit().map_err(other_error),
         }
     }
 
@@ -242,6 +412,7 @@ impl OnceConn<'_> {
         match self {
             OnceConn::Pg(c) => AnsiTransactionManager::rollback_transaction(*c),
             OnceConn::Sqlite(c) => AnsiTransactionManager::rollback_transaction(*c),
+            OnceConn::Other(c) => c.rollback().map_err(other_error),
         }
     }
 
@@ -253,26 +424,32 @@ impl OnceConn<'_> {
     /// the same message waits until this one ends.
     pub fn claim(&mut self, t: &Tables, key: i64, message_id: &str, request: u64, now_ms: i64) -> QueryResult<bool> {
         let inbox = &t.inbox;
-        let inserted = match self {
-            OnceConn::Pg(c) => diesel::sql_query(format!(
-                "WITH locked AS (SELECT pg_advisory_xact_lock($1)) \
-                 INSERT INTO {inbox} (message_id, request_id, done_ms) SELECT $2, $3, $4 FROM locked \
-                 ON CONFLICT DO NOTHING"
-            ))
-            .bind::<BigInt, _>(key)
-            .bind::<Text, _>(message_id)
-            .bind::<BigInt, _>(request as i64)
-            .bind::<BigInt, _>(now_ms)
-            .execute(*c)?,
-            OnceConn::Sqlite(c) => diesel::sql_query(format!(
-                "INSERT INTO {inbox} (message_id, request_id, done_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
-            ))
-            .bind::<Text, _>(message_id)
-            .bind::<BigInt, _>(request as i64)
-            .bind::<BigInt, _>(now_ms)
-            .execute(*c)?,
+        let mut params = vec![
+            SqlValue::Text(message_id.to_string()),
+            SqlValue::Int(request as i64),
+            SqlValue::Int(now_ms),
+        ];
+        let sql = match self.dialect() {
+            Dialect::Postgres => {
+                params.insert(0, SqlValue::Int(key));
+                format!(
+                    "WITH locked AS (SELECT pg_advisory_xact_lock({})) \
+                     INSERT INTO {inbox} (message_id, request_id, done_ms) SELECT {}, {}, {} FROM locked \
+                     ON CONFLICT DO NOTHING",
+                    self.p(1),
+                    self.p(2),
+                    self.p(3),
+                    self.p(4)
+                )
+            }
+            Dialect::Sqlite => format!(
+                "INSERT INTO {inbox} (message_id, request_id, done_ms) VALUES ({}, {}, {}) ON CONFLICT DO NOTHING",
+                self.p(1),
+                self.p(2),
+                self.p(3)
+            ),
         };
-        Ok(inserted == 1)
+        Ok(self.run(&sql, params)? == 1)
     }
 
     /// Writes the stage's outputs to the outbox, in order, with the stage's
@@ -285,39 +462,26 @@ impl OnceConn<'_> {
         trace: (Option<&str>, Option<&str>),
         now_ms: i64,
     ) -> QueryResult<Vec<OutboxRow>> {
-        let outbox = &t.outbox;
+        let placeholders: Vec<String> = (1..=7).map(|n| self.p(n)).collect();
+        let sql = format!(
+            "INSERT INTO {} (inbound, message_id, queue, request, traceparent, legacy_trace, created_ms) \
+             VALUES ({}) RETURNING {OUTBOX_COLUMNS}",
+            t.outbox,
+            placeholders.join(", ")
+        );
+        let optional = |v: Option<&str>| v.map_or(SqlValue::Null, |v| SqlValue::Text(v.to_string()));
         let mut written = Vec::with_capacity(rows.len());
         for row in rows {
-            let (traceparent, legacy) = trace;
-            let sql = |p: [&str; 7]| {
-                format!(
-                    "INSERT INTO {outbox} (inbound, message_id, queue, request, traceparent, legacy_trace, created_ms) \
-                     VALUES ({}, {}, {}, {}, {}, {}, {}) \
-                     RETURNING seq, inbound, message_id, queue, request, traceparent, legacy_trace, created_ms",
-                    p[0], p[1], p[2], p[3], p[4], p[5], p[6]
-                )
-            };
-            let one: OutboxRow = match self {
-                OnceConn::Pg(c) => diesel::sql_query(sql(["$1", "$2", "$3", "$4", "$5", "$6", "$7"]))
-                    .bind::<Text, _>(inbound)
-                    .bind::<Text, _>(&row.message_id)
-                    .bind::<Text, _>(&row.queue)
-                    .bind::<BigInt, _>(row.request as i64)
-                    .bind::<Nullable<Text>, _>(traceparent)
-                    .bind::<Nullable<Text>, _>(legacy)
-                    .bind::<BigInt, _>(now_ms)
-                    .get_result(*c)?,
-                OnceConn::Sqlite(c) => diesel::sql_query(sql(["?"; 7]))
-                    .bind::<Text, _>(inbound)
-                    .bind::<Text, _>(&row.message_id)
-                    .bind::<Text, _>(&row.queue)
-                    .bind::<BigInt, _>(row.request as i64)
-                    .bind::<Nullable<Text>, _>(traceparent)
-                    .bind::<Nullable<Text>, _>(legacy)
-                    .bind::<BigInt, _>(now_ms)
-                    .get_result(*c)?,
-            };
-            written.push(one);
+            let params = vec![
+                SqlValue::Text(inbound.to_string()),
+                SqlValue::Text(row.message_id.clone()),
+                SqlValue::Text(row.queue.clone()),
+                SqlValue::Int(row.request as i64),
+                optional(trace.0),
+                optional(trace.1),
+                SqlValue::Int(now_ms),
+            ];
+            written.push(self.one(&sql, params)?);
         }
         Ok(written)
     }
@@ -327,51 +491,31 @@ impl OnceConn<'_> {
     /// transaction ends and rows another relay holds are skipped, so two
     /// instances never publish the same row at once.
     pub fn pending(&mut self, t: &Tables, before_ms: i64, limit: i64, lock: bool) -> QueryResult<Vec<OutboxRow>> {
-        let outbox = &t.outbox;
-        let columns = "seq, inbound, message_id, queue, request, traceparent, legacy_trace, created_ms";
-        match self {
-            OnceConn::Pg(c) => diesel::sql_query(format!(
-                "SELECT {columns} FROM {outbox} WHERE created_ms < $1 ORDER BY seq LIMIT $2{}",
-                if lock { " FOR UPDATE SKIP LOCKED" } else { "" }
-            ))
-            .bind::<BigInt, _>(before_ms)
-            .bind::<BigInt, _>(limit)
-            .load(*c),
-            OnceConn::Sqlite(c) => diesel::sql_query(format!(
-                "SELECT {columns} FROM {outbox} WHERE created_ms < ? ORDER BY seq LIMIT ?"
-            ))
-            .bind::<BigInt, _>(before_ms)
-            .bind::<BigInt, _>(limit)
-            .load(*c),
-        }
+        let locking = lock && self.dialect() == Dialect::Postgres;
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM {} WHERE created_ms < {} ORDER BY seq LIMIT {}{}",
+            t.outbox,
+            self.p(1),
+            self.p(2),
+            if locking { " FOR UPDATE SKIP LOCKED" } else { "" }
+        );
+        self.load(&sql, vec![SqlValue::Int(before_ms), SqlValue::Int(limit)])
     }
 
     /// Whether the stage of `inbound` left rows in the outbox.
     pub fn has_pending(&mut self, t: &Tables, inbound: &str) -> QueryResult<bool> {
-        let outbox = &t.outbox;
-        let count: Count = match self {
-            OnceConn::Pg(c) => diesel::sql_query(format!("SELECT count(*) AS n FROM {outbox} WHERE inbound = $1"))
-                .bind::<Text, _>(inbound)
-                .get_result(*c)?,
-            OnceConn::Sqlite(c) => diesel::sql_query(format!("SELECT count(*) AS n FROM {outbox} WHERE inbound = ?"))
-                .bind::<Text, _>(inbound)
-                .get_result(*c)?,
-        };
+        let sql = format!("SELECT count(*) AS n FROM {} WHERE inbound = {}", t.outbox, self.p(1));
+        let count: Count = self.one(&sql, vec![SqlValue::Text(inbound.to_string())])?;
         Ok(count.n > 0)
     }
 
     /// Deletes the rows `seqs`, published and confirmed. Deleting a row that
     /// is gone (another relay was faster) is not an error.
     pub fn delete(&mut self, t: &Tables, seqs: &[i64]) -> QueryResult<usize> {
-        let outbox = &t.outbox;
         let mut deleted = 0;
         for chunk in seqs.chunks(BATCH as usize) {
             let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            let sql = format!("DELETE FROM {outbox} WHERE seq IN ({list})");
-            deleted += match self {
-                OnceConn::Pg(c) => diesel::sql_query(sql).execute(*c)?,
-                OnceConn::Sqlite(c) => diesel::sql_query(sql).execute(*c)?,
-            };
+            deleted += self.run(&format!("DELETE FROM {} WHERE seq IN ({list})", t.outbox), vec![])?;
         }
         Ok(deleted)
     }
@@ -381,21 +525,17 @@ impl OnceConn<'_> {
     /// never holds many locks for long.
     pub fn expire(&mut self, t: &Tables, before_ms: i64) -> QueryResult<usize> {
         let inbox = &t.inbox;
-        match self {
-            OnceConn::Pg(c) => diesel::sql_query(format!(
-                "DELETE FROM {inbox} WHERE message_id IN \
-                 (SELECT message_id FROM {inbox} WHERE done_ms < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            ))
-            .bind::<BigInt, _>(before_ms)
-            .bind::<BigInt, _>(BATCH)
-            .execute(*c),
-            OnceConn::Sqlite(c) => diesel::sql_query(format!(
-                "DELETE FROM {inbox} WHERE message_id IN (SELECT message_id FROM {inbox} WHERE done_ms < ? LIMIT ?)"
-            ))
-            .bind::<BigInt, _>(before_ms)
-            .bind::<BigInt, _>(BATCH)
-            .execute(*c),
-        }
+        let skip = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "DELETE FROM {inbox} WHERE message_id IN \
+             (SELECT message_id FROM {inbox} WHERE done_ms < {} LIMIT {}{skip})",
+            self.p(1),
+            self.p(2)
+        );
+        self.run(&sql, vec![SqlValue::Int(before_ms), SqlValue::Int(BATCH)])
     }
 
     /// The outbox's depth and the age of its oldest row.
@@ -404,10 +544,7 @@ impl OnceConn<'_> {
             "SELECT count(*) AS rows, min(created_ms) AS oldest_ms FROM {}",
             t.outbox
         );
-        match self {
-            OnceConn::Pg(c) => diesel::sql_query(sql).get_result(*c),
-            OnceConn::Sqlite(c) => diesel::sql_query(sql).get_result(*c),
-        }
+        self.one(&sql, vec![])
     }
 }
 
@@ -435,6 +572,7 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diesel::connection::SimpleConnection;
 
     fn sqlite() -> (tempfile::TempDir, SqliteConnection) {
         let dir = tempfile::tempdir().unwrap();

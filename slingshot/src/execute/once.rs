@@ -29,7 +29,7 @@ use crate::base::chain::error_chain;
 use crate::base::failure::{Failure, FailureKind};
 use crate::base::fault;
 pub(crate) use crate::db::once::{now_ms, Depth, NewOutboxRow, OutboxRow, BATCH};
-use crate::db::once::{OnceConn, Tables};
+use crate::db::once::{Dialect, OnceConn, Tables};
 use crate::db::{is_connection_failure, DbConnection};
 
 /// The outbox rows a call's outputs become.
@@ -181,13 +181,13 @@ impl<H: Handler> Execution<H> {
         // SQLite has one writer at a time: the stages of this service take
         // turns here rather than in SQLite's busy wait, which gives up
         // after its timeout however long the queue of writers is.
-        let _turn = match once_of(&mut *connection)? {
-            OnceConn::Sqlite(_) => Some(
+        let _turn = match once_of(&mut *connection)?.dialect() {
+            Dialect::Sqlite => Some(
                 self.sqlite_turn
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             ),
-            OnceConn::Pg(_) => None,
+            Dialect::Postgres => None,
         };
         let mut tx = Transaction {
             connection: &mut *connection,
@@ -262,7 +262,7 @@ impl<H: Handler> OnceExecutor for Execution<H> {
         self.with_once(move |once, tables| {
             // PostgreSQL: the rows stay locked while they are published, and
             // another instance's relay skips them. SQLite has one process.
-            let locking = matches!(once, OnceConn::Pg(_));
+            let locking = once.dialect() == Dialect::Postgres;
             if locking {
                 once.begin().map_err(|e| db_failure("begin", &e))?;
             }
