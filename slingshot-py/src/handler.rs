@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use slingshot::__private::{prepare_with, Backing, Executor, Handler, Outcome, Parts};
+use slingshot::db::once::{Dialect, OnceConn, OnceSql, SqlValue};
 use slingshot::db::{within, ConnectionKind, DbConnection, DbError, DbTarget, Late};
 use slingshot::CaseDomain;
 use slingshot::{Error, Failure, FailureKind};
@@ -208,6 +209,15 @@ impl DbConnection for PyConnection {
     /// answer, so for PostgreSQL the checkout runs on a thread of its own and
     /// is given up after the timeout; a connection it gets later is released
     /// on that thread (see `slingshot::db`).
+    /// Once mode runs its statements through the SQLAlchemy connection
+    /// (`slingshot._runtime.once_*`), in the transaction `process` uses.
+    fn once(connection: &mut Self) -> Option<OnceConn<'_>> {
+        connection
+            .0
+            .is_some()
+            .then(|| OnceConn::Other(connection as &mut dyn OnceSql))
+    }
+
     fn checkout(pool: &Self::Pool) -> Result<Self::Guard, DbError> {
         let Some(pool) = pool else {
             return Ok(Box::new(PyConnection(None)));
@@ -234,6 +244,117 @@ impl DbConnection for PyConnection {
             },
         })?
     }
+}
+
+/// The Python exception's text.
+fn error_text(py: Python<'_>, e: PyErr) -> String {
+    e.value(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| e.to_string())
+}
+
+impl PyConnection {
+    /// Calls `slingshot._runtime.<function>(connection, *args)`.
+    fn call_once<T: for<'a, 'py> FromPyObject<'a, 'py>>(
+        &self,
+        function: &str,
+        args: Vec<Py<PyAny>>,
+    ) -> Result<T, String> {
+        let Some(connection) = &self.0 else {
+            return Err("no database connection".into());
+        };
+        Python::attach(|py| {
+            let mut all = vec![connection.clone_ref(py)];
+            all.extend(args);
+            let args = pyo3::types::PyTuple::new(py, all).map_err(|e| error_text(py, e))?;
+            let module = py.import(RUNTIME).map_err(|e| error_text(py, e))?;
+            let answer = module
+                .getattr(function)
+                .and_then(|f| f.call1(args))
+                .map_err(|e| error_text(py, e))?;
+            answer.extract::<T>().map_err(|e| error_text(py, e.into()))
+        })
+    }
+
+    fn statement(sql: &str, params: Vec<SqlValue>) -> Vec<Py<PyAny>> {
+        Python::attach(|py| {
+            let values: Vec<Py<PyAny>> = params
+                .into_iter()
+                .map(|v| match v {
+                    SqlValue::Int(i) => i.into_pyobject(py).map(|o| o.into_any().unbind()),
+                    SqlValue::Text(t) => t.into_pyobject(py).map(|o| o.into_any().unbind()),
+                    SqlValue::Null => Ok(py.None()),
+                })
+                .collect::<Result<_, _>>()
+                .unwrap_or_default();
+            let tuple = pyo3::types::PyTuple::new(py, values).map(|t| t.into_any().unbind());
+            let sql = sql.into_pyobject(py).map(|o| o.into_any().unbind());
+            match (sql, tuple) {
+                (Ok(sql), Ok(tuple)) => vec![sql, tuple],
+                _ => Vec::new(),
+            }
+        })
+    }
+}
+
+impl OnceSql for PyConnection {
+    fn dialect(&self) -> Dialect {
+        match self.call_once::<String>("once_dialect", vec![]).as_deref() {
+            Ok("sqlite") => Dialect::Sqlite,
+            _ => Dialect::Postgres,
+        }
+    }
+
+    fn placeholder(&self, _n: usize) -> String {
+        match self.dialect() {
+            // psycopg2's paramstyle.
+            Dialect::Postgres => "%s".into(),
+            // sqlite3's.
+            Dialect::Sqlite => "?".into(),
+        }
+    }
+
+    fn begin(&mut self, _sql: &str) -> Result<(), String> {
+        // The drivers begin by themselves at the first statement, which is
+        // the inbox's insert: on SQLite it takes the write lock there.
+        self.call_once::<bool>("once_begin", vec![]).map(drop)
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        self.call_once::<bool>("once_commit", vec![]).map(drop)
+    }
+
+    fn rollback(&mut self) -> Result<(), String> {
+        self.call_once::<bool>("once_rollback", vec![]).map(drop)
+    }
+
+    fn execute(&mut self, sql: &str, params: Vec<SqlValue>) -> Result<usize, String> {
+        self.call_once::<usize>("once_execute", Self::statement(sql, params))
+    }
+
+    fn query(&mut self, sql: &str, params: Vec<SqlValue>) -> Result<Vec<Vec<SqlValue>>, String> {
+        let rows: Vec<Vec<Option<PyValue>>> = self.call_once("once_query", Self::statement(sql, params))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|v| match v {
+                        None => SqlValue::Null,
+                        Some(PyValue::Int(i)) => SqlValue::Int(i),
+                        Some(PyValue::Text(t)) => SqlValue::Text(t),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// A value of a row a Python driver read.
+#[derive(FromPyObject)]
+enum PyValue {
+    Int(i64),
+    Text(String),
 }
 
 impl Drop for PyConnection {

@@ -45,7 +45,15 @@ pyo3::create_exception!(
 /// Registering a name again replaces the earlier registration. A service
 /// whose `process` takes no connection gets no database pool.
 #[pyfunction]
-fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, connection: bool) -> PyResult<()> {
+#[pyo3(signature = (name, sys_map, process, call, connection, once = false))]
+fn register(
+    name: String,
+    sys_map: String,
+    process: Py<PyAny>,
+    call: Py<PyAny>,
+    connection: bool,
+    once: bool,
+) -> PyResult<()> {
     // Refused before it is leaked; `ServiceDef::register` applies the same rule.
     check_service_name(&name)?;
     // Leaked once per registration: a service definition lives as long as the program.
@@ -59,9 +67,7 @@ fn register(name: String, sys_map: String, process: Py<PyAny>, call: Py<PyAny>, 
         } else {
             ConnectionKind::None
         },
-        // A Python service's SQLAlchemy connection cannot run the inbox and
-        // outbox statements in its transaction yet.
-        once: false,
+        once,
         prepare: handler::prepare,
         case_domain: || None,
     })

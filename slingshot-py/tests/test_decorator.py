@@ -164,3 +164,16 @@ def test_the_original_typing_module_has_its_names():
 
     for name in ("CaseVariable", "ReadFileFn", "WriteFileFn", "WriteHandle", "ProcessFn"):
         assert hasattr(legacy, name), name
+
+
+def test_once_needs_a_connection_and_a_bool():
+    import slingshot
+
+    with pytest.raises(TypeError, match="once=True needs a database"):
+
+        @slingshot.microservice(name="once-no-db", sys_map="file:unused.json", once=True)
+        def process(request: int):
+            return []
+
+    with pytest.raises(TypeError, match="must be True or False"):
+        slingshot.microservice(name="once-yes", sys_map="file:unused.json", once="yes")

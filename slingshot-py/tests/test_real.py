@@ -87,6 +87,68 @@ def test_a_killed_database_connection_loses_nothing(real):
     assert real.count(f"{inbound}.dead-letter") == 0, log
 
 
+def test_once_mode_does_each_message_once_in_the_python_service_s_transaction(real):
+    ids = list(range(1, 41))
+    real.sql("CREATE TABLE py_counters (id BIGINT PRIMARY KEY, n INTEGER NOT NULL)")
+    for id in ids:
+        real.sql("INSERT INTO py_counters (id, n) VALUES (%s, 0)", (id,))
+    inbound, outbound = real.queue("once-in"), real.queue("once-out")
+    url = real.serve({"once-counter": {"in": inbound, "out": [{"case": True, "queues": [outbound]}]}})
+    service = real.start(
+        SERVICES / "once_counter.py",
+        url,
+        env={"SLINGSHOT_CONCURRENCY": "4", "SLINGSHOT_RETRY_BASE_MS": "10", "SLINGSHOT_RETRY_MAX_MS": "20"},
+    )
+    # Every message twice, identical: one identity, so done once.
+    real.publish(inbound, ids + ids)
+    arrived = real.drain(outbound, len(ids), timeout=60)
+    deadline = time.monotonic() + 30
+    while real.count(inbound) > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    left = real.count(inbound)
+    service.send_signal(signal.SIGTERM)
+    log = output_of(service)
+
+    assert left == 0, f"{left} duplicates not taken:\n{log}"
+    assert sorted(int(body) for body, _ in arrived) == ids, log
+    assert real.count(outbound) == 0, f"an output was published twice:\n{log}"
+    assert real.sql("SELECT id, n FROM py_counters WHERE n <> 1") == [], log
+    tables = real.sql("SELECT tablename FROM pg_tables WHERE tablename LIKE 'slingshot_once_counter_%%'")
+    inbox = next(t for (t,) in tables if t.endswith("_inbox"))
+    outbox = next(t for (t,) in tables if t.endswith("_outbox"))
+    assert real.sql(f"SELECT count(*) FROM {inbox}")[0][0] == len(ids)
+    assert real.sql(f"SELECT count(*) FROM {outbox}")[0][0] == 0
+    assert "already done (once mode)" in log, log
+    assert service.returncode == 0, log
+
+
+def test_once_mode_refuses_a_commit_by_process(real):
+    real.sql("CREATE TABLE py_counters (id BIGINT PRIMARY KEY, n INTEGER NOT NULL)")
+    real.sql("INSERT INTO py_counters (id, n) VALUES (5, 0)")
+    inbound, outbound = real.queue("once-commit-in"), real.queue("once-commit-out")
+    # Declared before the service does, so that the test can wait on it.
+    real.channel.queue_declare(f"{inbound}.dead-letter", durable=True)
+    real.queues.append(f"{inbound}.dead-letter")
+    url = real.serve({"once-counter": {"in": inbound, "out": [{"case": True, "queues": [outbound]}]}})
+    service = real.start(
+        SERVICES / "once_counter.py",
+        url,
+        env={"ONCE_COMMITS": "1", "SLINGSHOT_MAX_ATTEMPTS": "2", "SLINGSHOT_RETRY_BASE_MS": "10"},
+    )
+    real.publish(inbound, [5])
+    dead = real.drain(f"{inbound}.dead-letter", 1, timeout=60)
+    service.send_signal(signal.SIGTERM)
+    log = output_of(service)
+
+    assert len(dead) == 1, log
+    error = dead[0][1]["x-slingshot-error"]
+    error = error.decode() if isinstance(error, bytes) else error
+    assert "in once mode slingshot commits" in error, error
+    assert real.sql("SELECT n FROM py_counters WHERE id = 5") == [(0,)], "a refused commit wrote nothing"
+    assert real.count(outbound) == 0
+
+
 def test_exceptions_are_dead_lettered_with_their_kind_type_and_location(real):
     inbound, outbound = real.queue("fail-in"), real.queue("fail-out")
     bucket_in = real.bucket("in")

@@ -254,8 +254,75 @@ def release(connection) -> None:
     """Rolls back what the request did not commit and returns the connection to the pool."""
     try:
         if connection.in_transaction():
-            connection.rollback()
+            _as_owner(connection, connection.rollback)
     except Exception:  # noqa: BLE001 - a broken connection is discarded, not reused
         connection.invalidate()
     finally:
         connection.close()
+
+
+# ---- once mode: the inbox and outbox statements, in process's transaction ----
+#
+# The runtime (slingshot::db::once) builds the statements; these run them on
+# the request's SQLAlchemy connection. In once mode slingshot commits: the
+# inbox row, what process wrote and the outbox rows go together, so a
+# commit or rollback by process itself is refused (a savepoint,
+# connection.begin_nested(), is fine).
+
+_ONCE_OWNS = "slingshot_once_owns_transaction"
+
+
+def _refuse(connection) -> None:
+    if connection.info.get(_ONCE_OWNS):
+        return
+    raise RuntimeError(
+        "in once mode slingshot commits process's transaction, with the inbox and outbox rows: "
+        "do not call connection.commit() or connection.rollback() in process "
+        "(a savepoint, connection.begin_nested(), is fine)"
+    )
+
+
+def _guard(connection) -> None:
+    import sqlalchemy.event
+
+    if not sqlalchemy.event.contains(connection, "commit", _refuse):
+        sqlalchemy.event.listen(connection, "commit", _refuse)
+        sqlalchemy.event.listen(connection, "rollback", _refuse)
+
+
+def once_dialect(connection) -> str:
+    return connection.dialect.name
+
+
+def once_begin(connection) -> bool:
+    _guard(connection)
+    if connection.in_transaction():
+        once_rollback(connection)
+    connection.begin()
+    return True
+
+
+def _as_owner(connection, end) -> bool:
+    connection.info[_ONCE_OWNS] = True
+    try:
+        end()
+    finally:
+        connection.info[_ONCE_OWNS] = False
+    return True
+
+
+def once_commit(connection) -> bool:
+    return _as_owner(connection, connection.commit)
+
+
+def once_rollback(connection) -> bool:
+    return _as_owner(connection, connection.rollback)
+
+
+def once_execute(connection, sql: str, params: tuple) -> int:
+    # DB-API: -1 when the statement changes no rows it counts (DDL, SELECT).
+    return max(connection.exec_driver_sql(sql, params).rowcount, 0)
+
+
+def once_query(connection, sql: str, params: tuple) -> list:
+    return [tuple(row) for row in connection.exec_driver_sql(sql, params)]

@@ -139,10 +139,11 @@ class Service:
     calls the decorated function unchanged (for unit tests); ``main()`` runs
     the service's command line."""
 
-    def __init__(self, function: Callable, name: str, sys_map: str, plan: dict[str, str]) -> None:
+    def __init__(self, function: Callable, name: str, sys_map: str, plan: dict[str, str], once: bool = False) -> None:
         self.function = function
         self.name = name
         self.sys_map = sys_map
+        self.once = once
         self._plan = plan
         functools.update_wrapper(self, function)
 
@@ -156,7 +157,7 @@ class Service:
             }
             return function(**{parameter: given[role] for parameter, role in plan.items()})
 
-        _native.register(name, sys_map, adapter, _runtime.call, "connection" in plan.values())
+        _native.register(name, sys_map, adapter, _runtime.call, "connection" in plan.values(), once)
 
     def __call__(self, *args, **kwargs):
         return self.function(*args, **kwargs)
@@ -180,7 +181,9 @@ class Service:
         return f"<slingshot.Service {self.name!r} ({self.function.__qualname__})>"
 
 
-def microservice(function: Callable | None = None, /, *, name: str | None = None, sys_map: str | None = None):
+def microservice(
+    function: Callable | None = None, /, *, name: str | None = None, sys_map: str | None = None, once: bool = False
+):
     """Makes ``function`` a slingshot service called ``name`` (its sys-map
     endpoint), wired by the sys-map at ``sys_map`` (``SLINGSHOT_SYS_MAP``
     overrides it)::
@@ -202,6 +205,12 @@ def microservice(function: Callable | None = None, /, *, name: str | None = None
     ``TypeError`` here, with how to fix them; a name the sys-map URL cannot
     carry (anything but letters, digits, ``-``, ``_`` and ``.``) raises
     ``ValueError``, as ``#[slingshot::microservice]`` refuses it.
+
+    ``once=True`` runs the service in once mode (see the README's
+    "Effectively-once stages"): the inbox record, ``process``'s writes on
+    ``connection`` and the outbox rows commit together, by slingshot, so
+    ``process`` must take a ``connection`` and must not commit or roll it
+    back itself (``connection.begin_nested()`` is fine).
     """
     if function is not None:
         raise TypeError(
@@ -212,6 +221,8 @@ def microservice(function: Callable | None = None, /, *, name: str | None = None
         raise TypeError("@slingshot.microservice(name=...) must be a str: the service's endpoint in the sys-map")
     # The rule and the words of the Rust macro: a ValueError here, not at start().
     _native.check_service_name(name)
+    if not isinstance(once, bool):
+        raise TypeError("@slingshot.microservice(once=...) must be True or False")
     if not isinstance(sys_map, str) or not sys_map.strip():
         raise TypeError(
             "@slingshot.microservice(sys_map=...) must be a non-empty str: the sys-map's host "
@@ -226,6 +237,12 @@ def microservice(function: Callable | None = None, /, *, name: str | None = None
         if isinstance(process, type) or not callable(process):
             raise TypeError(f"@slingshot.microservice decorates a function, not {type(process).__name__}")
         where = f"@slingshot.microservice on {getattr(process, '__qualname__', repr(process))}"
-        return Service(process, name, sys_map, _plan(process, where))
+        plan = _plan(process, where)
+        if once and "connection" not in plan.values():
+            raise TypeError(
+                f"{where}: once=True needs a database: the inbox, the outbox and process's writes commit in "
+                "one transaction; add a connection parameter (connection: sqlalchemy.Connection)"
+            )
+        return Service(process, name, sys_map, plan, once)
 
     return decorate

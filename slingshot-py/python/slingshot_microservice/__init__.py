@@ -23,9 +23,11 @@ class Microservice:
     """A service: ``name`` is its sys-map endpoint, ``config_host`` the
     sys-map's host (``SLINGSHOT_SYS_MAP`` overrides it), ``process`` the
     function that handles one request. A name the sys-map URL cannot carry
-    raises ``ValueError`` (letters, digits, ``-``, ``_`` and ``.`` only)."""
+    raises ``ValueError`` (letters, digits, ``-``, ``_`` and ``.`` only).
+    ``once=True`` (not in the original crate) runs it in once mode: see
+    ``slingshot.microservice``."""
 
-    def __init__(self, name: str, config_host: str, process) -> None:
+    def __init__(self, name: str, config_host: str, process, *, once: bool = False) -> None:
         if not callable(process):
             raise TypeError(f"process must be callable, not {type(process).__name__}")
         if not isinstance(name, str):
@@ -40,7 +42,7 @@ class Microservice:
             return process(request, read_file, write_file, connection)
 
         # Refuses a name as `#[slingshot::microservice]` does (ValueError, the macro's words): here, not at start().
-        _native.register(name, config_host, positional, _runtime.call, True)
+        _native.register(name, config_host, positional, _runtime.call, True, once)
 
     def start(self, argv: Sequence[str] | None = None) -> None:
         """Runs the service until SIGTERM or Ctrl-C (it finishes the requests

@@ -353,18 +353,29 @@ impl OnceConn<'_> {
             ),
             format!("CREATE INDEX IF NOT EXISTS {outbox}_inbound ON {outbox} (inbound)"),
         ];
-        let postgres = self.dialect() == Dialect::Postgres;
-        if postgres {
-            let lock = format!("SELECT 1 FROM pg_advisory_lock({})", self.p(1));
-            self.run(&lock, vec![SqlValue::Int(MIGRATION_LOCK)])?;
+        // In a transaction of its own (a driver that is not diesel's does not
+        // commit by itself); on PostgreSQL under a transaction-scoped lock.
+        self.transaction(|once| {
+            if once.dialect() == Dialect::Postgres {
+                let lock = format!("SELECT 1 FROM pg_advisory_xact_lock({})", once.p(1));
+                once.run(&lock, vec![SqlValue::Int(MIGRATION_LOCK)])?;
+            }
+            statements.iter().try_for_each(|sql| once.run(sql, vec![]).map(drop))
+        })
+    }
+
+    /// Runs `f` in a transaction of its own: committed if it succeeds, else
+    /// rolled back.
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> QueryResult<T>) -> QueryResult<T> {
+        self.begin()?;
+        match f(self) {
+            Ok(value) => self.commit().map(|()| value),
+            Err(e) => {
+                // The statement's error says more than the rollback's.
+                let _ = self.rollback();
+                Err(e)
+            }
         }
-        let created = statements.iter().try_for_each(|sql| self.run(sql, vec![]).map(drop));
-        if postgres {
-            let unlock = format!("SELECT 1 FROM pg_advisory_unlock({})", self.p(1));
-            let unlocked = self.run(&unlock, vec![SqlValue::Int(MIGRATION_LOCK)]);
-            return created.and(unlocked.map(drop));
-        }
-        created
     }
 
     /// Whether both tables are there and this connection may read and write

@@ -251,7 +251,7 @@ impl<H: Handler> Execution<H> {
 impl<H: Handler> OnceExecutor for Execution<H> {
     fn sent(self: Arc<Self>, seqs: Vec<i64>) -> BoxFuture<'static, Result<(), Failure>> {
         self.with_once(move |once, tables| {
-            once.delete(tables, &seqs)
+            once.transaction(|once| once.delete(tables, &seqs))
                 .map(drop)
                 .map_err(|e| db_failure("delete published outbox rows", &e))
         })
@@ -260,15 +260,13 @@ impl<H: Handler> OnceExecutor for Execution<H> {
     fn relay(self: Arc<Self>, before_ms: i64, publish: Publish) -> BoxFuture<'static, Result<usize, Failure>> {
         let handle = self.backing.handle.clone();
         self.with_once(move |once, tables| {
-            // PostgreSQL: the rows stay locked while they are published, and
-            // another instance's relay skips them. SQLite has one process.
-            let locking = once.dialect() == Dialect::Postgres;
-            if locking {
-                once.begin().map_err(|e| db_failure("begin", &e))?;
-            }
+            // One transaction a batch. PostgreSQL: the rows stay locked while
+            // they are published, and another instance's relay skips them.
+            // SQLite: the file's write lock is held (one process anyway).
+            once.begin().map_err(|e| db_failure("begin", &e))?;
             let relayed = (|| {
                 let rows = once
-                    .pending(tables, before_ms, BATCH, locking)
+                    .pending(tables, before_ms, BATCH, true)
                     .map_err(|e| db_failure("read the outbox", &e))?;
                 if rows.is_empty() {
                     return Ok(0);
@@ -281,13 +279,11 @@ impl<H: Handler> OnceExecutor for Execution<H> {
                     .map_err(|e| db_failure("delete published outbox rows", &e))?;
                 Ok(confirmed.len())
             })();
-            if locking {
-                let ended = match relayed {
-                    Ok(_) => once.commit(),
-                    Err(_) => once.rollback(),
-                };
-                ended.map_err(|e| db_failure("end the relay's transaction", &e))?;
-            }
+            let ended = match relayed {
+                Ok(_) => once.commit(),
+                Err(_) => once.rollback(),
+            };
+            ended.map_err(|e| db_failure("end the relay's transaction", &e))?;
             relayed
         })
     }
@@ -297,7 +293,7 @@ impl<H: Handler> OnceExecutor for Execution<H> {
             let mut expired = 0;
             loop {
                 let n = once
-                    .expire(tables, before_ms)
+                    .transaction(|once| once.expire(tables, before_ms))
                     .map_err(|e| db_failure("expire inbox rows", &e))?;
                 expired += n;
                 if n < BATCH as usize {
