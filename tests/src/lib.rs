@@ -446,28 +446,50 @@ pub struct Collector {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Whether `condition` turns true within `timeout` (looked at every 50 ms).
+pub async fn becomes_true(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while !condition() {
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Consumes `queue` in the background, through broker restarts, calling
+/// `record` with each delivery's ID and the delivery, then acking it.
+pub fn watch_queue(
+    broker: Arc<dyn Broker>,
+    queue: String,
+    mut record: impl FnMut(u64, &Delivery) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(mut consumer) = broker.consume(&queue, 1000).await {
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    let id: u64 = std::str::from_utf8(&delivery.message.body)
+                        .ok()
+                        .and_then(|b| b.parse().ok())
+                        .expect("a body that is not an ID");
+                    record(id, &delivery);
+                    let _ = delivery.acker.ack().await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
 impl Collector {
     pub fn start(broker: Arc<dyn Broker>, queue: String) -> Collector {
         let seen: Arc<std::sync::Mutex<std::collections::HashMap<u64, u32>>> = Arc::default();
         let counts = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                if let Ok(mut consumer) = broker.consume(&queue, 1000).await {
-                    while let Some(Ok(delivery)) = consumer.next().await {
-                        let id: u64 = std::str::from_utf8(&delivery.message.body)
-                            .ok()
-                            .and_then(|b| b.parse().ok())
-                            .expect("collected a body that is not an ID");
-                        {
-                            let mut seen = counts.lock().unwrap();
-                            if !(delivery.redelivered && seen.contains_key(&id)) {
-                                *seen.entry(id).or_default() += 1;
-                            }
-                        }
-                        let _ = delivery.acker.ack().await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        let task = watch_queue(broker, queue, move |id, delivery| {
+            let mut seen = counts.lock().unwrap();
+            if !(delivery.redelivered && seen.contains_key(&id)) {
+                *seen.entry(id).or_default() += 1;
             }
         });
         Collector { seen, task }
@@ -493,14 +515,7 @@ impl Collector {
     /// Whether `n` distinct IDs arrived within `timeout`: for a test that
     /// says more than [`Collector::wait_for`] when they did not.
     pub async fn arrived_within(&self, n: usize, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while self.unique() < n {
-            if start.elapsed() >= timeout {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
+        becomes_true(timeout, || self.unique() >= n).await
     }
 }
 

@@ -245,8 +245,7 @@ async fn once_mode_refuses_a_service_without_a_database(backend: Backend) {
     let error = runtime
         .start(ServiceDef::find("kind-bool").unwrap())
         .await
-        .err()
-        .expect("started in once mode without a database");
+        .expect_err("started in once mode without a database");
     let text = error.to_string();
     assert!(
         text.contains("kind-bool runs in once mode") && text.contains("takes no database connection"),
