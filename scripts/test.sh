@@ -173,7 +173,7 @@ echo "==> cluster: $(grep -h 'ready in' "$cluster_log" || echo 'did not start; s
 if ! grep -q 'ready in' "$cluster_log"; then
     cat "$cluster_log"
 fi
-echo "==> fault injection (tests/tests/faults.rs, cluster.rs, quorum.rs, rabbitmq4.rs; broker= names RabbitMQ's version)"
+echo "==> fault injection (tests/tests/faults.rs, once_faults.rs, cluster.rs, quorum.rs, rabbitmq4.rs; broker= names RabbitMQ's version)"
 if [ -s "$SLINGSHOT_FAULT_REPORT" ]; then
     cat "$SLINGSHOT_FAULT_REPORT"
 else
