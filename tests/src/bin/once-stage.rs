@@ -10,9 +10,15 @@
 //! at exactly 1 whatever crashes in between.
 //!
 //! `once-overlap` records every run of `process` in `overlap_runs` (key,
-//! request, `started`, `finished`, both `clock_timestamp()`) through a
-//! connection of its own in autocommit mode (`SLINGSHOT_TEST_RUNS_URL`), so a
-//! run killed half-way keeps its start; it sleeps
+//! request, `started`, `finished`) through a connection of its own in
+//! autocommit mode (`SLINGSHOT_TEST_RUNS_URL`), so a run killed half-way
+//! keeps its start. The times are this host's clock, in microseconds, read
+//! where `process` runs (every instance is on the same host): when `process`
+//! starts, which is after its stage took the key's lock, and when it is
+//! done, which is before its stage commits and lets the lock go. The
+//! server's `clock_timestamp()` would read the end when the recording
+//! statement runs, which for a process killed just after sending it can be
+//! after the database released the dead process's lock; it sleeps
 //! `SLINGSHOT_TEST_RUN_MS` (default 5) between the two, and increments
 //! `overlap_counters` inside the stage's transaction. The serialization key
 //! of request `r` is `k<r / 20>` (the test sets `x-slingshot-key` so).
@@ -121,14 +127,16 @@ fn once_overlap(request: u64, conn: &mut PgConnection) -> Result<Vec<(u64, bool)
     static RUN: OnceLock<Duration> = OnceLock::new();
     let key = i64::try_from(request / KEY_SPAN)?;
     let id = i64::try_from(request)?;
+    let started = now_us();
     let run = on_runs(|runs| {
-        Ok(diesel::sql_query(
-            "INSERT INTO overlap_runs (key, request, started) VALUES ($1, $2, clock_timestamp()) RETURNING run",
+        Ok(
+            diesel::sql_query("INSERT INTO overlap_runs (key, request, started) VALUES ($1, $2, $3) RETURNING run")
+                .bind::<BigInt, _>(key)
+                .bind::<BigInt, _>(id)
+                .bind::<BigInt, _>(started)
+                .get_result::<Run>(runs)?
+                .run,
         )
-        .bind::<BigInt, _>(key)
-        .bind::<BigInt, _>(id)
-        .get_result::<Run>(runs)?
-        .run)
     })?;
     std::thread::sleep(*RUN.get_or_init(|| millis("SLINGSHOT_TEST_RUN_MS", 5)));
     let updated = diesel::sql_query("UPDATE overlap_counters SET n = n + 1 WHERE id = $1")
@@ -137,13 +145,22 @@ fn once_overlap(request: u64, conn: &mut PgConnection) -> Result<Vec<(u64, bool)
     if updated != 1 {
         return Err(format!("overlap_counters has no row for {request}").into());
     }
+    let finished = now_us();
     on_runs(|runs| {
-        diesel::sql_query("UPDATE overlap_runs SET finished = clock_timestamp() WHERE run = $1")
+        diesel::sql_query("UPDATE overlap_runs SET finished = $1 WHERE run = $2")
+            .bind::<BigInt, _>(finished)
             .bind::<BigInt, _>(run)
             .execute(runs)?;
         Ok(())
     })?;
     Ok(vec![(request, true)])
+}
+
+/// This host's clock in microseconds since the Unix epoch.
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn main() -> ExitCode {
