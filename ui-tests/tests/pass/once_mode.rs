@@ -15,7 +15,7 @@ fn once_sqlite(request: u64, connection: &mut SqliteConnection) -> Vec<(u64, boo
     vec![(request, true)]
 }
 
-#[slingshot::microservice(name = "once-any", sys_map = "sys-map.example.com", once = true)]
+#[slingshot::microservice(name = "once-any", sys_map = "sys-map.example.com", main = false, once = true)]
 fn once_any(request: u64, connection: &mut AnyConnection) -> Vec<(u64, bool)> {
     let _ = connection;
     vec![(request, true)]
@@ -25,3 +25,5 @@ fn once_any(request: u64, connection: &mut AnyConnection) -> Vec<(u64, bool)> {
 fn plain(request: u64) -> Vec<(u64, bool)> {
     vec![(request, true)]
 }
+
+fn main() {}
