@@ -203,21 +203,19 @@ impl DbConnection for PyConnection {
         })
     }
 
+    /// Once mode runs its statements through the SQLAlchemy connection
+    /// (`slingshot._runtime.once_*`), in the transaction `process` uses.
+    fn once(connection: &mut Self) -> Option<OnceConn<'_>> {
+        connection.0.as_ref()?;
+        Some(OnceConn::Other(connection as &mut dyn OnceSql))
+    }
+
     /// A connection from the engine's pool, which waits at most the
     /// checkout timeout for one and pings it (`pool_pre_ping`). Nothing in
     /// the driver bounds that ping on a server that accepts TCP but does not
     /// answer, so for PostgreSQL the checkout runs on a thread of its own and
     /// is given up after the timeout; a connection it gets later is released
     /// on that thread (see `slingshot::db`).
-    /// Once mode runs its statements through the SQLAlchemy connection
-    /// (`slingshot._runtime.once_*`), in the transaction `process` uses.
-    fn once(connection: &mut Self) -> Option<OnceConn<'_>> {
-        connection
-            .0
-            .is_some()
-            .then(|| OnceConn::Other(connection as &mut dyn OnceSql))
-    }
-
     fn checkout(pool: &Self::Pool) -> Result<Self::Guard, DbError> {
         let Some(pool) = pool else {
             return Ok(Box::new(PyConnection(None)));
