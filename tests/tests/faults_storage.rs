@@ -319,6 +319,48 @@ async fn sigstop_garage() {
     );
 }
 
+/// Multipart uploads cut at every moment of their life, including while the
+/// request that starts them is on the wire, leave no parts on Garage. An
+/// upload cut after Garage created it but before its ID reached the client
+/// used to stay there for good.
+#[cfg(feature = "services")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_cut_at_any_moment_leave_no_parts() {
+    const UPLOADS: u64 = 40;
+    let f = Fixture::new(Backend::Real, "cut-uploads");
+    let bucket = f.bucket("out");
+    let s3 = Services::from_env().s3();
+    s3.create_bucket(&bucket).await.unwrap();
+    let staged = f.dir.path().join("over-threshold.staged");
+    let size = slingshot::storage::s3::MULTIPART_THRESHOLD + 1;
+    std::fs::write(&staged, patterned(2, size as usize)).unwrap();
+    let cuts = (0..UPLOADS).map(|i| {
+        let (store, bucket, staged) = (s3.clone(), bucket.clone(), staged.clone());
+        async move {
+            let upload = tokio::spawn(async move { store.put_file(&bucket, &i.to_string(), &staged).await });
+            // From the first poll to well after the start call came back.
+            tokio::time::sleep(Duration::from_micros(i * 500)).await;
+            upload.abort();
+            upload.await.is_err_and(|e| e.is_cancelled())
+        }
+    });
+    let cut = futures::future::join_all(cuts).await.into_iter().filter(|&c| c).count();
+    assert!(
+        cut > UPLOADS as usize / 2,
+        "only {cut} of {UPLOADS} uploads were cut: nothing was tested"
+    );
+    let start = Instant::now();
+    let mut left = unfinished_uploads(&s3, &bucket).await;
+    while left > 0 && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = unfinished_uploads(&s3, &bucket).await;
+    }
+    assert_eq!(
+        left, 0,
+        "{left} of {cut} cut multipart uploads were never aborted: their parts stay on Garage"
+    );
+}
+
 /// The multipart uploads in progress in `bucket`.
 async fn unfinished_uploads(s3: &slingshot::storage::s3::S3Store, bucket: &str) -> usize {
     s3.client()

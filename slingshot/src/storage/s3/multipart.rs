@@ -29,33 +29,7 @@ impl S3Store {
         source: Source<'_>,
         size: u64,
     ) -> Result<(), ObjectError> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| classify("start multipart upload", bucket, key, e))?;
-        let Some(upload_id) = created.upload_id().map(str::to_string) else {
-            return Err(ObjectError::Backend {
-                op: "start multipart upload",
-                bucket: bucket.into(),
-                key: key.into(),
-                message: "the service returned no upload ID".into(),
-            });
-        };
-        let pending = PendingUpload {
-            bucket: bucket.into(),
-            key: key.into(),
-            upload_id,
-        };
-        let record = self.record(&pending).await;
-        let mut guard = AbortOnDrop {
-            client: self.client.clone(),
-            upload: Some(pending),
-            record,
-        };
+        let mut guard = self.start(bucket, key).await?;
         let upload_id = guard.upload.as_ref().map(|u| u.upload_id.clone()).unwrap_or_default();
         let parts = size.div_ceil(PART_SIZE);
         let uploaded = futures::stream::iter(0..parts)
@@ -126,6 +100,50 @@ impl S3Store {
             Err(_) => guard.abort().await,
         }
         completed
+    }
+
+    /// Starts a multipart upload and records it. The start runs on a task of
+    /// its own: a caller dropped while the start is on the wire (after the
+    /// service created the upload, before its ID came back) leaves the task to
+    /// finish, and the guard it returns, dropped unclaimed with its output,
+    /// aborts the upload.
+    async fn start(&self, bucket: &str, key: &str) -> Result<AbortOnDrop, ObjectError> {
+        let store = self.clone();
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        let failed = (bucket.clone(), key.clone());
+        let starting = tokio::spawn(async move {
+            let created = store
+                .client
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| classify("start multipart upload", &bucket, &key, e))?;
+            let Some(upload_id) = created.upload_id().map(str::to_string) else {
+                return Err(ObjectError::Backend {
+                    op: "start multipart upload",
+                    bucket,
+                    key,
+                    message: "the service returned no upload ID".into(),
+                });
+            };
+            let upload = PendingUpload { bucket, key, upload_id };
+            let record = store.record(&upload).await;
+            Ok(AbortOnDrop {
+                client: store.client.clone(),
+                upload: Some(upload),
+                record,
+            })
+        });
+        starting.await.unwrap_or_else(|e| {
+            Err(ObjectError::Backend {
+                op: "start multipart upload",
+                bucket: failed.0,
+                key: failed.1,
+                message: format!("the task starting the upload ended without an answer: {e}"),
+            })
+        })
     }
 
     /// Records `upload` in the journal, if there is one, and returns the
