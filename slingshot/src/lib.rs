@@ -29,6 +29,7 @@
 // those above it in this list.
 mod base;
 pub mod broker;
+pub mod client;
 mod consume;
 pub mod db;
 mod error;
@@ -45,6 +46,7 @@ pub mod testing;
 pub use base::case::{Case, CaseDomain, CaseValue};
 pub use base::failure::{Failure, FailureKind, UnknownKind};
 pub use base::stats::Stats;
+pub use client::{CallError, CallOptions, Client};
 pub use db::AnyConnection;
 pub use diesel;
 pub use error::{AnyError, Error};

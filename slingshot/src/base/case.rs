@@ -39,6 +39,21 @@ impl CaseValue {
         }
     }
 
+    /// The case as the sys-map's JSON writes it: a bool, a number or a
+    /// string. An integer JSON numbers cannot hold exactly (beyond 64 bits)
+    /// is written as its decimal text.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            CaseValue::Bool(b) => serde_json::Value::Bool(*b),
+            CaseValue::Int(i) => i64::try_from(*i)
+                .map(serde_json::Value::from)
+                .or_else(|_| u64::try_from(*i).map(serde_json::Value::from))
+                .unwrap_or_else(|_| serde_json::Value::String(i.to_string())),
+            CaseValue::Huge(u) => serde_json::Value::String(u.to_string()),
+            CaseValue::Str(s) => serde_json::Value::String(s.to_string()),
+        }
+    }
+
     /// The kind of the case, for messages: `bool`, `integer` or `string`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -75,6 +75,13 @@ pub struct Stats {
     /// Once mode: deliveries of messages already done, acknowledged without
     /// running `process`.
     pub duplicates: AtomicU64,
+    /// Requests taken after their caller's deadline: acknowledged without
+    /// running `process`.
+    pub expired: AtomicU64,
+    /// Replies sent to callers (started, done and failed).
+    pub replies: AtomicU64,
+    /// Replies the broker did not take (the caller's reply queue is gone).
+    pub replies_lost: AtomicU64,
     /// Once mode: outbox rows the relay published for a stage that did not.
     pub relayed: AtomicU64,
     /// Once mode: outbox rows not yet published, at the relay's last look.

@@ -138,6 +138,22 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn consume_replies(&self, prefetch: u16) -> Result<(String, Box<dyn Consumer>), BrokerError> {
+        static REPLY_QUEUES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = REPLY_QUEUES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let queue = format!("amq.gen-slingshot-reply-{n}");
+        self.declare(&queue, Durability::Transient).await?;
+        let consumer = self.consume(&queue, prefetch).await?;
+        Ok((
+            queue.clone(),
+            Box::new(ExclusiveConsumer {
+                consumer,
+                broker: self.clone(),
+                queue,
+            }),
+        ))
+    }
+
     async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError> {
         let stored = {
             let mut state = self.lock();
@@ -171,6 +187,31 @@ impl Broker for MemoryBroker {
 
     fn messaging_system(&self) -> &'static str {
         "slingshot-memory"
+    }
+}
+
+/// A consumer of a reply queue, which is deleted with it (as an exclusive
+/// queue is with its connection).
+struct ExclusiveConsumer {
+    consumer: Box<dyn Consumer>,
+    broker: MemoryBroker,
+    queue: String,
+}
+
+#[async_trait]
+impl Consumer for ExclusiveConsumer {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        self.consumer.next().await
+    }
+
+    async fn cancel(&mut self) -> Result<(), BrokerError> {
+        self.consumer.cancel().await
+    }
+}
+
+impl Drop for ExclusiveConsumer {
+    fn drop(&mut self) {
+        self.broker.lock().queues.remove(&self.queue);
     }
 }
 

@@ -262,6 +262,19 @@ pub trait Broker: Send + Sync + 'static {
     /// confirms are then pipelined.
     async fn publish(&self, queue: &str, message: Message) -> Result<(), BrokerError>;
 
+    /// Declares a queue for a caller's replies, named by the broker, that
+    /// only this broker connection consumes and that goes away with it (AMQP
+    /// `exclusive` and `auto-delete`), and consumes it with at most
+    /// `prefetch` unacknowledged deliveries. Returns its name and consumer.
+    async fn consume_replies(&self, prefetch: u16) -> Result<(String, Box<dyn Consumer>), BrokerError> {
+        let _ = prefetch;
+        Err(BrokerError::Refused {
+            op: "declare a reply queue",
+            queue: String::new(),
+            message: format!("{} has no reply queues", self.describe()),
+        })
+    }
+
     /// Takes one message from `queue` without a consumer, if there is one.
     async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError>;
 

@@ -38,7 +38,10 @@ use crate::execute::contract::RequestContext;
 use crate::execute::journal::Journal;
 use crate::execute::once::{NewOutboxRow, OnceExecutor, OnceJob, OutboxRow, Stage};
 use crate::execute::{Executed, Executor, Job};
-use crate::protocol::{self, dead_letter_queue, Decision, FailureRecord, Request, Room, TraceParent, KEY_HEADER};
+use crate::protocol::{
+    self, dead_letter_queue, Decision, FailureRecord, FailureReport, ObjectWritten, Outcome, ReplyTo, Request, Room,
+    Status, TraceParent, KEY_HEADER,
+};
 use crate::settings::Settings;
 use crate::telemetry::spans;
 
@@ -233,6 +236,18 @@ impl Worker {
             let ignored: Vec<String> = request.ignored.iter().map(ToString::to_string).collect();
             tracing::warn!(service = self.name, request = %request.shown, ignored = ?ignored, "optional headers over their size limit are ignored and not passed on");
         }
+        // Its caller gave up: running it now would be work nobody waits for.
+        let now = u64::try_from(crate::db::once::now_ms()).unwrap_or(0);
+        if protocol::expired(&delivery.message, now) {
+            drop(slot);
+            self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(service = self.name, request = %request.shown,
+                "the caller's deadline passed before it was taken; acknowledged without running process");
+            if let Err(e) = delivery.acker.ack().await {
+                tracing::warn!(service = self.name, error = %e, "cannot acknowledge an expired request; it returns to the queue");
+            }
+            return;
+        }
         // An earlier instance died while processing this very message.
         if delivery.redelivered
             && self
@@ -279,6 +294,20 @@ impl Worker {
             fingerprint: request.fingerprint,
             once: self.once_job(id, &request, &traced, &delivery.message),
         };
+        let callers = protocol::reply_addresses(&delivery.message);
+        // Sent while `process` runs; awaited before any later answer, so a
+        // caller never hears `started` after `done`.
+        let starting = (!callers.is_empty()).then(|| {
+            let started = Outcome::new(
+                self.name,
+                &self.inbound,
+                Some(id),
+                Status::Started,
+                request.counts.attempt,
+            );
+            let (worker, callers) = (self.clone(), callers.clone());
+            tokio::spawn(async move { worker.answer(&callers, &started).await }.in_current_span())
+        });
         let (_shared, _alone) = if request.counts.crashes > 0 {
             (None, Some(self.alone.write().await))
         } else {
@@ -303,22 +332,38 @@ impl Worker {
             }
         };
         drop((call, _shared, _alone));
+        if let Some(starting) = starting {
+            let _ = starting.await;
+        }
         // The slot bounds concurrent `process` calls and uploads; waiting for
         // the broker's confirms is not processing, so the next request may
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.
         drop(slot);
-        let routed = match executed {
+        let (routed, executed) = match executed {
             Ok(executed) => {
-                self.route(id, &request, &traced, &executed, delivery.acker.as_ref())
-                    .await
+                let routed = self
+                    .route(
+                        id,
+                        &request,
+                        &delivery.message,
+                        &traced,
+                        &executed,
+                        delivery.acker.as_ref(),
+                    )
+                    .await;
+                (routed, Some(executed))
             }
-            Err(failure) => Err(failure),
+            Err(failure) => (Err(failure), None),
         };
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         match routed {
             Ok(Handled::Settled) => match delivery.acker.ack().await {
                 Ok(()) => {
                     self.stats.processed.fetch_add(1, Ordering::Relaxed);
+                    if let (false, Some(executed)) = (callers.is_empty(), executed) {
+                        let done = self.done(id, &request, &executed);
+                        self.answer(&callers, &done).await;
+                    }
                 }
                 // The broker will redeliver it; the outputs were sent, so downstream may see them twice.
                 Err(e) => {
@@ -433,19 +478,26 @@ impl Worker {
     ) {
         let record = FailureRecord::new(&failure, attempts, self.name, &self.inbound, SystemTime::now());
         let message = record.encode(&delivery.message);
+        let callers = protocol::reply_addresses(&delivery.message);
+        let dead_letters = dead_letter_queue(&self.inbound);
         tracing::warn!(service = self.name, request = %request.shown, kind = failure.kind.as_str(), error = %failure.message, attempts, "dead-lettered");
         match self
-            .forward(
-                delivery,
-                traced,
-                &dead_letter_queue(&self.inbound),
-                message,
-                Room::DropHeaders,
-            )
+            .forward(delivery, traced, &dead_letters, message, Room::DropHeaders)
             .await
         {
             Ok(true) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                if !callers.is_empty() {
+                    let mut failed = Outcome::new(
+                        self.name,
+                        &self.inbound,
+                        request.id.as_ref().ok().copied(),
+                        Status::Failed,
+                        request.counts.attempt,
+                    );
+                    failed.failure = Some(FailureReport::new(&failure, attempts, &dead_letters));
+                    self.answer(&callers, &failed).await;
+                }
             }
             Ok(false) => {}
             Err(too_large) => tracing::error!(
@@ -537,6 +589,7 @@ impl Worker {
         &self,
         request: u64,
         inbound: &Request,
+        received: &Message,
         traced: &Traced,
         executed: &Executed,
         acker: &dyn Acker,
@@ -573,6 +626,7 @@ impl Worker {
             let mut message = Message::id(send.request);
             message.properties.message_id = Some(send.message_id.clone());
             context.stamp(&mut message, &traced.legacy);
+            protocol::carry_follow(received, &mut message);
             async move {
                 let sent = std::time::Instant::now();
                 let confirmed = self.publish_confirmed(queue, message, acker).await;
@@ -618,6 +672,43 @@ impl Worker {
             tracing::info!(service = self.name, request, bucket = %object.bucket, key = %object.key, bytes = object.size, "object written");
         }
         Ok(Handled::Settled)
+    }
+
+    /// What a request that was processed tells its callers.
+    fn done(&self, id: u64, request: &Request, executed: &Executed) -> Outcome {
+        let mut done = Outcome::new(self.name, &self.inbound, Some(id), Status::Done, request.counts.attempt);
+        if matches!(executed.stage, Stage::Duplicate { .. }) {
+            done.duplicate = true;
+            return done;
+        }
+        done = done.routed(&executed.outputs, |case| self.routes.queues(case));
+        done.objects = executed
+            .written
+            .iter()
+            .map(|object| ObjectWritten {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                size: object.size,
+            })
+            .collect();
+        done
+    }
+
+    /// Sends `outcome` to each caller, once: a caller whose reply queue is
+    /// gone misses it, and nothing is retried.
+    async fn answer(&self, callers: &[ReplyTo], outcome: &Outcome) {
+        for caller in callers {
+            match self.broker.publish(&caller.queue, outcome.to_message(caller)).await {
+                Ok(()) => {
+                    self.stats.replies.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.replies_lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(service = self.name, reply_to = %caller.queue, status = outcome.status.as_str(), error = %e,
+                        "cannot reply; the caller is gone or its reply queue is");
+                }
+            }
+        }
     }
 
     /// Publishes outbox rows a stage left, one after another in their order,

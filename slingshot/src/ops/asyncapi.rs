@@ -18,9 +18,10 @@ use crate::base::case::CaseValue;
 use crate::base::failure::FailureKind;
 use crate::ops::topology::Topology;
 use crate::protocol::{
-    dead_letter_queue, ATTEMPT_HEADER, CRASHES_HEADER, DROPPED_HEADER, ERROR_HEADER, ERROR_KIND_HEADER,
-    FAILED_AT_HEADER, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE, ORIGINAL_EXPIRATION_HEADER, OUTAGES_HEADER, QUEUE_HEADER,
-    SERVICE_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, TRACE_HEADER,
+    dead_letter_queue, ATTEMPT_HEADER, CRASHES_HEADER, DEADLINE_HEADER, DROPPED_HEADER, ERROR_HEADER,
+    ERROR_KIND_HEADER, FAILED_AT_HEADER, FOLLOW_HEADER, FOLLOW_ID_HEADER, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE,
+    ORIGINAL_EXPIRATION_HEADER, OUTAGES_HEADER, QUEUE_HEADER, SERVICE_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
+    TRACE_HEADER,
 };
 
 /// The AsyncAPI version of the documents made here.
@@ -372,6 +373,18 @@ fn components() -> Value {
              SLINGSHOT_MAX_CRASHES it is dead-lettered as crash-loop.",
             0,
         ),
+    );
+    request_headers.insert(
+        FOLLOW_HEADER.into(),
+        text("A caller follows this request through the pipeline: each stage reports its outcome to this queue and copies the header onto its outputs."),
+    );
+    request_headers.insert(
+        FOLLOW_ID_HEADER.into(),
+        text("The correlation ID of the reports sent to x-slingshot-follow."),
+    );
+    request_headers.insert(
+        DEADLINE_HEADER.into(),
+        json!({"type": "integer", "description": "When the caller gives up, Unix milliseconds: taken later, the request is acknowledged without running."}),
     );
     request_headers.insert(ERROR_HEADER.into(), text("On a retry or dead letter: the last error."));
     request_headers.insert(

@@ -50,7 +50,7 @@ type Family = (&'static str, &'static str, fn(&Stats) -> u64);
 type HistogramFamily = (&'static str, &'static str, fn(&Stats) -> &Histogram);
 
 /// The per-service counters (`prometheus-client` adds `_total` to the names).
-const COUNTERS: [Family; 10] = [
+const COUNTERS: [Family; 13] = [
     (
         "slingshot_messages_consumed",
         "Deliveries taken from the inbound queue.",
@@ -85,6 +85,21 @@ const COUNTERS: [Family; 10] = [
     ("slingshot_s3_bytes_read", "Bytes read from object storage.", |s| {
         Stats::get(&s.bytes_read)
     }),
+    (
+        "slingshot_requests_expired",
+        "Requests taken after their caller's deadline, acknowledged without running process.",
+        |s| Stats::get(&s.expired),
+    ),
+    (
+        "slingshot_replies",
+        "Replies sent to callers (started, done, failed).",
+        |s| Stats::get(&s.replies),
+    ),
+    (
+        "slingshot_replies_lost",
+        "Replies the broker did not take: the caller's reply queue was gone.",
+        |s| Stats::get(&s.replies_lost),
+    ),
     (
         "slingshot_once_duplicates",
         "Once mode: deliveries of messages already done, acknowledged without running process.",

@@ -11,18 +11,24 @@
 //! - `outbound`: retries, dead letters, returns and replays, fitted to a
 //!   frame;
 //! - `trace`: the trace context;
+//! - `reply`: answers to callers, and when a caller's request expires;
 //! - [`decide`]: retry or dead-letter.
 
 mod inbound;
 mod outbound;
 #[cfg(test)]
 mod properties;
+mod reply;
 mod trace;
 
 use std::time::Duration;
 
 pub use self::inbound::{output_message_id, parse_id, Counts, Ignored, Malformed, Request, MAX_BODY};
 pub use self::outbound::{fit, replay, retry, returned, FailureRecord, RecordedKind, Room, TooLarge, MAX_ERROR_HEADER};
+pub use self::reply::{
+    carry_follow, expired, follow_of, reply_addresses, FailureReport, ObjectWritten, Outcome, ReplyTo, RouteTaken,
+    Status, Unrouted, DEADLINE_HEADER, FOLLOW_HEADER, FOLLOW_ID_HEADER, REPLY_TYPE,
+};
 pub use self::trace::{
     legacy_trace_id, TraceParent, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE, TRACEPARENT_HEADER, TRACESTATE_HEADER,
     TRACE_HEADER,
@@ -82,6 +88,9 @@ pub const HEADERS: &[&str] = &[
     FAILED_AT_HEADER,
     DROPPED_HEADER,
     ORIGINAL_EXPIRATION_HEADER,
+    FOLLOW_HEADER,
+    FOLLOW_ID_HEADER,
+    DEADLINE_HEADER,
 ];
 
 /// What to do with a request that failed.

@@ -188,6 +188,19 @@ impl Runtime {
         &self.broker
     }
 
+    /// A client calling services through this runtime's broker (on the
+    /// embedded default, the services this runtime started), following
+    /// requests through every service linked into this binary.
+    pub fn client(&self) -> crate::client::Client {
+        let services = ServiceDef::all().iter().map(|def| def.name.to_string()).collect();
+        self.client_following(services)
+    }
+
+    /// [`Runtime::client`], following requests through `services`.
+    pub fn client_following(&self, services: Vec<String>) -> crate::client::Client {
+        crate::client::Client::new(self.broker.clone(), self.sysmap.clone(), services)
+    }
+
     /// The object store.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
@@ -430,6 +443,7 @@ impl Runtime {
                         > service.stats.processed.load(Ordering::Relaxed)
                             + service.stats.retried.load(Ordering::Relaxed)
                             + service.stats.dead_lettered.load(Ordering::Relaxed)
+                            + service.stats.expired.load(Ordering::Relaxed)
                     || self.broker.ready_count(&service.wiring.inbound).await? > 0;
             }
             quiet_rounds = if busy { 0 } else { quiet_rounds + 1 };

@@ -18,7 +18,9 @@ mod wire;
 use std::future::Future;
 
 use async_trait::async_trait;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Confirmation};
 use tokio::sync::Mutex;
@@ -347,6 +349,54 @@ impl Broker for RabbitMq {
             channel,
             cancelled: false,
         }))
+    }
+
+    async fn consume_replies(&self, prefetch: u16) -> Result<(String, Box<dyn Consumer>), BrokerError> {
+        let (channel, session) = self.channel_of().await?;
+        let prefetch = prefetch.max(1);
+        let tag = format!("{}-replies-{}", self.name, std::process::id());
+        let starting = async {
+            // Exclusive: no RabbitMQ 4 deprecation (transient non-exclusive
+            // queues), and the queue goes with the connection.
+            let options = QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                durable: false,
+                ..QueueDeclareOptions::default()
+            };
+            let declared = channel
+                .queue_declare(ShortString::from(""), options, FieldTable::default())
+                .await
+                .map_err(|e| refused("declare a reply queue", "", e))?;
+            let queue = declared.name().to_string();
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| self.lost(e))?;
+            let consumer = channel
+                .basic_consume(
+                    ShortString::from(queue.as_str()),
+                    ShortString::from(tag.as_str()),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| refused("consume", &queue, e))?;
+            Ok::<_, BrokerError>((queue, consumer))
+        };
+        let (queue, consumer) = self.within("consume replies", starting).await?;
+        Ok((
+            queue.clone(),
+            Box::new(RabbitConsumer {
+                queue,
+                tag,
+                consumer,
+                prefetch,
+                session,
+                channel,
+                cancelled: false,
+            }),
+        ))
     }
 
     async fn publish(&self, queue: &str, mut message: Message) -> Result<(), BrokerError> {
