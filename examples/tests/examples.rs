@@ -179,3 +179,40 @@ fn the_pipeline_shows_progress_on_a_terminal_only() {
         "{shown}"
     );
 }
+
+#[test]
+fn call_follows_ids_through_the_pipeline_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sysmap = sysmap_copy(dir.path(), "pipeline.json");
+    // The demo uploads documents 1 to 10; 7 is blank.
+    let demo = run(env!("CARGO_BIN_EXE_pipeline"), &sysmap, &["10"]);
+    assert!(demo.status.success(), "{}", text(&demo));
+    let binary = env!("CARGO_BIN_EXE_pipeline");
+    let followed = run(binary, &sysmap, &["service", "ingest", "call", "3", "7", "--follow"]);
+    let shown = text(&followed);
+    assert!(followed.status.success(), "{shown}");
+    assert!(shown.contains("request 3: 3 stage(s)"), "{shown}");
+    for stage in ["ingest", "tokenize", "catalog"] {
+        let line = format!("       3  {stage:<20} done    attempt 1");
+        assert!(shown.contains(&line), "no {line:?} in\n{shown}");
+    }
+    assert!(
+        shown.contains("request 7: 1 stage(s)"),
+        "a blank document stops at ingest:\n{shown}"
+    );
+    assert!(
+        shown.contains("ended   7 -> rejected (no stage consumes it)"),
+        "{shown}"
+    );
+    assert!(shown.contains("object  catalog/3 "), "{shown}");
+
+    let called = run(binary, &sysmap, &["service", "tokenize", "call", "2", "--json"]);
+    assert!(called.status.success(), "{}", text(&called));
+    let outcomes: serde_json::Value = serde_json::from_slice(&called.stdout).expect("--json prints JSON");
+    let outcome = &outcomes[0];
+    assert_eq!(outcome["service"], "tokenize");
+    assert_eq!(outcome["status"], "done");
+    assert_eq!(outcome["routes"][0]["queue"], "catalog");
+    assert_eq!(outcome["objects"][0]["bucket"], "tokens");
+    assert_eq!(outcome["objects"][0]["key"], "2");
+}

@@ -241,3 +241,72 @@ async fn three_stages_in_three_processes() {
         assert!(status.success(), "a stage exited with {status} after SIGTERM");
     }
 }
+
+/// `call` as a user runs it against RabbitMQ: with the service stopped it
+/// says the request was never picked up and exits 1; the request expired,
+/// so the service started afterwards does not run it. Then a call to the
+/// running service prints its routes and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_from_the_command_line_on_rabbitmq() {
+    let f = Fixture::new(Backend::Real, "example-call");
+    let base = f.serve_sysmap(endpoints(&f, "simple.json")).await;
+    let runtime = Runtime::connect(&base, f.settings()).await.unwrap();
+    let uploads = runtime.sysmap().bucket("simple-microservice", "in").await.unwrap();
+    for id in [3u64, 4] {
+        let text = format!("document {id}").into_bytes();
+        runtime
+            .store()
+            .put_bytes(&uploads, &id.to_string(), text)
+            .await
+            .unwrap();
+    }
+    let inbound = f.q("simple-microservice-inbound");
+    let broker = runtime.broker().as_ref();
+    broker.declare(&inbound, Durability::Durable).await.unwrap();
+    // The binary as a user runs it, from a blocking thread.
+    let cli = |args: &'static [&'static str]| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_simple"))
+                .args(args)
+                .env("SLINGSHOT_SYS_MAP", &base)
+                .env("SLINGSHOT_HTTP_ADDR", "off")
+                .env("SLINGSHOT_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    let shown = |output: &std::process::Output| {
+        format!(
+            "status {}\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let unanswered = cli(&["call", "3", "--timeout", "1s"]).await.unwrap();
+    let text = shown(&unanswered);
+    assert_eq!(unanswered.status.code(), Some(1), "{text}");
+    assert!(text.contains("request 3: never-picked-up"), "{text}");
+    assert!(text.contains("it expires and will not run"), "{text}");
+
+    let mut service = tokio::process::Command::new(env!("CARGO_BIN_EXE_simple"))
+        .env("SLINGSHOT_SYS_MAP", &base)
+        .env("SLINGSHOT_HTTP_ADDR", "off")
+        .env("SLINGSHOT_STAGING_DIR", f.dir.path())
+        .env("SLINGSHOT_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let answered = cli(&["call", "4", "--timeout", "60s"]).await.unwrap();
+    let text = shown(&answered);
+    assert!(answered.status.success(), "{text}");
+    assert!(text.contains("simple-microservice") && text.contains("done"), "{text}");
+    assert!(text.contains(&format!("-> {}", f.q("case_a_outbound_1"))), "{text}");
+    // Only 4 ran: 3 expired before the service started.
+    wait_for_count(broker, &f.q("case_a_outbound_1"), 1, Duration::from_secs(20)).await;
+    assert_eq!(drain_ids(broker, &f.q("case_a_outbound_1")).await, [4]);
+    assert_eq!(broker.ready_count(&inbound).await.unwrap(), 0);
+    let _ = service.kill().await;
+}

@@ -77,6 +77,30 @@ enum Command {
     /// Fetch the sys-map, resolve secrets, connect to each backend and print
     /// the service's topology; exit 1 with what to fix if anything is wrong.
     Check,
+    /// Send IDs to a service and print what became of each: its routes,
+    /// objects, or why it failed. `--follow` waits for every stage each ID
+    /// reaches. On the embedded default, this binary's services run here.
+    Call {
+        /// Request IDs, called concurrently.
+        #[arg(required = true)]
+        ids: Vec<u64>,
+        /// The service to call [default: this one].
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// How long to wait for each ID (30s, 500ms, 2m).
+        #[arg(long, default_value = "30s", value_parser = crate::ops::call::parse_duration)]
+        timeout: std::time::Duration,
+        /// Follow each ID through every stage its routes reach.
+        #[arg(long)]
+        follow: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A request nobody takes within the timeout still runs later
+        /// (by default it expires).
+        #[arg(long, conflicts_with = "follow")]
+        run_late: bool,
+    },
     /// Inspect or replay the dead-letter queue.
     DeadLetters {
         #[command(subcommand)]
@@ -240,6 +264,24 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
             Command::Run => run(def, &location, service.ops_address(), settings).await,
             Command::Invoke { ids } => invoke(def, &location, settings, &ids).await,
             Command::Check => check(def, &location, &settings).await,
+            Command::Call {
+                ids,
+                service,
+                timeout,
+                follow,
+                json,
+                run_late,
+            } => {
+                let args = crate::ops::call::CallArgs {
+                    ids,
+                    service: service.unwrap_or_else(|| def.name.to_string()),
+                    timeout,
+                    follow,
+                    json,
+                    run_late,
+                };
+                crate::ops::call::run(&location, settings, args).await
+            }
             Command::DeadLetters { action } => dead_letters(def, &location, settings, action).await,
             Command::Topology { format, services } => topology(def, &location, format, services).await,
             Command::Asyncapi { services } => asyncapi(def, &location, &settings, services).await,

@@ -1,8 +1,9 @@
 //! Operating services: the generated binary's command line, `check`, the
 //! probes and metrics page, the AsyncAPI document, the topology drawing and
-//! the dead-letter tools.
+//! the dead-letter tools, and `call`.
 
 pub(crate) mod asyncapi;
+pub(crate) mod call;
 pub(crate) mod check;
 pub(crate) mod cli;
 pub mod deadletter;
