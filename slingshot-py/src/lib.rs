@@ -5,11 +5,13 @@
 //! confirms, staging, routing, the ops endpoint, the CLI) comes from the
 //! `slingshot` crate unchanged; this module only registers a Python callable
 //! as a service ([`register`]), runs the generated binary's command line for
-//! it ([`main`]), and gives Python the file handles and the database pool.
+//! it ([`main`]), gives Python the file handles and the database pool, and
+//! calls services through `slingshot::Client` ([`client`]).
 //! The Python side (`slingshot/_runtime.py`) calls `process` and classifies
 //! what it raised.
 
 mod case;
+mod client;
 mod failure;
 mod files;
 mod handler;
@@ -122,6 +124,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(build_profile, m)?)?;
     m.add_function(wrap_pyfunction!(check_service_name, m)?)?;
+    m.add_class::<client::Client>()?;
+    m.add_class::<client::Submission>()?;
     m.add_class::<Case>()?;
     m.add_class::<Failed>()?;
     m.add_class::<Files>()?;

@@ -18,10 +18,27 @@ letters, ops endpoint and command line of Rust services::
 
 The original API, ``slingshot_microservice.Microservice(name, sys_map,
 process).start()``, runs on the same runtime.
+
+Services are called like functions with :class:`Client` (see
+:mod:`slingshot.client`)::
+
+    with slingshot.Client("sys-map.example.com") as client:
+        outcome = client.call("shout", 7, timeout=10)   # {"status": "done", "routes": [...], ...}
 """
 
 from ._native import ObjectNotFound, StorageError
 from ._runtime import FailureKind
+from .client import (
+    CallError,
+    Client,
+    NeverPickedUp,
+    Outcome,
+    PipelineOutcome,
+    RepliesLost,
+    StillRunning,
+    Submission,
+    Unfinished,
+)
 from .files import ObjectReader, WriteHandle
 from .service import RequestContext, Service, microservice
 from .typing import CaseVariable, ProcessFn, ReadFileFn, WriteFileFn
@@ -39,4 +56,13 @@ __all__ = [
     "StorageError",
     "ObjectNotFound",
     "FailureKind",
+    "Client",
+    "Submission",
+    "Outcome",
+    "PipelineOutcome",
+    "CallError",
+    "NeverPickedUp",
+    "StillRunning",
+    "Unfinished",
+    "RepliesLost",
 ]
