@@ -50,7 +50,7 @@ pub use client::{CallError, CallOptions, Client};
 pub use db::AnyConnection;
 pub use diesel;
 pub use error::{AnyError, Error};
-pub use execute::contract::{ReadFileFn, RequestContext, WriteFileFn};
+pub use execute::contract::{Event, InvalidEvent, ReadFileFn, RequestContext, WriteFileFn, MAX_EVENT_DATA};
 pub use execute::service::ServiceDef;
 pub use execute::staging::WrittenObject;
 pub use execute::writer::ObjectWriter;

@@ -82,6 +82,11 @@ pub struct Stats {
     pub replies: AtomicU64,
     /// Replies the broker did not take (the caller's reply queue is gone).
     pub replies_lost: AtomicU64,
+    /// Events published to the service's topic exchange (confirmed).
+    pub events_published: AtomicU64,
+    /// Events emitted by a service whose sys-map entry names no `events`
+    /// exchange: dropped, with a warning.
+    pub events_dropped: AtomicU64,
     /// Once mode: outbox rows the relay published for a stage that did not.
     pub relayed: AtomicU64,
     /// Once mode: outbox rows not yet published, at the relay's last look.

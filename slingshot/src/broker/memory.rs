@@ -30,6 +30,8 @@ impl std::fmt::Debug for MemoryBroker {
 #[derive(Default)]
 struct State {
     queues: HashMap<String, Queue>,
+    /// Topic exchanges: their bindings, as (pattern, queue).
+    exchanges: HashMap<String, Vec<(String, String)>>,
 }
 
 struct Queue {
@@ -152,6 +154,60 @@ impl Broker for MemoryBroker {
                 queue,
             }),
         ))
+    }
+
+    async fn declare_topic(&self, exchange: &str) -> Result<(), BrokerError> {
+        self.lock().exchanges.entry(exchange.to_string()).or_default();
+        Ok(())
+    }
+
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
+        let mut state = self.lock();
+        if !state.queues.contains_key(queue) {
+            return Err(Self::missing("bind", queue));
+        }
+        let bindings = state.exchanges.get_mut(exchange).ok_or_else(|| BrokerError::Refused {
+            op: "bind",
+            queue: queue.into(),
+            message: format!("no exchange {exchange:?} (declare it first)"),
+        })?;
+        let binding = (pattern.to_string(), queue.to_string());
+        if !bindings.contains(&binding) {
+            bindings.push(binding);
+        }
+        Ok(())
+    }
+
+    async fn publish_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> Result<(), BrokerError> {
+        let mut state = self.lock();
+        let bindings = state.exchanges.get(exchange).ok_or_else(|| BrokerError::Refused {
+            op: "publish",
+            queue: exchange.into(),
+            message: "no such exchange (declare it first)".into(),
+        })?;
+        // Each queue once, however many of its bindings match.
+        let mut targets: Vec<String> = bindings
+            .iter()
+            .filter(|(pattern, _)| super::topic::matches(pattern, routing_key))
+            .map(|(_, queue)| queue.clone())
+            .collect();
+        targets.sort();
+        targets.dedup();
+        for queue in targets {
+            if let Some(q) = state.queues.get_mut(&queue) {
+                q.ready.push_back(Stored {
+                    message: message.clone(),
+                    redelivered: false,
+                });
+                q.arrived.notify_waiters();
+            }
+        }
+        Ok(())
     }
 
     async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError> {

@@ -7,6 +7,7 @@
 pub mod memory;
 pub(crate) mod message;
 pub mod rabbitmq;
+mod topic;
 
 pub use message::{HeaderValue, Headers, Message, Properties};
 
@@ -89,6 +90,15 @@ impl BrokerError {
     /// will never be published as it is.
     pub fn is_transient(&self) -> bool {
         !matches!(self, BrokerError::TooLarge { .. } | BrokerError::Unencodable { .. })
+    }
+}
+
+/// The error of a broker without exchanges.
+fn no_exchanges(broker: String, exchange: &str) -> BrokerError {
+    BrokerError::Refused {
+        op: "use an exchange",
+        queue: exchange.to_string(),
+        message: format!("{broker} has no exchanges"),
     }
 }
 
@@ -273,6 +283,31 @@ pub trait Broker: Send + Sync + 'static {
             queue: String::new(),
             message: format!("{} has no reply queues", self.describe()),
         })
+    }
+
+    /// Declares `exchange`, a durable topic exchange (where events go).
+    async fn declare_topic(&self, exchange: &str) -> Result<(), BrokerError> {
+        Err(no_exchanges(self.describe(), exchange))
+    }
+
+    /// Binds `queue` to the topic `exchange` for routing keys matching
+    /// `pattern` (`*` one word, `#` any number).
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
+        let _ = (queue, pattern);
+        Err(no_exchanges(self.describe(), exchange))
+    }
+
+    /// Publishes persistently to the topic `exchange` with `routing_key` and
+    /// returns once the broker confirmed it. A key no queue is bound to is
+    /// not an error: nobody subscribed.
+    async fn publish_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> Result<(), BrokerError> {
+        let _ = (routing_key, message);
+        Err(no_exchanges(self.describe(), exchange))
     }
 
     /// Takes one message from `queue` without a consumer, if there is one.

@@ -100,6 +100,7 @@ mod tests {
                 })
                 .collect(),
             warnings: vec![],
+            ..ServiceWiring::default()
         })
     }
 

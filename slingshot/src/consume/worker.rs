@@ -34,7 +34,7 @@ use crate::base::fault;
 pub(crate) use crate::base::stats::Stats;
 use crate::broker::{Acker, Broker, BrokerError, Consumer, Delivery, Durability, Message, QUORUM_DELIVERY_LIMIT};
 use crate::consume::routing::RouteTable;
-use crate::execute::contract::RequestContext;
+use crate::execute::contract::{Event, RequestContext};
 use crate::execute::journal::Journal;
 use crate::execute::once::{NewOutboxRow, OnceExecutor, OnceJob, OutboxRow, Stage};
 use crate::execute::{Executed, Executor, Job};
@@ -53,6 +53,8 @@ pub(crate) const CONSUMER_TIMEOUT_WARNING: Duration = Duration::from_secs(20 * 6
 pub(crate) struct Worker {
     pub name: &'static str,
     pub inbound: String,
+    /// The topic exchange its events go to, if the sys-map names one.
+    pub events: Option<String>,
     pub executor: Arc<dyn Executor>,
     pub broker: Arc<dyn Broker>,
     pub routes: Arc<RouteTable>,
@@ -283,14 +285,16 @@ impl Worker {
                 "delivered again and again without being settled; the broker dead-letters it at the limit"
             );
         }
+        let context = RequestContext::new(
+            self.name,
+            id,
+            request.counts.attempt,
+            delivery.redelivered || request.delivery_count > 0,
+            traced.legacy.clone(),
+        );
+        let emitted = context.events.clone();
         let job = Job {
-            context: RequestContext {
-                service: self.name,
-                request: id,
-                attempt: request.counts.attempt,
-                redelivered: delivery.redelivered || request.delivery_count > 0,
-                trace_id: traced.legacy.clone(),
-            },
+            context,
             fingerprint: request.fingerprint,
             once: self.once_job(id, &request, &traced, &delivery.message),
         };
@@ -340,7 +344,8 @@ impl Worker {
         // start meanwhile. Unacknowledged messages stay bounded by prefetch.
         drop(slot);
         let (routed, executed) = match executed {
-            Ok(executed) => {
+            Ok(mut executed) => {
+                executed.events = emitted.take();
                 let routed = self
                     .route(
                         id,
@@ -644,6 +649,12 @@ impl Worker {
         if outcomes.iter().any(|o| matches!(o, Handled::Left)) {
             return Ok(Handled::Left);
         }
+        if let Handled::Left = self
+            .publish_events(request, inbound, traced, &executed.events, acker)
+            .await?
+        {
+            return Ok(Handled::Left);
+        }
         if let Stage::Committed(rows) = &executed.stage {
             fault::point("once-after-publish");
             if !rows.is_empty() {
@@ -691,6 +702,13 @@ impl Worker {
                 size: object.size,
             })
             .collect();
+        if self.events.is_some() {
+            done.events = executed
+                .events
+                .iter()
+                .map(|event| protocol::event_key(self.name, &event.name))
+                .collect();
+        }
         done
     }
 
@@ -751,46 +769,142 @@ impl Worker {
         confirmed
     }
 
-    /// Publishes `message` to `queue` until the broker confirms it, with
-    /// backoff between tries, redeclaring the queue if the broker returned
-    /// the message (the queue was deleted). Gives up, `Ok(Handled::Left)`,
-    /// once the delivery it belongs to can no longer be settled: the broker
-    /// delivers that again, and publishing more would only duplicate.
-    /// `Err` only for a message the broker can never take.
+    /// Publishes `message` to `queue` until the broker confirms it; see
+    /// [`Worker::publish_confirmed_to`].
     async fn publish_confirmed(
         &self,
         queue: &str,
         message: Message,
         acker: &dyn Acker,
     ) -> Result<Handled, BrokerError> {
+        self.publish_confirmed_to(Target::Queue(queue), message, acker).await
+    }
+
+    /// Publishes `message` to `target` until the broker confirms it, with
+    /// backoff between tries, redeclaring a queue if the broker returned
+    /// the message (the queue was deleted). Gives up, `Ok(Handled::Left)`,
+    /// once the delivery it belongs to can no longer be settled: the broker
+    /// delivers that again, and publishing more would only duplicate.
+    /// `Err` only for a message the broker can never take.
+    async fn publish_confirmed_to(
+        &self,
+        target: Target<'_>,
+        message: Message,
+        acker: &dyn Acker,
+    ) -> Result<Handled, BrokerError> {
         let mut tries = 0u32;
+        let shown = target.to_string();
         loop {
-            let error = match self.broker.publish(queue, message.clone()).await {
+            let published = match target {
+                Target::Queue(queue) => self.broker.publish(queue, message.clone()).await,
+                Target::Exchange(exchange, key) => {
+                    self.broker.publish_to_exchange(exchange, key, message.clone()).await
+                }
+            };
+            let error = match published {
                 Ok(()) => return Ok(Handled::Settled),
                 Err(e) if !e.is_transient() => return Err(e),
                 Err(e) => e,
             };
             tries = tries.saturating_add(1);
             if !acker.is_live() {
-                tracing::warn!(service = self.name, queue, error = %error, "publish failed and the delivery's channel closed; the broker delivers it again");
+                tracing::warn!(service = self.name, target = %shown, error = %error, "publish failed and the delivery's channel closed; the broker delivers it again");
                 return Ok(Handled::Left);
             }
-            if matches!(error, BrokerError::Returned { .. }) {
-                let durability = if queue == dead_letter_queue(&self.inbound) {
-                    Durability::Durable
-                } else {
-                    self.settings.queue_mode.durability()
-                };
-                match self.broker.declare(queue, durability).await {
-                    Ok(()) => tracing::warn!(service = self.name, queue, "the queue was gone; declared it again"),
-                    Err(e) => {
-                        tracing::warn!(service = self.name, queue, error = %e, "cannot declare the queue again yet")
+            match (target, &error) {
+                (Target::Queue(queue), BrokerError::Returned { .. }) => {
+                    let durability = if queue == dead_letter_queue(&self.inbound) {
+                        Durability::Durable
+                    } else {
+                        self.settings.queue_mode.durability()
+                    };
+                    match self.broker.declare(queue, durability).await {
+                        Ok(()) => tracing::warn!(service = self.name, queue, "the queue was gone; declared it again"),
+                        Err(e) => {
+                            tracing::warn!(service = self.name, queue, error = %e, "cannot declare the queue again yet")
+                        }
                     }
                 }
+                (Target::Exchange(exchange, _), _) => {
+                    // Deleted meanwhile? Declaring it again is harmless.
+                    if let Err(e) = self.broker.declare_topic(exchange).await {
+                        tracing::warn!(service = self.name, exchange, error = %e, "cannot declare the exchange again yet");
+                    }
+                }
+                _ => {}
             }
             let delay = self.settings.backoff(tries);
-            tracing::warn!(service = self.name, queue, tries, error = %error, ?delay, "publish not confirmed; trying again");
+            tracing::warn!(service = self.name, target = %shown, tries, error = %error, ?delay, "publish not confirmed; trying again");
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Publishes the events `process` emitted, each until confirmed, to the
+    /// service's topic exchange; drops them with a warning if the sys-map
+    /// names none.
+    async fn publish_events(
+        &self,
+        request: u64,
+        inbound: &Request,
+        traced: &Traced,
+        events: &[Event],
+        acker: &dyn Acker,
+    ) -> Result<Handled, Failure> {
+        if events.is_empty() {
+            return Ok(Handled::Settled);
+        }
+        let Some(exchange) = self.events.as_deref() else {
+            self.stats
+                .events_dropped
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+            tracing::warn!(service = self.name, request, events = ?names,
+                "events emitted, but the sys-map names no `events` exchange for this service: dropped");
+            return Ok(Handled::Settled);
+        };
+        for (nth, event) in events.iter().enumerate() {
+            let key = protocol::event_key(self.name, &event.name);
+            let nth = u32::try_from(nth).unwrap_or(u32::MAX);
+            let mut message = protocol::event_message(
+                exchange,
+                self.name,
+                request,
+                &event.name,
+                &event.data,
+                &inbound.message_id,
+                nth,
+            );
+            let (span, context) = spans::publish(self.broker.messaging_system(), &key, &traced.context);
+            context.stamp(&mut message, &traced.legacy);
+            let published = self
+                .publish_confirmed_to(Target::Exchange(exchange, &key), message, acker)
+                .instrument(span)
+                .await
+                .map_err(|e| Failure::new(FailureKind::Broker, error_chain(&e)))?;
+            if let Handled::Left = published {
+                return Ok(Handled::Left);
+            }
+            self.stats.events_published.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(service = self.name, request, event = %event.name, exchange, routing_key = %key, "event published");
+        }
+        Ok(Handled::Settled)
+    }
+}
+
+/// Where a message is published.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    /// A queue, through the default exchange.
+    Queue(&'a str),
+    /// A topic exchange, with a routing key.
+    Exchange(&'a str, &'a str),
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Queue(queue) => write!(f, "{queue}"),
+            Target::Exchange(exchange, key) => write!(f, "{exchange}/{key}"),
         }
     }
 }

@@ -40,6 +40,92 @@ pub struct RequestContext {
     /// ID (32 hex digits), or the legacy `x-slingshot-trace-id` the message
     /// came with.
     pub trace_id: String,
+    /// The events `process` emitted, published if it succeeds.
+    pub(crate) events: EventLog,
+}
+
+impl RequestContext {
+    /// Facts about one request, for the runtime (and language bindings).
+    #[doc(hidden)]
+    pub fn new(service: &'static str, request: u64, attempt: u32, redelivered: bool, trace_id: String) -> Self {
+        RequestContext {
+            service,
+            request,
+            attempt,
+            redelivered,
+            trace_id,
+            events: EventLog::default(),
+        }
+    }
+
+    /// Emits the named event (`progress`, `invalid-input`...) about this
+    /// request, with optional text `data`. Once `process` succeeded and its
+    /// outputs are confirmed, each event is published to the topic exchange
+    /// the service's sys-map entry names under `events`, with routing key
+    /// `<service>.<event>` and the request ID as body, so any number of
+    /// services subscribe to it. Nothing is published if `process` fails:
+    /// a retry emits its own.
+    ///
+    /// A name is 1 to 64 of `a-z`, `0-9`, `-` and `_`; `data` is at most
+    /// [`MAX_EVENT_DATA`] bytes.
+    pub fn emit(&self, event: &str, data: &str) -> Result<(), InvalidEvent> {
+        let valid = !event.is_empty()
+            && event.len() <= 64
+            && event
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(InvalidEvent(format!(
+                "event name {event:?}: use 1 to 64 of a-z, 0-9, - and _"
+            )));
+        }
+        if data.len() > MAX_EVENT_DATA {
+            return Err(InvalidEvent(format!(
+                "event {event:?}: its data takes {} bytes, over {MAX_EVENT_DATA}",
+                data.len()
+            )));
+        }
+        self.events.push(Event {
+            name: event.to_string(),
+            data: data.to_string(),
+        });
+        Ok(())
+    }
+}
+
+/// The largest `data` an event carries (it travels in a header).
+pub const MAX_EVENT_DATA: usize = 4096;
+
+/// An event name or data that cannot be emitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidEvent(String);
+
+/// One emitted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its name.
+    pub name: String,
+    /// Its data (may be empty).
+    pub data: String,
+}
+
+/// The events of one request, shared between its context and the worker.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventLog(std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
+
+impl EventLog {
+    fn push(&self, event: Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(event);
+    }
+
+    /// The events emitted, leaving none.
+    pub(crate) fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 /// Everything a `process` call may borrow by shared reference. The file

@@ -88,6 +88,9 @@ pub struct Executed {
     pub written: Vec<WrittenObject>,
     /// How a once-mode stage ended.
     pub stage: Stage,
+    /// The events `process` emitted (see [`RequestContext::emit`]), taken
+    /// from its context once it returned.
+    pub events: Vec<crate::execute::contract::Event>,
 }
 
 /// Runs requests of one service. Object-safe, so the runtime holds services
@@ -220,6 +223,7 @@ impl<H: Handler> Executor for Execution<H> {
                     outputs,
                     written,
                     stage,
+                    events: Vec::new(),
                 });
             }
             let outcome = tokio::task::spawn_blocking(move || this.call_blocking(&job, staged, call)).await;
@@ -237,6 +241,7 @@ impl<H: Handler> Executor for Execution<H> {
                 outputs,
                 written,
                 stage: Stage::Plain,
+                events: Vec::new(),
             })
             // `staging` drops here (or on any early return): the files go.
         })

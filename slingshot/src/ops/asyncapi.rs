@@ -485,6 +485,7 @@ mod tests {
                             route(CaseValue::Bool(false), &["audit/log"]),
                         ],
                         warnings: vec![],
+                        ..ServiceWiring::default()
                     },
                     buckets: vec![("in".into(), "uploads".into())],
                 },
@@ -498,6 +499,7 @@ mod tests {
                             route(CaseValue::Str("true".into()), &["audit_log"]),
                         ],
                         warnings: vec![],
+                        ..ServiceWiring::default()
                     },
                     buckets: vec![],
                 },

@@ -50,7 +50,7 @@ type Family = (&'static str, &'static str, fn(&Stats) -> u64);
 type HistogramFamily = (&'static str, &'static str, fn(&Stats) -> &Histogram);
 
 /// The per-service counters (`prometheus-client` adds `_total` to the names).
-const COUNTERS: [Family; 13] = [
+const COUNTERS: [Family; 15] = [
     (
         "slingshot_messages_consumed",
         "Deliveries taken from the inbound queue.",
@@ -99,6 +99,16 @@ const COUNTERS: [Family; 13] = [
         "slingshot_replies_lost",
         "Replies the broker did not take: the caller's reply queue was gone.",
         |s| Stats::get(&s.replies_lost),
+    ),
+    (
+        "slingshot_events_published",
+        "Events published to the service's topic exchange.",
+        |s| Stats::get(&s.events_published),
+    ),
+    (
+        "slingshot_events_dropped",
+        "Events emitted while the sys-map names no events exchange for the service: dropped.",
+        |s| Stats::get(&s.events_dropped),
     ),
     (
         "slingshot_once_duplicates",

@@ -330,6 +330,7 @@ mod tests {
                             route(CaseValue::Bool(false), &["audit"]),
                         ],
                         warnings: vec![],
+                        ..ServiceWiring::default()
                     },
                     buckets: vec![("in".into(), "uploads".into()), ("out".into(), "normalized".into())],
                 },
@@ -339,6 +340,7 @@ mod tests {
                         inbound: "resize".into(),
                         routes: vec![route(CaseValue::Str("small".into()), &["done"])],
                         warnings: vec![],
+                        ..ServiceWiring::default()
                     },
                     buckets: vec![("in".into(), "normalized".into())],
                 },

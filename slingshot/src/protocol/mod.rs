@@ -12,8 +12,10 @@
 //!   frame;
 //! - `trace`: the trace context;
 //! - `reply`: answers to callers, and when a caller's request expires;
+//! - `event`: events out of a stage, over a topic exchange;
 //! - [`decide`]: retry or dead-letter.
 
+mod event;
 mod inbound;
 mod outbound;
 #[cfg(test)]
@@ -23,6 +25,7 @@ mod trace;
 
 use std::time::Duration;
 
+pub use self::event::{event_key, event_message, EVENT_DATA_HEADER, EVENT_HEADER, EVENT_SERVICE_HEADER};
 pub use self::inbound::{output_message_id, parse_id, Counts, Ignored, Malformed, Request, MAX_BODY};
 pub use self::outbound::{fit, replay, retry, returned, FailureRecord, RecordedKind, Room, TooLarge, MAX_ERROR_HEADER};
 pub use self::reply::{
@@ -91,6 +94,9 @@ pub const HEADERS: &[&str] = &[
     FOLLOW_HEADER,
     FOLLOW_ID_HEADER,
     DEADLINE_HEADER,
+    EVENT_HEADER,
+    EVENT_SERVICE_HEADER,
+    EVENT_DATA_HEADER,
 ];
 
 /// What to do with a request that failed.

@@ -209,6 +209,9 @@ pub struct Outcome {
     /// The objects written.
     #[serde(default)]
     pub objects: Vec<ObjectWritten>,
+    /// The events published, as `<service>.<event>` routing keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
     /// Why it failed, when `status` is `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureReport>,
@@ -227,6 +230,7 @@ impl Outcome {
             routes: Vec::new(),
             unrouted: Vec::new(),
             objects: Vec::new(),
+            events: Vec::new(),
             failure: None,
         }
     }

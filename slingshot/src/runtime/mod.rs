@@ -273,6 +273,17 @@ impl Runtime {
         for (queue, durability) in queues_of(&wiring, &self.settings) {
             self.broker.declare(&queue, durability).await?;
         }
+        if let Some(exchange) = &wiring.events {
+            self.broker.declare_topic(exchange).await?;
+        }
+        for subscription in &wiring.subscriptions {
+            self.broker.declare_topic(&subscription.exchange).await?;
+            for pattern in &subscription.events {
+                self.broker
+                    .bind(&wiring.inbound, &subscription.exchange, pattern)
+                    .await?;
+            }
+        }
         let backing = Backing {
             name: def.name,
             sysmap: self.sysmap.clone(),
@@ -348,6 +359,7 @@ impl Runtime {
         let worker = Arc::new(Worker {
             name: def.name,
             inbound: wiring.inbound.clone(),
+            events: wiring.events.clone(),
             executor,
             broker: self.broker.clone(),
             routes,
@@ -384,13 +396,7 @@ impl Runtime {
         let mut results = Vec::with_capacity(ids.len());
         for &request in ids {
             let job = Job {
-                context: RequestContext {
-                    service: def.name,
-                    request,
-                    attempt: 1,
-                    redelivered: false,
-                    trace_id: format!("invoke-{request}"),
-                },
+                context: RequestContext::new(def.name, request, 1, false, format!("invoke-{request}")),
                 fingerprint: 0,
                 // Run here and now, not through the inbox.
                 once: None,

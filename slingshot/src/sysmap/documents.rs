@@ -7,7 +7,7 @@ use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::wiring::{Route, ServiceWiring};
+use super::wiring::{Route, ServiceWiring, Subscription};
 use crate::base::case::CaseValue;
 
 /// The documents of the `rabbitmq`, `db` and `object-storage` endpoints, as
@@ -192,6 +192,19 @@ pub(super) struct WiringDoc {
     inbound: String,
     #[serde(default)]
     out: Vec<OutDoc>,
+    /// slingshot's own optional field: the topic exchange of its events.
+    #[serde(default)]
+    events: Option<String>,
+    /// slingshot's own optional field: events its queue is bound to.
+    #[serde(default)]
+    subscribe: Vec<SubscribeDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "an object with \"exchange\" and \"events\"")]
+struct SubscribeDoc {
+    exchange: String,
+    events: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -243,12 +256,64 @@ impl WiringDoc {
                 }
             }
         }
+        if let Some(exchange) = &self.events {
+            check_exchange_name(exchange).map_err(|why| format!("events: {why}"))?;
+        }
+        let mut subscriptions = Vec::with_capacity(self.subscribe.len());
+        for (i, entry) in self.subscribe.into_iter().enumerate() {
+            check_exchange_name(&entry.exchange).map_err(|why| format!("subscribe[{i}].exchange: {why}"))?;
+            if entry.events.is_empty() {
+                return Err(format!(
+                    "subscribe[{i}].events is empty: name at least one event pattern"
+                ));
+            }
+            for (j, pattern) in entry.events.iter().enumerate() {
+                check_event_pattern(pattern).map_err(|why| format!("subscribe[{i}].events[{j}]: {why}"))?;
+            }
+            subscriptions.push(Subscription {
+                exchange: entry.exchange,
+                events: entry.events,
+            });
+        }
         Ok(ServiceWiring {
             inbound: self.inbound,
             routes,
             warnings,
+            events: self.events,
+            subscriptions,
         })
     }
+}
+
+/// Whether `name` can be an exchange of events: RabbitMQ's rules for
+/// names, and not one of its own (`amq.`) or the default exchange.
+fn check_exchange_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an empty exchange name is the default exchange, which has no topics".into());
+    }
+    if name.len() > 255 {
+        return Err(format!("{} bytes, over RabbitMQ's 255", name.len()));
+    }
+    if name.starts_with("amq.") {
+        return Err(format!("{name:?}: names starting with amq. are RabbitMQ's own"));
+    }
+    Ok(())
+}
+
+/// Whether `pattern` can bind to events: dot-separated words, each `*`,
+/// `#` or a name.
+fn check_event_pattern(pattern: &str) -> Result<(), String> {
+    let words_ok = pattern.split('.').all(|word| {
+        word == "*"
+            || word == "#"
+            || (!word.is_empty() && !word.contains(['*', '#']) && !word.contains(char::is_whitespace))
+    });
+    if pattern.is_empty() || pattern.len() > 255 || !words_ok {
+        return Err(format!(
+            "{pattern:?} is not a pattern of <service>.<event> keys (dot-separated words, * for one word, # for any)"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `name` can be a queue name: RabbitMQ refuses empty names (it

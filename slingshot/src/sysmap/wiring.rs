@@ -17,7 +17,7 @@ pub struct Route {
 /// Parsing accepts every document the original `slingshot-microservice`
 /// accepts and routes it the same way; where that means tolerating something
 /// that is probably a mistake, [`ServiceWiring::warnings`] says what.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceWiring {
     /// The queue the service consumes.
     pub inbound: String,
@@ -28,6 +28,23 @@ pub struct ServiceWiring {
     /// original), a case no case variable can equal. Logged at start-up and
     /// shown by `check`.
     pub warnings: Vec<String>,
+    /// The topic exchange the service's events are published to (optional
+    /// field `events`); `None`: it emits none.
+    pub events: Option<String>,
+    /// The events its inbound queue is bound to (optional field
+    /// `subscribe`).
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// One `subscribe` entry: routing-key patterns of a topic exchange the
+/// service's inbound queue is bound to. Keys are `<service>.<event>`;
+/// `*` stands for one word, `#` for any number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The topic exchange.
+    pub exchange: String,
+    /// The patterns, e.g. `tokenize.progress` or `*.invalid-input`.
+    pub events: Vec<String>,
 }
 
 /// The `rabbitmq` endpoint.

@@ -19,7 +19,8 @@ use std::future::Future;
 
 use async_trait::async_trait;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Confirmation};
@@ -302,6 +303,78 @@ impl RabbitMq {
     }
 }
 
+impl RabbitMq {
+    /// Publishes `message` to `exchange` with `routing_key` (named `queue`
+    /// in errors) and waits for the broker's confirm. `mandatory`: a message
+    /// no queue takes comes back as [`BrokerError::Returned`].
+    async fn publish_routed(
+        &self,
+        exchange: &str,
+        queue: &str,
+        mandatory: bool,
+        mut message: Message,
+    ) -> Result<(), BrokerError> {
+        let session = self.publishing.session(&self.nodes).await?;
+        // RabbitMQ refuses a publish whose user-id is not the publisher's
+        // own user, closing the channel: a message another user published is
+        // forwarded without it.
+        if message
+            .properties
+            .user_id
+            .as_ref()
+            .is_some_and(|user| *user != session.connection.status().username())
+        {
+            message.properties.user_id = None;
+        }
+        // A frame over the negotiated size makes the broker close the whole
+        // connection: refuse it here instead.
+        let (size, limit) = (message.header_frame_size(), session.frame_max());
+        if limit > 0 && size > limit {
+            return Err(BrokerError::TooLarge {
+                queue: queue.into(),
+                size,
+                limit,
+            });
+        }
+        let properties = wire::properties_of(&message).map_err(|e| BrokerError::Unencodable {
+            queue: queue.into(),
+            message: e.to_string(),
+        })?;
+        let Some(publisher) = session.publisher.as_ref() else {
+            return Err(BrokerError::Disconnected(
+                "the publishing connection has no channel".into(),
+            ));
+        };
+        let publishing = publisher.basic_publish(
+            ShortString::from(exchange),
+            ShortString::from(queue),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
+            &message.body,
+            properties,
+        );
+        let not_confirmed = |message: String| BrokerError::NotConfirmed {
+            queue: queue.into(),
+            message,
+        };
+        let sent_and_confirmed = async {
+            let confirm = publishing.await.map_err(|e| self.lost(e))?;
+            confirm.await.map_err(|e| not_confirmed(e.to_string()))
+        };
+        match self.unless_frozen(&session, queue, sent_and_confirmed).await? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) => Err(BrokerError::Returned {
+                queue: queue.into(),
+                message: returned.reply_text.to_string(),
+            }),
+            Confirmation::Nack(_) => Err(not_confirmed("the broker nacked it".into())),
+            Confirmation::NotRequested => Err(not_confirmed("confirms are not enabled on the channel".into())),
+        }
+    }
+}
+
 #[async_trait]
 impl Broker for RabbitMq {
     async fn declare(&self, queue: &str, durability: Durability) -> Result<(), BrokerError> {
@@ -399,67 +472,60 @@ impl Broker for RabbitMq {
         ))
     }
 
-    async fn publish(&self, queue: &str, mut message: Message) -> Result<(), BrokerError> {
-        let session = self.publishing.session(&self.nodes).await?;
-        // RabbitMQ refuses a publish whose user-id is not the publisher's
-        // own user, closing the channel: a message another user published is
-        // forwarded without it.
-        if message
-            .properties
-            .user_id
-            .as_ref()
-            .is_some_and(|user| *user != session.connection.status().username())
-        {
-            message.properties.user_id = None;
-        }
-        // A frame over the negotiated size makes the broker close the whole
-        // connection: refuse it here instead.
-        let (size, limit) = (message.header_frame_size(), session.frame_max());
-        if limit > 0 && size > limit {
-            return Err(BrokerError::TooLarge {
-                queue: queue.into(),
-                size,
-                limit,
-            });
-        }
-        let properties = wire::properties_of(&message).map_err(|e| BrokerError::Unencodable {
-            queue: queue.into(),
-            message: e.to_string(),
-        })?;
-        let Some(publisher) = session.publisher.as_ref() else {
-            return Err(BrokerError::Disconnected(
-                "the publishing connection has no channel".into(),
-            ));
+    async fn publish(&self, queue: &str, message: Message) -> Result<(), BrokerError> {
+        // Mandatory: a publish to a queue that does not exist comes back as
+        // an error instead of vanishing.
+        self.publish_routed("", queue, true, message).await
+    }
+
+    async fn declare_topic(&self, exchange: &str) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        let declaring = async {
+            channel
+                .exchange_declare(
+                    ShortString::from(exchange),
+                    lapin::ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| refused("declare exchange", exchange, e))
         };
-        let publishing = publisher.basic_publish(
-            ShortString::from(""),
-            ShortString::from(queue),
-            // Mandatory: a publish to a queue that does not exist comes
-            // back as an error instead of vanishing.
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            &message.body,
-            properties,
-        );
-        let not_confirmed = |message: String| BrokerError::NotConfirmed {
-            queue: queue.into(),
-            message,
+        self.within("declare exchange", declaring).await?;
+        let _ = channel.close(200, ShortString::from("declared")).await;
+        Ok(())
+    }
+
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        let binding = async {
+            channel
+                .queue_bind(
+                    ShortString::from(queue),
+                    ShortString::from(exchange),
+                    ShortString::from(pattern),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| refused("bind", queue, e))
         };
-        let sent_and_confirmed = async {
-            let confirm = publishing.await.map_err(|e| self.lost(e))?;
-            confirm.await.map_err(|e| not_confirmed(e.to_string()))
-        };
-        match self.unless_frozen(&session, queue, sent_and_confirmed).await? {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) => Err(BrokerError::Returned {
-                queue: queue.into(),
-                message: returned.reply_text.to_string(),
-            }),
-            Confirmation::Nack(_) => Err(not_confirmed("the broker nacked it".into())),
-            Confirmation::NotRequested => Err(not_confirmed("confirms are not enabled on the channel".into())),
-        }
+        self.within("bind", binding).await?;
+        let _ = channel.close(200, ShortString::from("bound")).await;
+        Ok(())
+    }
+
+    async fn publish_to_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: Message,
+    ) -> Result<(), BrokerError> {
+        // Not mandatory: an event nobody subscribed to is not an error.
+        self.publish_routed(exchange, routing_key, false, message).await
     }
 
     async fn get(&self, queue: &str) -> Result<Option<Delivery>, BrokerError> {
