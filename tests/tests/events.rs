@@ -19,7 +19,10 @@ const IDS: u64 = 20;
 
 /// What each subscriber received, by (fixture prefix, subscriber), ID →
 /// deliveries, across this test binary.
-static RECEIVED: Mutex<BTreeMap<(String, &'static str), BTreeMap<u64, u32>>> = Mutex::new(BTreeMap::new());
+static RECEIVED: Mutex<BTreeMap<Subscriber, BTreeMap<u64, u32>>> = Mutex::new(BTreeMap::new());
+
+/// A subscriber of one test: its IDs' base, its name.
+type Subscriber = (String, &'static str);
 
 fn record(context: &RequestContext) {
     // The queue prefix tells the fixtures apart: requests of each test are
