@@ -154,10 +154,34 @@ fn the_generated_documents_validate_as_asyncapi_3() {
     assert!(classifier.get("servers").is_none());
     let simple = asyncapi(env!("CARGO_BIN_EXE_simple"), &["asyncapi"], &sysmap("simple"));
 
+    // The pipeline with events: tokenize emits to a topic exchange that
+    // catalog subscribes to.
+    let mut with_events: Value =
+        serde_json::from_str(&std::fs::read_to_string(sysmap("pipeline").trim_start_matches("file:")).unwrap())
+            .unwrap();
+    with_events["endpoints"]["tokenize"]["events"] = "pipeline.events".into();
+    with_events["endpoints"]["catalog"]["subscribe"] =
+        serde_json::json!([{"exchange": "pipeline.events", "events": ["tokenize.progress", "*.invalid-input"]}]);
+    let events_map = write(dir.path(), "pipeline-events-sysmap.json", &with_events);
+    let events = asyncapi(
+        env!("CARGO_BIN_EXE_pipeline"),
+        &["service", "ingest", "asyncapi", "tokenize", "catalog"],
+        &format!("file:{}", events_map.display()),
+    );
+    let exchange = &events["channels"]["exchange.pipeline.events"];
+    assert_eq!(exchange["bindings"]["amqp"]["is"], "routingKey");
+    assert_eq!(exchange["bindings"]["amqp"]["exchange"]["type"], "topic");
+    assert_eq!(events["operations"]["tokenize.emit"]["action"], "send");
+    let subscribe = &events["operations"]["catalog.subscribe.pipeline.events"];
+    assert_eq!(subscribe["action"], "receive");
+    assert_eq!(subscribe["x-slingshot-bindings"][1], "*.invalid-input");
+    assert!(events["components"]["messages"]["event"].is_object());
+
     let files = [
         write(dir.path(), "pipeline.json", &pipeline),
         write(dir.path(), "classifier.json", &classifier),
         write(dir.path(), "simple.json", &simple),
+        write(dir.path(), "events.json", &events),
     ];
     let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let (ok, report) = validate(&paths);

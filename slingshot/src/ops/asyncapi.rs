@@ -19,9 +19,9 @@ use crate::base::failure::FailureKind;
 use crate::ops::topology::Topology;
 use crate::protocol::{
     dead_letter_queue, ATTEMPT_HEADER, CRASHES_HEADER, DEADLINE_HEADER, DROPPED_HEADER, ERROR_HEADER,
-    ERROR_KIND_HEADER, FAILED_AT_HEADER, FOLLOW_HEADER, FOLLOW_ID_HEADER, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE,
-    ORIGINAL_EXPIRATION_HEADER, OUTAGES_HEADER, QUEUE_HEADER, SERVICE_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER,
-    TRACE_HEADER,
+    ERROR_KIND_HEADER, EVENT_DATA_HEADER, EVENT_HEADER, EVENT_SERVICE_HEADER, FAILED_AT_HEADER, FOLLOW_HEADER,
+    FOLLOW_ID_HEADER, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE, ORIGINAL_EXPIRATION_HEADER, OUTAGES_HEADER, QUEUE_HEADER,
+    SERVICE_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER, TRACE_HEADER,
 };
 
 /// The AsyncAPI version of the documents made here.
@@ -86,6 +86,15 @@ pub(crate) fn document(topology: &Topology, options: &Options) -> Value {
         }
         id
     };
+    // Exchanges get IDs of their own, apart from queues of the same name.
+    let mut exchange_ids = ChannelIds::default();
+    let add_exchange = |channels: &mut Map<String, Value>, ids: &mut ChannelIds, exchange: &str| -> String {
+        let id = format!("exchange.{}", ids.id(exchange));
+        if !channels.contains_key(&id) {
+            channels.insert(id.clone(), exchange_channel(exchange, options));
+        }
+        id
+    };
     for service in &topology.services {
         let name = &service.name;
         let inbound = add_channel(&mut channels, &service.wiring.inbound, false);
@@ -138,6 +147,43 @@ pub(crate) fn document(topology: &Topology, options: &Options) -> Value {
                 persistent(),
             ),
         );
+        if let Some(exchange) = &service.wiring.events {
+            let channel = add_exchange(&mut channels, &mut exchange_ids, exchange);
+            operations.insert(
+                operation_id(&[name, "emit"]),
+                operation(
+                    "send",
+                    &channel,
+                    "event",
+                    &format!(
+                        "{name} publishes the events its process emits to {exchange}, with routing key {name}.<event>"
+                    ),
+                    persistent(),
+                ),
+            );
+        }
+        for subscription in &service.wiring.subscriptions {
+            let channel = add_exchange(&mut channels, &mut exchange_ids, &subscription.exchange);
+            let mut receive = operation(
+                "receive",
+                &channel,
+                "event",
+                &format!(
+                    "{name} receives the events {} through its queue {}, bound to {}",
+                    subscription.events.join(", "),
+                    service.wiring.inbound,
+                    subscription.exchange
+                ),
+                json!({"ack": true, "bindingVersion": AMQP_BINDING_VERSION}),
+            );
+            receive["x-slingshot-bindings"] = json!(subscription.events);
+            receive["x-slingshot-queue"] = json!(service.wiring.inbound);
+            insert_unique(
+                &mut operations,
+                operation_id(&[name, "subscribe", &subscription.exchange]),
+                receive,
+            );
+        }
         let dead_queue = dead_letter_queue(&service.wiring.inbound);
         let dead = add_channel(&mut channels, &dead_queue, true);
         operations.insert(
@@ -306,6 +352,31 @@ fn channel(queue: &str, dead_letter: bool, options: &Options) -> Value {
     })
 }
 
+/// The channel of a topic exchange of events.
+fn exchange_channel(exchange: &str, options: &Options) -> Value {
+    json!({
+        "address": Value::Null,
+        "description": format!(
+            "The topic exchange {exchange:?}: events, with routing keys <service>.<event>. A service subscribes by \
+             binding its inbound queue to key patterns (`subscribe` in its sys-map entry)."
+        ),
+        "messages": { "event": { "$ref": "#/components/messages/event" } },
+        "bindings": {
+            "amqp": {
+                "is": "routingKey",
+                "exchange": {
+                    "name": exchange,
+                    "type": "topic",
+                    "durable": true,
+                    "autoDelete": false,
+                    "vhost": options.vhost,
+                },
+                "bindingVersion": AMQP_BINDING_VERSION,
+            }
+        }
+    })
+}
+
 fn operation(action: &str, channel: &str, message: &str, summary: &str, amqp: Value) -> Value {
     let channel_ref = format!("#/channels/{}", pointer_escape(channel));
     json!({
@@ -386,6 +457,15 @@ fn components() -> Value {
         DEADLINE_HEADER.into(),
         json!({"type": "integer", "description": "When the caller gives up, Unix milliseconds: taken later, the request is acknowledged without running."}),
     );
+    request_headers.insert(
+        EVENT_HEADER.into(),
+        text("On an event: its name (progress, invalid-input, ...)."),
+    );
+    request_headers.insert(
+        EVENT_SERVICE_HEADER.into(),
+        text("On an event: the service that emitted it."),
+    );
+    request_headers.insert(EVENT_DATA_HEADER.into(), text("On an event: its data, if it has any."));
     request_headers.insert(ERROR_HEADER.into(), text("On a retry or dead letter: the last error."));
     request_headers.insert(
         ERROR_KIND_HEADER.into(),
@@ -448,6 +528,18 @@ fn components() -> Value {
                 "bindings": { "amqp": { "bindingVersion": AMQP_BINDING_VERSION } },
                 "examples": [{ "name": "first attempt", "payload": "42", "headers": {
                     TRACEPARENT_HEADER: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                } }],
+            },
+            "event": {
+                "name": "event",
+                "title": "Event",
+                "summary": "An event a stage emitted about a request: the request ID in the body, the event's name, service and data in the headers.",
+                "contentType": "text/plain",
+                "payload": { "$ref": "#/components/schemas/requestId" },
+                "headers": { "$ref": "#/components/schemas/requestHeaders" },
+                "bindings": { "amqp": { "bindingVersion": AMQP_BINDING_VERSION } },
+                "examples": [{ "name": "progress", "payload": "42", "headers": {
+                    EVENT_HEADER: "progress", EVENT_SERVICE_HEADER: "tokenize", EVENT_DATA_HEADER: "50%",
                 } }],
             },
             "deadLetter": {

@@ -1,5 +1,5 @@
-//! The pipeline as a picture: services, queues and buckets from the sys-map,
-//! rendered as Mermaid, Graphviz DOT or a self-contained SVG.
+//! The pipeline as a picture: services, queues, buckets and event exchanges
+//! from the sys-map, rendered as Mermaid, Graphviz DOT or a self-contained SVG.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -29,6 +29,8 @@ enum Kind {
     Service,
     Queue,
     Bucket,
+    /// A topic exchange of events.
+    Exchange,
 }
 
 /// A node: its kind and name.
@@ -101,6 +103,22 @@ impl Topology {
                     bucket: false,
                 });
             }
+            if let Some(exchange) = &service.wiring.events {
+                edges.push(Edge {
+                    from: me.clone(),
+                    to: (Kind::Exchange, exchange.clone()),
+                    label: "events".into(),
+                    bucket: false,
+                });
+            }
+            for subscription in &service.wiring.subscriptions {
+                edges.push(Edge {
+                    from: (Kind::Exchange, subscription.exchange.clone()),
+                    to: (Kind::Queue, service.wiring.inbound.clone()),
+                    label: subscription.events.join(", "),
+                    bucket: false,
+                });
+            }
             for (reference, bucket) in &service.buckets {
                 let bucket = (Kind::Bucket, bucket.clone());
                 let (from, to) = if is_output(reference) {
@@ -143,6 +161,7 @@ impl Topology {
                 Kind::Service => writeln!(out, "  {}[\"{label}\"]:::service", id(node)),
                 Kind::Queue => writeln!(out, "  {}[(\"{label}\")]:::queue", id(node)),
                 Kind::Bucket => writeln!(out, "  {}[/\"{label}\"/]:::bucket", id(node)),
+                Kind::Exchange => writeln!(out, "  {}{{{{\"{label}\"}}}}:::exchange", id(node)),
             };
         }
         for edge in &edges {
@@ -156,6 +175,9 @@ impl Topology {
         out.push_str("  classDef service fill:#dbeafe,stroke:#1d4ed8\n");
         out.push_str("  classDef queue fill:#f1f5f9,stroke:#475569\n");
         out.push_str("  classDef bucket fill:#fef9c3,stroke:#a16207\n");
+        if nodes.iter().any(|node| node.0 == Kind::Exchange) {
+            out.push_str("  classDef exchange fill:#fce7f3,stroke:#be185d\n");
+        }
         out
     }
 
@@ -169,6 +191,7 @@ impl Topology {
                 Kind::Service => "service",
                 Kind::Queue => "queue",
                 Kind::Bucket => "bucket",
+                Kind::Exchange => "exchange",
             };
             quote(&format!("{prefix}:{}", node.1))
         };
@@ -180,6 +203,7 @@ impl Topology {
                 Kind::Service => "shape=box, style=\"rounded,filled\", fillcolor=\"#dbeafe\"",
                 Kind::Queue => "shape=cylinder, style=filled, fillcolor=\"#f1f5f9\"",
                 Kind::Bucket => "shape=folder, style=filled, fillcolor=\"#fef9c3\"",
+                Kind::Exchange => "shape=hexagon, style=filled, fillcolor=\"#fce7f3\"",
             };
             let _ = writeln!(out, "  {} [label={}, {style}];", key(node), quote(&node.1));
         }
@@ -293,6 +317,7 @@ impl Topology {
                 Kind::Service => ("#dbeafe", "#1d4ed8", 8.0),
                 Kind::Queue => ("#f1f5f9", "#475569", HEIGHT / 2.0),
                 Kind::Bucket => ("#fef9c3", "#a16207", 2.0),
+                Kind::Exchange => ("#fce7f3", "#be185d", 12.0),
             };
             let _ = writeln!(
                 out,
@@ -374,6 +399,31 @@ mod tests {
   classDef bucket fill:#fef9c3,stroke:#a16207
 "##
         );
+    }
+
+    #[test]
+    fn events_go_from_a_service_to_its_exchange_and_on_to_the_subscribed_queues() {
+        let mut topology = two_stages();
+        topology.services[0].wiring.events = Some("pipeline.events".into());
+        topology.services[1].wiring.subscriptions = vec![crate::sysmap::Subscription {
+            exchange: "pipeline.events".into(),
+            events: vec!["ingest.progress".into(), "*.invalid-input".into()],
+        }];
+        let mermaid = topology.mermaid();
+        for line in [
+            "  n4{{\"pipeline.events\"}}:::exchange",
+            "  n1 -- \"events\" --> n4",
+            "  n4 -- \"ingest.progress, *.invalid-input\" --> n3",
+            "  classDef exchange fill:#fce7f3,stroke:#be185d",
+        ] {
+            assert!(mermaid.lines().any(|l| l == line), "missing {line:?} in\n{mermaid}");
+        }
+        let dot = topology.dot();
+        assert!(
+            dot.contains("\"exchange:pipeline.events\" [label=\"pipeline.events\", shape=hexagon"),
+            "{dot}"
+        );
+        assert!(topology.svg().contains(">pipeline.events</text>"));
     }
 
     #[test]
