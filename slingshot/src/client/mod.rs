@@ -144,6 +144,9 @@ struct Inner {
     /// Services a followed request may reach: their inbound queues are
     /// stages that report, other queues are where the pipeline ends.
     services: Vec<String>,
+    /// Each service's inbound queue, read from the sys-map once (as a
+    /// service reads its wiring once, at start-up).
+    inbound: Mutex<HashMap<String, String>>,
     /// The reply queue, once declared, and what stops its consumer when
     /// the client goes away (dropped with it); `None` again once it was lost.
     replies: tokio::sync::Mutex<Option<(String, oneshot::Sender<()>)>>,
@@ -168,6 +171,7 @@ impl Client {
                 broker,
                 sysmap,
                 services,
+                inbound: Mutex::new(HashMap::new()),
                 replies: tokio::sync::Mutex::new(None),
                 waiting: Mutex::new(HashMap::new()),
                 next: AtomicU64::new(0),
@@ -197,7 +201,7 @@ impl Client {
 
     /// [`Client::call`] with options.
     pub async fn call_with(&self, service: &str, id: u64, options: CallOptions) -> Result<Outcome, CallError> {
-        let queue = self.inner.sysmap.service(service).await?.inbound;
+        let queue = self.inbound(service).await?;
         let (correlation, mut answers) = self.expect();
         let _done = Forget(self.inner.clone(), correlation.clone());
         let mut message = Message::id(id);
@@ -244,7 +248,7 @@ impl Client {
     /// [`Submission::wait_until_done`].
     pub async fn submit(&self, service: &str, id: u64) -> Result<Submission, CallError> {
         let stages = self.stages().await?;
-        let queue = self.inner.sysmap.service(service).await?.inbound;
+        let queue = self.inbound(service).await?;
         let (correlation, answers) = self.expect();
         let forget = Forget(self.inner.clone(), correlation.clone());
         let mut message = Message::id(id);
@@ -259,19 +263,39 @@ impl Client {
         Ok(submission)
     }
 
+    /// The inbound queue of `service`, from the sys-map the first time.
+    async fn inbound(&self, service: &str) -> Result<String, CallError> {
+        if let Some(queue) = self
+            .inner
+            .inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(service)
+        {
+            return Ok(queue.clone());
+        }
+        let queue = self.inner.sysmap.service(service).await?.inbound;
+        self.inner
+            .inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(service.to_string(), queue.clone());
+        Ok(queue)
+    }
+
     /// The stages a followed request may reach: inbound queue → service.
     /// A service the sys-map does not know is none of them.
     async fn stages(&self) -> Result<HashMap<String, String>, CallError> {
         let mut stages = HashMap::new();
         for service in &self.inner.services {
-            match self.inner.sysmap.service(service).await {
-                Ok(wiring) => {
-                    stages.insert(wiring.inbound, service.clone());
+            match self.inbound(service).await {
+                Ok(queue) => {
+                    stages.insert(queue, service.clone());
                 }
-                Err(SysMapError::Missing { .. }) => {
+                Err(CallError::SysMap(SysMapError::Missing { .. })) => {
                     tracing::debug!(service, "not in the sys-map; not followed");
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Ok(stages)
