@@ -123,6 +123,9 @@ async fn run() -> anyhow::Result<()> {
     if wanted("once") {
         sections::once::run(&bench, &mut report).await?;
     }
+    if wanted("calls") {
+        sections::calls::run(&bench, &mut report).await?;
+    }
     // A section that cannot run fails the run, after the figures of the others.
     let python = if wanted("python") {
         sections::python::bench(&mut report, &bench.amqp).await

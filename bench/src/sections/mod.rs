@@ -1,5 +1,6 @@
 //! The sections of the benchmark, one module each, named as `SLINGSHOT_BENCH_ONLY` names them.
 
+pub(crate) mod calls;
 pub(crate) mod concurrency;
 pub(crate) mod db;
 pub(crate) mod file;
