@@ -14,7 +14,7 @@ use serde_json::json;
 use slingshot::broker::Durability;
 use slingshot::protocol::{dead_letter_queue, Status};
 use slingshot::{AnyError, CallError, CallOptions, ServiceDef, WriteFileFn};
-use slingshot_tests::{becomes_true, drain_ids, wait_for_count, Backend, Fixture};
+use slingshot_tests::{becomes_true, drain, drain_ids, wait_for_count, Backend, Fixture};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -370,4 +370,34 @@ async fn a_plain_amqp_rpc_client_with_direct_reply_to_gets_the_outcome() {
     assert_eq!(done["id"], 41);
     assert_eq!(done["objects"][0]["key"], "41");
     assert_eq!(done["routes"].as_array().map(Vec::len), Some(2));
+}
+
+/// Another producer's follow header, too large to ride on every output, is
+/// ignored: the request runs, its output does not carry it, and calls after
+/// it are answered. (A forged direct reply-to address never reaches a
+/// service: RabbitMQ refuses the producer's publish.)
+#[cfg(feature = "services")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_follow_header_is_not_carried_onto_outputs() {
+    use slingshot::broker::{HeaderValue, Message};
+    use slingshot::protocol::{FOLLOW_HEADER, MAX_FOLLOW};
+
+    let f = Fixture::new(Backend::Real, "call-hostile");
+    let runtime = f.runtime(writer_wiring(&f)).await;
+    let service = runtime.start(ServiceDef::find("call-writer").unwrap()).await.unwrap();
+    let broker = runtime.broker().clone();
+    let oversized = Message::id(62).with_header(FOLLOW_HEADER, HeaderValue::Str("f".repeat(MAX_FOLLOW * 100)));
+    broker.publish(&f.q("in"), oversized).await.unwrap();
+    wait_for_count(broker.as_ref(), &f.q("a"), 1, WAIT).await;
+    let outcome = runtime.client().call("call-writer", 63, WAIT).await.unwrap();
+    assert_eq!(outcome.status, Status::Done);
+    let outputs = drain(broker.as_ref(), &f.q("a")).await;
+    assert_eq!(outputs.len(), 2);
+    for output in &outputs {
+        assert!(
+            !output.message.headers.contains_key(FOLLOW_HEADER),
+            "an oversized follow header rode on"
+        );
+    }
+    assert_eq!(service.stats.dead_lettered.load(Ordering::Relaxed), 0);
 }

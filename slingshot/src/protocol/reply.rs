@@ -50,11 +50,23 @@ pub struct ReplyTo {
     pub correlation_id: Option<String>,
 }
 
+/// The longest follow header value carried on: a queue name or a
+/// correlation ID (AMQP short strings). Longer ones are ignored, so that a
+/// producer's oversized header never rides on every output.
+pub const MAX_FOLLOW: usize = 255;
+
+/// RabbitMQ's direct reply-to pseudo-queue: a caller consumes it and sends
+/// it as `reply_to`, which the broker turns into an address of its own
+/// (`amq.rabbitmq.reply-to.<...>`). Published to as it is, from a channel
+/// that does not consume it, RabbitMQ closes the channel.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
 /// Where the answers about `message` go: its `reply_to` property, and the
 /// follow headers if it carries them (each at most once).
 pub fn reply_addresses(message: &Message) -> Vec<ReplyTo> {
     let mut addresses = Vec::new();
-    if let Some(queue) = message.properties.reply_to.as_ref().filter(|q| !q.is_empty()) {
+    let usable = |q: &&String| !q.is_empty() && q.as_str() != DIRECT_REPLY_TO;
+    if let Some(queue) = message.properties.reply_to.as_ref().filter(usable) {
         addresses.push(ReplyTo {
             queue: queue.clone(),
             correlation_id: message.properties.correlation_id.clone(),
@@ -69,26 +81,31 @@ pub fn reply_addresses(message: &Message) -> Vec<ReplyTo> {
 }
 
 /// The follow address `message` carries, if any.
+/// Headers longer than [`MAX_FOLLOW`] bytes, or not text, are ignored.
 pub fn follow_of(message: &Message) -> Option<ReplyTo> {
-    let queue = message.headers.get(FOLLOW_HEADER)?.as_str()?;
-    if queue.is_empty() {
-        return None;
-    }
+    let text = |name: &str| {
+        message
+            .headers
+            .get(name)
+            .and_then(HeaderValue::as_str)
+            .filter(|v| v.len() <= MAX_FOLLOW)
+    };
+    let queue = text(FOLLOW_HEADER).filter(|q| !q.is_empty() && *q != DIRECT_REPLY_TO)?;
     Some(ReplyTo {
         queue: queue.to_string(),
-        correlation_id: message
-            .headers
-            .get(FOLLOW_ID_HEADER)
-            .and_then(HeaderValue::as_str)
-            .map(str::to_string),
+        correlation_id: text(FOLLOW_ID_HEADER).map(str::to_string),
     })
 }
 
-/// Copies the follow headers of `inbound` onto an output.
+/// Copies the follow address of `inbound`, if it has a usable one (see
+/// [`follow_of`]), onto an output.
 pub fn carry_follow(inbound: &Message, output: &mut Message) {
-    for name in [FOLLOW_HEADER, FOLLOW_ID_HEADER] {
-        if let Some(value) = inbound.headers.get(name) {
-            output.headers.insert(name.to_string(), value.clone());
+    if let Some(follow) = follow_of(inbound) {
+        output
+            .headers
+            .insert(FOLLOW_HEADER.into(), HeaderValue::Str(follow.queue));
+        if let Some(id) = follow.correlation_id {
+            output.headers.insert(FOLLOW_ID_HEADER.into(), HeaderValue::Str(id));
         }
     }
 }
@@ -297,6 +314,20 @@ mod tests {
         carry_follow(&message, &mut output);
         assert_eq!(follow_of(&output), Some(addresses[1].clone()));
         assert_eq!(output.properties.reply_to, None, "reply_to is not carried on");
+    }
+
+    #[test]
+    fn oversized_follow_headers_and_the_bare_direct_reply_to_are_not_answered_or_carried() {
+        let mut message = Message::id(7)
+            .with_header(FOLLOW_HEADER, HeaderValue::Str("q".repeat(MAX_FOLLOW + 1)))
+            .with_header(FOLLOW_ID_HEADER, HeaderValue::Str("f1".into()));
+        message.properties.reply_to = Some(DIRECT_REPLY_TO.into());
+        assert!(reply_addresses(&message).is_empty());
+        let mut output = Message::id(8);
+        carry_follow(&message, &mut output);
+        assert!(output.headers.is_empty(), "{:?}", output.headers);
+        message.headers.insert(FOLLOW_HEADER.into(), HeaderValue::Int(3));
+        assert_eq!(follow_of(&message), None, "a follow address is text");
     }
 
     #[test]
