@@ -152,8 +152,9 @@ rabbitmq4_lane() {
     local status=0
     # --workspace, as above: the same features, so nothing is rebuilt.
     local on4=(env "SLINGSHOT_TEST_AMQP_URL=$SLINGSHOT_TEST_RABBITMQ4_URL" cargo test --workspace "${features[@]}" --no-fail-fast)
-    echo "==> RabbitMQ 4 lane: semantics on classic and quorum queues, quorum.rs, interop.rs, otel.rs"
+    echo "==> RabbitMQ 4 lane: semantics, calls and events on classic and quorum queues, quorum.rs, interop.rs, otel.rs"
     "${on4[@]}" --test semantics -- real:: quorum:: || status=1
+    "${on4[@]}" --test calls --test events -- real:: quorum:: a_plain an_oversized an_original || status=1
     "${on4[@]}" --test quorum --test interop --test otel || status=1
     echo "==> RabbitMQ 4 lane: fault tests kill-9, rabbitmq-restart, poison"
     "${on4[@]}" --test faults -- kill_9 rabbitmq_restarted poison || status=1

@@ -13,7 +13,7 @@ use slingshot::__private::{prepare_with, Backing, Executor, Handler, Outcome, Pa
 use slingshot::db::once::{Dialect, OnceConn, OnceSql, SqlValue};
 use slingshot::db::{within, ConnectionKind, DbConnection, DbError, DbTarget, Late};
 use slingshot::CaseDomain;
-use slingshot::{Error, Failure, FailureKind};
+use slingshot::{Error, Failure, FailureKind, RequestContext};
 
 use crate::case::Case;
 use crate::failure::Failed;
@@ -55,6 +55,23 @@ struct PyHandler {
     registered: Arc<Registered>,
 }
 
+/// `context.emit(event, data)` of a Python `process`: the request's
+/// context, whose events the runtime publishes once `process` succeeded.
+#[pyclass(module = "slingshot._native", name = "Emitter", frozen)]
+pub struct Emitter(RequestContext);
+
+#[pymethods]
+impl Emitter {
+    /// Emits `event` with `data`; `ValueError` for a name or data the
+    /// runtime refuses.
+    #[pyo3(signature = (event, data = ""))]
+    fn __call__(&self, event: &str, data: &str) -> PyResult<()> {
+        self.0
+            .emit(event, data)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+    }
+}
+
 impl Handler for PyHandler {
     type Connection = PyConnection;
 
@@ -69,7 +86,8 @@ impl Handler for PyHandler {
                 ctx.set_item("request", context.request)?;
                 ctx.set_item("attempt", context.attempt)?;
                 ctx.set_item("redelivered", context.redelivered)?;
-                ctx.set_item("trace_id", &context.trace_id)
+                ctx.set_item("trace_id", &context.trace_id)?;
+                ctx.set_item("_emit", Emitter(context.clone()))
             })();
             filled.map_err(|e| internal(py, e))?;
             let db = connection.0.as_ref().map(|c| c.bind(py).clone());

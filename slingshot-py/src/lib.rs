@@ -131,6 +131,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Files>()?;
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
+    m.add_class::<handler::Emitter>()?;
     m.add_class::<testing::Harness>()?;
     m.add_class::<testing::Invocation>()?;
     // `slingshot.FailureKind` is built from this list; the Python side has no kind names of its own.

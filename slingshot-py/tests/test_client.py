@@ -285,3 +285,52 @@ def test_a_sys_map_without_rabbitmq_is_refused_and_slingshot_sys_map_overrides(t
     monkeypatch.setenv("SLINGSHOT_SYS_MAP", f"file:{sysmap}")
     with pytest.raises(slingshot.CallError, match=f"{re.escape(str(sysmap))}.*names no RabbitMQ"):
         slingshot.Client("http://127.0.0.1:9/not-asked")
+
+
+def answered(client: slingshot.Client, service: str, id: int) -> None:
+    """Calls ``service`` until it answers: it is started and its queues are declared and bound."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.call(service, id, timeout=5)
+            return
+        except slingshot.CallError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_a_python_stage_emits_events_that_a_subscriber_receives(real):
+    names = {
+        "in": real.queue("announce-in"),
+        "out": real.queue("announce-out"),
+        "heard": real.queue("heard"),
+        "listen": real.queue("listen-in"),
+        "events": real.queue("events"),
+    }
+    url = real.serve(
+        {
+            "announcer": {"in": names["in"], "out": [{"case": True, "queues": [names["out"]]}], "events": names["events"]},
+            "listener": {
+                "in": names["listen"],
+                "out": [{"case": True, "queues": [names["heard"]]}],
+                "subscribe": [{"exchange": names["events"], "events": ["announcer.invalid-input"]}],
+            },
+        }
+    )
+    listener = real.start(SERVICES / "listener.py", url)
+    announcer = real.start(SERVICES / "announcer.py", url)
+    with slingshot.Client(url) as client, explained(listener, announcer):
+        # Each answers once it started (the listener's queue is bound by
+        # then); 2 and 4 cause no invalid-input event.
+        answered(client, "listener", 2)
+        answered(client, "announcer", 4)
+        outcome = client.call("announcer", 7, timeout=60)
+        assert outcome["status"] == "done"
+        assert outcome["events"] == ["announcer.progress", "announcer.invalid-input"]
+        assert client.call("announcer", 8, timeout=60)["events"] == ["announcer.progress"]
+        heard = sorted(int(body) for body, _ in real.drain(names["heard"], 2))
+    stop(listener)
+    stop(announcer)
+    # 2 was called directly; 7's invalid-input reached the listener; 4 and 8 have none.
+    assert heard == [2, 7]

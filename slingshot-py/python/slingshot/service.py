@@ -7,7 +7,7 @@ import functools
 import inspect
 import sys
 import typing
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from . import _native, _runtime
 from .typing import ReadFileFn, WriteFileFn
@@ -29,6 +29,20 @@ class RequestContext:
     redelivered: bool
     #: An ID that follows the request through the pipeline (in the logs too).
     trace_id: str
+    #: The runtime's side of :meth:`emit`.
+    _emit: Optional[Callable[[str, str], None]] = dataclasses.field(default=None, repr=False, compare=False)
+
+    def emit(self, event: str, data: str = "") -> None:
+        """Emits the named event (``progress``, ``invalid-input``...) about
+        this request, with optional text ``data`` (at most 4 KiB). Once
+        ``process`` succeeded, it is published to the topic exchange the
+        service's sys-map entry names under ``events``, with routing key
+        ``<service>.<event>``; nothing is published if ``process`` fails.
+        A name is 1 to 64 of a-z, 0-9, ``-`` and ``_``: another raises
+        ``ValueError``."""
+        if self._emit is None:
+            raise RuntimeError("this context belongs to no request being processed: nothing can be emitted")
+        self._emit(event, data)
 
 
 #: What slingshot can pass, and the parameter names that ask for each.
