@@ -14,7 +14,7 @@ use serde_json::json;
 use slingshot::broker::Durability;
 use slingshot::protocol::{dead_letter_queue, Status};
 use slingshot::{AnyError, CallError, CallOptions, ServiceDef, WriteFileFn};
-use slingshot_tests::{becomes_true, drain, drain_ids, wait_for_count, Backend, Fixture};
+use slingshot_tests::{becomes_true, drain_ids, wait_for_count, Backend, Fixture};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -391,7 +391,7 @@ async fn an_oversized_follow_header_is_not_carried_onto_outputs() {
     wait_for_count(broker.as_ref(), &f.q("a"), 1, WAIT).await;
     let outcome = runtime.client().call("call-writer", 63, WAIT).await.unwrap();
     assert_eq!(outcome.status, Status::Done);
-    let outputs = drain(broker.as_ref(), &f.q("a")).await;
+    let outputs = slingshot_tests::drain(broker.as_ref(), &f.q("a")).await;
     assert_eq!(outputs.len(), 2);
     for output in &outputs {
         assert!(
