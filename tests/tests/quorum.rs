@@ -184,7 +184,31 @@ async fn instances_share_a_queue_and_survive_a_kill(queue_type: QueueType, fault
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(consumers, INSTANCES.to_string(), "consumers of the shared queue");
+    if consumers != INSTANCES.to_string() {
+        // Which instance is missing, and what it said: a start-up that
+        // failed, or one still waiting for something.
+        let states: Vec<String> = instances
+            .iter_mut()
+            .enumerate()
+            .map(|(i, instance)| {
+                let state = match instance.exited() {
+                    Some(status) => format!("exited with {status}"),
+                    None => "running".to_string(),
+                };
+                let log = instance.log();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!(
+                    "instance {i} (pid {}): {state}; its last lines:\n{}",
+                    instance.pid(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect();
+        panic!(
+            "{consumers} consumers of the shared queue, not {INSTANCES}\n{}",
+            states.join("\n")
+        );
+    }
     send_ids(&*broker, &inbound, 0..N).await;
     collector.wait_for(N as usize / 4, Duration::from_secs(240)).await;
     instances.remove(0).kill().await;
