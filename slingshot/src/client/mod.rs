@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::follow::{PipelineOutcome, Submission, Waiting};
 use crate::broker::{Broker, BrokerError, HeaderValue, Message};
-use crate::protocol::{Outcome, Status, DEADLINE_HEADER, FOLLOW_HEADER, FOLLOW_ID_HEADER};
+use crate::protocol::{unix_ms, Outcome, Status, DEADLINE_HEADER, FOLLOW_HEADER, FOLLOW_ID_HEADER};
 use crate::sysmap::{SysMap, SysMapError};
 
 /// How many replies the client's reply queue hands over unacknowledged.
@@ -202,7 +202,7 @@ impl Client {
     /// [`Client::call`] with options.
     pub async fn call_with(&self, service: &str, id: u64, options: CallOptions) -> Result<Outcome, CallError> {
         let queue = self.inbound(service).await?;
-        let (correlation, mut answers) = self.expect();
+        let (correlation, mut answers) = self.register();
         let _done = Forget(self.inner.clone(), correlation.clone());
         let mut message = Message::id(id);
         message.properties.reply_to = Some(self.reply_queue().await?);
@@ -249,7 +249,7 @@ impl Client {
     pub async fn submit(&self, service: &str, id: u64) -> Result<Submission, CallError> {
         let stages = self.stages().await?;
         let queue = self.inbound(service).await?;
-        let (correlation, answers) = self.expect();
+        let (correlation, answers) = self.register();
         let forget = Forget(self.inner.clone(), correlation.clone());
         let mut message = Message::id(id);
         message
@@ -302,7 +302,7 @@ impl Client {
     }
 
     /// A new correlation ID and where its answers arrive.
-    fn expect(&self) -> (String, mpsc::UnboundedReceiver<Outcome>) {
+    fn register(&self) -> (String, mpsc::UnboundedReceiver<Outcome>) {
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let correlation = format!("{}-{n}", self.inner.prefix);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -391,10 +391,7 @@ impl Drop for Forget {
 fn expire(message: &mut Message, timeout: Duration) {
     let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
     message.properties.expiration = Some(millis.to_string());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let deadline = i64::try_from(now.saturating_add(millis)).unwrap_or(i64::MAX);
+    let deadline = i64::try_from(unix_ms().saturating_add(millis)).unwrap_or(i64::MAX);
     message
         .headers
         .insert(DEADLINE_HEADER.into(), HeaderValue::Int(deadline));

@@ -239,8 +239,7 @@ impl Worker {
             tracing::warn!(service = self.name, request = %request.shown, ignored = ?ignored, "optional headers over their size limit are ignored and not passed on");
         }
         // Its caller gave up: running it now would be work nobody waits for.
-        let now = u64::try_from(crate::db::once::now_ms()).unwrap_or(0);
-        if protocol::expired(&delivery.message, now) {
+        if protocol::expired(&delivery.message, protocol::unix_ms()) {
             drop(slot);
             self.stats.expired.fetch_add(1, Ordering::Relaxed);
             tracing::info!(service = self.name, request = %request.shown,

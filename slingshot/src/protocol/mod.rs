@@ -29,8 +29,8 @@ pub use self::event::{event_key, event_message, EVENT_DATA_HEADER, EVENT_HEADER,
 pub use self::inbound::{output_message_id, parse_id, Counts, Ignored, Malformed, Request, MAX_BODY};
 pub use self::outbound::{fit, replay, retry, returned, FailureRecord, RecordedKind, Room, TooLarge, MAX_ERROR_HEADER};
 pub use self::reply::{
-    carry_follow, expired, follow_of, reply_addresses, FailureReport, ObjectWritten, Outcome, ReplyTo, RouteTaken,
-    Status, Unrouted, DEADLINE_HEADER, FOLLOW_HEADER, FOLLOW_ID_HEADER, MAX_FOLLOW, REPLY_TYPE,
+    carry_follow, expired, follow_of, reply_addresses, unix_ms, FailureReport, ObjectWritten, Outcome, ReplyTo,
+    RouteTaken, Status, Unrouted, DEADLINE_HEADER, FOLLOW_HEADER, FOLLOW_ID_HEADER, MAX_FOLLOW, REPLY_TYPE,
 };
 pub use self::trace::{
     legacy_trace_id, TraceParent, MAX_LEGACY_TRACE_ID, MAX_TRACESTATE, TRACEPARENT_HEADER, TRACESTATE_HEADER,

@@ -110,6 +110,13 @@ pub fn carry_follow(inbound: &Message, output: &mut Message) {
     }
 }
 
+/// Now, in Unix milliseconds: the clock deadlines are set and read on.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Whether `message` carries a deadline that passed at `now_ms` (Unix
 /// milliseconds). A deadline that is not a number is ignored.
 pub fn expired(message: &Message, now_ms: u64) -> bool {
