@@ -72,6 +72,7 @@ fn register(
         once,
         prepare: handler::prepare,
         case_domain: || None,
+        objects: |_| Vec::new(),
     })
     .map_err(|e| match e {
         // The same rule and words as `#[slingshot::microservice]`.

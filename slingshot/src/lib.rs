@@ -53,6 +53,7 @@ pub use error::{AnyError, Error};
 pub use execute::contract::{Event, InvalidEvent, ReadFileFn, RequestContext, WriteFileFn, MAX_EVENT_DATA};
 pub use execute::service::ServiceDef;
 pub use execute::staging::WrittenObject;
+pub use execute::typed::{Direction, ObjectSchema};
 pub use execute::writer::ObjectWriter;
 pub use execute::Executed;
 pub use ops::cli::{main, main_with_args};

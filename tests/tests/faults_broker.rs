@@ -213,6 +213,70 @@ async fn a_deleted_output_queue_is_declared_again_without_running_process_twice(
     assert_eq!(outcome.lost, 0);
 }
 
+/// A consumer that stops while a request is still running (here: the
+/// inbound queue deleted under it, with a `process` call that never
+/// returns) must consume again at once, that request keeping its slot,
+/// rather than wait for it up to the shutdown deadline (and count it given
+/// up, as if shutting down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_consumer_resumes_without_waiting_for_its_requests_in_flight() {
+    const DEADLINE_SECS: u64 = 60;
+    let _turn = TURN.lock().await;
+    let _figures = Figures("consumer-lost-in-flight");
+    let f = Fixture::new(Backend::Real, "lost-in-flight");
+    let sysmap = f.serve_sysmap(json!({"stuck": wiring(&f)})).await;
+    let broker = test_broker(&shared_amqp_url()).await;
+    declare(&*broker, &f).await;
+    let collector = Collector::start(broker.clone(), f.q("out"));
+    let mut service = spawn(
+        &f,
+        "stuck",
+        &sysmap,
+        &[("SLINGSHOT_SHUTDOWN_SECS", DEADLINE_SECS.to_string())],
+    );
+    // 300 never returns; 0..10 show the service consumes.
+    send_ids(&*broker, &f.q("in"), 300..301).await;
+    send_ids(&*broker, &f.q("in"), 0..10).await;
+    collector.wait_for(10, FINISH).await;
+
+    // The inbound queue goes, and comes back at once: the broker cancels
+    // the consumer, with request 300 still running.
+    let connection = Connection::connect(&shared_amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_delete(ShortString::from(f.q("in")), QueueDeleteOptions::default())
+        .await
+        .expect("delete the inbound queue");
+    broker.declare(&f.q("in"), Durability::Durable).await.unwrap();
+    let resumed = Instant::now();
+    send_ids(&*broker, &f.q("in"), 1000..1100).await;
+    // Resuming takes a backoff delay (at most a few seconds); waiting for
+    // request 300 would take the whole deadline.
+    let expected: Vec<u64> = (0..10).chain(1000..1100).collect();
+    collector
+        .wait_for_all(&expected, Duration::from_secs(DEADLINE_SECS / 2))
+        .await;
+    publish(&format!(
+        "consumer-lost-in-flight: consuming again {:.1} s after the queue came back, with one request stuck (deadline {DEADLINE_SECS} s)",
+        resumed.elapsed().as_secs_f64()
+    ));
+    let log = service.log();
+    assert!(
+        log.contains("consumer stopped; resuming"),
+        "the consumer was not cancelled:\n{log}"
+    );
+    assert!(
+        !log.contains("shutdown deadline passed"),
+        "a reconnection gave up requests as if shutting down:\n{log}"
+    );
+    service.assert_running();
+    report("consumer-lost-in-flight", 111, &expected, &collector.counts(), 0);
+    // Request 300 never returns: SIGTERM would wait out the whole deadline.
+    service.kill().await;
+}
+
 /// How many times `process` ran for each ID of the `counted` service.
 async fn count_calls(f: &Fixture) -> Vec<(i64, i64)> {
     let url = f.database().await.url().to_string();

@@ -202,6 +202,7 @@ pub(super) fn service(service: &Service) -> TokenStream {
                     },
                     prepare: #private::prepare::<#handler>,
                     case_domain: <#handler as #private::Handler>::case_domain,
+                    objects: |_| ::std::vec::Vec::new(),
                 };
 
                 #private::inventory::submit! { #def }

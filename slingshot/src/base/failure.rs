@@ -22,11 +22,16 @@ pub enum FailureKind {
     /// The message cannot be carried on: its properties and headers, with
     /// what slingshot adds to a retry, would not fit in one AMQP frame.
     Oversized,
+    /// A typed input object (`Json<T>`, `read_json`, a Python model) does
+    /// not parse or does not validate; the message names the object and the
+    /// path of the offending field. Dead-lettered at once: the same bytes
+    /// fail the same way on every attempt.
+    InvalidInput,
 }
 
 impl FailureKind {
     /// Every kind.
-    pub const ALL: [FailureKind; 8] = [
+    pub const ALL: [FailureKind; 9] = [
         FailureKind::Malformed,
         FailureKind::Process,
         FailureKind::Panic,
@@ -35,6 +40,7 @@ impl FailureKind {
         FailureKind::Broker,
         FailureKind::CrashLoop,
         FailureKind::Oversized,
+        FailureKind::InvalidInput,
     ];
 
     /// The name used in headers and logs.
@@ -48,6 +54,7 @@ impl FailureKind {
             FailureKind::Broker => "broker",
             FailureKind::CrashLoop => "crash-loop",
             FailureKind::Oversized => "oversized",
+            FailureKind::InvalidInput => "invalid-input",
         }
     }
 }

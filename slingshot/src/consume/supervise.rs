@@ -9,7 +9,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 
 use crate::broker::{BrokerError, Durability};
-use crate::consume::worker::Worker;
+use crate::consume::worker::{InFlight, Worker};
 use crate::error::Error;
 
 /// Runs a worker until shutdown. When its consumer fails (connection lost,
@@ -58,9 +58,12 @@ async fn consume_until_shutdown(
             .build()
     };
     let mut delays = backoff();
+    // Outlives each consumer: what a lost consumer left running keeps its
+    // slots while the next one consumes.
+    let mut in_flight = InFlight::new(worker.settings.concurrency);
     loop {
         let started = std::time::Instant::now();
-        let stopped = match worker.clone().run(shutdown.clone()).await {
+        let stopped = match worker.clone().run(&mut in_flight, shutdown.clone()).await {
             Ok(()) => return Ok(()),
             Err(stopped) => stopped,
         };
@@ -71,9 +74,13 @@ async fn consume_until_shutdown(
         let mut delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
         tracing::error!(service = worker.name, error = %stopped, ?delay, "consumer stopped; resuming");
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(delay) => false,
+                _ = shutdown.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                worker.finish_in_flight(&mut in_flight).await;
+                return Ok(());
             }
             let mut declared = Ok(());
             for (queue, durability) in &queues {
@@ -87,7 +94,10 @@ async fn consume_until_shutdown(
                 // The broker refuses a feature it deprecated (RabbitMQ 4:
                 // compatible mode's transient queues): trying again cannot
                 // help, so stop with what to do rather than loop.
-                Err(e @ BrokerError::Deprecated { .. }) => return Err(e.into()),
+                Err(e @ BrokerError::Deprecated { .. }) => {
+                    worker.finish_in_flight(&mut in_flight).await;
+                    return Err(e.into());
+                }
                 Err(e) => {
                     delay = delays.next().unwrap_or(RECONNECT_MAX_DELAY);
                     tracing::warn!(service = worker.name, error = %e, ?delay, "cannot redeclare queues yet");

@@ -87,6 +87,44 @@ pub(crate) enum Stopped {
     Broker(#[from] BrokerError),
 }
 
+/// The requests a worker is handling, across the consumers it runs one
+/// after another: a slot each (at most `concurrency`), and their tasks.
+pub(crate) struct InFlight {
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    /// Consumers that stopped while requests they delivered were running:
+    /// kept until those are done, so that a channel still open (a cancelled
+    /// consumer's) can settle them rather than return them to the queue.
+    retired: Vec<Box<dyn Consumer>>,
+}
+
+impl InFlight {
+    pub(crate) fn new(concurrency: usize) -> InFlight {
+        InFlight {
+            slots: Arc::new(Semaphore::new(concurrency)),
+            tasks: JoinSet::new(),
+            retired: Vec::new(),
+        }
+    }
+
+    /// Forgets the requests that are done, and the retired consumers once
+    /// none is left.
+    fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+        if self.tasks.is_empty() {
+            self.retired.clear();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
 /// How handling one delivery ended.
 enum Handled {
     /// Settled: acknowledged, retried or dead-lettered.
@@ -97,29 +135,36 @@ enum Handled {
 
 impl Worker {
     /// Consumes until `shutdown` turns true (then hands back what it holds
-    /// unstarted and finishes in-flight requests within the deadline) or the
-    /// consumer fails.
-    pub(crate) async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), Stopped> {
+    /// unstarted and finishes the requests in flight within the deadline)
+    /// or the consumer fails. The requests in flight belong to `in_flight`,
+    /// which outlives one consumer: when a consumer fails, its requests go
+    /// on in the background holding their slots (their deliveries return to
+    /// the queue with the lost channel), and the next consumer starts at
+    /// once with the slots left, rather than waiting for them.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        in_flight: &mut InFlight,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
         let mut consumer = self.broker.consume(&self.inbound, self.settings.prefetch).await?;
         self.stats.consuming.store(true, Ordering::Relaxed);
         self.stats
             .concurrency
             .store(self.settings.concurrency, Ordering::Relaxed);
-        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
-        let mut tasks = JoinSet::new();
         tracing::info!(
             service = self.name,
             queue = %self.inbound,
             concurrency = self.settings.concurrency,
             prefetch = self.settings.prefetch,
+            still_running = in_flight.len(),
             "consuming"
         );
         let result = loop {
-            while tasks.try_join_next().is_some() {}
+            in_flight.reap();
             let slot = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => break Ok(()),
-                slot = slots.clone().acquire_owned() => match slot {
+                slot = in_flight.slots.clone().acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => break Ok(()),
                 },
@@ -147,7 +192,7 @@ impl Worker {
                     // ID if it carries one, else its W3C trace ID.
                     let legacy = request.legacy_trace.clone().unwrap_or_else(|| context.trace_id_hex());
                     let traced = Traced { context, legacy };
-                    tasks.spawn(
+                    in_flight.tasks.spawn(
                         self.clone()
                             .handle(delivery, request, traced, slot, shutdown.clone())
                             .instrument(span),
@@ -157,33 +202,60 @@ impl Worker {
         };
         // Not ready from here on: stopping, or about to reconnect.
         self.stats.consuming.store(false, Ordering::Relaxed);
-        if result.is_ok() {
-            self.give_back(consumer.as_mut()).await;
+        match result {
+            Ok(()) => {
+                self.give_back(consumer.as_mut()).await;
+                // The requests settle on this consumer's channel: it stays
+                // open until they are done or the deadline passed.
+                self.finish_in_flight(in_flight).await;
+            }
+            Err(_) => {
+                in_flight.reap();
+                if !in_flight.is_empty() {
+                    tracing::info!(
+                        service = self.name,
+                        in_flight = in_flight.len(),
+                        "the consumer stopped with requests in flight: they finish in the background, settled \
+                         if its channel is still open, else delivered again"
+                    );
+                    in_flight.retired.push(consumer);
+                    return result;
+                }
+            }
         }
+        // Dropping the consumer returns every unsettled delivery to the queue.
+        drop(consumer);
+        result
+    }
+
+    /// Waits for the requests in flight, up to the shutdown deadline; gives
+    /// up (and counts) those still running then: their deliveries return to
+    /// the queue.
+    pub(crate) async fn finish_in_flight(&self, in_flight: &mut InFlight) {
         let deadline = self.settings.shutdown_deadline;
-        while tasks.try_join_next().is_some() {}
-        if !tasks.is_empty() {
-            tracing::info!(
-                service = self.name,
-                in_flight = tasks.len(),
-                ?deadline,
-                "finishing in-flight requests"
-            );
+        in_flight.reap();
+        if in_flight.is_empty() {
+            return;
         }
+        tracing::info!(
+            service = self.name,
+            in_flight = in_flight.len(),
+            ?deadline,
+            "finishing in-flight requests"
+        );
+        let tasks = &mut in_flight.tasks;
         let finished = tokio::time::timeout(deadline, async { while tasks.join_next().await.is_some() {} }).await;
         if finished.is_err() {
-            let left = tasks.len();
+            let left = in_flight.len();
             self.stats.abandoned.fetch_add(left as u64, Ordering::Relaxed);
             tracing::warn!(
                 service = self.name,
                 left,
                 "shutdown deadline passed; unfinished requests return to the queue"
             );
-            tasks.abort_all();
+            in_flight.tasks.abort_all();
         }
-        // Dropping the consumer returns every unsettled delivery to the queue.
-        drop(consumer);
-        result
+        in_flight.retired.clear();
     }
 
     /// Stops the consumer and hands back every delivery it received but no

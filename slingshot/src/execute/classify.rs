@@ -24,6 +24,9 @@ pub(crate) fn from_process(error: AnyError) -> Failure {
             .downcast_ref::<ObjectError>()
             .or_else(|| e.downcast_ref::<std::io::Error>().and_then(ObjectError::in_io_error));
         if let Some(object) = object {
+            if object.is_invalid() {
+                return Failure::new(FailureKind::InvalidInput, message);
+            }
             return Failure {
                 transient: object.is_transient(),
                 ..Failure::new(FailureKind::Storage, message)

@@ -16,6 +16,7 @@ pub(crate) mod journal;
 pub(crate) mod once;
 pub(crate) mod service;
 pub(crate) mod staging;
+pub(crate) mod typed;
 pub(crate) mod writer;
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ use crate::base::case::CaseDomain;
 use crate::db::{ConnectionKind, DbConnection};
 use crate::error::Error;
 use crate::execute::contract::{Outcome, Parts};
+use crate::execute::typed::ObjectSchema;
 use crate::execute::{Backing, Executor};
 
 /// What `#[slingshot::microservice]` implements for the annotated function.
@@ -39,6 +40,9 @@ pub struct ServiceDef {
     pub prepare: fn(Backing) -> Result<Arc<dyn Executor>, Error>,
     #[doc(hidden)]
     pub case_domain: fn() -> Option<CaseDomain>,
+    /// The typed objects it reads and writes, with their schemas.
+    #[doc(hidden)]
+    pub objects: fn(&ServiceDef) -> Vec<ObjectSchema>,
 }
 
 impl std::fmt::Debug for ServiceDef {
@@ -65,6 +69,14 @@ fn registered() -> Vec<&'static ServiceDef> {
 }
 
 impl ServiceDef {
+    /// The typed objects the service reads and writes, with their JSON
+    /// Schemas, by bucket reference.
+    pub fn object_schemas(&self) -> Vec<ObjectSchema> {
+        let mut schemas = (self.objects)(self);
+        schemas.sort_by(|a, b| (&a.reference, a.direction).cmp(&(&b.reference, b.direction)));
+        schemas
+    }
+
     /// Registers a service defined at run time (a Python service). A later
     /// registration of the same name takes the place of the earlier one. Its
     /// name must follow the rule `#[microservice]` enforces at compile time.

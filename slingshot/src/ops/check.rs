@@ -441,6 +441,7 @@ mod tests {
             once: false,
             prepare: |_| Err(Error::Config("unused".into())),
             case_domain: || None,
+            objects: |_| Vec::new(),
         }))
     }
 

@@ -119,7 +119,8 @@ pub enum Decision {
 /// The retry rule: what to do with a request carrying `counts` after
 /// `failure`.
 ///
-/// - A malformed, crash-looping or oversized message is dead-lettered at once.
+/// - A malformed, crash-looping or oversized message, or one whose typed
+///   input object is invalid, is dead-lettered at once.
 /// - An outage (`failure.transient`: S3, the database or the broker failed,
 ///   not the request) is retried until the system is back: the attempt stays,
 ///   the outage count grows and so does the backoff, `backoff(outages)`.
@@ -130,7 +131,7 @@ pub fn decide(failure: &Failure, counts: &Counts, settings: &Settings) -> Decisi
     let attempt = counts.attempt;
     if matches!(
         failure.kind,
-        FailureKind::Malformed | FailureKind::CrashLoop | FailureKind::Oversized
+        FailureKind::Malformed | FailureKind::CrashLoop | FailureKind::Oversized | FailureKind::InvalidInput
     ) {
         return Decision::DeadLetter { attempts: attempt };
     }

@@ -107,7 +107,7 @@ proptest! {
         match decide(&failure, &counts, &Settings::default()) {
             Decision::Retry { next, .. } => {
                 prop_assert!(next.attempt >= attempt);
-                prop_assert!(!matches!(failure.kind, FailureKind::Malformed | FailureKind::CrashLoop | FailureKind::Oversized));
+                prop_assert!(!matches!(failure.kind, FailureKind::Malformed | FailureKind::CrashLoop | FailureKind::Oversized | FailureKind::InvalidInput));
             }
             Decision::DeadLetter { attempts } => prop_assert_eq!(attempts, attempt),
         }

@@ -109,6 +109,23 @@ pub enum ObjectError {
         /// The object key.
         key: String,
     },
+    /// A typed object (`Json<T>`, `read_json`, a Python model) does not
+    /// parse as, or validate as, the type `process` asked for. A failure of
+    /// the request (kind `invalid-input`), dead-lettered at once.
+    #[error("{} is not a valid {type_name}: {message} (at {path})", location(.bucket, .key))]
+    Invalid {
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// The type it should hold, as the schema names it.
+        type_name: String,
+        /// Where in the document: a path such as `lines[2].amount`, or `.`
+        /// for the document itself.
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
     /// A reader was used after the request that opened it had ended.
     #[error(
         "{} was opened by a request that has ended: readers work only while process runs",
@@ -132,6 +149,12 @@ fn location(bucket: &str, key: &str) -> String {
 }
 
 impl ObjectError {
+    /// Whether the object does not hold what its type says (see
+    /// [`ObjectError::Invalid`]).
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, ObjectError::Invalid { .. })
+    }
+
     /// Whether the object does not exist (as opposed to any other failure).
     pub fn is_not_found(&self) -> bool {
         matches!(self, ObjectError::NotFound { .. })
@@ -156,6 +179,7 @@ impl ObjectError {
             ObjectError::NotFound { .. }
             | ObjectError::Refused { .. }
             | ObjectError::WriterOpen { .. }
+            | ObjectError::Invalid { .. }
             | ObjectError::RequestEnded { .. } => false,
         }
     }
