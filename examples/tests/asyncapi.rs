@@ -177,7 +177,24 @@ fn the_generated_documents_validate_as_asyncapi_3() {
     assert_eq!(subscribe["x-slingshot-bindings"][1], "*.invalid-input");
     assert!(events["components"]["messages"]["event"].is_object());
 
+    // A typed stage: its objects' JSON Schemas are components, their
+    // `$defs` hoisted beside them.
+    let invoices = asyncapi(env!("CARGO_BIN_EXE_invoices"), &["asyncapi"], &sysmap("invoices"));
+    let objects = &invoices["operations"]["invoice-totals.receive"]["x-slingshot-objects"];
+    assert_eq!(objects[0]["reference"], "in");
+    assert_eq!(objects[0]["bucket"], "invoices");
+    assert_eq!(objects[0]["schema"]["$ref"], "#/components/schemas/object.Invoice");
+    assert_eq!(objects[1]["direction"], "write");
+    let schemas = &invoices["components"]["schemas"];
+    assert_eq!(
+        schemas["object.Invoice"]["properties"]["lines"]["items"]["$ref"],
+        "#/components/schemas/object.Invoice.Line"
+    );
+    assert_eq!(schemas["object.Invoice.Line"]["required"][1], "amount");
+    assert!(schemas["object.Total"]["properties"]["total"].is_object());
+
     let files = [
+        write(dir.path(), "invoices.json", &invoices),
         write(dir.path(), "pipeline.json", &pipeline),
         write(dir.path(), "classifier.json", &classifier),
         write(dir.path(), "simple.json", &simple),

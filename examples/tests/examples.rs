@@ -216,3 +216,70 @@ fn call_follows_ids_through_the_pipeline_from_the_command_line() {
     assert_eq!(outcome["objects"][0]["bucket"], "tokens");
     assert_eq!(outcome["objects"][0]["key"], "2");
 }
+
+#[test]
+fn a_typed_stage_checks_its_documents_and_prints_their_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let sysmap = sysmap_copy(dir.path(), "invoices.json");
+    let state = dir.path().join(".slingshot/invoices/objects");
+    std::fs::create_dir_all(state.join("invoices")).unwrap();
+    let invoice = |id: u64, text: &str| std::fs::write(state.join("invoices").join(id.to_string()), text).unwrap();
+    invoice(
+        1,
+        r#"{"customer": "ada", "currency": "EUR",
+            "lines": [{"description": "desk", "amount": 90000}, {"description": "lamp", "amount": 4500, "quantity": 4}]}"#,
+    );
+    invoice(
+        2,
+        r#"{"customer": "bob", "currency": "EUR", "lines": [{"description": "pen", "amount": "cheap"}]}"#,
+    );
+    let binary = env!("CARGO_BIN_EXE_invoices");
+
+    let called = run(binary, &sysmap, &["call", "1", "2", "--json"]);
+    assert_eq!(called.status.code(), Some(1), "request 2 fails: {}", text(&called));
+    let outcomes: serde_json::Value = serde_json::from_slice(&called.stdout).expect("--json prints JSON");
+    let by_id = |id: u64| {
+        outcomes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["id"] == id)
+            .unwrap_or_else(|| panic!("no outcome for {id}: {outcomes:#}"))
+    };
+    assert_eq!(by_id(1)["status"], "done", "{outcomes:#}");
+    assert_eq!(by_id(1)["routes"][0]["queue"], "review");
+    let failed = by_id(2);
+    assert_eq!(failed["status"], "failed", "{outcomes:#}");
+    assert_eq!(failed["failure"]["kind"], "invalid-input");
+    assert_eq!(failed["failure"]["attempts"], 1, "not retried");
+    let error = failed["failure"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("invoices/2 is not a valid Invoice") && error.contains("(at lines[0].amount)"),
+        "{error}"
+    );
+    let total: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("totals/1")).unwrap()).unwrap();
+    assert_eq!(
+        total,
+        serde_json::json!({"customer": "ada", "currency": "EUR", "total": 108000, "largest": "desk"})
+    );
+    assert!(!state.join("totals/2").exists(), "an invalid invoice writes nothing");
+
+    let schemas = run(binary, &sysmap, &["schema"]);
+    assert!(schemas.status.success(), "{}", text(&schemas));
+    let schemas: serde_json::Value = serde_json::from_slice(&schemas.stdout).unwrap();
+    assert_eq!(schemas[0]["reference"], "in");
+    assert_eq!(schemas[0]["type"], "Invoice");
+    assert_eq!(schemas[1]["direction"], "write");
+    assert_eq!(
+        schemas[0]["schema"]["$defs"]["Line"]["properties"]["amount"]["description"],
+        "In cents."
+    );
+    let unknown = run(binary, &sysmap, &["schema", "thumbnails"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown).contains("no typed object behind bucket reference \"thumbnails\" (typed references: in, out)"),
+        "{}",
+        text(&unknown)
+    );
+}

@@ -53,12 +53,13 @@ pub use error::{AnyError, Error};
 pub use execute::contract::{Event, InvalidEvent, ReadFileFn, RequestContext, WriteFileFn, MAX_EVENT_DATA};
 pub use execute::service::ServiceDef;
 pub use execute::staging::WrittenObject;
-pub use execute::typed::{Direction, ObjectSchema};
+pub use execute::typed::{read_json, write_json, Direction, Json, JsonWriter, ObjectSchema};
 pub use execute::writer::ObjectWriter;
 pub use execute::Executed;
 pub use ops::cli::{main, main_with_args};
 pub use ops::deadletter;
 pub use runtime::{Invocation, RunningService, Runtime};
+pub use schemars;
 pub use settings::Settings;
 pub use slingshot_macros::{microservice, Case};
 pub use storage::{ObjectError, ObjectReader};
@@ -74,6 +75,7 @@ pub mod __private {
         ProcessError, RefParam, RequestId, Returns,
     };
     pub use crate::execute::service::{Handler, ServiceDef};
+    pub use crate::execute::typed::{ObjectParam, ObjectSchema};
     pub use crate::execute::{prepare, prepare_with, Backing, Executor};
     pub use crate::ops::cli::{main, main_named};
     pub use ::inventory;

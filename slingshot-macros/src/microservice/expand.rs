@@ -88,15 +88,52 @@ pub(super) fn service(service: &Service) -> TokenStream {
         Some(ty) => quote_spanned!(ty.span()=> #ty),
         None => quote!(#private::NoConnection),
     };
-    let args = service.params.iter().map(|param| match param {
-        Param::Request(ty) => {
-            quote_spanned!(ty.span()=> <#ty as #private::RequestId>::from_id(__slingshot_request))
+    // Typed objects are read (and checked) before `process` runs: one that
+    // does not parse fails the request without calling it.
+    let objects: Vec<_> = service
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            Param::Object { reference, ty } => Some((reference, ty)),
+            _ => None,
+        })
+        .collect();
+    let bind_objects = objects.iter().enumerate().map(|(i, (reference, ty))| {
+        let var = format_ident!("__slingshot_object_{}", i);
+        let bind = quote_spanned!(ty.span()=>
+            <#ty as #private::ObjectParam>::bind(__slingshot_parts, #reference, __slingshot_request)
+        );
+        quote! {
+            let #var = match #bind {
+                ::core::result::Result::Ok(value) => value,
+                ::core::result::Result::Err(error) => {
+                    return ::core::result::Result::Err(::std::boxed::Box::new(error));
+                }
+            };
         }
-        Param::Shared(ty) => {
-            quote_spanned!(ty.span()=> <#ty as #private::RefParam>::from_parts(__slingshot_parts))
-        }
-        Param::Connection => quote!(__slingshot_connection),
     });
+    let schemas = objects
+        .iter()
+        .map(|(reference, ty)| quote_spanned!(ty.span()=> <#ty as #private::ObjectParam>::schema(#reference)));
+    let mut object_index = 0usize;
+    let args: Vec<_> = service
+        .params
+        .iter()
+        .map(|param| match param {
+            Param::Request(ty) => {
+                quote_spanned!(ty.span()=> <#ty as #private::RequestId>::from_id(__slingshot_request))
+            }
+            Param::Shared(ty) => {
+                quote_spanned!(ty.span()=> <#ty as #private::RefParam>::from_parts(__slingshot_parts))
+            }
+            Param::Connection => quote!(__slingshot_connection),
+            Param::Object { .. } => {
+                let var = format_ident!("__slingshot_object_{}", object_index);
+                object_index += 1;
+                quote!(#var)
+            }
+        })
+        .collect();
     let call = if function.sig.asyncness.is_some() {
         quote!(#private::block_on_local(async { #fn_name(#(#args),*).await }))
     } else {
@@ -177,6 +214,7 @@ pub(super) fn service(service: &Service) -> TokenStream {
                         __slingshot_parts: &#private::Parts<'_>,
                         __slingshot_connection: &mut Self::Connection,
                     ) -> #private::Outcome {
+                        #(#bind_objects)*
                         let __slingshot_returned = #call;
                         #convert
                     }
@@ -202,7 +240,7 @@ pub(super) fn service(service: &Service) -> TokenStream {
                     },
                     prepare: #private::prepare::<#handler>,
                     case_domain: <#handler as #private::Handler>::case_domain,
-                    objects: |_| ::std::vec::Vec::new(),
+                    objects: |_| ::std::vec![#(#schemas),*],
                 };
 
                 #private::inventory::submit! { #def }

@@ -40,6 +40,9 @@ pub(super) enum Param {
     Shared(Type),
     /// The `&mut` database connection.
     Connection,
+    /// `#[object("in")] name: T`: a typed object of a bucket reference,
+    /// passed by value.
+    Object { reference: syn::LitStr, ty: Type },
 }
 
 /// Input with mistakes: the errors, and what to emit beside them.
@@ -96,6 +99,13 @@ pub(super) fn validate(input: Input) -> Result<Service, Rejected> {
         }
     };
     let shape = check_function(&mut cx, &function);
+    // `#[object]` is this attribute's: rustc would not know it.
+    let mut function = function;
+    for input in &mut function.sig.inputs {
+        if let FnArg::Typed(pat_type) = input {
+            pat_type.attrs.retain(|attr| !attr.path().is_ident("object"));
+        }
+    }
     let named_main = attribute.main && function.sig.ident == "main";
     if named_main {
         cx.error_spanned(
@@ -325,8 +335,26 @@ fn check_params(cx: &mut Ctxt, sig: &syn::Signature) -> Option<(Vec<Param>, Opti
     let mut params = Vec::new();
     let mut connection: Option<Type> = None;
     let mut shared: Vec<String> = Vec::new();
+    let mut objects: Vec<(String, String)> = Vec::new();
     for (index, pat_type) in typed.iter().enumerate() {
         let ty = &*pat_type.ty;
+        let object = match object_attribute(cx, pat_type) {
+            Ok(object) => object,
+            Err(()) => {
+                ok = false;
+                continue;
+            }
+        };
+        if let Some(reference) = object {
+            match check_object(cx, pat_type, &reference, request == Some(index), &mut objects) {
+                true => params.push(Param::Object {
+                    reference,
+                    ty: ty.clone(),
+                }),
+                false => ok = false,
+            }
+            continue;
+        }
         if contains_impl_trait(ty) {
             cx.error_spanned(
                 ty,
@@ -340,13 +368,24 @@ fn check_params(cx: &mut Ctxt, sig: &syn::Signature) -> Option<(Vec<Param>, Opti
             continue;
         }
         let Type::Reference(reference) = ty else {
-            cx.error_spanned(
-                ty,
-                format!(
-                    "after the request ID, `process` takes its parameters by reference: `&mut {ty}` if this is the database connection, else `&ReadFileFn`, `&WriteFileFn` or `&RequestContext`",
-                    ty = display(ty)
-                ),
-            );
+            if is_object_type(ty) {
+                cx.error_spanned(
+                    ty,
+                    format!(
+                        "bind `{ty}` to a bucket reference: `#[object(\"in\")] {pat}: {ty}` reads (or writes) object `request` of the bucket behind `in`",
+                        ty = display(ty),
+                        pat = display(&pat_type.pat),
+                    ),
+                );
+            } else {
+                cx.error_spanned(
+                    ty,
+                    format!(
+                        "after the request ID, `process` takes its parameters by reference: `&mut {ty}` if this is the database connection, else `&ReadFileFn`, `&WriteFileFn` or `&RequestContext`; a typed object is `#[object(\"in\")] name: Json<T>`",
+                        ty = display(ty)
+                    ),
+                );
+            }
             ok = false;
             continue;
         };
@@ -391,6 +430,78 @@ fn check_params(cx: &mut Ctxt, sig: &syn::Signature) -> Option<(Vec<Param>, Opti
         }
     }
     ok.then_some((params, connection))
+}
+
+/// The bucket reference of a parameter's `#[object("...")]`, if it has one;
+/// `Err` (reported) if it is written wrong or twice.
+fn object_attribute(cx: &mut Ctxt, pat_type: &syn::PatType) -> Result<Option<syn::LitStr>, ()> {
+    let mut found = None;
+    for attr in pat_type.attrs.iter().filter(|a| a.path().is_ident("object")) {
+        if found.is_some() {
+            cx.error_spanned(attr, "a parameter is bound to one object: remove this `#[object]`");
+            return Err(());
+        }
+        match attr.parse_args::<syn::LitStr>() {
+            Ok(reference) => found = Some(reference),
+            Err(_) => {
+                cx.error_spanned(attr, "expected the bucket reference as a string: `#[object(\"in\")]`");
+                return Err(());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Checks an `#[object("...")]` parameter: by value, not the request ID, a
+/// valid reference bound once. Reports what is wrong; `true` if nothing.
+fn check_object(
+    cx: &mut Ctxt,
+    pat_type: &syn::PatType,
+    reference: &syn::LitStr,
+    is_request: bool,
+    bound: &mut Vec<(String, String)>,
+) -> bool {
+    let ty = &*pat_type.ty;
+    if is_request {
+        cx.error_spanned(
+            reference,
+            "the request ID is not an object: remove `#[object]` from it, and bind a parameter after it (`#[object(\"in\")] input: Json<T>`)",
+        );
+        return false;
+    }
+    if let Type::Reference(r) = ty {
+        cx.error_spanned(
+            ty,
+            format!(
+                "an object parameter is taken by value: write `{}` without `&`",
+                display(&r.elem)
+            ),
+        );
+        return false;
+    }
+    let value = reference.value();
+    if value.is_empty() || value.contains('/') || value.chars().any(char::is_whitespace) {
+        cx.error_spanned(
+            reference,
+            "invalid bucket reference: give the key the sys-map knows the bucket by, e.g. `in` or `out`, without `/` or spaces",
+        );
+        return false;
+    }
+    let name = display(&pat_type.pat);
+    if let Some((_, first)) = bound.iter().find(|(r, _)| *r == value) {
+        cx.error_spanned(
+            reference,
+            format!("bucket reference `{value}` is already bound to `{first}`; bind each reference once"),
+        );
+        return false;
+    }
+    bound.push((value, name));
+    true
+}
+
+/// Whether the type is written `Json<...>` or `JsonWriter<...>` (any path).
+fn is_object_type(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.path.segments.last().is_some_and(|s| s.ident == "Json" || s.ident == "JsonWriter"))
 }
 
 /// Whether the type is written `u64`.

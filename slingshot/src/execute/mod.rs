@@ -402,6 +402,7 @@ impl Readers {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|r| r.strong_count() > 0);
         open.push(Arc::downgrade(&inner));
+        let location = (bucket.clone(), key.clone());
         ObjectReader::new(Scoped {
             inner,
             ended: self.ended.clone(),
@@ -409,6 +410,7 @@ impl Readers {
             key,
             stats,
         })
+        .located(location.0, location.1)
     }
 
     fn end(&self) {

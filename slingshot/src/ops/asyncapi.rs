@@ -95,6 +95,8 @@ pub(crate) fn document(topology: &Topology, options: &Options) -> Value {
         }
         id
     };
+    // The typed objects' schemas, hoisted into `components.schemas`.
+    let mut object_schemas = Map::new();
     for service in &topology.services {
         let name = &service.name;
         let inbound = add_channel(&mut channels, &service.wiring.inbound, false);
@@ -112,6 +114,26 @@ pub(crate) fn document(topology: &Topology, options: &Options) -> Value {
                 .map(|(reference, bucket)| (reference.clone(), Value::String(bucket.clone())))
                 .collect();
             receive["x-slingshot-buckets"] = Value::Object(buckets);
+        }
+        if !service.objects.is_empty() {
+            let objects: Vec<Value> = service
+                .objects
+                .iter()
+                .map(|object| {
+                    let id = hoist(&object.type_name, &object.schema, &mut object_schemas);
+                    let bucket = service.buckets.iter().find(|(r, _)| *r == object.reference);
+                    json!({
+                        "reference": object.reference,
+                        "bucket": bucket.map(|(_, b)| b),
+                        "direction": object.direction.as_str(),
+                        "type": object.type_name,
+                        "key": "the request ID, in decimal",
+                        "contentType": "application/json",
+                        "schema": { "$ref": format!("#/components/schemas/{}", pointer_escape(&id)) },
+                    })
+                })
+                .collect();
+            receive["x-slingshot-objects"] = Value::Array(objects);
         }
         operations.insert(operation_id(&[name, "receive"]), receive);
 
@@ -219,6 +241,9 @@ pub(crate) fn document(topology: &Topology, options: &Options) -> Value {
         "operations": operations,
         "components": components(),
     });
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.extend(object_schemas);
+    }
     if let Some(server) = &options.server {
         doc["servers"] = json!({
             "rabbitmq": {
@@ -230,6 +255,67 @@ pub(crate) fn document(topology: &Topology, options: &Options) -> Value {
         });
     }
     doc
+}
+
+/// Puts a typed object's JSON Schema into `schemas` (a document's
+/// `components.schemas`) under an ID from its type's name (`object.Invoice`), and returns the
+/// ID. Its `$defs` become components of their own, `<ID>.<name>`, their
+/// references rewritten to point there: a schema's `#/$defs/...` would
+/// otherwise resolve against the AsyncAPI document. The same schema twice
+/// (one stage writes what the next reads) gets one ID; another schema of the
+/// same name gets a numbered one.
+fn hoist(type_name: &str, schema: &Value, schemas: &mut Map<String, Value>) -> String {
+    // Apart from the document's own schemas (`requestId`...).
+    let base = format!("object.{}", sanitize(type_name));
+    let mut n = 1;
+    loop {
+        let id = if n == 1 { base.clone() } else { format!("{base}_{n}") };
+        let (root, defs) = rewrite_defs(schema, &id);
+        match schemas.get(&id) {
+            Some(existing) if *existing != root => n += 1,
+            _ => {
+                schemas.insert(id.clone(), root);
+                schemas.extend(defs);
+                return id;
+            }
+        }
+    }
+}
+
+/// `schema` without `$schema` and `$defs`, with `#/$defs/X` references
+/// rewritten to `#/components/schemas/<id>.X`; and the definitions so
+/// rewritten, by their new IDs.
+fn rewrite_defs(schema: &Value, id: &str) -> (Value, Vec<(String, Value)>) {
+    fn rewrite(value: &mut Value, id: &str) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    match (key.as_str(), v.as_str()) {
+                        ("$ref", Some(target)) if target.starts_with("#/$defs/") => {
+                            let name = &target["#/$defs/".len()..];
+                            *v = Value::String(format!("#/components/schemas/{id}.{name}"));
+                        }
+                        _ => rewrite(v, id),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| rewrite(v, id)),
+            _ => {}
+        }
+    }
+    let mut root = schema.clone();
+    let mut defs = Vec::new();
+    if let Some(map) = root.as_object_mut() {
+        map.remove("$schema");
+        if let Some(Value::Object(found)) = map.remove("$defs") {
+            for (name, mut def) in found {
+                rewrite(&mut def, id);
+                defs.push((format!("{id}.{}", sanitize(&name)), def));
+            }
+        }
+    }
+    rewrite(&mut root, id);
+    (root, defs)
 }
 
 /// Channel IDs for queue names: the name where it is a valid, unused ID
@@ -580,6 +666,7 @@ mod tests {
                         ..ServiceWiring::default()
                     },
                     buckets: vec![("in".into(), "uploads".into())],
+                    objects: vec![],
                 },
                 ServiceNode {
                     name: "resize".into(),
@@ -594,6 +681,7 @@ mod tests {
                         ..ServiceWiring::default()
                     },
                     buckets: vec![],
+                    objects: vec![],
                 },
             ],
         }

@@ -175,6 +175,7 @@ pub(crate) async fn check(def: &'static ServiceDef, location: &str, settings: &S
                     name: def.name.to_string(),
                     wiring,
                     buckets,
+                    objects: def.object_schemas(),
                 }],
             });
         }

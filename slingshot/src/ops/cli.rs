@@ -120,6 +120,13 @@ enum Command {
         /// Other services to include (their sys-map endpoints).
         services: Vec<String>,
     },
+    /// Print the JSON Schemas of the typed objects this service reads and
+    /// writes (`#[object("...")]` parameters), as a JSON list; with a bucket
+    /// reference, that object's schema alone. Needs no sys-map.
+    Schema {
+        /// A bucket reference (`in`, `out`...).
+        reference: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -285,6 +292,7 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
             Command::DeadLetters { action } => dead_letters(def, &location, settings, action).await,
             Command::Topology { format, services } => topology(def, &location, format, services).await,
             Command::Asyncapi { services } => asyncapi(def, &location, &settings, services).await,
+            Command::Schema { reference } => schema(def, reference.as_deref()),
         }
     });
     // A `process` call stuck past the shutdown deadline runs on a blocking
@@ -446,6 +454,53 @@ async fn asyncapi(
     let document = crate::ops::asyncapi::document(&topology, &options);
     let text = serde_json::to_string_pretty(&document)
         .map_err(|e| Error::Config(format!("cannot write the AsyncAPI document: {e}")))?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the typed objects' schemas: every one as a list, or the one of
+/// `reference` (the schema it reads if it also writes one).
+fn schema(def: &'static ServiceDef, reference: Option<&str>) -> Result<ExitCode, Error> {
+    let objects = def.object_schemas();
+    let document = match reference {
+        None => serde_json::Value::Array(
+            objects
+                .iter()
+                .map(|o| {
+                    serde_json::json!({
+                        "reference": o.reference,
+                        "direction": o.direction.as_str(),
+                        "type": o.type_name,
+                        "schema": o.schema,
+                    })
+                })
+                .collect(),
+        ),
+        Some(reference) => {
+            let found = objects
+                .iter()
+                .filter(|o| o.reference == reference)
+                .min_by_key(|o| o.direction);
+            match found {
+                Some(object) => object.schema.clone(),
+                None => {
+                    let known: Vec<&str> = objects.iter().map(|o| o.reference.as_str()).collect();
+                    return Err(Error::Config(format!(
+                        "{} has no typed object behind bucket reference {reference:?} (typed references: {}); \
+                         a typed object is an `#[object(\"...\")]` parameter",
+                        def.name,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )));
+                }
+            }
+        }
+    };
+    let text =
+        serde_json::to_string_pretty(&document).map_err(|e| Error::Config(format!("cannot write the schema: {e}")))?;
     println!("{text}");
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use crate::execute::service::ServiceDef;
+use crate::execute::typed::ObjectSchema;
 use crate::sysmap::{ServiceWiring, SysMap, SysMapError};
 
 /// One service as the sys-map wires it.
@@ -15,6 +17,9 @@ pub(crate) struct ServiceNode {
     pub wiring: ServiceWiring,
     /// `(reference, bucket)` for each bucket reference the sys-map defines.
     pub buckets: Vec<(String, String)>,
+    /// The typed objects it reads and writes, when it is linked into this
+    /// binary (or registered, a Python service).
+    pub objects: Vec<ObjectSchema>,
 }
 
 /// A set of services and how queues and buckets connect them.
@@ -61,8 +66,18 @@ impl Topology {
         let mut topology = Topology::default();
         for name in services {
             let wiring = sysmap.service(name).await?;
+            let objects = ServiceDef::named(name)
+                .map(ServiceDef::object_schemas)
+                .unwrap_or_default();
             let mut buckets = Vec::new();
-            for reference in references {
+            // The usual references, and every one a typed object names.
+            let mut references = references.to_vec();
+            for object in &objects {
+                if !references.contains(&object.reference) {
+                    references.push(object.reference.clone());
+                }
+            }
+            for reference in &references {
                 match sysmap.bucket(name, reference).await {
                     Ok(bucket) => buckets.push((reference.clone(), bucket)),
                     Err(SysMapError::Missing { .. }) => {}
@@ -73,6 +88,7 @@ impl Topology {
                 name: name.clone(),
                 wiring,
                 buckets,
+                objects,
             });
         }
         Ok(topology)
@@ -358,6 +374,7 @@ mod tests {
                         ..ServiceWiring::default()
                     },
                     buckets: vec![("in".into(), "uploads".into()), ("out".into(), "normalized".into())],
+                    objects: vec![],
                 },
                 ServiceNode {
                     name: "resize".into(),
@@ -368,6 +385,7 @@ mod tests {
                         ..ServiceWiring::default()
                     },
                     buckets: vec![("in".into(), "normalized".into())],
+                    objects: vec![],
                 },
             ],
         }

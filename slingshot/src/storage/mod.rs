@@ -223,12 +223,28 @@ fn local_io_is_transient(error: &io::Error) -> bool {
 /// the service's runtime.
 pub struct ObjectReader {
     inner: Box<dyn Read + Send>,
+    /// The bucket and key it reads, when the runtime opened it.
+    location: Option<(String, String)>,
 }
 
 impl ObjectReader {
     /// Wraps any reader; object stores use this to hand out their streams.
     pub fn new(inner: impl Read + Send + 'static) -> Self {
-        ObjectReader { inner: Box::new(inner) }
+        ObjectReader {
+            inner: Box::new(inner),
+            location: None,
+        }
+    }
+
+    /// The same reader, known to read `bucket/key`.
+    pub fn located(mut self, bucket: String, key: String) -> Self {
+        self.location = Some((bucket, key));
+        self
+    }
+
+    /// The bucket and key it reads, if known.
+    pub fn location(&self) -> Option<(&str, &str)> {
+        self.location.as_ref().map(|(b, k)| (b.as_str(), k.as_str()))
     }
 }
 

@@ -1,0 +1,12 @@
+use slingshot::Json;
+
+// Deserialize, but no JsonSchema: its schema could not be published.
+#[derive(serde::Deserialize)]
+struct Invoice {
+    total: u64,
+}
+
+#[slingshot::microservice(name = "totals", sys_map = "sys-map.example.com")]
+fn process(request: u64, #[object("in")] invoice: Json<Invoice>) -> Vec<(u64, bool)> {
+    vec![(request, invoice.total > 0)]
+}

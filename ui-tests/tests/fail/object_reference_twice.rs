@@ -1,0 +1,15 @@
+use slingshot::Json;
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Invoice {
+    total: u64,
+}
+
+#[slingshot::microservice(name = "totals", sys_map = "sys-map.example.com")]
+fn process(
+    request: u64,
+    #[object("in")] invoice: Json<Invoice>,
+    #[object("in")] again: Json<Invoice>,
+) -> Vec<(u64, bool)> {
+    vec![(request, invoice.total == again.total)]
+}
