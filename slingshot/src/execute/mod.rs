@@ -405,10 +405,11 @@ impl Readers {
         ObjectReader::new(Scoped {
             inner,
             ended: self.ended.clone(),
-            bucket,
-            key,
+            bucket: bucket.clone(),
+            key: key.clone(),
             stats,
         })
+        .with_location(bucket, key)
     }
 
     fn end(&self) {

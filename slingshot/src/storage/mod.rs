@@ -223,12 +223,31 @@ fn local_io_is_transient(error: &io::Error) -> bool {
 /// the service's runtime.
 pub struct ObjectReader {
     inner: Box<dyn Read + Send>,
+    /// The bucket and key it reads, when the runtime opened it.
+    location: Option<(String, String)>,
 }
 
 impl ObjectReader {
     /// Wraps any reader; object stores use this to hand out their streams.
     pub fn new(inner: impl Read + Send + 'static) -> Self {
-        ObjectReader { inner: Box::new(inner) }
+        ObjectReader {
+            inner: Box::new(inner),
+            location: None,
+        }
+    }
+
+    /// This reader, saying that it reads object `key` of `bucket`.
+    pub fn with_location(mut self, bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        self.location = Some((bucket.into(), key.into()));
+        self
+    }
+
+    /// The bucket and key it reads, when known: the runtime's `read_file`
+    /// says them, for messages such as [`ObjectError::Invalid`]'s.
+    pub fn location(&self) -> Option<(&str, &str)> {
+        self.location
+            .as_ref()
+            .map(|(bucket, key)| (bucket.as_str(), key.as_str()))
     }
 }
 
