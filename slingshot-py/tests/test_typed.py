@@ -1,4 +1,4 @@
-"""Typed objects with Pydantic v2: a ``process`` parameter ``Annotated[Model, slingshot.Object("in")]`` is read and validated before ``process`` runs, ``read_model``/``write_model`` do it inside, an invalid document is dead-lettered at once (kind ``invalid-input``) naming the field's path, and the models' JSON Schemas are registered with the service. On the embedded default (the harness, the command line on a file sys-map) and on the real RabbitMQ and S3."""
+"""Typed objects with Pydantic v2: a ``process`` parameter ``Annotated[Model, slingshot.Object("in")]`` is read and validated before ``process`` runs, ``Annotated[slingshot.ModelWriter[Model], slingshot.Object("out")]`` writes models, ``read_model``/``write_model`` do it inside, an invalid document is dead-lettered at once (kind ``invalid-input``) naming the field's path, and the models' JSON Schemas are registered with the service. On the embedded default (the harness, the command line on a file sys-map) and on the real RabbitMQ and S3."""
 
 from __future__ import annotations
 
@@ -173,6 +173,35 @@ def test_process_may_raise_invalid_input_itself_to_dead_letter_at_once():
     assert failed.value.message.startswith("slingshot.InvalidInput: request 6 names no customer (at ")
 
 
+def test_a_model_writer_parameter_writes_its_model_and_only_its_model():
+    kept = {}
+
+    @service()
+    def process(request: int, out: Annotated[slingshot.ModelWriter[Total], slingshot.Object("out")]):
+        kept["out"] = out
+        out.write(Total(customer="ACME", total=1))
+        out.write(Total(customer="other", total=2), id=request + 1)
+        with pytest.raises(TypeError, match="ModelWriter\\[Total\\] for 'out' writes Total, not Invoice"):
+            out.write(Invoice(customer="x", lines=[]))
+        return [(request, True)]
+
+    harness = Harness(process)
+    run = harness.invoke(5)
+    assert json.loads(harness.read("out", 5)) == {"customer": "ACME", "total": 1.0}
+    assert json.loads(harness.read("out", 6)) == {"customer": "other", "total": 2.0}
+    assert sorted(key for _, key, _ in run.written) == ["5", "6"]
+    with pytest.raises(ValueError, match="valid only inside `process`"):
+        kept["out"].write(Total(customer="late", total=0))
+    assert process.object_schemas() == [
+        {
+            "reference": "out",
+            "direction": "write",
+            "type": "Total",
+            "schema": Total.model_json_schema(mode="serialization"),
+        }
+    ]
+
+
 def test_read_model_and_write_model_work_only_inside_process():
     with pytest.raises(RuntimeError, match="only while process runs"):
         slingshot.read_model(Invoice, "in", 1)
@@ -194,6 +223,8 @@ def test_the_models_json_schema_is_registered_with_the_service():
     [
         (Annotated[dict, slingshot.Object("in")], "annotates dict, which is not a Pydantic v2 model"),
         (Annotated[Invoice, slingshot.Object("in"), slingshot.Object("x")], "has 2 slingshot.Object marks"),
+        (Annotated[slingshot.ModelWriter, slingshot.Object("out")], "ModelWriter without its model"),
+        (Annotated[slingshot.ModelWriter[dict], slingshot.Object("out")], "annotates dict, which is not a Pydantic"),
     ],
 )
 def test_a_wrong_typed_parameter_is_refused_when_the_decorator_runs(annotation, message):
@@ -215,6 +246,15 @@ def test_two_parameters_may_not_read_the_same_object():
 
     with pytest.raises(TypeError, match="parameters 'a' and 'b' both read object 'in'"):
         service()(process)
+
+    def reads_and_writes(
+        request: int,
+        a: Annotated[Invoice, slingshot.Object("in")],
+        b: Annotated[slingshot.ModelWriter[Invoice], slingshot.Object("in")],
+    ):
+        return []
+
+    assert [o["direction"] for o in service()(reads_and_writes).object_schemas()] == ["read", "write"]
     with pytest.raises(TypeError, match="non-empty str bucket reference"):
         slingshot.Object("")
 
@@ -290,8 +330,14 @@ def test_the_schema_command_prints_the_models_json_schema(tmp_path):
     command = [sys.executable, str(SERVICES / "invoice_total.py"), "schema"]
     every = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert every.returncode == 0, every.stdout + every.stderr
-    assert json.loads(every.stdout) == [
-        {"reference": "in", "direction": "read", "type": "Invoice", "schema": invoice_total.Invoice.model_json_schema()}
+    assert json.loads(every.stdout) == invoice_total.process.object_schemas() == [
+        {"reference": "in", "direction": "read", "type": "Invoice", "schema": invoice_total.Invoice.model_json_schema()},
+        {
+            "reference": "out",
+            "direction": "write",
+            "type": "Total",
+            "schema": invoice_total.Total.model_json_schema(mode="serialization"),
+        },
     ]
     one = subprocess.run([*command, "in"], env=env, capture_output=True, text=True, timeout=60)
     assert one.returncode == 0, one.stdout + one.stderr

@@ -48,7 +48,7 @@ from .client import (
     Unfinished,
 )
 from .files import ObjectReader, WriteHandle
-from .objects import Object, read_model, write_model
+from .objects import ModelWriter, Object, read_model, write_model
 from .service import RequestContext, Service, microservice
 from .typing import CaseVariable, ProcessFn, ReadFileFn, WriteFileFn
 
@@ -66,6 +66,7 @@ __all__ = [
     "ObjectNotFound",
     "InvalidInput",
     "Object",
+    "ModelWriter",
     "read_model",
     "write_model",
     "FailureKind",

@@ -21,8 +21,10 @@ A document that is not JSON, or not a valid ``Model``, raises
 :class:`slingshot.InvalidInput`: the request is dead-lettered at once (failure
 kind ``invalid-input``, never retried), with a message naming the object, the
 model, the offending field's path (``lines[2].amount``) and Pydantic's words.
-A parameter's model's JSON Schema is registered with the service (the AsyncAPI
-document and ``NAME schema`` show it).
+A parameter ``Annotated[slingshot.ModelWriter[Total], slingshot.Object("out")]``
+gets a :class:`ModelWriter` that writes ``Total`` models to ``out``. Each
+parameter's model's JSON Schema is registered with the service, read or
+written (the AsyncAPI document and ``NAME schema`` show it).
 
 Pydantic is imported only when a model is used: ``pip install 'pydantic>=2'``.
 """
@@ -33,11 +35,11 @@ import contextvars
 import dataclasses
 import json
 import typing
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import _native
 
-__all__ = ["Object", "InvalidInput", "read_model", "write_model"]
+__all__ = ["Object", "ModelWriter", "InvalidInput", "read_model", "write_model"]
 
 InvalidInput = _native.InvalidInput
 
@@ -67,6 +69,61 @@ class Object:
             )
 
 
+class ModelWriter(Generic[M]):
+    """What a parameter ``Annotated[slingshot.ModelWriter[Total],
+    slingshot.Object("out")]`` gets: :meth:`write` stages a ``Total`` as
+    JSON for object ``request`` (or another ID) of the bucket behind
+    ``out``, uploaded when ``process`` succeeds. ``Total``'s JSON Schema is
+    registered as an object the service writes. Works only while
+    ``process`` runs."""
+
+    def __init__(self, files, model: type[M], reference: str, request: int) -> None:
+        self._files = files
+        #: The Pydantic model written.
+        self.model = model
+        #: The bucket reference written to.
+        self.reference = reference
+        self._request = request
+
+    def write(self, value: M, id: int | None = None) -> int:
+        """Writes ``value``, a ``model``, as object ``id`` (the request's ID
+        unless given); answers the number of bytes written. ``TypeError``
+        for a value of another type."""
+        if not isinstance(value, self.model):
+            raise TypeError(
+                f"ModelWriter[{self.model.__name__}] for {self.reference!r} writes {self.model.__name__}, "
+                f"not {type(value).__name__}"
+            )
+        id = self._request if id is None else id
+        _check(f"ModelWriter[{self.model.__name__}].write(value, id)", self.reference, id)
+        return write(self._files, self.reference, id, value)
+
+    def __repr__(self) -> str:
+        return f"<slingshot.ModelWriter[{self.model.__name__}] {self.reference}/{self._request}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Typed:
+    """A typed-object parameter: the bucket reference, the model, and
+    whether ``process`` reads it (the model's instance is passed) or writes
+    it (a :class:`ModelWriter` is)."""
+
+    reference: str
+    model: type
+    direction: str  # "read" or "write"
+
+    def schema(self) -> str:
+        """The model's JSON Schema as JSON text: of what validates (read) or what is written (write)."""
+        mode = "validation" if self.direction == "read" else "serialization"
+        return json.dumps(self.model.model_json_schema(mode=mode))
+
+    def argument(self, files, request: int) -> Any:
+        """What the parameter gets for ``request``."""
+        if self.direction == "read":
+            return read(files, self.model, self.reference, request)
+        return ModelWriter(files, self.model, self.reference, request)
+
+
 def pydantic():
     """The ``pydantic`` module (v2), imported now; ``ImportError`` saying what to install otherwise."""
     try:
@@ -84,10 +141,12 @@ def pydantic():
     return module
 
 
-def object_of(annotation: Any) -> tuple[str, type] | None:
-    """``(reference, model)`` of an annotation ``Annotated[Model, Object(reference)]``,
-    ``None`` for another annotation; ``TypeError`` (or ``ImportError``
-    without Pydantic) for a ``slingshot.Object`` on what is not a Pydantic v2 model."""
+def object_of(annotation: Any) -> Typed | None:
+    """The typed object of an annotation ``Annotated[Model,
+    Object(reference)]`` (read) or ``Annotated[ModelWriter[Model],
+    Object(reference)]`` (written), ``None`` for another annotation;
+    ``TypeError`` (or ``ImportError`` without Pydantic) for a
+    ``slingshot.Object`` on what is not a Pydantic v2 model."""
     if typing.get_origin(annotation) is not typing.Annotated:
         return None
     model, *metadata = typing.get_args(annotation)
@@ -96,8 +155,17 @@ def object_of(annotation: Any) -> tuple[str, type] | None:
         return None
     if len(marks) > 1:
         raise TypeError(f"{_show(annotation)} has {len(marks)} slingshot.Object marks: keep one")
+    direction = "read"
+    if model is ModelWriter:
+        raise TypeError(
+            f"slingshot.Object({marks[0].reference!r}) annotates ModelWriter without its model: "
+            "write ModelWriter[Model]"
+        )
+    if typing.get_origin(model) is ModelWriter:
+        (model,) = typing.get_args(model)
+        direction = "write"
     check_model(model, f"slingshot.Object({marks[0].reference!r})")
-    return marks[0].reference, model
+    return Typed(marks[0].reference, model, direction)
 
 
 def check_model(model: Any, where: str) -> None:
@@ -109,11 +177,6 @@ def check_model(model: Any, where: str) -> None:
             f"{where} annotates {shown}, which is not a Pydantic v2 model: "
             "annotate a subclass of pydantic.BaseModel (pydantic.RootModel for a list or a scalar)"
         )
-
-
-def schema_of(model: type) -> str:
-    """``model``'s JSON Schema (for validation), as JSON text."""
-    return json.dumps(model.model_json_schema())
 
 
 def _show(annotation: Any) -> str:
@@ -191,7 +254,11 @@ def write_model(key: str, id: int, model: Any) -> int:
     number of bytes written. Only inside ``process``."""
     _check("write_model(key, id, model)", key, id)
     check_model(type(model), "write_model(key, id, model)")
-    files = _current("write_model")
+    return write(_current("write_model"), key, id, model)
+
+
+def write(files, key: str, id: int, model: Any) -> int:
+    """Stages ``model`` as JSON for object ``id`` of the bucket behind ``key``."""
     # The model's own serializer gives bytes: no str in between.
     data = type(model).__pydantic_serializer__.to_json(model)
     writer = files.open_write(key, id)

@@ -57,7 +57,8 @@ _NAMES = {
 _HOW = (
     "name it request, read_file, write_file, connection or context, or annotate it with "
     "int, slingshot.ReadFileFn, slingshot.WriteFileFn, sqlalchemy.Connection or slingshot.RequestContext, "
-    "or with Annotated[Model, slingshot.Object(\"in\")] for a typed object (a Pydantic v2 model)"
+    "or with Annotated[Model, slingshot.Object(\"in\")] or Annotated[slingshot.ModelWriter[Model], "
+    "slingshot.Object(\"out\")] for a typed object (a Pydantic v2 model)"
 )
 #: Return annotations that cannot be (id, case) pairs.
 _NOT_OUTPUTS = (int, str, bytes, float, bool, dict)
@@ -104,15 +105,15 @@ def _signature(function: Callable) -> inspect.Signature:
         return inspect.signature(function)
 
 
-def _plan(function: Callable, where: str, typed: dict[str, tuple[str, type]] | None = None) -> dict[str, str]:
+def _plan(function: Callable, where: str, typed: dict[str, objects.Typed] | None = None) -> dict[str, str]:
     """Maps each parameter of ``function`` to what slingshot passes, or
     raises ``TypeError`` saying how to fix the signature. A typed object's
-    parameter maps to ``"object"``, and its ``(reference, model)`` goes into
+    parameter maps to ``"object"``, and its :class:`objects.Typed` goes into
     ``typed``."""
     signature = _signature(function)
     plan: dict[str, str] = {}
     taken: dict[str, str] = {}
-    references: dict[str, str] = {}
+    references: dict[tuple[str, str], str] = {}
     typed = {} if typed is None else typed
     for parameter in signature.parameters.values():
         name = parameter.name
@@ -137,18 +138,19 @@ def _plan(function: Callable, where: str, typed: dict[str, tuple[str, type]] | N
         except TypeError as e:
             raise TypeError(f"{where}: parameter {name!r}: {e}") from None
         if found is not None:
-            reference, model = found
             if _role_by_name(name):
                 raise TypeError(
                     f"{where}: parameter {name!r} is named like the {_role_by_name(name)} but annotated as a "
                     "typed object; rename it or fix its annotation"
                 )
-            if reference in references:
+            both = (found.reference, found.direction)
+            if both in references:
                 raise TypeError(
-                    f"{where}: parameters {references[reference]!r} and {name!r} both read object {reference!r}; keep one"
+                    f"{where}: parameters {references[both]!r} and {name!r} both {found.direction} "
+                    f"object {found.reference!r}; keep one"
                 )
-            references[reference] = name
-            typed[name] = (reference, model)
+            references[both] = name
+            typed[name] = found
             plan[name] = "object"
             continue
         by_annotation = _role_by_annotation(parameter.annotation)
@@ -191,7 +193,7 @@ class Service:
         sys_map: str,
         plan: dict[str, str],
         once: bool = False,
-        typed: dict[str, tuple[str, type]] | None = None,
+        typed: dict[str, objects.Typed] | None = None,
     ) -> None:
         self.function = function
         self.name = name
@@ -205,10 +207,7 @@ class Service:
         def adapter(request, read_file, write_file, connection, context):
             # Typed objects first: an invalid one fails the request before process runs.
             files = objects._current("Object") if typed else None
-            arguments = {
-                parameter: objects.read(files, model, reference, request)
-                for parameter, (reference, model) in typed.items()
-            }
+            arguments = {parameter: o.argument(files, request) for parameter, o in typed.items()}
             given = {
                 "request": request,
                 "read_file": read_file,
@@ -219,9 +218,7 @@ class Service:
             arguments.update((parameter, given[role]) for parameter, role in plan.items() if role != "object")
             return function(**arguments)
 
-        schemas = [
-            (reference, "read", model.__name__, objects.schema_of(model)) for reference, model in typed.values()
-        ]
+        schemas = [(o.reference, o.direction, o.model.__name__, o.schema()) for o in typed.values()]
         _native.register(name, sys_map, adapter, _runtime.call, "connection" in plan.values(), once, schemas)
 
     def __call__(self, *args, **kwargs):
@@ -275,7 +272,9 @@ def microservice(
     ``invoice: Annotated[Invoice, slingshot.Object("in")]`` gets object
     ``request`` of ``in`` validated as the Pydantic v2 model ``Invoice``
     before ``process`` runs (an invalid one is dead-lettered at once, kind
-    ``invalid-input``; see :mod:`slingshot.objects`). ``process`` may be a plain function, a
+    ``invalid-input``), and ``out: Annotated[slingshot.ModelWriter[Total],
+    slingshot.Object("out")]`` a writer of ``Total`` models to ``out``
+    (see :mod:`slingshot.objects`). ``process`` may be a plain function, a
     generator, ``async def`` or an async generator. Mistakes raise
     ``TypeError`` here, with how to fix them; a name the sys-map URL cannot
     carry (anything but letters, digits, ``-``, ``_`` and ``.``) raises
@@ -312,7 +311,7 @@ def microservice(
         if isinstance(process, type) or not callable(process):
             raise TypeError(f"@slingshot.microservice decorates a function, not {type(process).__name__}")
         where = f"@slingshot.microservice on {getattr(process, '__qualname__', repr(process))}"
-        typed: dict[str, tuple[str, type]] = {}
+        typed: dict[str, objects.Typed] = {}
         plan = _plan(process, where, typed)
         if once and "connection" not in plan.values():
             raise TypeError(

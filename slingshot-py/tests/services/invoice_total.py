@@ -1,4 +1,4 @@
-"""Reads object ``request`` of ``in`` as an ``Invoice`` (a Pydantic model, validated before ``process`` runs), writes its ``Total`` to ``out`` and routes the request on (case ``True``): for the typed-object tests."""
+"""Reads object ``request`` of ``in`` as an ``Invoice`` (a Pydantic model, validated before ``process`` runs), writes its ``Total`` to ``out`` (a ``ModelWriter``) and routes the request on (case ``True``): for the typed-object tests."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -24,10 +24,13 @@ class Total(pydantic.BaseModel):
 
 
 @slingshot.microservice(name="invoice-total", sys_map="sys-map.invalid")
-def process(request: int, invoice: Annotated[Invoice, slingshot.Object("in")]):
+def process(
+    request: int,
+    invoice: Annotated[Invoice, slingshot.Object("in")],
+    total: Annotated[slingshot.ModelWriter[Total], slingshot.Object("out")],
+):
     print(f"process called for {request}", flush=True)
-    total = Total(customer=invoice.customer, total=sum(line.amount for line in invoice.lines))
-    slingshot.write_model("out", request, total)
+    total.write(Total(customer=invoice.customer, total=sum(line.amount for line in invoice.lines)))
     yield request, True
 
 
