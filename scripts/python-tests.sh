@@ -7,8 +7,9 @@
 #
 # The virtual environment lives in $SLINGSHOT_PY_VENV (default
 # /var/tmp/slingshot-services/pyvenv) and is created, with maturin, pytest,
-# boto3 and pika, when missing. The extension is built with `maturin develop`
-# (a debug build sharing the workspace's target/), and so is the sys-map
+# boto3, pika and pydantic (the typed-object tests), when missing. The
+# extension is built with `maturin develop` (a debug build sharing the
+# workspace's target/), and so is the sys-map
 # server the tests run, slingshot-sysmap (its path in $SLINGSHOT_SYSMAP_BIN).
 # Needs python3 >= 3.10 with venv and pip; fails, saying so, without one.
 set -euo pipefail
@@ -17,7 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 STATE_DIR="${SLINGSHOT_SERVICES_DIR:-/var/tmp/slingshot-services}"
 VENV="${SLINGSHOT_PY_VENV:-$STATE_DIR/pyvenv}"
-REQUIREMENTS="maturin>=1.5,<2 pytest>=8 boto3 pika sqlalchemy>=2 psycopg2-binary>=2.9"
+REQUIREMENTS="maturin>=1.5,<2 pytest>=8 boto3 pika sqlalchemy>=2 psycopg2-binary>=2.9 pydantic>=2.6,<3"
 
 die() { echo "python-tests.sh: ERROR: $*" >&2; exit 1; }
 

@@ -12,7 +12,7 @@ use pyo3::types::PyBytes;
 
 use slingshot::{ObjectError, ObjectReader, ObjectWriter, ReadFileFn, WriteFileFn};
 
-use crate::{ObjectNotFound, StorageError};
+use crate::{InvalidInput, ObjectNotFound, StorageError};
 
 /// Writes are buffered this much before they reach the staged file.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -106,8 +106,12 @@ impl Files {
         let read_file = self.read_file.clone();
         let opened = py.detach(|| read_file(&key, id));
         let reader = opened.map_err(|e| object_error(&e))?;
+        let location = reader
+            .location()
+            .map(|(bucket, key)| (bucket.to_string(), key.to_string()));
         Ok(Reader {
             inner: Mutex::new(Some(reader)),
+            location,
             read_file: self.read_file.clone(),
             live: self.live.clone(),
             key,
@@ -137,6 +141,8 @@ impl Files {
 #[pyclass(module = "slingshot._native", frozen)]
 pub struct Reader {
     inner: Mutex<Option<ObjectReader>>,
+    /// The bucket and key the runtime says the reader reads.
+    location: Option<(String, String)>,
     read_file: Arc<ReadFileFn>,
     live: Arc<AtomicBool>,
     key: String,
@@ -194,6 +200,42 @@ impl Reader {
         });
         *lock(&self.inner) = Some(reopened.map_err(|e| object_error(&e))?);
         Ok(())
+    }
+
+    /// The `slingshot.InvalidInput` exception (not raised: the caller raises
+    /// it) saying that this object is not a valid `type_name`: what is wrong
+    /// (`message`) at `path` (`lines[2].amount`, or `.` for the document
+    /// itself). Its text is the runtime's [`ObjectError::Invalid`], naming
+    /// the bucket and key; the exception carries them as attributes, with
+    /// `type_name` and `path`.
+    fn invalid(&self, py: Python<'_>, type_name: String, path: String, message: String) -> PyResult<Py<PyAny>> {
+        let (bucket, key) = self
+            .location
+            .clone()
+            .unwrap_or_else(|| (self.key.clone(), self.id.to_string()));
+        let error = ObjectError::Invalid {
+            bucket,
+            key,
+            type_name,
+            path,
+            message,
+        };
+        let exception = InvalidInput::new_err(error.to_string()).into_value(py);
+        if let ObjectError::Invalid {
+            bucket,
+            key,
+            type_name,
+            path,
+            ..
+        } = error
+        {
+            let value = exception.bind(py);
+            value.setattr("bucket", bucket)?;
+            value.setattr("key", key)?;
+            value.setattr("type_name", type_name)?;
+            value.setattr("path", path)?;
+        }
+        Ok(exception.into_any())
     }
 
     /// Closes the stream. Further reads raise `ValueError`.

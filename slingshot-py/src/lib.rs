@@ -15,6 +15,7 @@ mod client;
 mod failure;
 mod files;
 mod handler;
+mod schemas;
 mod testing;
 
 use std::process::ExitCode;
@@ -36,6 +37,12 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     slingshot,
+    InvalidInput,
+    pyo3::exceptions::PyValueError,
+    "The request's input is invalid: a typed object (`slingshot.Object`, `slingshot.read_model`) that is not valid JSON or not valid as its model, or anything `process` raises it for. The request is dead-lettered at once, never retried (failure kind `invalid-input`). A typed object's exception has `bucket`, `key`, `type_name` and `path` (the offending field, `lines[2].amount`; `.` for the document itself)."
+);
+pyo3::create_exception!(
+    slingshot,
     ObjectNotFound,
     StorageError,
     "The object `read_file` was asked for does not exist."
@@ -45,9 +52,12 @@ pyo3::create_exception!(
 /// default location; `SLINGSHOT_SYS_MAP` overrides it). `call` is the Python
 /// function that runs `process` for one request (`slingshot._runtime.call`).
 /// Registering a name again replaces the earlier registration. A service
-/// whose `process` takes no connection gets no database pool.
+/// whose `process` takes no connection gets no database pool. `objects` are
+/// its typed objects, `(reference, "read" | "write", type name, JSON Schema
+/// as JSON text)`, shown by the AsyncAPI document and `NAME schema`.
 #[pyfunction]
-#[pyo3(signature = (name, sys_map, process, call, connection, once = false))]
+#[pyo3(signature = (name, sys_map, process, call, connection, once = false, objects = Vec::new()))]
+#[allow(clippy::too_many_arguments)]
 fn register(
     name: String,
     sys_map: String,
@@ -55,9 +65,11 @@ fn register(
     call: Py<PyAny>,
     connection: bool,
     once: bool,
+    objects: Vec<(String, String, String, String)>,
 ) -> PyResult<()> {
     // Refused before it is leaked; `ServiceDef::register` applies the same rule.
     check_service_name(&name)?;
+    let objects = schemas::parse(objects)?;
     // Leaked once per registration: a service definition lives as long as the program.
     let name: &'static str = Box::leak(name.into_boxed_str());
     ServiceDef::register(ServiceDef {
@@ -72,7 +84,7 @@ fn register(
         once,
         prepare: handler::prepare,
         case_domain: || None,
-        objects: |_| Vec::new(),
+        objects: |def| schemas::of(def.name),
     })
     .map_err(|e| match e {
         // The same rule and words as `#[slingshot::microservice]`.
@@ -80,7 +92,17 @@ fn register(
         other => pyo3::exceptions::PyRuntimeError::new_err(other.to_string()),
     })?;
     handler::set(name, process, call);
+    schemas::set(name, objects);
     Ok(())
+}
+
+/// The typed objects of the registered service `name`, as `NAME schema`
+/// prints them: a JSON array of `{"reference", "direction", "type",
+/// "schema"}`. `RuntimeError` if no service of that name is registered.
+#[pyfunction]
+fn object_schemas(name: &str) -> PyResult<String> {
+    let def = ServiceDef::find(name).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    Ok(schemas::to_json(&def.object_schemas()).to_string())
 }
 
 /// Raises `ValueError` unless `name` may name a service: the rule and the
@@ -125,6 +147,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(build_profile, m)?)?;
     m.add_function(wrap_pyfunction!(check_service_name, m)?)?;
+    m.add_function(wrap_pyfunction!(object_schemas, m)?)?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Submission>()?;
     m.add_class::<Case>()?;
@@ -144,5 +167,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SQLITE_PRAGMAS", SQLITE_PRAGMAS)?;
     m.add("StorageError", m.py().get_type::<StorageError>())?;
     m.add("ObjectNotFound", m.py().get_type::<ObjectNotFound>())?;
+    m.add("InvalidInput", m.py().get_type::<InvalidInput>())?;
     Ok(())
 }

@@ -19,6 +19,14 @@ letters, ops endpoint and command line of Rust services::
 The original API, ``slingshot_microservice.Microservice(name, sys_map,
 process).start()``, runs on the same runtime.
 
+JSON objects can be read as Pydantic v2 models, validated before
+``process`` runs (see :mod:`slingshot.objects`)::
+
+    @slingshot.microservice(name="billing", sys_map="sys-map.example.com")
+    def process(request: int, invoice: Annotated[Invoice, slingshot.Object("in")]):
+        slingshot.write_model("out", request, Total(amount=invoice.total()))
+        yield request, True
+
 Services are called like functions with :class:`Client` (see
 :mod:`slingshot.client`)::
 
@@ -26,7 +34,7 @@ Services are called like functions with :class:`Client` (see
         outcome = client.call("shout", 7, timeout=10)   # {"status": "done", "routes": [...], ...}
 """
 
-from ._native import ObjectNotFound, StorageError
+from ._native import InvalidInput, ObjectNotFound, StorageError
 from ._runtime import FailureKind
 from .client import (
     CallError,
@@ -40,6 +48,7 @@ from .client import (
     Unfinished,
 )
 from .files import ObjectReader, WriteHandle
+from .objects import ModelWriter, Object, read_model, write_model
 from .service import RequestContext, Service, microservice
 from .typing import CaseVariable, ProcessFn, ReadFileFn, WriteFileFn
 
@@ -55,6 +64,11 @@ __all__ = [
     "WriteHandle",
     "StorageError",
     "ObjectNotFound",
+    "InvalidInput",
+    "Object",
+    "ModelWriter",
+    "read_model",
+    "write_model",
     "FailureKind",
     "Client",
     "Submission",

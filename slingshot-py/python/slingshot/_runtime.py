@@ -17,7 +17,7 @@ import threading
 import traceback
 from typing import Any, Iterable
 
-from . import _native
+from . import _native, objects
 from .files import ObjectReader, WriteHandle
 
 _ID_MAX = 2**64 - 1
@@ -56,6 +56,9 @@ def call(process, request: int, files: "_native.Files", connection, context: dic
         _check_file_args("write_file", key, id)
         return WriteHandle(files.open_write(key, id), f"{key}/{id}")
 
+    # For slingshot.read_model and write_model, and typed parameters; an
+    # async process's coroutine, scheduled from here, sees it too.
+    token = objects._files.set(files)
     try:
         result = process(request, read_file, write_file, connection, context)
         if inspect.isasyncgen(result):
@@ -65,6 +68,8 @@ def call(process, request: int, files: "_native.Files", connection, context: dic
         return _outputs(result)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported; stopping is the runtime's job
         return classify(exc)
+    finally:
+        objects._files.reset(token)
 
 
 def _check_file_args(what: str, key: Any, id: Any) -> None:
@@ -128,8 +133,9 @@ def classify(exc: BaseException) -> "_native.Failed":
     """What an exception of ``process`` means: its kind, its :func:`summary`,
     whether it is transient, and its traceback.
 
-    Storage and database failures keep their kind anywhere in the exception's
-    chain (``raise ... from``, or raised while handling one). An outside
+    Invalid input (:class:`slingshot.InvalidInput`: a typed object that is
+    not valid, dead-lettered at once), storage and database failures keep
+    their kind anywhere in the exception's chain (``raise ... from``, or raised while handling one). An outside
     system that failed (the store, when the ``StorageError`` says so; a
     database connection that was lost or could not be had) is transient:
     retried until it is back, without using an attempt. Anything a query
@@ -158,6 +164,9 @@ _PG_UNAVAILABLE = ("08", "57P01", "57P02", "57P03", "53300")
 
 
 def _kind_of(e: BaseException) -> tuple[FailureKind, bool] | None:
+    if isinstance(e, _native.InvalidInput):
+        # Dead-lettered at once: the same input can never succeed.
+        return FailureKind.INVALID_INPUT, False
     if isinstance(e, _native.ObjectNotFound):
         return FailureKind.STORAGE, False
     if isinstance(e, _native.StorageError):
@@ -193,6 +202,9 @@ def summary(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     # Where the user's code raised (or called what raised): not slingshot's own frames.
     own = [f for f in frames if not f.filename.startswith(_PACKAGE_DIR)]
+    if isinstance(exc, _native.InvalidInput) and not own:
+        # A typed parameter, read before process ran: the message says where.
+        frames = []
     if own or frames:
         last = (own or frames)[-1]
         text += f" (at {last.filename}:{last.lineno} in {last.name})"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import sys
 import typing
 from typing import Any, Callable, Optional, Sequence
 
-from . import _native, _runtime
+from . import _native, _runtime, objects
 from .typing import ReadFileFn, WriteFileFn
 
 __all__ = ["microservice", "Service", "RequestContext"]
@@ -55,7 +56,9 @@ _NAMES = {
 }
 _HOW = (
     "name it request, read_file, write_file, connection or context, or annotate it with "
-    "int, slingshot.ReadFileFn, slingshot.WriteFileFn, sqlalchemy.Connection or slingshot.RequestContext"
+    "int, slingshot.ReadFileFn, slingshot.WriteFileFn, sqlalchemy.Connection or slingshot.RequestContext, "
+    "or with Annotated[Model, slingshot.Object(\"in\")] or Annotated[slingshot.ModelWriter[Model], "
+    "slingshot.Object(\"out\")] for a typed object (a Pydantic v2 model)"
 )
 #: Return annotations that cannot be (id, case) pairs.
 _NOT_OUTPUTS = (int, str, bytes, float, bool, dict)
@@ -102,12 +105,16 @@ def _signature(function: Callable) -> inspect.Signature:
         return inspect.signature(function)
 
 
-def _plan(function: Callable, where: str) -> dict[str, str]:
+def _plan(function: Callable, where: str, typed: dict[str, objects.Typed] | None = None) -> dict[str, str]:
     """Maps each parameter of ``function`` to what slingshot passes, or
-    raises ``TypeError`` saying how to fix the signature."""
+    raises ``TypeError`` saying how to fix the signature. A typed object's
+    parameter maps to ``"object"``, and its :class:`objects.Typed` goes into
+    ``typed``."""
     signature = _signature(function)
     plan: dict[str, str] = {}
     taken: dict[str, str] = {}
+    references: dict[tuple[str, str], str] = {}
+    typed = {} if typed is None else typed
     for parameter in signature.parameters.values():
         name = parameter.name
         if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
@@ -120,6 +127,32 @@ def _plan(function: Callable, where: str) -> dict[str, str]:
             raise TypeError(
                 f"{where}: process is a method (its first parameter is `self`); decorate a plain function instead"
             )
+        if isinstance(parameter.annotation, str) and "Object(" in parameter.annotation:
+            raise TypeError(
+                f"{where}: the annotation of parameter {name!r}, {parameter.annotation!r}, cannot be evaluated: "
+                "a typed object's model and slingshot must be importable from the module's globals "
+                "(define the model at module level)"
+            )
+        try:
+            found = objects.object_of(parameter.annotation)
+        except TypeError as e:
+            raise TypeError(f"{where}: parameter {name!r}: {e}") from None
+        if found is not None:
+            if _role_by_name(name):
+                raise TypeError(
+                    f"{where}: parameter {name!r} is named like the {_role_by_name(name)} but annotated as a "
+                    "typed object; rename it or fix its annotation"
+                )
+            both = (found.reference, found.direction)
+            if both in references:
+                raise TypeError(
+                    f"{where}: parameters {references[both]!r} and {name!r} both {found.direction} "
+                    f"object {found.reference!r}; keep one"
+                )
+            references[both] = name
+            typed[name] = found
+            plan[name] = "object"
+            continue
         by_annotation = _role_by_annotation(parameter.annotation)
         by_name = _role_by_name(name)
         if by_annotation and by_name and by_annotation != by_name:
@@ -153,15 +186,28 @@ class Service:
     calls the decorated function unchanged (for unit tests); ``main()`` runs
     the service's command line."""
 
-    def __init__(self, function: Callable, name: str, sys_map: str, plan: dict[str, str], once: bool = False) -> None:
+    def __init__(
+        self,
+        function: Callable,
+        name: str,
+        sys_map: str,
+        plan: dict[str, str],
+        once: bool = False,
+        typed: dict[str, objects.Typed] | None = None,
+    ) -> None:
         self.function = function
         self.name = name
         self.sys_map = sys_map
         self.once = once
         self._plan = plan
+        typed = dict(typed or {})
+        self._typed = typed
         functools.update_wrapper(self, function)
 
         def adapter(request, read_file, write_file, connection, context):
+            # Typed objects first: an invalid one fails the request before process runs.
+            files = objects._current("Object") if typed else None
+            arguments = {parameter: o.argument(files, request) for parameter, o in typed.items()}
             given = {
                 "request": request,
                 "read_file": read_file,
@@ -169,12 +215,20 @@ class Service:
                 "connection": connection,
                 "context": RequestContext(**context) if "context" in plan.values() else None,
             }
-            return function(**{parameter: given[role] for parameter, role in plan.items()})
+            arguments.update((parameter, given[role]) for parameter, role in plan.items() if role != "object")
+            return function(**arguments)
 
-        _native.register(name, sys_map, adapter, _runtime.call, "connection" in plan.values(), once)
+        schemas = [(o.reference, o.direction, o.model.__name__, o.schema()) for o in typed.values()]
+        _native.register(name, sys_map, adapter, _runtime.call, "connection" in plan.values(), once, schemas)
 
     def __call__(self, *args, **kwargs):
         return self.function(*args, **kwargs)
+
+    def object_schemas(self) -> list[dict]:
+        """The service's typed objects, as ``NAME schema`` prints them:
+        ``[{"reference": "in", "direction": "read", "type": "Invoice",
+        "schema": {...}}, ...]``, the JSON Schema of each model."""
+        return json.loads(_native.object_schemas(self.name))
 
     def start(self, argv: Sequence[str] | None = None) -> None:
         """Runs the command line (``sys.argv`` unless ``argv`` is given; ``run``
@@ -214,7 +268,13 @@ def microservice(
     Parameters are matched by annotation or by name: ``request`` (``int``),
     ``read_file``, ``write_file``, ``connection`` (a pooled SQLAlchemy
     ``Connection``; what is not committed is rolled back) and ``context``
-    (:class:`RequestContext`). ``process`` may be a plain function, a
+    (:class:`RequestContext`); and typed objects, by annotation only:
+    ``invoice: Annotated[Invoice, slingshot.Object("in")]`` gets object
+    ``request`` of ``in`` validated as the Pydantic v2 model ``Invoice``
+    before ``process`` runs (an invalid one is dead-lettered at once, kind
+    ``invalid-input``), and ``out: Annotated[slingshot.ModelWriter[Total],
+    slingshot.Object("out")]`` a writer of ``Total`` models to ``out``
+    (see :mod:`slingshot.objects`). ``process`` may be a plain function, a
     generator, ``async def`` or an async generator. Mistakes raise
     ``TypeError`` here, with how to fix them; a name the sys-map URL cannot
     carry (anything but letters, digits, ``-``, ``_`` and ``.``) raises
@@ -251,12 +311,13 @@ def microservice(
         if isinstance(process, type) or not callable(process):
             raise TypeError(f"@slingshot.microservice decorates a function, not {type(process).__name__}")
         where = f"@slingshot.microservice on {getattr(process, '__qualname__', repr(process))}"
-        plan = _plan(process, where)
+        typed: dict[str, objects.Typed] = {}
+        plan = _plan(process, where, typed)
         if once and "connection" not in plan.values():
             raise TypeError(
                 f"{where}: once=True needs a database: the inbox, the outbox and process's writes commit in "
                 "one transaction; add a connection parameter (connection: sqlalchemy.Connection)"
             )
-        return Service(process, name, sys_map, plan, once)
+        return Service(process, name, sys_map, plan, once, typed)
 
     return decorate

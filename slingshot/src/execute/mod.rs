@@ -402,15 +402,14 @@ impl Readers {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|r| r.strong_count() > 0);
         open.push(Arc::downgrade(&inner));
-        let location = (bucket.clone(), key.clone());
         ObjectReader::new(Scoped {
             inner,
             ended: self.ended.clone(),
-            bucket,
-            key,
+            bucket: bucket.clone(),
+            key: key.clone(),
             stats,
         })
-        .located(location.0, location.1)
+        .with_location(bucket, key)
     }
 
     fn end(&self) {

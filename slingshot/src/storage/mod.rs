@@ -236,15 +236,18 @@ impl ObjectReader {
         }
     }
 
-    /// The same reader, known to read `bucket/key`.
-    pub fn located(mut self, bucket: String, key: String) -> Self {
-        self.location = Some((bucket, key));
+    /// This reader, saying that it reads object `key` of `bucket`.
+    pub fn with_location(mut self, bucket: impl Into<String>, key: impl Into<String>) -> Self {
+        self.location = Some((bucket.into(), key.into()));
         self
     }
 
-    /// The bucket and key it reads, if known.
+    /// The bucket and key it reads, when known: the runtime's `read_file`
+    /// says them, for messages such as [`ObjectError::Invalid`]'s.
     pub fn location(&self) -> Option<(&str, &str)> {
-        self.location.as_ref().map(|(b, k)| (b.as_str(), k.as_str()))
+        self.location
+            .as_ref()
+            .map(|(bucket, key)| (bucket.as_str(), key.as_str()))
     }
 }
 
