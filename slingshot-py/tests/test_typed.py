@@ -343,6 +343,20 @@ def test_the_schema_command_prints_the_models_json_schema(tmp_path):
     assert one.returncode == 0, one.stdout + one.stderr
     assert json.loads(one.stdout) == invoice_total.Invoice.model_json_schema()
 
+    # The AsyncAPI document carries the same schemas as components.
+    command = [sys.executable, str(SERVICES / "invoice_total.py"), "asyncapi"]
+    asyncapi = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert asyncapi.returncode == 0, asyncapi.stdout + asyncapi.stderr
+    document = json.loads(asyncapi.stdout)
+    objects = document["operations"]["invoice-total.receive"]["x-slingshot-objects"]
+    assert [(o["reference"], o["direction"], o["type"]) for o in objects] == [
+        ("in", "read", "Invoice"),
+        ("out", "write", "Total"),
+    ]
+    schemas = document["components"]["schemas"]
+    assert objects[0]["schema"] == {"$ref": "#/components/schemas/object.Invoice"}
+    assert set(schemas["object.Invoice"]["properties"]) == set(invoice_total.Invoice.model_fields)
+
 
 # ---- the real RabbitMQ and S3 ------------------------------------------------
 
