@@ -376,7 +376,10 @@ mod tests {
                 format!(r#"{{{k}, "write": "k1", "plain": "maybe"}}"#),
                 "encrypt.out.plain: unknown variant `maybe`",
             ),
-            (format!(r#"{{{k}, "writ": "k1"}}"#), "encrypt.out: unknown field `writ`"),
+            (
+                format!(r#"{{{k}, "writ": "k1"}}"#),
+                "encrypt.out.writ: unknown field `writ`, expected one of `keys`, `write`, `plain`",
+            ),
             (format!(r#"{{{k}}}"#), "encrypt.out: missing field `write`"),
         ];
         for (entry, needle) in bad {
