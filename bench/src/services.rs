@@ -62,7 +62,22 @@ fn copy(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Resul
 }
 
 pub async fn seed_objects(s3: &dyn ObjectStore, bucket: &str, n: u64, size: usize) -> anyhow::Result<()> {
-    let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    // A repeating pattern, which the store may compress; with
+    // SLINGSHOT_BENCH_INCOMPRESSIBLE=1, bytes that look random, as
+    // ciphertext does (to tell the cost of encrypting from the store's).
+    let body: Vec<u8> = if std::env::var("SLINGSHOT_BENCH_INCOMPRESSIBLE").is_ok_and(|v| v == "1") {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    } else {
+        (0..size).map(|i| (i * 31 % 251) as u8).collect()
+    };
     let ids: Vec<u64> = (0..n).collect();
     for chunk in ids.chunks(8) {
         futures::future::try_join_all(chunk.iter().map(|id| {

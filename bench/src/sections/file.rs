@@ -11,11 +11,16 @@ use crate::services;
 /// Runs the section.
 pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let n = scale(600);
+    // Bytes per object: 1 MiB unless SLINGSHOT_BENCH_FILE_BYTES says otherwise.
+    let size: usize = std::env::var("SLINGSHOT_BENCH_FILE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 20);
     let f = Fixture::new(Backend::Real, "bench-file");
     let (input, output) = (f.bucket("in"), f.bucket("out"));
     bench.s3.create_bucket(&input).await?;
     bench.s3.create_bucket(&output).await?;
-    services::seed_objects(&bench.s3, &input, n, 1 << 20).await?;
+    services::seed_objects(&bench.s3, &input, n, size).await?;
     let endpoints = json!({"bench-file": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]},
                        "bench-file/in": input, "bench-file/out": output});
     // The same stage through encrypted bucket references, on buckets of its
@@ -23,13 +28,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
     let (sealed_in, sealed_out) = (f.bucket("sealed-in"), f.bucket("sealed-out"));
     bench.s3.create_bucket(&sealed_in).await?;
     bench.s3.create_bucket(&sealed_out).await?;
-    services::seed_objects(
-        &services::encrypted_store(&bench.s3, &sealed_in),
-        &sealed_in,
-        n,
-        1 << 20,
-    )
-    .await?;
+    services::seed_objects(&services::encrypted_store(&bench.s3, &sealed_in), &sealed_in, n, size).await?;
     // The secret ref `bench/objects` resolves from the environment.
     std::env::set_var(services::BENCH_KEY_VAR, services::BENCH_KEY);
     let sealed = json!({"bench-file": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}],
