@@ -61,8 +61,23 @@ fn copy(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Resul
     Ok([(request, true)])
 }
 
-pub async fn seed_objects(s3: &S3Store, bucket: &str, n: u64, size: usize) -> anyhow::Result<()> {
-    let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+pub async fn seed_objects(s3: &dyn ObjectStore, bucket: &str, n: u64, size: usize) -> anyhow::Result<()> {
+    // A repeating pattern, which the store may compress; with
+    // SLINGSHOT_BENCH_INCOMPRESSIBLE=1, bytes that look random, as
+    // ciphertext does (to tell the cost of encrypting from the store's).
+    let body: Vec<u8> = if std::env::var("SLINGSHOT_BENCH_INCOMPRESSIBLE").is_ok_and(|v| v == "1") {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    } else {
+        (0..size).map(|i| (i * 31 % 251) as u8).collect()
+    };
     let ids: Vec<u64> = (0..n).collect();
     for chunk in ids.chunks(8) {
         futures::future::try_join_all(chunk.iter().map(|id| {
@@ -100,6 +115,8 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 pub struct Memory {
     /// Peak RSS while copying a 1 GiB object.
     pub copy_peak: f64,
+    /// The same through an encrypted bucket reference.
+    pub encrypted_copy_peak: f64,
     /// RSS of an idle, consuming service.
     pub idle: f64,
     /// Of which anonymous memory (heap and stacks), the rest being the
@@ -117,6 +134,7 @@ pub struct Memory {
 pub async fn gib_copy_peak_kib(
     f: &Fixture,
     s3: &S3Store,
+    seed: &dyn ObjectStore,
     bucket: &str,
     key: u64,
     mut service: tokio::process::Command,
@@ -134,7 +152,7 @@ pub async fn gib_copy_peak_kib(
         file.flush()
     })
     .await??;
-    s3.put_file(bucket, &key.to_string(), &path).await?;
+    seed.put_file(bucket, &key.to_string(), &path).await?;
     std::fs::remove_file(&path)?;
     let mut child = service
         .args(["invoke", &key.to_string()])
@@ -162,6 +180,24 @@ pub async fn gib_copy_peak_kib(
     Ok(peak)
 }
 
+/// The key of the encrypted benchmarks (a fixed test key), and the
+/// environment variable its secret ref `bench/objects` resolves from.
+pub const BENCH_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+pub const BENCH_KEY_VAR: &str = "SLINGSHOT_SECRET_BENCH_OBJECTS";
+
+/// The sys-map `encrypt` entry of an encrypted benchmark bucket.
+pub fn encrypt_entry() -> serde_json::Value {
+    json!({"keys": {"bench": "bench/objects"}, "write": "bench"})
+}
+
+/// `s3` encrypting `bucket` under the benchmark key.
+pub fn encrypted_store(s3: &S3Store, bucket: &str) -> slingshot::storage::encrypt::EncryptedStore {
+    use slingshot::storage::encrypt::{format::MasterKey, EncryptedStore, KeyRing, PlainObjects};
+    let key = MasterKey::parse(BENCH_KEY).expect("benchmark key");
+    let ring = KeyRing::new([("bench".to_string(), key)], "bench", PlainObjects::Reject).expect("benchmark ring");
+    EncryptedStore::new(std::sync::Arc::new(s3.clone()), [(bucket.to_string(), ring)])
+}
+
 /// Runs the 1 GiB copy and an idle service in their own processes.
 pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<Memory> {
     let sysmap = f
@@ -174,7 +210,7 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
     let exe = std::env::current_exe()?;
     let mut copy = tokio::process::Command::new(&exe);
     copy.args(["service", "bench-copy"]);
-    let peak = gib_copy_peak_kib(f, s3, bucket, 1_000_000, copy, &sysmap).await?;
+    let peak = gib_copy_peak_kib(f, s3, s3, bucket, 1_000_000, copy, &sysmap).await?;
 
     let mut idle = tokio::process::Command::new(&exe)
         .args(["service", "bench-noop", "run"])
@@ -192,9 +228,23 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
         status_kib(pid, "Threads:").unwrap_or(0),
     );
     idle.kill().await?;
+
+    // The same copy through an encrypted bucket reference: the object is
+    // seeded encrypted, read decrypting and written encrypting.
+    let encrypted = encrypted_store(s3, bucket);
+    let sysmap = f
+        .serve_sysmap(json!({
+            "bench-copy": {"in": f.q("copy-in"), "out": [], "encrypt": {"in": encrypt_entry(), "out": encrypt_entry()}},
+            "bench-copy/in": bucket, "bench-copy/out": bucket,
+        }))
+        .await;
+    let mut copy = tokio::process::Command::new(&exe);
+    copy.args(["service", "bench-copy"]).env(BENCH_KEY_VAR, BENCH_KEY);
+    let encrypted_peak = gib_copy_peak_kib(f, s3, &encrypted, bucket, 1_000_001, copy, &sysmap).await?;
     let mib = |kib: u64| kib as f64 / 1024.0;
     Ok(Memory {
         copy_peak: mib(peak),
+        encrypted_copy_peak: mib(encrypted_peak),
         idle: mib(rss),
         idle_anonymous: mib(anonymous),
         idle_threads: threads,

@@ -18,6 +18,12 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
         "MiB",
         "target < 100, flat in object size",
     );
+    report.add(
+        "memory_1gib_encrypted_peak_rss",
+        memory.encrypted_copy_peak,
+        "MiB",
+        "the same copy through an encrypted bucket reference; target < 100",
+    );
     report.add("memory_idle_rss", memory.idle, "MiB", "target < 20");
     report.add(
         "memory_idle_anonymous",

@@ -205,7 +205,7 @@ async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::
         .await;
     let mut copy = tokio::process::Command::new(&side.command[0]);
     copy.args(&side.command[1..]);
-    let peak = gib_copy_peak_kib(f, s3, bucket, 2_000_000, copy, &sysmap).await?;
+    let peak = gib_copy_peak_kib(f, s3, s3, bucket, 2_000_000, copy, &sysmap).await?;
     Ok(peak as f64 / 1024.0)
 }
 

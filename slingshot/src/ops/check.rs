@@ -170,6 +170,21 @@ pub(crate) async fn check(def: &'static ServiceDef, location: &str, settings: &S
                     Err(e) => report.fail(&format!("bucket {reference:?}"), e.to_string()),
                 }
             }
+            if !wiring.encrypt.is_empty() {
+                match crate::runtime::encryption::key_rings(&sysmap, settings, def.name, &wiring).await {
+                    Ok(rings) => {
+                        let described: Vec<String> = rings
+                            .iter()
+                            .map(|(bucket, ring)| format!("{bucket} (writes under {})", ring.write_key_id()))
+                            .collect();
+                        report.pass("encryption", format!("keys resolve for {}", described.join(", ")));
+                    }
+                    Err(e) => report.fail(
+                        "encryption",
+                        format!("{e}; fix the sys-map's \"encrypt\" entry or the key"),
+                    ),
+                }
+            }
             report.topology = Some(Topology {
                 services: vec![ServiceNode {
                     name: def.name.to_string(),

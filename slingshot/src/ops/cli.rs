@@ -106,6 +106,11 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Tools for the objects of the service's buckets.
+    Objects {
+        #[command(subcommand)]
+        action: ObjectsAction,
+    },
     /// Draw the pipeline: this service, or every service of a sys-map file.
     Topology {
         /// Output format.
@@ -141,6 +146,22 @@ enum DeadLetterAction {
         /// Replay the dead letters of these request IDs.
         #[arg(required_unless_present = "all")]
         ids: Vec<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ObjectsAction {
+    /// Move every object of the encrypted bucket behind REF that is not
+    /// under its current key (and plain ones, with `"plain": "read"`) to the
+    /// current key, streaming, and print counts per old key. Idempotent;
+    /// safe while services run.
+    Reencrypt {
+        /// The bucket reference (`in`, `out`, ...) with an `encrypt` entry.
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// Print what would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -290,6 +311,9 @@ pub fn main_with_args(def: &'static ServiceDef, args: Vec<String>) -> ExitCode {
                 crate::ops::call::run(&location, settings, args).await
             }
             Command::DeadLetters { action } => dead_letters(def, &location, settings, action).await,
+            Command::Objects {
+                action: ObjectsAction::Reencrypt { reference, dry_run },
+            } => crate::ops::reencrypt::run(def.name, &location, settings, &reference, dry_run).await,
             Command::Topology { format, services } => topology(def, &location, format, services).await,
             Command::Asyncapi { services } => asyncapi(def, &location, &settings, services).await,
             Command::Schema { reference } => schema(def, reference.as_deref()),

@@ -9,4 +9,5 @@ pub(crate) mod cli;
 pub mod deadletter;
 pub(crate) mod metrics;
 pub(crate) mod probes;
+pub(crate) mod reencrypt;
 pub(crate) mod topology;

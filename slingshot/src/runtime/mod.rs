@@ -2,6 +2,7 @@
 //! and runs several services of one process side by side.
 
 pub(crate) mod connect;
+pub(crate) mod encryption;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -157,14 +158,19 @@ impl Runtime {
             BrokerBackend::Memory => Arc::new(MemoryBroker::new()),
             BrokerBackend::RabbitMq => Arc::new(rabbitmq_from(&sysmap, &settings).await?),
         };
-        let store: Arc<dyn ObjectStore> = match backends.objects {
+        let store = Self::store_from(&sysmap, &settings).await?;
+        Ok(Self::from_parts(sysmap, broker, store, settings))
+    }
+
+    /// The object store `sysmap` names (tools that need no broker).
+    pub(crate) async fn store_from(sysmap: &SysMap, settings: &Settings) -> Result<Arc<dyn ObjectStore>, Error> {
+        Ok(match sysmap.backends().objects {
             ObjectsBackend::Dir(root) => Arc::new(DirStore::new(root)),
             ObjectsBackend::S3 => Arc::new(S3Store::with_timeouts(
-                &s3_config_from(&sysmap, &settings).await?,
+                &s3_config_from(sysmap, settings).await?,
                 settings.s3_timeouts,
             )),
-        };
-        Ok(Self::from_parts(sysmap, broker, store, settings))
+        })
     }
 
     /// A runtime on backends built by the caller (tests, custom setups).
@@ -284,10 +290,11 @@ impl Runtime {
                     .await?;
             }
         }
+        let store = encryption::store_for(&self.sysmap, &self.settings, def.name, &wiring, &self.store).await?;
         let backing = Backing {
             name: def.name,
             sysmap: self.sysmap.clone(),
-            store: self.store.clone(),
+            store,
             database: self.database_for(def).await?,
             pool_size: u32::try_from(self.settings.concurrency).unwrap_or(u32::MAX),
             staging_dir: self.settings.staging_dir.clone(),

@@ -123,6 +123,38 @@ impl ObjectStore for DirStore {
         .map(drop)
     }
 
+    /// The files of the bucket directory, sorted, without partial files; an
+    /// empty list if the directory does not exist.
+    async fn list(&self, bucket: &str) -> Result<Vec<String>, ObjectError> {
+        let dir = self.root.join(bucket);
+        let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let mut keys = Vec::new();
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type()?.is_file() && !name.starts_with(PARTIAL_PREFIX) {
+                    keys.push(name);
+                }
+            }
+            keys.sort_unstable();
+            Ok(keys)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        listed.map_err(|source| ObjectError::Io {
+            op: "list",
+            bucket: bucket.into(),
+            key: String::new(),
+            source,
+        })
+    }
+
     /// Removes the `.partial-*` files of writers that died (no process holds
     /// their lock) from every bucket directory.
     fn sweep_abandoned(&self) -> Result<usize, ObjectError> {
@@ -188,6 +220,10 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["1"]);
+        store.put_bytes("b", "10", b"x".to_vec()).await.unwrap();
+        std::fs::write(root.path().join("b").join(".partial-x"), b"half").unwrap();
+        assert_eq!(store.list("b").await.unwrap(), ["1", "10"]);
+        assert!(store.list("none").await.unwrap().is_empty());
     }
 
     #[test]

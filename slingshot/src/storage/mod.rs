@@ -5,6 +5,7 @@
 //! before the upload is the executor's (`execute::staging`).
 
 pub mod dir;
+pub mod encrypt;
 pub mod s3;
 
 use std::fs::File;
@@ -126,6 +127,23 @@ pub enum ObjectError {
         /// What is wrong there.
         message: String,
     },
+    /// An object of an encrypted bucket reference could not be encrypted or
+    /// decrypted: it failed its integrity check (modified, truncated,
+    /// reordered), names a key ID the key ring does not hold, was written
+    /// under other key material, or is plain where only encrypted objects
+    /// are read. A failure of the request: waiting will not fix it. The
+    /// message never holds key material.
+    #[error("{op} {}: {message}", location(.bucket, .key))]
+    Encryption {
+        /// What was being done.
+        op: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// What failed.
+        message: String,
+    },
     /// A reader was used after the request that opened it had ended.
     #[error(
         "{} was opened by a request that has ended: readers work only while process runs",
@@ -180,6 +198,7 @@ impl ObjectError {
             | ObjectError::Refused { .. }
             | ObjectError::WriterOpen { .. }
             | ObjectError::Invalid { .. }
+            | ObjectError::Encryption { .. }
             | ObjectError::RequestEnded { .. } => false,
         }
     }
@@ -325,6 +344,18 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Stores `bytes` as `bucket/key` (small outputs, seeding inputs, tools,
     /// tests), without staging them on disk.
     async fn put_bytes(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<(), ObjectError>;
+
+    /// The keys of every object in `bucket`, in the store's order (S3:
+    /// lexicographic), for tools such as `reencrypt`. Stores that cannot
+    /// list answer [`ObjectError::Refused`].
+    async fn list(&self, bucket: &str) -> Result<Vec<String>, ObjectError> {
+        Err(ObjectError::Refused {
+            op: "list",
+            bucket: bucket.into(),
+            key: String::new(),
+            message: format!("{} cannot list its objects", self.describe()),
+        })
+    }
 
     /// Records the uploads this store starts and has not finished yet in
     /// files under `dir` (a directory this process owns and removes), so that

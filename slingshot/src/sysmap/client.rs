@@ -341,6 +341,55 @@ mod tests {
     }
 
     #[test]
+    fn encrypt_entries_parse_and_their_errors_name_the_field() {
+        let w = lenient(
+            r#"{"in": "a", "encrypt": {"out": {"keys": {"k2": "s/two", "k1": "s/one"}, "write": "k2", "plain": "read"}}}"#,
+        );
+        assert_eq!(w.encrypt.len(), 1);
+        assert_eq!(w.encrypt[0].reference, "out");
+        assert_eq!(
+            w.encrypt[0].keys,
+            [("k1".into(), "s/one".into()), ("k2".into(), "s/two".into())]
+        );
+        assert_eq!(w.encrypt[0].write, "k2");
+        assert!(w.encrypt[0].read_plain);
+        assert!(lenient(r#"{"in": "a"}"#).encrypt.is_empty());
+        let k = r#""keys": {"k1": "s/one"}"#;
+        let bad = [
+            (
+                format!(r#"{{{k}, "write": "k9"}}"#),
+                "encrypt.out.write: key ID \"k9\" is not one of encrypt.out.keys (k1)",
+            ),
+            (
+                r#"{"keys": {}, "write": "k1"}"#.to_string(),
+                "encrypt.out.keys is empty",
+            ),
+            (
+                r#"{"keys": {"k 1": "s"}, "write": "k 1"}"#.to_string(),
+                "encrypt.out.keys: key ID \"k 1\"",
+            ),
+            (
+                r#"{"keys": {"k1": ""}, "write": "k1"}"#.to_string(),
+                "encrypt.out.keys.k1: an empty secret reference",
+            ),
+            (
+                format!(r#"{{{k}, "write": "k1", "plain": "maybe"}}"#),
+                "encrypt.out.plain: unknown variant `maybe`",
+            ),
+            (
+                format!(r#"{{{k}, "writ": "k1"}}"#),
+                "encrypt.out.writ: unknown field `writ`, expected one of `keys`, `write`, `plain`",
+            ),
+            (format!(r#"{{{k}}}"#), "encrypt.out: missing field `write`"),
+        ];
+        for (entry, needle) in bad {
+            let json = format!(r#"{{"in": "a", "encrypt": {{"out": {entry}}}}}"#);
+            let err = wiring(&json).unwrap_err();
+            assert!(err.contains(needle), "{json}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
     fn rabbitmq_hosts_and_ports_may_list_the_nodes_of_a_cluster() {
         let endpoint = |body: &str| block_on(answering("rabbitmq", body).rabbitmq());
         let one = endpoint(r#"{"host": ["h"], "port": [5672], "username": ["u"], "pass": ["p"]}"#).unwrap();

@@ -7,7 +7,7 @@ use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::wiring::{Route, ServiceWiring, Subscription};
+use super::wiring::{Encryption, Route, ServiceWiring, Subscription};
 use crate::base::case::CaseValue;
 
 /// The documents of the `rabbitmq`, `db` and `object-storage` endpoints, as
@@ -198,6 +198,29 @@ pub(super) struct WiringDoc {
     /// slingshot's own optional field: events its queue is bound to.
     #[serde(default)]
     subscribe: Vec<SubscribeDoc>,
+    /// slingshot's own optional field: encrypted bucket references.
+    #[serde(default)]
+    encrypt: std::collections::BTreeMap<String, EncryptDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with \"keys\" ({\"<key ID>\": \"<secret ref>\", ...}), \"write\" (a key ID) and optionally \"plain\" (\"reject\" or \"read\")"
+)]
+struct EncryptDoc {
+    keys: std::collections::BTreeMap<String, String>,
+    write: String,
+    #[serde(default)]
+    plain: PlainDoc,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum PlainDoc {
+    #[default]
+    Reject,
+    Read,
 }
 
 #[derive(Deserialize)]
@@ -275,14 +298,60 @@ impl WiringDoc {
                 events: entry.events,
             });
         }
+        let mut encrypt = Vec::with_capacity(self.encrypt.len());
+        for (reference, entry) in self.encrypt {
+            encrypt.push(check_encryption(reference, entry)?);
+        }
         Ok(ServiceWiring {
             inbound: self.inbound,
             routes,
             warnings,
             events: self.events,
             subscriptions,
+            encrypt,
         })
     }
+}
+
+/// One `encrypt` entry checked: key IDs that fit a header and S3 metadata,
+/// secret references, and a write key among the keys.
+fn check_encryption(reference: String, entry: EncryptDoc) -> Result<Encryption, String> {
+    if reference.is_empty() {
+        return Err("encrypt: an empty bucket reference".into());
+    }
+    let at = format!("encrypt.{reference}");
+    if entry.keys.is_empty() {
+        return Err(format!(
+            "{at}.keys is empty: name at least one key ID and its secret reference"
+        ));
+    }
+    for (id, secret) in &entry.keys {
+        let fits = (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !fits {
+            return Err(format!(
+                "{at}.keys: key ID {id:?} is not 1 to 64 characters of a-z, A-Z, 0-9, '.', '_', '-'"
+            ));
+        }
+        if secret.trim().is_empty() {
+            return Err(format!("{at}.keys.{id}: an empty secret reference"));
+        }
+    }
+    if !entry.keys.contains_key(&entry.write) {
+        return Err(format!(
+            "{at}.write: key ID {:?} is not one of {at}.keys ({})",
+            entry.write,
+            entry.keys.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(Encryption {
+        reference,
+        keys: entry.keys.into_iter().collect(),
+        write: entry.write,
+        read_plain: entry.plain == PlainDoc::Read,
+    })
 }
 
 /// Whether `name` can be an exchange of events: RabbitMQ's rules for

@@ -21,7 +21,9 @@ use async_trait::async_trait;
 
 pub use self::client::SysMap;
 pub use self::documents::check_queue_name;
-pub use self::wiring::{DbEndpoint, ObjectStorageEndpoint, RabbitMqEndpoint, Route, ServiceWiring, Subscription};
+pub use self::wiring::{
+    DbEndpoint, Encryption, ObjectStorageEndpoint, RabbitMqEndpoint, Route, ServiceWiring, Subscription,
+};
 
 /// Why the sys-map could not be used. Messages name the endpoint, what it
 /// answered, and what was expected.

@@ -34,6 +34,25 @@ pub struct ServiceWiring {
     /// The events its inbound queue is bound to (optional field
     /// `subscribe`).
     pub subscriptions: Vec<Subscription>,
+    /// The bucket references whose objects are encrypted (optional field
+    /// `encrypt`), by reference.
+    pub encrypt: Vec<Encryption>,
+}
+
+/// One `encrypt` entry: the keys of the objects behind a bucket reference.
+/// Original services ignore the field and read such buckets as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encryption {
+    /// The bucket reference (`in`, `out`, ...).
+    pub reference: String,
+    /// Every key objects may be encrypted under, as (key ID, secret
+    /// reference of the key), sorted by key ID.
+    pub keys: Vec<(String, String)>,
+    /// The key ID new objects are written under.
+    pub write: String,
+    /// Whether plain (unencrypted) objects are read as they are
+    /// (`"plain": "read"`, for migrating a bucket) instead of failing.
+    pub read_plain: bool,
 }
 
 /// One `subscribe` entry: routing-key patterns of a topic exchange the

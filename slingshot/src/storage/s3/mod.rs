@@ -312,6 +312,27 @@ impl ObjectStore for S3Store {
             .map_err(|e| classify("upload", bucket, key, e))
     }
 
+    /// ListObjectsV2, a page (up to 1000 keys) at a time.
+    async fn list(&self, bucket: &str) -> Result<Vec<String>, ObjectError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify("list", bucket, "", e))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
     fn journal_uploads_in(&self, dir: &Path) {
         // The first directory given stays: services of one process share
         // the store, and any directory the process owns will do.
