@@ -694,30 +694,3 @@ mod tests {
         assert_eq!(format!("{:?}", MasterKey::parse(hex).unwrap()), "MasterKey(..)");
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    #[test]
-    #[ignore = "a measurement: cargo test --release -p slingshot --lib speed -- --ignored --nocapture"]
-    fn throughput() {
-        let plain = vec![7u8; 64 << 20];
-        let t = std::time::Instant::now();
-        let object = encrypt_bytes(&MasterKey::from_bytes([1; 32]), "k", &plain).unwrap();
-        let enc = t.elapsed();
-        let t = std::time::Instant::now();
-        let mut r = &object[..];
-        let Ok(Start::Encrypted(header)) = read_start(&mut r).unwrap() else {
-            panic!()
-        };
-        let mut s = Segments::new(r, header, &MasterKey::from_bytes([1; 32])).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0;
-        while let Ok(k @ 1..) = s.read_plain(&mut buf).unwrap() {
-            n += k;
-        }
-        assert_eq!(n, plain.len());
-        eprintln!("64 MiB: encrypt {enc:?}, decrypt {:?}", t.elapsed());
-    }
-}
