@@ -19,6 +19,7 @@
 //! (redeclaring a deleted queue) while the delivery stays unacknowledged:
 //! `process` does not run again because the broker refused a publish.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -92,10 +93,13 @@ pub(crate) enum Stopped {
 pub(crate) struct InFlight {
     slots: Arc<Semaphore>,
     tasks: JoinSet<()>,
-    /// Consumers that stopped while requests they delivered were running:
-    /// kept until those are done, so that a channel still open (a cancelled
-    /// consumer's) can settle them rather than return them to the queue.
-    retired: Vec<Box<dyn Consumer>>,
+    /// The tasks of the current consumer's deliveries.
+    current: HashSet<tokio::task::Id>,
+    /// Consumers that stopped while requests they delivered were running,
+    /// with those requests' tasks: each is kept until its own are done, so
+    /// that a channel still open (a cancelled consumer's) can settle them
+    /// rather than return them to the queue.
+    retired: Vec<(Box<dyn Consumer>, HashSet<tokio::task::Id>)>,
 }
 
 impl InFlight {
@@ -103,17 +107,39 @@ impl InFlight {
         InFlight {
             slots: Arc::new(Semaphore::new(concurrency)),
             tasks: JoinSet::new(),
+            current: HashSet::new(),
             retired: Vec::new(),
         }
     }
 
-    /// Forgets the requests that are done, and the retired consumers once
-    /// none is left.
-    fn reap(&mut self) {
-        while self.tasks.try_join_next().is_some() {}
-        if self.tasks.is_empty() {
-            self.retired.clear();
+    /// Runs `task`, a delivery of the current consumer.
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let id = self.tasks.spawn(task).id();
+        self.current.insert(id);
+    }
+
+    /// Keeps `consumer`, which stopped, while the requests it delivered run.
+    fn retire(&mut self, consumer: Box<dyn Consumer>) {
+        let tasks = std::mem::take(&mut self.current);
+        if !tasks.is_empty() {
+            self.retired.push((consumer, tasks));
         }
+    }
+
+    /// Forgets the requests that are done, and each retired consumer once
+    /// the requests it delivered are.
+    fn reap(&mut self) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            let id = match done {
+                Ok((id, ())) => id,
+                Err(e) => e.id(),
+            };
+            self.current.remove(&id);
+            for (_, tasks) in &mut self.retired {
+                tasks.remove(&id);
+            }
+        }
+        self.retired.retain(|(_, tasks)| !tasks.is_empty());
     }
 
     fn len(&self) -> usize {
@@ -192,7 +218,7 @@ impl Worker {
                     // ID if it carries one, else its W3C trace ID.
                     let legacy = request.legacy_trace.clone().unwrap_or_else(|| context.trace_id_hex());
                     let traced = Traced { context, legacy };
-                    in_flight.tasks.spawn(
+                    in_flight.spawn(
                         self.clone()
                             .handle(delivery, request, traced, slot, shutdown.clone())
                             .instrument(span),
@@ -211,14 +237,14 @@ impl Worker {
             }
             Err(_) => {
                 in_flight.reap();
-                if !in_flight.is_empty() {
+                if !in_flight.current.is_empty() {
                     tracing::info!(
                         service = self.name,
-                        in_flight = in_flight.len(),
+                        in_flight = in_flight.current.len(),
                         "the consumer stopped with requests in flight: they finish in the background, settled \
                          if its channel is still open, else delivered again"
                     );
-                    in_flight.retired.push(consumer);
+                    in_flight.retire(consumer);
                     return result;
                 }
             }
@@ -255,6 +281,7 @@ impl Worker {
             );
             in_flight.tasks.abort_all();
         }
+        in_flight.current.clear();
         in_flight.retired.clear();
     }
 
@@ -986,4 +1013,72 @@ impl std::fmt::Display for Target<'_> {
 struct Traced {
     context: TraceParent,
     legacy: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A consumer that counts how many of its kind are alive.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Counted {
+        fn boxed(alive: &Arc<AtomicUsize>) -> Box<dyn Consumer> {
+            alive.fetch_add(1, Ordering::SeqCst);
+            Box::new(Counted(alive.clone()))
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Consumer for Counted {
+        async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+            None
+        }
+
+        async fn cancel(&mut self) -> Result<(), BrokerError> {
+            Ok(())
+        }
+    }
+
+    /// Each retired consumer lives exactly as long as the requests it
+    /// delivered, whatever the later consumers' requests do: a service that
+    /// stays busy through many reconnections does not pile consumers up.
+    #[tokio::test]
+    async fn a_retired_consumer_goes_when_its_own_requests_are_done() {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let mut in_flight = InFlight::new(4);
+        let (release_first, first) = tokio::sync::oneshot::channel::<()>();
+        in_flight.spawn(async move {
+            let _ = first.await;
+        });
+        in_flight.retire(Counted::boxed(&alive));
+        // The next consumer's request never ends while we look.
+        let (_keep_second, second) = tokio::sync::oneshot::channel::<()>();
+        in_flight.spawn(async move {
+            let _ = second.await;
+        });
+        in_flight.retire(Counted::boxed(&alive));
+        // A consumer that delivered nothing still running is not kept.
+        in_flight.retire(Counted::boxed(&alive));
+        assert_eq!(alive.load(Ordering::SeqCst), 2);
+
+        release_first.send(()).unwrap();
+        while in_flight.len() > 1 {
+            tokio::task::yield_now().await;
+            in_flight.reap();
+        }
+        assert_eq!(
+            alive.load(Ordering::SeqCst),
+            1,
+            "the first consumer went with its request"
+        );
+        assert_eq!(in_flight.retired.len(), 1);
+    }
 }
