@@ -28,6 +28,25 @@ fn file(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Resul
     Ok([(request, true)])
 }
 
+/// `bench-file`, writing what it read with its first 16 bytes replaced by
+/// the request and the time, as a stage's output usually differs from its
+/// input: a store that keeps identical blocks once cannot skip storing it.
+#[slingshot::microservice(name = "bench-file-stamped", sys_map = "file:unused.json", main = false)]
+fn file_stamped(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Result<[(u64, bool); 1], AnyError> {
+    let mut bytes = Vec::with_capacity(1 << 20);
+    read_file("in", request)?.read_to_end(&mut bytes)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
+    for (at, value) in [(0, request), (8, now)] {
+        if let Some(field) = bytes.get_mut(at..at + 8) {
+            field.copy_from_slice(&value.to_le_bytes());
+        }
+    }
+    write_file("out", request)?.write_all(&bytes)?;
+    Ok([(request, true)])
+}
+
 /// One INSERT per request.
 #[slingshot::microservice(name = "bench-db", sys_map = "file:unused.json", main = false)]
 fn db(request: u64, connection: &mut PgConnection) -> Result<[(u64, bool); 1], AnyError> {
@@ -61,12 +80,20 @@ fn copy(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> Resul
     Ok([(request, true)])
 }
 
+/// Writes objects `0..n` of `size` bytes, all alike: a repeating pattern,
+/// which a store may compress, and of which it may keep one copy (Garage
+/// keeps each distinct 1 MiB block once).
 pub async fn seed_objects(s3: &dyn ObjectStore, bucket: &str, n: u64, size: usize) -> anyhow::Result<()> {
-    // A repeating pattern, which the store may compress; with
-    // SLINGSHOT_BENCH_INCOMPRESSIBLE=1, bytes that look random, as
-    // ciphertext does (to tell the cost of encrypting from the store's).
-    let body: Vec<u8> = if std::env::var("SLINGSHOT_BENCH_INCOMPRESSIBLE").is_ok_and(|v| v == "1") {
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    seed(s3, bucket, n, |_| body.clone()).await
+}
+
+/// Writes objects `0..n` of `size` bytes, each its own bytes that look
+/// random, as ciphertext does: the store can neither compress them nor keep
+/// one copy for several.
+pub async fn seed_unique_objects(s3: &dyn ObjectStore, bucket: &str, n: u64, size: usize) -> anyhow::Result<()> {
+    seed(s3, bucket, n, |id| {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ id.wrapping_mul(0xD1B5_4A32_D192_ED03);
         (0..size)
             .map(|_| {
                 x ^= x << 13;
@@ -75,13 +102,15 @@ pub async fn seed_objects(s3: &dyn ObjectStore, bucket: &str, n: u64, size: usiz
                 x as u8
             })
             .collect()
-    } else {
-        (0..size).map(|i| (i * 31 % 251) as u8).collect()
-    };
+    })
+    .await
+}
+
+async fn seed(s3: &dyn ObjectStore, bucket: &str, n: u64, body: impl Fn(u64) -> Vec<u8>) -> anyhow::Result<()> {
     let ids: Vec<u64> = (0..n).collect();
     for chunk in ids.chunks(8) {
-        futures::future::try_join_all(chunk.iter().map(|id| {
-            let body = body.clone();
+        futures::future::try_join_all(chunk.iter().map(|&id| {
+            let body = body(id);
             async move { s3.put_bytes(bucket, &id.to_string(), body).await }
         }))
         .await?;
