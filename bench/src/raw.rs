@@ -351,9 +351,10 @@ impl Stage {
 }
 
 /// Publishes the delivery's ID (and headers) to `output`: persistent and
-/// mandatory when `safe`; when `traced`, with the trace headers a slingshot
-/// output carries (`traceparent` and the legacy trace ID), so that the
-/// broker stores and delivers messages of the same size.
+/// mandatory when `safe`; when `traced`, with the trace header a slingshot
+/// output carries (`traceparent`; the inbound headers, a legacy trace ID
+/// among them, pass unchanged), so that the broker stores and delivers
+/// messages of the same size.
 async fn publish(
     publisher: &Channel,
     output: &str,
@@ -369,10 +370,6 @@ async fn publish(
         let span = tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let text = |s: String| lapin::types::AMQPValue::LongString(s.into());
         headers.insert("traceparent".into(), text(format!("00-{trace:032x}-{span:016x}-01")));
-        // As slingshot does: the inbound legacy trace ID passes unchanged.
-        if !headers.contains_key("x-slingshot-trace-id") {
-            headers.insert("x-slingshot-trace-id".into(), text(format!("{trace:032x}")));
-        }
     }
     if !headers.inner().is_empty() {
         properties = properties.with_headers(headers);

@@ -265,12 +265,12 @@ async fn one_trace_follows_requests_through_two_services_to_an_otlp_receiver() {
             queue.as_str()
         );
     }
-    // On the wire: the tapped copy carries its producer span's context, the
-    // upstream's trace state and the trace ID in the legacy header.
+    // On the wire: the tapped copy carries its producer span's context and
+    // the upstream's trace state; no legacy header, which it did not carry.
     let wire = &tapped[1];
     assert_eq!(wire.header("traceparent"), traceparent(t, &to_tap.span_id), "{wire:?}");
     assert_eq!(wire.header("tracestate"), "upstream=1");
-    assert_eq!(wire.header("x-slingshot-trace-id"), t);
+    assert!(!wire.headers.contains_key("x-slingshot-trace-id"), "{wire:?}");
     // The second service continues the trace under the publish to its queue.
     let received = one(&spans, t, "record", &format!("process {mid}"), Some(&to_mid.span_id));
     assert_eq!(received.kind, SpanKind::Consumer);
@@ -408,9 +408,11 @@ async fn without_an_otlp_endpoint_messages_and_logs_still_carry_the_trace() {
     for queue in [&input, &mid] {
         broker.declare(queue, Durability::Durable).await.unwrap();
     }
+    // Every output carries the legacy trace header too, as asked.
     let env = [
         ("SLINGSHOT_LOG", "info".to_string()),
         ("SLINGSHOT_LOG_FORMAT", "json".to_string()),
+        ("SLINGSHOT_LEGACY_TRACE_HEADER", "true".to_string()),
     ];
     let mut command = service_command(
         env!("CARGO_BIN_EXE_otel-service"),
@@ -450,7 +452,12 @@ async fn without_an_otlp_endpoint_messages_and_logs_still_carry_the_trace() {
     let fresh: Vec<&str> = sent[1].header("traceparent").split('-').collect();
     assert_eq!((fresh.len(), fresh[1].len(), fresh[3]), (4, 32, "01"), "{sent:?}");
     assert_ne!(fresh[1], trace);
-    assert_eq!(sent[1].header("x-slingshot-trace-id"), fresh[1]);
+    assert_eq!(
+        sent[1].header("x-slingshot-trace-id"),
+        fresh[1],
+        "asked for on every output"
+    );
+    assert_eq!(sent[0].header("x-slingshot-trace-id"), trace);
 
     // Log lines carry the request's trace ID and its own span ID.
     let lines: Vec<Value> = ingest_log

@@ -215,9 +215,17 @@ impl Worker {
                         delivery.redelivered,
                     );
                     // The trace ID the request is known by: its legacy trace
-                    // ID if it carries one, else its W3C trace ID.
-                    let legacy = request.legacy_trace.clone().unwrap_or_else(|| context.trace_id_hex());
-                    let traced = Traced { context, legacy };
+                    // ID if it carries one, else its W3C trace ID. Outputs
+                    // carry the legacy header on only if it came with one,
+                    // or if every output is to have it.
+                    let known_as = request.legacy_trace.clone().unwrap_or_else(|| context.trace_id_hex());
+                    let legacy =
+                        (request.legacy_trace.is_some() || self.settings.legacy_trace_header).then(|| known_as.clone());
+                    let traced = Traced {
+                        context,
+                        known_as,
+                        legacy,
+                    };
                     in_flight.spawn(
                         self.clone()
                             .handle(delivery, request, traced, slot, shutdown.clone())
@@ -388,7 +396,7 @@ impl Worker {
             id,
             request.counts.attempt,
             delivery.redelivered || request.delivery_count > 0,
-            traced.legacy.clone(),
+            traced.known_as.clone(),
         );
         let emitted = context.events.clone();
         let job = Job {
@@ -641,7 +649,7 @@ impl Worker {
         room: Room,
     ) -> Result<bool, (Delivery, protocol::TooLarge)> {
         let (span, context) = spans::publish(self.broker.messaging_system(), queue, &traced.context);
-        context.stamp(&mut message, &traced.legacy);
+        context.stamp(&mut message, traced.legacy.as_deref());
         let message = match protocol::fit(message, self.broker.frame_max(), room) {
             Ok(message) => message,
             Err(too_large) => return Err((delivery, too_large)),
@@ -681,7 +689,7 @@ impl Worker {
             key,
             plan: Arc::new(move |outputs| routes.plan(outputs).messages(&inbound)),
             traceparent: Some(traced.context.header_value()),
-            legacy_trace: Some(traced.legacy.clone()),
+            legacy_trace: traced.legacy.clone(),
         })
     }
 
@@ -728,7 +736,7 @@ impl Worker {
             let (span, context) = spans::publish(self.broker.messaging_system(), queue, &traced.context);
             let mut message = Message::id(send.request);
             message.properties.message_id = Some(send.message_id.clone());
-            context.stamp(&mut message, &traced.legacy);
+            context.stamp(&mut message, traced.legacy.as_deref());
             protocol::carry_follow(received, &mut message);
             async move {
                 let sent = std::time::Instant::now();
@@ -839,8 +847,7 @@ impl Worker {
             let span = match row.traceparent.as_deref().and_then(|tp| TraceParent::parse(tp, None)) {
                 Some(parent) => {
                     let (span, context) = spans::publish(self.broker.messaging_system(), &row.queue, &parent);
-                    let legacy = row.legacy_trace.clone().unwrap_or_else(|| parent.trace_id_hex());
-                    context.stamp(&mut message, &legacy);
+                    context.stamp(&mut message, row.legacy_trace.as_deref());
                     span
                 }
                 None => tracing::Span::none(),
@@ -973,7 +980,7 @@ impl Worker {
                 nth,
             );
             let (span, context) = spans::publish(self.broker.messaging_system(), &key, &traced.context);
-            context.stamp(&mut message, &traced.legacy);
+            context.stamp(&mut message, traced.legacy.as_deref());
             let published = self
                 .publish_confirmed_to(Target::Exchange(exchange, &key), message, acker)
                 .instrument(span)
@@ -1007,12 +1014,14 @@ impl std::fmt::Display for Target<'_> {
     }
 }
 
-/// The trace a delivery continues: the W3C context of its CONSUMER span and
-/// the legacy trace ID its outputs carry.
+/// The trace a delivery continues: the W3C context of its CONSUMER span, the
+/// trace ID the request is known by, and the legacy trace ID its outputs
+/// carry, if they carry one.
 #[derive(Debug, Clone)]
 struct Traced {
     context: TraceParent,
-    legacy: String,
+    known_as: String,
+    legacy: Option<String>,
 }
 
 #[cfg(test)]

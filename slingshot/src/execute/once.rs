@@ -50,7 +50,7 @@ pub struct OnceJob {
     pub plan: Plan,
     /// The W3C `traceparent` the outputs continue.
     pub traceparent: Option<String>,
-    /// The legacy trace ID the outputs carry.
+    /// The legacy trace ID the outputs carry, if they carry one.
     pub legacy_trace: Option<String>,
 }
 

@@ -508,8 +508,8 @@ fn components() -> Value {
     request_headers.insert(
         TRACE_HEADER.into(),
         text(&format!(
-            "slingshot's own trace ID (read for messages published before W3C trace context; kept on outputs when \
-             at most {MAX_LEGACY_TRACE_ID} bytes)."
+            "slingshot's earlier trace ID, before W3C trace context: read, and carried on to the outputs when at \
+             most {MAX_LEGACY_TRACE_ID} bytes; written on every output only under SLINGSHOT_LEGACY_TRACE_HEADER=true."
         )),
     );
     request_headers.insert(

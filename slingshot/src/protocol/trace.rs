@@ -3,10 +3,11 @@
 
 use crate::broker::{HeaderValue, Message};
 
-/// Legacy header carrying the trace ID of a request through the pipeline.
-/// Still read (messages already in queues keep their trace) and still
-/// written, unchanged from the inbound message when it had one, for older
-/// services and tools that follow it.
+/// Legacy header carrying the trace ID of a request through the pipeline,
+/// which slingshot wrote before W3C `traceparent` carried the trace. Still
+/// read (messages already in queues keep their trace) and carried on
+/// unchanged when the inbound message had one; written on every output only
+/// when `SLINGSHOT_LEGACY_TRACE_HEADER` asks, for services that follow only it.
 pub const TRACE_HEADER: &str = "x-slingshot-trace-id";
 /// W3C Trace Context header: version, trace ID, parent span ID and flags.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
@@ -131,16 +132,19 @@ impl TraceParent {
         format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
     }
 
-    /// Puts this context on `message`: `traceparent`, `tracestate` (removed
-    /// when there is none) and the legacy trace ID `legacy`.
-    pub fn stamp(&self, message: &mut Message, legacy: &str) {
+    /// Puts this context on `message`: `traceparent`, `tracestate` and the
+    /// legacy trace ID `legacy`, each removed when there is none.
+    pub fn stamp(&self, message: &mut Message, legacy: Option<&str>) {
         let headers = &mut message.headers;
         headers.insert(TRACEPARENT_HEADER.into(), HeaderValue::Str(self.header_value()));
         match &self.state {
             Some(state) => headers.insert(TRACESTATE_HEADER.into(), HeaderValue::Str(state.clone())),
             None => headers.remove(TRACESTATE_HEADER),
         };
-        headers.insert(TRACE_HEADER.into(), HeaderValue::Str(legacy.to_string()));
+        match legacy {
+            Some(legacy) => headers.insert(TRACE_HEADER.into(), HeaderValue::Str(legacy.to_string())),
+            None => headers.remove(TRACE_HEADER),
+        };
     }
 }
 
@@ -273,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn stamping_replaces_the_context_and_removes_a_stale_state() {
+    fn stamping_replaces_the_context_and_removes_a_stale_state_and_legacy_id() {
         let context = TraceParent {
             trace_id: 0xabc,
             span_id: 0x12,
@@ -281,7 +285,7 @@ mod tests {
             state: Some("k=v".into()),
         };
         let mut m = Message::id(12);
-        context.stamp(&mut m, "t");
+        context.stamp(&mut m, Some("t"));
         assert_eq!(
             m.headers.get(TRACEPARENT_HEADER).and_then(HeaderValue::as_str),
             Some("00-00000000000000000000000000000abc-0000000000000012-01")
@@ -291,7 +295,8 @@ mod tests {
             Some("k=v")
         );
         assert_eq!(m.headers.get(TRACE_HEADER).and_then(HeaderValue::as_str), Some("t"));
-        TraceParent { state: None, ..context }.stamp(&mut m, "t");
+        TraceParent { state: None, ..context }.stamp(&mut m, None);
         assert!(!m.headers.contains_key(TRACESTATE_HEADER));
+        assert!(!m.headers.contains_key(TRACE_HEADER));
     }
 }

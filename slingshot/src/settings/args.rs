@@ -120,6 +120,14 @@ pub struct SettingsArgs {
     )]
     pub shutdown_secs: u64,
 
+    /// Write the legacy `x-slingshot-trace-id` header on every output, for
+    /// services built with slingshot before W3C tracing, which follow only
+    /// it. It is always read, and carried on unchanged when the inbound
+    /// message had one; W3C `traceparent` carries the same trace.
+    #[arg(long, global = true, env = "SLINGSHOT_LEGACY_TRACE_HEADER", value_name = "BOOL",
+          default_value_t = false, action = clap::ArgAction::Set)]
+    pub legacy_trace_header: bool,
+
     /// How inbound and outbound queues are declared.
     #[arg(long, global = true, env = "SLINGSHOT_QUEUE_MODE", value_enum, default_value_t = QueueMode::Durable)]
     pub queue_mode: QueueMode,
@@ -311,6 +319,7 @@ impl SettingsArgs {
             once_relay_grace: Duration::from_secs(self.once_relay_grace_secs),
             amqp_frame_max: self.amqp_frame_max,
             shutdown_deadline: Duration::from_secs(self.shutdown_secs),
+            legacy_trace_header: self.legacy_trace_header,
             queue_mode: self.queue_mode,
             queue_type: self.queue_type,
             amqp_vhost: self.amqp_vhost,

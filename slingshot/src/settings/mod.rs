@@ -60,6 +60,9 @@ pub struct Settings {
     pub once_relay_grace: Duration,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_deadline: Duration,
+    /// Whether every output carries the legacy `x-slingshot-trace-id`
+    /// (else only outputs of a message that carried one).
+    pub legacy_trace_header: bool,
     /// How the service declares its inbound and outbound queues.
     pub queue_mode: QueueMode,
     /// The RabbitMQ queue type of the queues the service declares.
