@@ -14,6 +14,7 @@
 
 mod harness;
 mod paced;
+mod peer;
 mod rabbitmq4;
 mod raw;
 mod report;
