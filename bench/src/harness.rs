@@ -24,6 +24,21 @@ pub(crate) struct Bench {
     /// A broker connection of this process, for paced runs.
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) s3: S3Store,
+    /// The sys-map's `rabbitmq` endpoint when it is not the test services'
+    /// (`SLINGSHOT_TEST_AMQP_URL`): RabbitMQ 4's, see [`crate::rabbitmq4`].
+    pub(crate) rabbitmq: Option<serde_json::Value>,
+}
+
+impl Bench {
+    /// The wiring of `bench-noop` on the fixture's queues `in` and `out`,
+    /// on this bench's broker.
+    pub(crate) fn noop_endpoints(&self, f: &Fixture) -> serde_json::Value {
+        let mut endpoints = json!({"bench-noop": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}});
+        if let Some(rabbitmq) = &self.rabbitmq {
+            endpoints["rabbitmq"] = rabbitmq.clone();
+        }
+        endpoints
+    }
 }
 
 /// `n` times `SLINGSHOT_BENCH_SCALE` (default 1), at least 1.
@@ -48,11 +63,6 @@ pub(crate) fn settings(f: &Fixture, concurrency: usize, prefetch: u16) -> Settin
         queue_mode: QueueMode::Durable,
         ..Settings::default()
     }
-}
-
-/// The wiring of `bench-noop` on the fixture's queues `in` and `out`.
-pub(crate) fn noop_endpoints(f: &Fixture) -> serde_json::Value {
-    json!({"bench-noop": {"in": f.q("in"), "out": [{"case": true, "queues": [f.q("out")]}]}})
 }
 
 /// The prefetch slingshot derives from `concurrency` by default.

@@ -5,12 +5,17 @@
 //! slingshot-bench` prints a table and one line per figure,
 //! `bench=<name> value=<x> unit=<u>`. `SLINGSHOT_BENCH_SCALE=0.1` shrinks
 //! every workload (for a quick look); `SLINGSHOT_BENCH_ONLY=noop,file` runs
-//! some sections only (each is a module of [`sections`]).
+//! some sections only (each is a module of [`sections`]). When the test
+//! suite's RabbitMQ 4 runs (`SLINGSHOT_TEST_RABBITMQ4_URL`), the no-op and
+//! latency sections run on it too ([`rabbitmq4`]); when not, one line says
+//! so.
 //!
 //! This file chooses the sections, runs them in order and prints the report.
 
 mod harness;
 mod paced;
+mod peer;
+mod rabbitmq4;
 mod raw;
 mod report;
 mod sections;
@@ -45,6 +50,8 @@ fn main() -> ExitCode {
         };
         return slingshot::main_with_args(def, args[2..].to_vec());
     }
+    // Before the runtime's threads start: it sets an environment variable.
+    rabbitmq4::export_secret();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -85,7 +92,11 @@ async fn run() -> anyhow::Result<()> {
     let mut report = Report::default();
     eprintln!("slingshot-bench on {}", machine());
     let port = amqp.parse::<lapin::uri::AMQPUri>().map(|uri| uri.authority.port);
-    match port.map_err(|e| format!("{amqp:?}: {e}")).and_then(raw::watch_broker) {
+    match port
+        .as_ref()
+        .map_err(|e| format!("{amqp:?}: {e}"))
+        .and_then(|&port| raw::watch_broker(port))
+    {
         Ok(pid) => eprintln!("broker CPU: process {pid}"),
         Err(e) => eprintln!("broker CPU not measured: {e}"),
     }
@@ -93,6 +104,7 @@ async fn run() -> anyhow::Result<()> {
         amqp,
         broker,
         s3: services.s3(),
+        rabbitmq: None,
     };
 
     let mut raw_noop = f64::NAN;
@@ -101,6 +113,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if wanted("latency") {
         sections::latency::run(&bench, &mut report).await?;
+    }
+    if wanted("noop") || wanted("latency") {
+        rabbitmq4::run(&bench, &mut report, wanted("noop"), wanted("latency"), port.ok()).await?;
     }
     if wanted("concurrency") {
         sections::concurrency::run(&bench, &mut report).await?;

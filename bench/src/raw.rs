@@ -5,7 +5,7 @@
 //! prefetch and concurrency. Pipelined as well as hand-written code can;
 //! and the broker's upper bound without the guarantees.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,12 +64,14 @@ pub fn cpu_time_us() -> f64 {
     us(usage.ru_utime) + us(usage.ru_stime)
 }
 
-/// The broker process whose CPU time rounds report.
-static BROKER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+/// The broker process whose CPU time rounds report (0: none known).
+static BROKER_PID: AtomicU32 = AtomicU32::new(0);
 
 /// Makes rounds report the CPU time of the process listening on `port` (the
-/// broker, on this machine), found with `ss`; returns its PID, or why not.
+/// broker, on this machine), found with `ss`; returns its PID, or why not
+/// (and then rounds report none, until a later call finds one).
 pub fn watch_broker(port: u16) -> Result<u32, String> {
+    BROKER_PID.store(0, Ordering::Relaxed);
     let out = std::process::Command::new("ss")
         .args(["-ltnpH", &format!("sport = :{port}")])
         .output()
@@ -81,7 +83,8 @@ pub fn watch_broker(port: u16) -> Result<u32, String> {
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|digits| digits.parse().ok())
         .ok_or_else(|| format!("no process listening on port {port} in `ss -ltnp`: {text:?}"))?;
-    Ok(*BROKER_PID.get_or_init(|| pid))
+    BROKER_PID.store(pid, Ordering::Relaxed);
+    Ok(pid)
 }
 
 /// User + system CPU time of process `pid`, in microseconds
@@ -112,11 +115,12 @@ fn tcp_segments_sent() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn broker_cpu_us() -> f64 {
-    BROKER_PID
-        .get()
-        .and_then(|&pid| process_cpu_us(pid))
-        .unwrap_or(f64::NAN)
+/// The watched broker's CPU time so far, in microseconds (NaN when none is watched).
+pub fn broker_cpu_us() -> f64 {
+    match BROKER_PID.load(Ordering::Relaxed) {
+        0 => f64::NAN,
+        pid => process_cpu_us(pid).unwrap_or(f64::NAN),
+    }
 }
 
 /// Times a round: wall clock and CPU from construction to [`Meter::round`].

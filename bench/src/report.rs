@@ -12,6 +12,12 @@ pub(crate) struct Figure {
 #[derive(Default)]
 pub(crate) struct Report {
     pub(crate) figures: Vec<Figure>,
+    /// Appended to the name of every figure added while it is set (`_rmq4`
+    /// while the sections run again on RabbitMQ 4).
+    pub(crate) suffix: String,
+    /// Lines about the run itself (what was not measured, and why), printed
+    /// with the figures.
+    pub(crate) notes: Vec<String>,
 }
 
 impl Report {
@@ -39,8 +45,10 @@ impl Report {
 
     /// Adds a figure and prints it at once.
     pub(crate) fn add(&mut self, name: impl Into<String>, value: f64, unit: &'static str, note: impl Into<String>) {
+        let mut name: String = name.into();
+        name.push_str(&self.suffix);
         let figure = Figure {
-            name: name.into(),
+            name,
             value,
             unit,
             note: note.into(),
@@ -52,9 +60,22 @@ impl Report {
         self.figures.push(figure);
     }
 
-    /// Prints every figure as a Markdown table, then one
+    /// Adds a line about the run and prints it at once.
+    pub(crate) fn note(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        eprintln!("{line}");
+        self.notes.push(line);
+    }
+
+    /// Prints the notes, every figure as a Markdown table, then one
     /// `bench=<name> value=<x> unit=<u>` line each.
     pub(crate) fn print(&self) {
+        if !self.notes.is_empty() {
+            println!();
+        }
+        for line in &self.notes {
+            println!("{line}");
+        }
         println!("\n| figure | value | unit | note |\n|---|---:|---|---|");
         for f in &self.figures {
             println!("| {} | {:.3} | {} | {} |", f.name, f.value, f.unit, f.note);

@@ -29,7 +29,7 @@ use slingshot::{Client, ServiceDef};
 use slingshot_tests::{Backend, Fixture};
 use tokio::sync::mpsc;
 
-use crate::harness::{default_prefetch, noop_endpoints, scale, settings, Bench, ROUNDS};
+use crate::harness::{default_prefetch, scale, settings, Bench, ROUNDS};
 use crate::raw;
 use crate::report::{median, Report};
 
@@ -257,7 +257,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
     );
     let f = Fixture::new(Backend::Real, "bench-calls");
     let runtime = f
-        .runtime_with(noop_endpoints(&f), settings(&f, CONCURRENCY, prefetch))
+        .runtime_with(bench.noop_endpoints(&f), settings(&f, CONCURRENCY, prefetch))
         .await;
     let inbound = runtime.sysmap().service("bench-noop").await?.inbound;
     let running = runtime

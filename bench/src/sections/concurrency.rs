@@ -2,7 +2,7 @@
 
 use slingshot_tests::{Backend, Fixture};
 
-use crate::harness::{default_prefetch, noop_endpoints, scale, slingshot_round, Bench};
+use crate::harness::{default_prefetch, scale, slingshot_round, Bench};
 use crate::paced::latency;
 use crate::raw;
 use crate::report::Report;
@@ -13,7 +13,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
         let n = scale(if concurrency == 1 { 5_000 } else { 20_000 });
         let prefetch = default_prefetch(concurrency);
         let f = Fixture::new(Backend::Real, &format!("bench-c{concurrency}"));
-        let endpoints = noop_endpoints(&f);
+        let endpoints = bench.noop_endpoints(&f);
         let round = slingshot_round(&f, "bench-noop", endpoints.clone(), n, concurrency, prefetch).await;
         report.add(
             format!("noop_c{concurrency}_throughput"),
@@ -26,7 +26,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
         // of the round above (that was a one-second tail).
         let rate = (round.rate * 0.5).clamp(50.0, 2_000.0);
         let f = Fixture::new(Backend::Real, &format!("bench-c{concurrency}-paced"));
-        let endpoints = noop_endpoints(&f);
+        let endpoints = bench.noop_endpoints(&f);
         let paced = latency(&f, &bench.broker, "bench-noop", endpoints, concurrency, prefetch, rate).await?;
         report.add(
             format!("noop_c{concurrency}_latency_p50"),

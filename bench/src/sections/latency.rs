@@ -2,7 +2,7 @@
 
 use slingshot_tests::{Backend, Fixture};
 
-use crate::harness::{comparison_queues, default_prefetch, noop_endpoints, Bench, ROUNDS};
+use crate::harness::{comparison_queues, default_prefetch, Bench, ROUNDS};
 use crate::paced::{latency, raw_latency, Paced};
 use crate::raw;
 use crate::report::{median, Report};
@@ -15,7 +15,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let f = Fixture::new(Backend::Real, &format!("bench-latency-{round}"));
-        let endpoints = noop_endpoints(&f);
+        let endpoints = bench.noop_endpoints(&f);
         theirs.push(raw_latency(&f, &bench.amqp, &bench.broker, concurrency, prefetch, rate).await?);
         ours.push(latency(&f, &bench.broker, "bench-noop", endpoints, concurrency, prefetch, rate).await?);
         raw::delete_queues(&bench.amqp, &comparison_queues(&f)).await;

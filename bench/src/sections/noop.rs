@@ -5,9 +5,7 @@
 
 use slingshot_tests::{Backend, Fixture};
 
-use crate::harness::{
-    broker_cpu, comparison_queues, cpu, median_by, noop_endpoints, rates, scale, slingshot_round, Bench, ROUNDS,
-};
+use crate::harness::{broker_cpu, comparison_queues, cpu, median_by, rates, scale, slingshot_round, Bench, ROUNDS};
 use crate::raw;
 use crate::report::{median, Report};
 
@@ -23,7 +21,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<f6
         let (mut ours, mut theirs, mut untraced) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             let f = Fixture::new(Backend::Real, &format!("bench-noop-p{prefetch}-{round}"));
-            let endpoints = noop_endpoints(&f);
+            let endpoints = bench.noop_endpoints(&f);
             for (work, rounds) in [(raw::Work::Noop, &mut theirs), (raw::Work::NoopUntraced, &mut untraced)] {
                 rounds.push(
                     raw::stage(

@@ -1,7 +1,8 @@
 //! Python services measured beside their Rust twins in the same run.
 //!
 //! The same stages, each service a process of its own, the Python ones
-//! written with the `slingshot` package (`bench/python/services.py`).
+//! written with the `slingshot` package (`bench/python/services.py`); and
+//! the no-op stage against its peer written with FastStream ([`crate::peer`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use slingshot::{Runtime, Settings};
 use slingshot_tests::{signal, Backend, Fixture, Services};
 
 use crate::harness::{scale, ROUNDS};
+use crate::peer;
 use crate::raw;
 use crate::report::{median, Report};
 use crate::services::{gib_copy_peak_kib, seed_objects};
@@ -52,6 +54,33 @@ struct Side {
     name: &'static str,
     service: &'static str,
     command: Vec<String>,
+    /// What follows `command` to run the service (slingshot's `run`).
+    serve: &'static [&'static str],
+}
+
+/// How many requests a service runs at once and takes ahead: `None` leaves
+/// the service's default.
+#[derive(Clone, Copy)]
+struct Load {
+    concurrency: Option<usize>,
+    prefetch: Option<u16>,
+}
+
+impl Load {
+    fn concurrency(concurrency: usize) -> Load {
+        Load {
+            concurrency: Some(concurrency),
+            prefetch: None,
+        }
+    }
+}
+
+/// What a round measured: throughput, and the broker's CPU time per message
+/// over the same span (NaN when the broker's process is not known).
+#[derive(Clone, Copy)]
+struct Measured {
+    rate: f64,
+    broker_cpu_us: f64,
 }
 
 impl Side {
@@ -66,6 +95,7 @@ impl Side {
             name: "rust",
             service,
             command: vec![exe, "service".into(), service.into()],
+            serve: &["run"],
         })
     }
 
@@ -80,22 +110,36 @@ impl Side {
             name: "python",
             service,
             command: vec![python.display().to_string(), script.into(), service.into()],
+            serve: &["run"],
+        }
+    }
+
+    /// The no-op stage written with FastStream (`bench/python/faststream_noop.py`).
+    fn faststream(python: &std::path::Path) -> Side {
+        Side {
+            name: "faststream",
+            service: "faststream-noop",
+            command: vec![python.display().to_string(), peer::SCRIPT.into()],
+            serve: &[],
         }
     }
 }
 
 /// Runs `side`'s service over `n` preloaded requests in its own process and
 /// returns its throughput, from its first output to its last (so that
-/// starting an interpreter is not counted against it).
+/// starting an interpreter is not counted against it). The service finds its
+/// queues in the sys-map; a service that takes no sys-map (FastStream's) in
+/// `SLINGSHOT_BENCH_AMQP_URL`, `SLINGSHOT_BENCH_IN`, `SLINGSHOT_BENCH_OUT`
+/// and `SLINGSHOT_BENCH_PREFETCH`.
 async fn round(
     f: &Fixture,
     amqp: &str,
     side: &Side,
     buckets: Option<(&str, &str)>,
     n: u64,
-    concurrency: usize,
+    load: Load,
     tag: &str,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     let (inbound, outbound) = (f.q(&format!("{tag}-in")), f.q(&format!("{tag}-out")));
     let mut endpoints = json!({
         side.service: {"in": inbound, "out": [{"case": true, "queues": [outbound]}]},
@@ -108,14 +152,25 @@ async fn round(
     let sender = Runtime::connect(&sysmap, Settings::default()).await?;
     sender.send(&outbound, std::iter::empty()).await?;
     sender.send(&inbound, 0..n).await?;
-    let mut child = tokio::process::Command::new(&side.command[0])
-        .args(&side.command[1..])
-        .arg("run")
+    let mut command = tokio::process::Command::new(&side.command[0]);
+    command.args(&side.command[1..]).args(side.serve);
+    command
         .env("SLINGSHOT_SYS_MAP", &sysmap)
-        .env("SLINGSHOT_CONCURRENCY", concurrency.to_string())
         .env("SLINGSHOT_STAGING_DIR", f.staging_dir())
         .env("SLINGSHOT_HTTP_ADDR", "off")
         .env("SLINGSHOT_LOG", "warn")
+        .env("SLINGSHOT_BENCH_AMQP_URL", amqp)
+        .env("SLINGSHOT_BENCH_IN", &inbound)
+        .env("SLINGSHOT_BENCH_OUT", &outbound);
+    if let Some(concurrency) = load.concurrency {
+        command.env("SLINGSHOT_CONCURRENCY", concurrency.to_string());
+    }
+    if let Some(prefetch) = load.prefetch {
+        command
+            .env("SLINGSHOT_PREFETCH", prefetch.to_string())
+            .env("SLINGSHOT_BENCH_PREFETCH", prefetch.to_string());
+    }
+    let mut child = command
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -127,10 +182,10 @@ async fn round(
         let have = broker.ready_count(&outbound).await?;
         let now = Instant::now();
         if have > 0 && first.is_none() {
-            first = Some(now);
+            first = Some((now, raw::broker_cpu_us()));
         }
         if have >= n {
-            break now;
+            break (now, raw::broker_cpu_us());
         }
         ensure!(now < deadline, "{}: {have} of {n} outputs after 10 minutes", side.name);
         if let Ok(status) = tokio::time::timeout(Duration::from_millis(5), child.wait()).await {
@@ -147,8 +202,13 @@ async fn round(
         side.name
     );
     raw::delete_queues(amqp, &[inbound.clone(), outbound, format!("{inbound}.dead-letter")]).await;
-    let elapsed = last.duration_since(first.unwrap_or(last)).as_secs_f64().max(1e-9);
-    Ok((n.saturating_sub(1)) as f64 / elapsed)
+    let first = first.unwrap_or(last);
+    let elapsed = last.0.duration_since(first.0).as_secs_f64().max(1e-9);
+    let counted = n.saturating_sub(1).max(1) as f64;
+    Ok(Measured {
+        rate: n.saturating_sub(1) as f64 / elapsed,
+        broker_cpu_us: (last.1 - first.1) / counted,
+    })
 }
 
 /// Interleaved rounds of both sides; the medians.
@@ -172,10 +232,11 @@ async fn compare(
                 &rust,
                 buckets,
                 n,
-                concurrency,
+                Load::concurrency(concurrency),
                 &format!("{stage}-c{concurrency}-rust-{r}"),
             )
-            .await?,
+            .await?
+            .rate,
         );
         theirs.push(
             round(
@@ -184,14 +245,45 @@ async fn compare(
                 &py,
                 buckets,
                 n,
-                concurrency,
+                Load::concurrency(concurrency),
                 &format!("{stage}-c{concurrency}-py-{r}"),
             )
-            .await?,
+            .await?
+            .rate,
         );
     }
     Ok((median(ours), median(theirs)))
 }
+
+/// The Python no-op service at concurrency 1 and at its default, and its
+/// FastStream peer, in interleaved rounds, all at prefetch 32; the medians
+/// (`[c1, default, faststream]`).
+async fn against_peer(f: &Fixture, amqp: &str, python: &std::path::Path, n: u64) -> anyhow::Result<[Measured; 3]> {
+    let (slingshot, faststream) = (Side::python(python, "noop"), Side::faststream(python));
+    let legs = [
+        (&slingshot, Some(1), "c1"),
+        (&slingshot, None, "default"),
+        (&faststream, None, "faststream"),
+    ];
+    let mut rounds: [Vec<Measured>; 3] = Default::default();
+    for r in 0..ROUNDS {
+        for ((side, concurrency, tag), measured) in legs.iter().zip(rounds.iter_mut()) {
+            let load = Load {
+                concurrency: *concurrency,
+                prefetch: Some(PEER_PREFETCH),
+            };
+            measured.push(round(f, amqp, side, None, n, load, &format!("peer-{tag}-{r}")).await?);
+        }
+    }
+    Ok(rounds.map(|measured| Measured {
+        rate: median(measured.iter().map(|m| m.rate).collect()),
+        broker_cpu_us: median(measured.iter().map(|m| m.broker_cpu_us).collect()),
+    }))
+}
+
+/// The prefetch of the FastStream comparison, on both sides: the issue's,
+/// and what slingshot derives from its default concurrency.
+const PEER_PREFETCH: u16 = 32;
 
 /// Peak RSS of the Python service copying a 1 GiB object, in MiB.
 async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::Path) -> anyhow::Result<f64> {
@@ -213,7 +305,11 @@ async fn copy_peak(f: &Fixture, s3: &S3Store, bucket: &str, python: &std::path::
 /// the per-call overhead, and peak memory on a 1 GiB object.
 pub(crate) async fn bench(report: &mut Report, amqp: &str) -> anyhow::Result<()> {
     let python = interpreter()?;
-    eprintln!("python: {} (release build of slingshot-runtime)", python.display());
+    let versions = peer::check(&python)?;
+    eprintln!(
+        "python: {} (release build of slingshot-runtime; {versions})",
+        python.display()
+    );
     let f = Fixture::new(Backend::Real, "bench-python");
     let services = Services::from_env();
     let s3 = services.s3();
@@ -237,6 +333,42 @@ pub(crate) async fn bench(report: &mut Report, amqp: &str) -> anyhow::Result<()>
         "µs",
         format!("per request at concurrency 1: {py1:.0} vs {rust1:.0} msg/s"),
     );
+
+    let np = scale(5_000);
+    let default = Settings::default().concurrency;
+    eprintln!(
+        "\nthe Python no-op service against FastStream: {np} IDs, prefetch {PEER_PREFETCH}, {ROUNDS} interleaved rounds"
+    );
+    let [c1, dflt, fast] = against_peer(&f, amqp, &python, np).await?;
+    report.add(
+        "python_faststream_throughput",
+        fast.rate,
+        "msg/s",
+        format!(
+            "{versions}; prefetch {PEER_PREFETCH} (a task per delivery: its concurrency); broker CPU {:.1} us/msg",
+            fast.broker_cpu_us
+        ),
+    );
+    for (name, measured, concurrency) in [("_c1", c1, 1), ("", dflt, default)] {
+        report.add(
+            format!("python_peer_noop_throughput{name}"),
+            measured.rate,
+            "msg/s",
+            format!(
+                "the Python slingshot service, concurrency {concurrency}, prefetch {PEER_PREFETCH}; broker CPU {:.1} us/msg",
+                measured.broker_cpu_us
+            ),
+        );
+        report.add(
+            format!("python_vs_faststream_ratio{name}"),
+            measured.rate / fast.rate,
+            "ratio",
+            format!(
+                "{:.0} / {:.0} msg/s at concurrency {concurrency}: > 1 is the Python slingshot service ahead",
+                measured.rate, fast.rate
+            ),
+        );
+    }
 
     let (bucket_in, bucket_out) = (f.bucket("py-file-in"), f.bucket("py-file-out"));
     s3.create_bucket(&bucket_in).await?;

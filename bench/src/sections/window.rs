@@ -5,7 +5,7 @@
 
 use slingshot_tests::{Backend, Fixture};
 
-use crate::harness::{cpu, noop_endpoints, rates, scale, slingshot_round, Bench, ROUNDS};
+use crate::harness::{cpu, rates, scale, slingshot_round, Bench, ROUNDS};
 use crate::raw;
 use crate::report::{median, Report};
 
@@ -16,7 +16,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
         let mut rounds = Vec::new();
         for round in 0..ROUNDS {
             let f = Fixture::new(Backend::Real, &format!("bench-window-p{prefetch}-{round}"));
-            let endpoints = noop_endpoints(&f);
+            let endpoints = bench.noop_endpoints(&f);
             rounds.push(slingshot_round(&f, "bench-noop", endpoints, n, concurrency, prefetch).await);
             raw::delete_queues(&bench.amqp, &[f.q("in"), f.q("out"), f.q("in.dead-letter")]).await;
         }
