@@ -218,11 +218,7 @@ impl Reader {
         });
         match read {
             Ok(Some(data)) if data.len() < DIRECT_READ => Ok(PyBytes::new(py, &data)),
-            // A large copy does not hold the interpreter.
-            Ok(Some(data)) => PyBytes::new_with(py, data.len(), |buffer| {
-                py.detach(|| buffer.copy_from_slice(&data));
-                Ok(())
-            }),
+            Ok(Some(data)) => large_bytes(py, &data),
             Ok(None) => Err(closed()),
             Err(e) => Err(io_error(&format!("reading {}/{}", self.key, self.id), e)),
         }
@@ -289,6 +285,23 @@ impl Reader {
     #[getter]
     fn closed(&self) -> bool {
         lock(&self.inner).is_none()
+    }
+}
+
+/// `data` as a new `bytes`, copied without the interpreter and without
+/// zeroing the object first (`PyBytes::new_with` would: a second pass over
+/// memory that is fresh, page by page, for a large object).
+fn large_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(data.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("the object is too large for bytes"))?;
+    // SAFETY: a new bytes object of `len` bytes (uninitialised contents),
+    // owned here and seen by nobody else until it is returned; the copy
+    // fills all of it before that. NULL is a raised MemoryError.
+    unsafe {
+        let bytes = Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len))?;
+        let target = pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) as usize;
+        py.detach(|| std::ptr::copy_nonoverlapping(data.as_ptr(), target as *mut u8, data.len()));
+        Ok(bytes.cast_into_unchecked())
     }
 }
 
