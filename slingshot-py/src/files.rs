@@ -16,8 +16,9 @@ use crate::{InvalidInput, ObjectNotFound, StorageError};
 
 /// Writes are buffered this much before they reach the staged file.
 const WRITE_BUFFER: usize = 64 * 1024;
-/// What `Reader.read()` without a size reads per step.
-const READ_CHUNK: usize = 256 * 1024;
+/// Reads of at most this many bytes go straight into the `bytes` object
+/// (the buffered reader's own reads are 256 KiB).
+const DIRECT_READ: usize = 256 * 1024;
 
 /// A staged file's writer, shared by its Python handle and the request's
 /// [`Files`] (which closes it when the request ends).
@@ -55,19 +56,23 @@ fn mark(err: PyErr, transient: bool) -> PyErr {
     err
 }
 
+fn closed() -> PyErr {
+    PyValueError::new_err("I/O operation on closed file")
+}
+
 fn ended() -> PyErr {
     PyValueError::new_err("the request this file belongs to has ended: file handles are valid only inside `process`")
 }
 
 /// The `read_file`/`write_file` of one request. The runtime ends it when
-/// `process` returns: writers are flushed and closed, and every handle stops
-/// working.
+/// `process` returns ([`Ending`]): writers are flushed and closed, and every
+/// handle stops working.
 #[pyclass(module = "slingshot._native", frozen)]
 pub struct Files {
     read_file: Arc<ReadFileFn>,
     write_file: Arc<WriteFileFn>,
     live: Arc<AtomicBool>,
-    writers: Mutex<Vec<SharedWriter>>,
+    writers: Arc<Mutex<Vec<SharedWriter>>>,
 }
 
 impl Files {
@@ -76,14 +81,36 @@ impl Files {
             read_file,
             write_file,
             live: Arc::new(AtomicBool::new(true)),
-            writers: Mutex::new(Vec::new()),
+            writers: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// Ends the request's file access: flushes and closes every writer still
-    /// open. An error is a failed write (the request must not succeed).
-    pub(crate) fn end(&self) -> std::io::Result<()> {
+    /// How the runtime ends these files, kept outside the Python object.
+    pub(crate) fn ending(&self) -> Ending {
+        Ending {
+            live: self.live.clone(),
+            writers: self.writers.clone(),
+        }
+    }
+}
+
+/// The end of one request's file access: [`Ending::stop`] when `process`
+/// returned (with the interpreter), [`Ending::finish`] after (without it).
+pub(crate) struct Ending {
+    live: Arc<AtomicBool>,
+    writers: Arc<Mutex<Vec<SharedWriter>>>,
+}
+
+impl Ending {
+    /// Every handle stops working.
+    pub(crate) fn stop(&self) {
         self.live.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops the handles and flushes and closes every writer still open.
+    /// An error is a failed write (the request must not succeed). Blocking.
+    pub(crate) fn finish(&self) -> std::io::Result<()> {
+        self.stop();
         let mut first_error = None;
         for writer in lock(&self.writers).drain(..) {
             if let Some(mut w) = lock(&writer).take() {
@@ -152,11 +179,28 @@ pub struct Reader {
 #[pymethods]
 impl Reader {
     /// Reads up to `size` bytes (all that is left if `size` is negative);
-    /// `b""` at the end of the object.
+    /// `b""` at the end of the object. A read of at most [`DIRECT_READ`]
+    /// bytes (what the buffered reader above asks for) goes straight into
+    /// the `bytes` Python gets; a larger one into a buffer of what the
+    /// object holds, copied once. Both without the interpreter.
     #[pyo3(signature = (size = -1))]
     fn read<'py>(&self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyBytes>> {
         if !self.live.load(Ordering::SeqCst) {
             return Err(ended());
+        }
+        if let Some(wanted) = usize::try_from(size).ok().filter(|&n| n <= DIRECT_READ) {
+            let mut filled = Ok(None);
+            let bytes = PyBytes::new_with(py, wanted, |buffer| {
+                filled = py.detach(|| self.fill(buffer));
+                Ok(())
+            })?;
+            return match filled {
+                Ok(Some(n)) if n == wanted => Ok(bytes),
+                // The object ended first.
+                Ok(Some(n)) => Ok(PyBytes::new(py, &bytes.as_bytes()[..n])),
+                Ok(None) => Err(closed()),
+                Err(e) => Err(io_error(&format!("reading {}/{}", self.key, self.id), e)),
+            };
         }
         let read = py.detach(|| -> std::io::Result<Option<Vec<u8>>> {
             let mut guard = lock(&self.inner);
@@ -165,23 +209,17 @@ impl Reader {
             };
             // All that is left if `size` is negative; never more than the
             // object holds set aside, however large `size` is.
-            let wanted = u64::try_from(size).unwrap_or(u64::MAX);
             let mut data = Vec::new();
-            let mut chunk = vec![0; READ_CHUNK.min(usize::try_from(wanted).unwrap_or(usize::MAX))];
-            // One read may return less than asked; take what the stream gives before its end.
-            while (data.len() as u64) < wanted {
-                let room = usize::try_from(wanted - data.len() as u64).unwrap_or(usize::MAX);
-                let n = reader.read(&mut chunk[..room.min(READ_CHUNK)])?;
-                if n == 0 {
-                    break;
-                }
-                data.extend_from_slice(&chunk[..n]);
-            }
+            match u64::try_from(size) {
+                Ok(limit) => reader.by_ref().take(limit).read_to_end(&mut data)?,
+                Err(_) => reader.read_to_end(&mut data)?,
+            };
             Ok(Some(data))
         });
         match read {
-            Ok(Some(data)) => Ok(PyBytes::new(py, &data)),
-            Ok(None) => Err(PyValueError::new_err("I/O operation on closed file")),
+            Ok(Some(data)) if data.len() < DIRECT_READ => Ok(PyBytes::new(py, &data)),
+            Ok(Some(data)) => large_bytes(py, &data),
+            Ok(None) => Err(closed()),
             Err(e) => Err(io_error(&format!("reading {}/{}", self.key, self.id), e)),
         }
     }
@@ -247,6 +285,45 @@ impl Reader {
     #[getter]
     fn closed(&self) -> bool {
         lock(&self.inner).is_none()
+    }
+}
+
+/// `data` as a new `bytes`, copied without the interpreter and without
+/// zeroing the object first (`PyBytes::new_with` would: a second pass over
+/// memory that is fresh, page by page, for a large object).
+fn large_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(data.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("the object is too large for bytes"))?;
+    // SAFETY: a new bytes object of `len` bytes (uninitialised contents),
+    // owned here and seen by nobody else until it is returned; the copy
+    // fills all of it before that. NULL is a raised MemoryError.
+    unsafe {
+        let bytes = Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len))?;
+        let target = pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) as usize;
+        py.detach(|| std::ptr::copy_nonoverlapping(data.as_ptr(), target as *mut u8, data.len()));
+        Ok(bytes.cast_into_unchecked())
+    }
+}
+
+impl Reader {
+    /// Fills `buffer` from the object, as far as it goes: the bytes read,
+    /// fewer only at its end; `None` once the reader is closed. Blocking.
+    fn fill(&self, buffer: &mut [u8]) -> std::io::Result<Option<usize>> {
+        let mut guard = lock(&self.inner);
+        let Some(reader) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let mut filled = 0;
+        // One read may return less than asked; take what the stream gives before its end.
+        while filled < buffer.len() {
+            match reader.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(filled))
     }
 }
 

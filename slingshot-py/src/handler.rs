@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use slingshot::__private::{prepare_with, Backing, Executor, Handler, Outcome, Parts};
 use slingshot::db::once::{Dialect, OnceConn, OnceSql, SqlValue};
@@ -18,6 +17,7 @@ use slingshot::{Error, Failure, FailureKind, RequestContext};
 use crate::case::Case;
 use crate::failure::Failed;
 use crate::files::Files;
+use crate::thread_state;
 
 /// The Python module that calls `process` and owns the SQLAlchemy engine.
 const RUNTIME: &str = "slingshot._runtime";
@@ -55,17 +55,49 @@ struct PyHandler {
     registered: Arc<Registered>,
 }
 
-/// `context.emit(event, data)` of a Python `process`: the request's
-/// context, whose events the runtime publishes once `process` succeeded.
-#[pyclass(module = "slingshot._native", name = "Emitter", frozen)]
-pub struct Emitter(RequestContext);
+/// The request's facts and `emit`, as `slingshot._runtime.call` hands them
+/// to `process`'s adapter: one object per request, whose fields become
+/// Python objects only when they are read (a `slingshot.RequestContext` is
+/// built from them only for a `process` that takes a `context`).
+#[pyclass(module = "slingshot._native", name = "Request", frozen)]
+pub struct Request(RequestContext);
 
 #[pymethods]
-impl Emitter {
+impl Request {
+    /// The service processing the request.
+    #[getter]
+    fn service(&self) -> &'static str {
+        self.0.service
+    }
+
+    /// The request ID.
+    #[getter]
+    fn request(&self) -> u64 {
+        self.0.request
+    }
+
+    /// 1 on the first try, 2 on the first retry, and so on.
+    #[getter]
+    fn attempt(&self) -> u32 {
+        self.0.attempt
+    }
+
+    /// Whether the broker delivered this message before.
+    #[getter]
+    fn redelivered(&self) -> bool {
+        self.0.redelivered
+    }
+
+    /// The request's trace ID.
+    #[getter]
+    fn trace_id(&self) -> &str {
+        &self.0.trace_id
+    }
+
     /// Emits `event` with `data`; `ValueError` for a name or data the
     /// runtime refuses.
     #[pyo3(signature = (event, data = ""))]
-    fn __call__(&self, event: &str, data: &str) -> PyResult<()> {
+    fn emit(&self, event: &str, data: &str) -> PyResult<()> {
         self.0
             .emit(event, data)
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
@@ -77,41 +109,33 @@ impl Handler for PyHandler {
 
     fn call(&self, request: u64, parts: &Parts<'_>, connection: &mut PyConnection) -> Outcome {
         let files = Files::new(parts.read_file.clone(), parts.write_file.clone());
+        let ending = files.ending();
         let context = parts.context;
-        Python::attach(|py| {
+        let outcome = Python::attach(|py| {
+            thread_state::keep(py);
             let files = Bound::new(py, files).map_err(|e| internal(py, e))?;
-            let ctx = PyDict::new(py);
-            let filled = (|| -> PyResult<()> {
-                ctx.set_item("service", context.service)?;
-                ctx.set_item("request", context.request)?;
-                ctx.set_item("attempt", context.attempt)?;
-                ctx.set_item("redelivered", context.redelivered)?;
-                ctx.set_item("trace_id", &context.trace_id)?;
-                ctx.set_item("_emit", Emitter(context.clone()))
-            })();
-            filled.map_err(|e| internal(py, e))?;
+            let facts = Bound::new(py, Request(context.clone())).map_err(|e| internal(py, e))?;
             let db = connection.0.as_ref().map(|c| c.bind(py).clone());
-            let answer = self.registered.call.bind(py).call1((
-                self.registered.process.bind(py),
-                request,
-                files.clone(),
-                db,
-                ctx,
-            ));
-            // The request's files end with the call, whatever it did.
-            let handles: &Files = files.get();
-            let ended = py.detach(|| handles.end());
+            let answer =
+                self.registered
+                    .call
+                    .bind(py)
+                    .call1((self.registered.process.bind(py), request, files, db, facts));
+            // The request's handles stop working with the call, whatever it
+            // did; what they wrote is flushed below, without the interpreter.
+            ending.stop();
             let answer = answer.map_err(|e| internal(py, e))?;
-            let outcome = translate(py, &answer, context.service, request, &context.trace_id);
-            if let (Ok(_), Err(e)) = (&outcome, ended) {
-                return Err(Box::new(Failure {
-                    kind: FailureKind::Storage,
-                    message: format!("finishing the files written: {e}"),
-                    transient: true,
-                }) as _);
-            }
-            outcome
-        })
+            translate(py, &answer, context.service, request, &context.trace_id)
+        });
+        let ended = ending.finish();
+        if let (Ok(_), Err(e)) = (&outcome, ended) {
+            return Err(Box::new(Failure {
+                kind: FailureKind::Storage,
+                message: format!("finishing the files written: {e}"),
+                transient: true,
+            }) as _);
+        }
+        outcome
     }
 
     fn case_domain() -> Option<CaseDomain> {

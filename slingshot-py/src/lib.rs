@@ -17,6 +17,7 @@ mod files;
 mod handler;
 mod schemas;
 mod testing;
+mod thread_state;
 
 use std::process::ExitCode;
 
@@ -120,7 +121,12 @@ fn check_service_name(name: &str) -> PyResult<()> {
 #[pyfunction]
 fn main(py: Python<'_>, name: &str, argv: Vec<String>) -> PyResult<u8> {
     let def = ServiceDef::find(name).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
-    let code = py.detach(|| slingshot::main_with_args(def, argv));
+    let code = py.detach(|| {
+        // The service's threads keep their Python thread states while it
+        // runs; its runtime is gone (and they with it) when this returns.
+        let _keeping = thread_state::Keeping::start();
+        slingshot::main_with_args(def, argv)
+    });
     Ok(if code == ExitCode::SUCCESS {
         0
     } else if code == ExitCode::from(2) {
@@ -155,7 +161,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Files>()?;
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
-    m.add_class::<handler::Emitter>()?;
+    m.add_class::<handler::Request>()?;
     m.add_class::<testing::Harness>()?;
     m.add_class::<testing::Invocation>()?;
     // `slingshot.FailureKind` is built from this list; the Python side has no kind names of its own.

@@ -50,7 +50,17 @@ from .client import (
 from .files import ObjectReader, WriteHandle
 from .objects import ModelWriter, Object, read_model, write_model
 from .service import RequestContext, Service, microservice
-from .typing import CaseVariable, ProcessFn, ReadFileFn, WriteFileFn
+from .typing import CaseVariable, ReadFileFn, WriteFileFn
+
+
+def __getattr__(name: str):
+    # ``ProcessFn`` imports SQLAlchemy: only when asked for (see slingshot.typing).
+    if name == "ProcessFn":
+        from . import typing
+
+        return typing.ProcessFn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "microservice",

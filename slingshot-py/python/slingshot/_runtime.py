@@ -8,14 +8,17 @@ handles and the database driver release it while they wait.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import inspect
 import os
 import sys
 import threading
 import traceback
-from typing import Any, Iterable
+import types
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    import asyncio
 
 from . import _native, objects
 from .files import ObjectReader, WriteHandle
@@ -42,11 +45,12 @@ FailureKind = _StrValued(
 )
 
 
-def call(process, request: int, files: "_native.Files", connection, context: dict) -> "list | _native.Failed":
+def call(process, request: int, files: "_native.Files", connection, context: "_native.Request") -> "list | _native.Failed":
     """Runs ``process`` for one request.
 
-    Answers its outputs, ``[(id, _native.Case), ...]``, or a
-    :class:`_native.Failed` saying why it failed; never raises.
+    ``context`` holds the request's facts and its ``emit``. Answers the
+    outputs, ``[(id, _native.Case), ...]``, or a :class:`_native.Failed`
+    saying why it failed; never raises.
     """
     def read_file(key: str, id: int) -> ObjectReader:
         _check_file_args("read_file", key, id)
@@ -58,18 +62,26 @@ def call(process, request: int, files: "_native.Files", connection, context: dic
 
     # For slingshot.read_model and write_model, and typed parameters; an
     # async process's coroutine, scheduled from here, sees it too.
-    token = objects._files.set(files)
+    token = _files_var.set(files)
     try:
         result = process(request, read_file, write_file, connection, context)
-        if inspect.isasyncgen(result):
-            result = _run_async(_collect(result))
-        elif inspect.isawaitable(result):
-            result = _run_async(result)
+        # What plain functions and generators return needs no awaiting (and
+        # the checks below are not free).
+        if type(result) not in _PLAIN:
+            if inspect.isasyncgen(result):
+                result = _run_async(_collect(result))
+            elif inspect.isawaitable(result):
+                result = _run_async(result)
         return _outputs(result)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported; stopping is the runtime's job
         return classify(exc)
     finally:
-        objects._files.reset(token)
+        _files_var.reset(token)
+
+
+#: Results that are iterated as they are: neither awaited nor checked for being iterable.
+_PLAIN = frozenset((list, tuple, types.GeneratorType))
+_files_var = objects._files
 
 
 def _check_file_args(what: str, key: Any, id: Any) -> None:
@@ -84,7 +96,7 @@ def _outputs(result: Any) -> list:
     each case converted by the runtime (``_native.Case``)."""
     if result is None:
         return []
-    if isinstance(result, (str, bytes)) or not isinstance(result, Iterable):
+    if type(result) not in _PLAIN and (isinstance(result, (str, bytes)) or not isinstance(result, Iterable)):
         raise TypeError(
             f"process returned {type(result).__name__}: return or yield (id, case) pairs, "
             "e.g. `yield (request, True)` or `return [(request, 'ok')]`"
@@ -107,7 +119,7 @@ async def _collect(agen) -> list:
     return [item async for item in agen]
 
 
-_loop: asyncio.AbstractEventLoop | None = None
+_loop: "asyncio.AbstractEventLoop | None" = None
 _loop_lock = threading.Lock()
 
 
@@ -115,6 +127,8 @@ def _run_async(awaitable) -> Any:
     """Runs a coroutine of ``async def process`` on the service's one event
     loop thread and waits for it (this thread releases the interpreter while
     it waits)."""
+    import asyncio  # only services with async code pay for it (some 8 MiB)
+
     global _loop
     with _loop_lock:
         if _loop is None or _loop.is_closed():

@@ -204,18 +204,31 @@ class Service:
         self._typed = typed
         functools.update_wrapper(self, function)
 
+        # What slingshot passes, by role, in the order `_runtime.call` gives it.
+        slots = {"request": 0, "read_file": 1, "write_file": 2, "connection": 3, "context": 4}
+        wanted = tuple((parameter, slots[role]) for parameter, role in plan.items() if role != "object")
+        wants_context = "context" in plan.values()
+
         def adapter(request, read_file, write_file, connection, context):
             # Typed objects first: an invalid one fails the request before process runs.
-            files = objects._current("Object") if typed else None
-            arguments = {parameter: o.argument(files, request) for parameter, o in typed.items()}
-            given = {
-                "request": request,
-                "read_file": read_file,
-                "write_file": write_file,
-                "connection": connection,
-                "context": RequestContext(**context) if "context" in plan.values() else None,
-            }
-            arguments.update((parameter, given[role]) for parameter, role in plan.items() if role != "object")
+            if typed:
+                files = objects._current("Object")
+                arguments = {parameter: o.argument(files, request) for parameter, o in typed.items()}
+            else:
+                arguments = {}
+            given = (
+                request,
+                read_file,
+                write_file,
+                connection,
+                RequestContext(
+                    context.service, context.request, context.attempt, context.redelivered, context.trace_id, context.emit
+                )
+                if wants_context
+                else None,
+            )
+            for parameter, slot in wanted:
+                arguments[parameter] = given[slot]
             return function(**arguments)
 
         schemas = [(o.reference, o.direction, o.model.__name__, o.schema()) for o in typed.values()]

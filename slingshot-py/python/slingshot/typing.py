@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO, Callable, Iterable, Protocol, TypeAlias, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Protocol, TypeAlias, Union
 
-from sqlalchemy.engine.base import Connection
+if TYPE_CHECKING:
+    from sqlalchemy.engine.base import Connection
 
 __all__ = ["CaseVariable", "ReadFileFn", "WriteFileFn", "WriteHandle", "ProcessFn"]
 
@@ -24,5 +25,19 @@ class WriteHandle(Protocol):
 ReadFileFn: TypeAlias = Callable[[str, int], BinaryIO]
 #: ``write_file(key, id)``: a staged file for object ``id`` in the bucket behind ``key``.
 WriteFileFn: TypeAlias = Callable[[str, int], WriteHandle]
-#: The original's ``process``: called positionally, returns or yields ``(id, case)`` pairs.
-ProcessFn: TypeAlias = Callable[[int, ReadFileFn, WriteFileFn, Connection], Iterable[tuple[int, CaseVariable]]]
+if TYPE_CHECKING:
+    #: The original's ``process``: called positionally, returns or yields ``(id, case)`` pairs.
+    ProcessFn: TypeAlias = Callable[[int, ReadFileFn, WriteFileFn, Connection], Iterable[tuple[int, CaseVariable]]]
+
+
+def __getattr__(name: str) -> Any:
+    # ``ProcessFn`` names SQLAlchemy's ``Connection``: SQLAlchemy (some 20 MiB
+    # of a service's memory) is imported when the alias is first asked for,
+    # not by every service that imports slingshot.
+    if name == "ProcessFn":
+        from sqlalchemy.engine.base import Connection
+
+        alias = Callable[[int, ReadFileFn, WriteFileFn, Connection], Iterable[tuple[int, CaseVariable]]]
+        globals()["ProcessFn"] = alias
+        return alias
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

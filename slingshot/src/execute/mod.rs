@@ -445,8 +445,9 @@ struct Scoped {
     stats: Arc<crate::base::stats::Stats>,
 }
 
-impl std::io::Read for Scoped {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+impl Scoped {
+    /// `f` on the reader, unless the request ended; what it read is counted.
+    fn with(&mut self, f: impl FnOnce(&mut ObjectReader) -> std::io::Result<usize>) -> std::io::Result<usize> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if self.ended.load(Ordering::SeqCst) {
             inner.take();
@@ -458,9 +459,20 @@ impl std::io::Read for Scoped {
             }
             .into_io_error());
         };
-        let n = reader.read(buf)?;
+        let n = f(reader)?;
         self.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+impl std::io::Read for Scoped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.with(|reader| reader.read(buf))
+    }
+
+    /// The store's `read_to_end` (see `ObjectReader`'s).
+    fn read_to_end(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        self.with(|reader| reader.read_to_end(buf))
     }
 }
 

@@ -274,6 +274,12 @@ impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf)
     }
+
+    /// The store's own: an object held in memory is copied once, into a
+    /// buffer reserved at its size (not grown read by read).
+    fn read_to_end(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.inner.read_to_end(buf)
+    }
 }
 
 impl std::fmt::Debug for ObjectReader {
