@@ -12,10 +12,10 @@
 //!
 //! This file chooses the sections, runs them in order and prints the report.
 
+mod broker4;
 mod harness;
 mod paced;
 mod peer;
-mod rabbitmq4;
 mod raw;
 mod report;
 mod sections;
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         return slingshot::main_with_args(def, args[2..].to_vec());
     }
     // Before the runtime's threads start: it sets an environment variable.
-    rabbitmq4::export_secret();
+    broker4::export_secret();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -115,7 +115,7 @@ async fn run() -> anyhow::Result<()> {
         sections::latency::run(&bench, &mut report).await?;
     }
     if wanted("noop") || wanted("latency") {
-        rabbitmq4::run(&bench, &mut report, wanted("noop"), wanted("latency"), port.ok()).await?;
+        broker4::run(&bench, &mut report, wanted("noop"), wanted("latency"), port.ok()).await?;
     }
     if wanted("concurrency") {
         sections::concurrency::run(&bench, &mut report).await?;
