@@ -29,7 +29,7 @@ pub(crate) async fn run(bench: &Bench, report: &mut Report) -> anyhow::Result<()
         "noop_p99_ratio_vs_raw",
         p99 / raw_p99,
         "ratio",
-        "same pacing and percentiles; target <= 2",
+        "same pacing and percentiles; target <= 1.2",
     );
     report.add(
         "noop_paced_cpu_us_per_msg",

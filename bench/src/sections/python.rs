@@ -323,7 +323,7 @@ pub(crate) async fn bench(report: &mut Report, amqp: &str) -> anyhow::Result<()>
         "msg/s",
         "the Rust twin, measured the same way",
     );
-    report.add("python_noop_ratio_vs_rust", py / rust, "ratio", "goal ≥ 0.7");
+    report.add("python_noop_ratio_vs_rust", py / rust, "ratio", "goal ≥ 0.9");
 
     let n1 = scale(3_000);
     let (rust1, py1) = compare(&f, amqp, "noop", &python, None, n1, 1).await?;
