@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 
 /// The FastStream stage.
 pub(crate) const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/faststream_noop.py");
@@ -42,19 +42,8 @@ pub(crate) fn check(python: &Path) -> anyhow::Result<String> {
     let script = "import sys\nfrom importlib import metadata\nfor name in sys.argv[1:]:\n    try:\n        \
                   print(name, metadata.version(name))\n    except metadata.PackageNotFoundError:\n        \
                   print(name, '-')\n";
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(pins.iter().map(|(name, _)| name))
-        .output()
-        .with_context(|| format!("cannot run {}: {how}", python.display()))?;
-    ensure!(
-        out.status.success(),
-        "{} cannot list its packages ({}): {how}",
-        python.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let installed = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = pins.iter().map(|(name, _)| *name).collect();
+    let installed = crate::sections::python::python_c(python, script, &names, "cannot list its packages", &how)?;
     let mut wrong = Vec::new();
     for ((name, pinned), line) in pins.iter().zip(installed.lines()) {
         let have = line.split_whitespace().nth(1).unwrap_or("-");
