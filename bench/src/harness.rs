@@ -1,9 +1,10 @@
-//! What the sections share: the services, the workload scale, and rounds of a slingshot service.
+//! What the sections share: the services, the workload scale, rounds of a slingshot service, and running the Python interpreter.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::json;
 use slingshot::broker::Broker;
 use slingshot::settings::QueueMode;
@@ -126,4 +127,28 @@ pub(crate) fn comparison_queues(f: &Fixture) -> Vec<String> {
         .iter()
         .map(|q| f.q(q))
         .collect()
+}
+
+/// What `python -c script args...` prints; an interpreter that cannot run
+/// it is an error saying `failing` and `how` to get one that can.
+pub(crate) fn python_c(
+    python: &std::path::Path,
+    script: &str,
+    args: &[&str],
+    failing: &str,
+    how: &str,
+) -> anyhow::Result<String> {
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}: {how}", python.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} {failing} ({}): {how}",
+        python.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -43,7 +43,7 @@ pub(crate) fn check(python: &Path) -> anyhow::Result<String> {
                   print(name, metadata.version(name))\n    except metadata.PackageNotFoundError:\n        \
                   print(name, '-')\n";
     let names: Vec<&str> = pins.iter().map(|(name, _)| *name).collect();
-    let installed = crate::sections::python::python_c(python, script, &names, "cannot list its packages", &how)?;
+    let installed = crate::harness::python_c(python, script, &names, "cannot list its packages", &how)?;
     let mut wrong = Vec::new();
     for ((name, pinned), line) in pins.iter().zip(installed.lines()) {
         let have = line.split_whitespace().nth(1).unwrap_or("-");

@@ -25,36 +25,12 @@ const HOW: &str = "run `scripts/python-tests.sh` once (it creates /var/tmp/sling
      maturin develop --release -m slingshot-py/Cargo.toml`, or set SLINGSHOT_BENCH_PYTHON to an interpreter \
      that has a release build of slingshot-runtime";
 
-/// What `python -c script args...` prints; an interpreter that cannot run
-/// it is an error saying `failing` and `how` to get one that can.
-pub(crate) fn python_c(
-    python: &std::path::Path,
-    script: &str,
-    args: &[&str],
-    failing: &str,
-    how: &str,
-) -> anyhow::Result<String> {
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {}: {how}", python.display()))?;
-    ensure!(
-        out.status.success(),
-        "{} {failing} ({}): {how}",
-        python.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The interpreter the Python services run on; refuses a debug build.
 fn interpreter() -> anyhow::Result<PathBuf> {
     let python = std::env::var_os("SLINGSHOT_BENCH_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/slingshot-services/pyvenv/bin/python"));
-    let profile = python_c(
+    let profile = crate::harness::python_c(
         &python,
         "import slingshot._native as n; print(n.build_profile())",
         &[],
