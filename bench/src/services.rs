@@ -142,10 +142,10 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// Memory of service processes, in MiB.
 pub struct Memory {
-    /// Peak RSS while copying a 1 GiB object.
-    pub copy_peak: f64,
+    /// Copying a 1 GiB object.
+    pub copy_peak: CopyPeak,
     /// The same through an encrypted bucket reference.
-    pub encrypted_copy_peak: f64,
+    pub encrypted_copy_peak: CopyPeak,
     /// RSS of an idle, consuming service.
     pub idle: f64,
     /// Of which anonymous memory (heap and stacks), the rest being the
@@ -155,12 +155,20 @@ pub struct Memory {
     pub idle_threads: u64,
 }
 
+/// The most a service process held while copying a 1 GiB object.
+pub struct CopyPeak {
+    /// Peak RSS (VmHWM) in MiB.
+    pub rss: f64,
+    /// The most threads it had at once (sampled every 20 ms).
+    pub threads: u64,
+}
+
 /// Copies a 1 GiB object through a service process and returns its peak RSS
-/// (VmHWM, sampled every 20 ms) in KiB. `service` runs one service whose
+/// and thread count, sampled every 20 ms. `service` runs one service whose
 /// sys-map, `sysmap`, maps its `in` and `out` to `bucket`; `invoke KEY` is
 /// appended. The object is uploaded (through a file in the fixture's
 /// directory) first and deleted afterwards.
-pub async fn gib_copy_peak_kib(
+pub async fn gib_copy_peak(
     f: &Fixture,
     s3: &S3Store,
     seed: &dyn ObjectStore,
@@ -168,7 +176,7 @@ pub async fn gib_copy_peak_kib(
     key: u64,
     mut service: tokio::process::Command,
     sysmap: &str,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<CopyPeak> {
     const GIB: u64 = 1 << 30;
     let path = f.dir.path().join(format!("huge-{key}"));
     let p = path.clone();
@@ -191,9 +199,10 @@ pub async fn gib_copy_peak_kib(
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let pid = child.id().unwrap_or(0);
-    let mut peak = 0;
+    let (mut peak, mut threads) = (0, 0);
     let status = loop {
         peak = peak.max(status_kib(pid, "VmHWM:").unwrap_or(0));
+        threads = threads.max(status_kib(pid, "Threads:").unwrap_or(0));
         if let Ok(status) = tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
             break status?;
         }
@@ -206,7 +215,10 @@ pub async fn gib_copy_peak_kib(
         .key(key.to_string())
         .send()
         .await;
-    Ok(peak)
+    Ok(CopyPeak {
+        rss: peak as f64 / 1024.0,
+        threads,
+    })
 }
 
 /// The key of the encrypted benchmarks (a fixed test key), and the
@@ -239,7 +251,7 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
     let exe = std::env::current_exe()?;
     let mut copy = tokio::process::Command::new(&exe);
     copy.args(["service", "bench-copy"]);
-    let peak = gib_copy_peak_kib(f, s3, s3, bucket, 1_000_000, copy, &sysmap).await?;
+    let copy_peak = gib_copy_peak(f, s3, s3, bucket, 1_000_000, copy, &sysmap).await?;
 
     let mut idle = tokio::process::Command::new(&exe)
         .args(["service", "bench-noop", "run"])
@@ -269,11 +281,11 @@ pub async fn memory(f: &Fixture, s3: &S3Store, bucket: &str) -> anyhow::Result<M
         .await;
     let mut copy = tokio::process::Command::new(&exe);
     copy.args(["service", "bench-copy"]).env(BENCH_KEY_VAR, BENCH_KEY);
-    let encrypted_peak = gib_copy_peak_kib(f, s3, &encrypted, bucket, 1_000_001, copy, &sysmap).await?;
+    let encrypted_copy_peak = gib_copy_peak(f, s3, &encrypted, bucket, 1_000_001, copy, &sysmap).await?;
     let mib = |kib: u64| kib as f64 / 1024.0;
     Ok(Memory {
-        copy_peak: mib(peak),
-        encrypted_copy_peak: mib(encrypted_peak),
+        copy_peak,
+        encrypted_copy_peak,
         idle: mib(rss),
         idle_anonymous: mib(anonymous),
         idle_threads: threads,

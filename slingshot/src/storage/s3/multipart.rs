@@ -6,13 +6,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
 
 use super::answers::{classify, io_err};
-use super::{S3Store, PART_CONCURRENCY, PART_SIZE};
+use super::{staged_body, S3Store, PART_CONCURRENCY, PART_SIZE};
 
 /// Numbers the journal records of this process's uploads.
 static RECORDS: AtomicU64 = AtomicU64::new(0);
@@ -39,13 +39,9 @@ impl S3Store {
                     let offset = index * PART_SIZE;
                     let length = PART_SIZE.min(size - offset);
                     let body = match source {
-                        Source::File(path) => ByteStream::read_from()
-                            .path(path)
-                            .offset(offset)
-                            .length(Length::Exact(length))
-                            .build()
+                        Source::File(path) => staged_body(path, offset, length)
                             .await
-                            .map_err(|e| io_err("read staged part", bucket, key, io::Error::other(e)))?,
+                            .map_err(|e| io_err("read staged part", bucket, key, e))?,
                         Source::Memory(bytes) => {
                             let range = usize::try_from(offset).unwrap_or(usize::MAX)
                                 ..usize::try_from(offset + length).unwrap_or(usize::MAX);
