@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use slingshot::broker::{Consumer, Delivery, Durability, HeaderValue, Message, QueueState, QueueType};
+use slingshot::broker::{Durability, HeaderValue, Message, QueueState, QueueType};
 use slingshot::protocol::{dead_letter_queue, ATTEMPT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER, SERVICE_HEADER};
 use slingshot::settings::QueueMode;
 use slingshot::{AnyConnection, AnyError, ReadFileFn, RequestContext, ServiceDef, WriteFileFn};
@@ -215,7 +215,6 @@ on_every_backend!(
     staged_files_are_uploaded_only_after_success,
     unacked_messages_are_redelivered,
     prefetch_bounds_unacked_deliveries,
-    acks_together_settle_only_their_own_deliveries,
     failures_are_retried_with_the_attempt_counted,
     exhausted_requests_are_dead_lettered_with_reasons,
     malformed_bodies_are_dead_lettered_at_once,
@@ -577,20 +576,6 @@ async fn staged_files_are_uploaded_only_after_success(backend: Backend) {
     assert_eq!(service.stats.objects_written.load(Ordering::Relaxed), 2);
 }
 
-/// The next `n` deliveries of `consumer`, each within [`WAIT`].
-async fn receive(consumer: &mut dyn Consumer, n: usize) -> Vec<Delivery> {
-    let mut deliveries = Vec::with_capacity(n);
-    for _ in 0..n {
-        let next = tokio::time::timeout(WAIT, consumer.next()).await;
-        deliveries.push(
-            next.expect("a delivery in time")
-                .expect("the consumer ended")
-                .expect("a delivery"),
-        );
-    }
-    deliveries
-}
-
 async fn unacked_messages_are_redelivered(backend: Backend) {
     let f = Fixture::new(backend, "redeliver");
     let runtime = f.runtime(json!({})).await;
@@ -610,7 +595,15 @@ async fn unacked_messages_are_redelivered(backend: Backend) {
     drop(consumer);
 
     let mut consumer = broker.consume(&queue, 2).await.unwrap();
-    let mut back = receive(consumer.as_mut(), 2).await;
+    let mut back = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        back.push(delivery);
+    }
     let (second_back, first_back) = (back.pop().unwrap(), back.pop().unwrap());
     // "3" may or may not have been pushed into the first consumer's freed
     // prefetch slot before it closed (RabbitMQ does, the in-process broker
@@ -653,49 +646,6 @@ async fn prefetch_bounds_unacked_deliveries(backend: Backend) {
     a.acker.ack().await.unwrap();
     let c = tokio::time::timeout(WAIT, consumer.next()).await;
     assert!(matches!(c, Ok(Some(Ok(_)))), "acking one must let the next through");
-}
-
-/// Acks sent together may go to the broker as one (RabbitMQ's `multiple`),
-/// but never settle a delivery nobody acked: the one held back returns
-/// when its consumer goes, and only it.
-async fn acks_together_settle_only_their_own_deliveries(backend: Backend) {
-    let f = Fixture::new(backend, "ack-together");
-    let runtime = f.runtime(json!({})).await;
-    let broker = runtime.broker().clone();
-    let queue = f.q("work");
-    broker.declare(&queue, Durability::Durable).await.unwrap();
-    for id in 1..=7 {
-        broker.publish(&queue, Message::id(id)).await.unwrap();
-    }
-    let mut consumer = broker.consume(&queue, 7).await.unwrap();
-    let mut deliveries = receive(consumer.as_mut(), 7).await;
-    let held = deliveries.remove(3);
-    let dropped = deliveries.pop().unwrap();
-    assert_eq!(
-        (&held.message.body[..], &dropped.message.body[..]),
-        (&b"4"[..], &b"7"[..])
-    );
-    // 1, 2, 3, 5 and 6 at once: 1 to 3 are the oldest unsettled, 5 and 6
-    // are behind "4", which is still held.
-    let acked = futures::future::join_all(deliveries.into_iter().map(|d| d.acker.ack())).await;
-    assert!(acked.iter().all(Result::is_ok), "{acked:?}");
-    // "7" is dropped unsettled after the acks: it returns too.
-    drop(dropped);
-    std::mem::forget(held.acker);
-    drop(consumer);
-
-    let mut consumer = broker.consume(&queue, 7).await.unwrap();
-    let mut back = Vec::new();
-    for delivery in receive(consumer.as_mut(), 2).await {
-        back.push(String::from_utf8_lossy(&delivery.message.body).into_owned());
-        delivery.acker.ack().await.unwrap();
-    }
-    back.sort();
-    assert_eq!(back, ["4", "7"], "exactly the deliveries nobody acked come back");
-    let more = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
-    assert!(more.is_err(), "a delivery that was acked came back");
-    drop(consumer);
-    assert_eq!(broker.ready_count(&queue).await.unwrap(), 0);
 }
 
 async fn failures_are_retried_with_the_attempt_counted(backend: Backend) {

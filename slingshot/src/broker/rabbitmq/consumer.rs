@@ -1,6 +1,6 @@
 //! Consuming from RabbitMQ: a channel per consumer with bounded prefetch, a
-//! watchdog for brokers that stop answering, cancelling to drain, and the
-//! acker of a delivery fetched by itself (`settle` settles the consumed ones).
+//! watchdog for brokers that stop answering, cancelling to drain, and settling
+//! deliveries on their own channel.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use lapin::types::ShortString;
 use lapin::Channel;
 
 use super::link::{Session, ANSWER_TIMEOUT};
-use super::settle::Settler;
 use super::wire;
 use crate::broker::{Acker, BrokerError, Consumer, Delivery};
 
@@ -32,34 +31,10 @@ pub(crate) struct RabbitConsumer {
     /// the broker requeues every unacknowledged delivery.
     pub(crate) channel: Channel,
     /// Cancelled: what the broker sent before the cancel comes out, then the end.
-    cancelled: bool,
-    /// Settles the deliveries, batching the acks of the oldest.
-    settler: Settler,
+    pub(crate) cancelled: bool,
 }
 
 impl RabbitConsumer {
-    /// A consumer of `queue` started on `channel` with consumer tag `tag`.
-    pub(crate) fn new(
-        queue: String,
-        tag: String,
-        consumer: lapin::Consumer,
-        prefetch: u16,
-        session: Arc<Session>,
-        channel: Channel,
-    ) -> Self {
-        let settler = Settler::start(channel.clone(), session.clone());
-        RabbitConsumer {
-            queue,
-            tag,
-            consumer,
-            prefetch,
-            session,
-            channel,
-            cancelled: false,
-            settler,
-        }
-    }
-
     /// The watchdog's probe: after [`WATCHDOG_IDLE`] without a delivery, asks
     /// the broker something on the consumer's own channel (setting the same
     /// prefetch again changes nothing). `Err` when the channel is closed or
@@ -90,7 +65,11 @@ impl RabbitConsumer {
         Delivery {
             message: wire::message_of(&delivery.properties, delivery.data),
             redelivered: delivery.redelivered,
-            acker: self.settler.acker(delivery.delivery_tag, delivery.acker),
+            acker: Box::new(RabbitAcker {
+                acker: delivery.acker,
+                channel: self.channel.clone(),
+                session: Some(self.session.clone()),
+            }),
         }
     }
 }
@@ -163,11 +142,12 @@ impl Drop for RabbitConsumer {
     }
 }
 
-/// The acker of a delivery fetched with `basic.get`.
 pub(crate) struct RabbitAcker {
     pub(crate) acker: lapin::Acker,
     /// The channel the delivery came on: it can be settled only there.
     pub(crate) channel: Channel,
+    /// The connection of that channel, if it may be given up while open.
+    pub(crate) session: Option<Arc<Session>>,
 }
 
 #[async_trait]
@@ -189,6 +169,6 @@ impl Acker for RabbitAcker {
     }
 
     fn is_live(&self) -> bool {
-        self.channel.status().connected()
+        self.channel.status().connected() && !self.session.as_ref().is_some_and(|s| s.dead.load(Ordering::SeqCst))
     }
 }

@@ -13,7 +13,6 @@ mod consumer;
 mod declare;
 mod link;
 mod server_info;
-mod settle;
 mod wire;
 
 use std::future::Future;
@@ -414,14 +413,15 @@ impl Broker for RabbitMq {
                 .map_err(|e| refused("consume", queue, e))
         };
         let consumer = self.within("consume", starting).await?;
-        Ok(Box::new(RabbitConsumer::new(
-            queue.to_string(),
+        Ok(Box::new(RabbitConsumer {
+            queue: queue.to_string(),
             tag,
             consumer,
             prefetch,
             session,
             channel,
-        )))
+            cancelled: false,
+        }))
     }
 
     async fn consume_replies(&self, prefetch: u16) -> Result<(String, Box<dyn Consumer>), BrokerError> {
@@ -460,7 +460,15 @@ impl Broker for RabbitMq {
         let (queue, consumer) = self.within("consume replies", starting).await?;
         Ok((
             queue.clone(),
-            Box::new(RabbitConsumer::new(queue, tag, consumer, prefetch, session, channel)),
+            Box::new(RabbitConsumer {
+                queue,
+                tag,
+                consumer,
+                prefetch,
+                session,
+                channel,
+                cancelled: false,
+            }),
         ))
     }
 
@@ -547,6 +555,7 @@ impl Broker for RabbitMq {
                 acker: Box::new(RabbitAcker {
                     acker: delivery.acker,
                     channel: channel.clone(),
+                    session: None,
                 }),
             }
         }))
