@@ -1,7 +1,8 @@
 //! The broker misbehaving while a service process works: a memory alarm, a
-//! deleted output queue, a dead-letter queue that refuses publishes, and a
-//! `process` that never returns when SIGTERM comes. Each prints a `fault=`
-//! line (see `tests/src/fault_report.rs`).
+//! deleted output queue, a dead-letter queue that refuses publishes, a
+//! connection closed under an ack, and a `process` that never returns when
+//! SIGTERM comes. Each stream prints a `fault=` line (see
+//! `tests/src/fault_report.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 use slingshot::broker::{Broker, Durability};
 use slingshot_tests::fault_report::{publish, report, send_ids, stream_settings_retrying, Figures};
-use slingshot_tests::private::PrivateRabbit;
+use slingshot_tests::private::{LaneRabbit, PrivateRabbit};
 use slingshot_tests::probe::{free_port, get, wait_status};
 use slingshot_tests::process::ServiceProcess;
 use slingshot_tests::{shared_amqp_url, test_broker, Backend, Collector, Fixture};
@@ -366,4 +367,144 @@ async fn a_refused_dead_letter_is_retried_with_backoff_not_by_running_process_ag
     let outcome = report("dead-letter-refused", 1, &[], &Default::default(), 1);
     service.stop().await;
     assert_eq!(outcome.lost, 0);
+}
+
+/// An ack for a delivery whose connection the broker closed was never sent:
+/// it must fail, within the answer timeout, so that the request is not
+/// counted as done; and the broker must deliver the message again. (lapin
+/// answers such an ack with `Ok(false)`, which read as success.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_after_the_broker_closed_the_connection_fails_and_the_message_comes_back() {
+    let _turn = TURN.lock().await;
+    let rabbit = Arc::new(tokio::task::spawn_blocking(LaneRabbit::start).await.unwrap());
+    let f = Fixture::new(Backend::Real, "late-ack");
+    let broker = test_broker(&rabbit.amqp_url()).await;
+    let queue = f.q("in");
+    broker.declare(&queue, Durability::Durable).await.unwrap();
+    send_ids(&*broker, &queue, 7..8).await;
+    let mut consumer = broker.consume(&queue, 1).await.unwrap();
+    let delivery = tokio::time::timeout(FINISH, consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the consumer is open")
+        .expect("a delivery");
+
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.stop_app()).await.unwrap();
+    let closed = Instant::now();
+    while delivery.acker.is_live() {
+        assert!(
+            closed.elapsed() < Duration::from_secs(30),
+            "the delivery still looks live 30 s after the broker stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let limit = slingshot::broker::rabbitmq::ANSWER_TIMEOUT + Duration::from_secs(5);
+    let acked = tokio::time::timeout(limit, delivery.acker.ack())
+        .await
+        .expect("the ack returns within the answer timeout");
+    assert!(
+        acked.is_err(),
+        "an ack on a closed connection reported success: {acked:?}"
+    );
+    drop(consumer);
+
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.start_app()).await.unwrap();
+    let back = Instant::now();
+    let again = loop {
+        if let Ok(Some(delivery)) = broker.get(&queue).await {
+            break delivery;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "the message did not come back within 60 s of the broker's start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(again.redelivered, "the message came back without the redelivered flag");
+    assert_eq!(
+        slingshot::protocol::Request::decode(&again.message).id.ok(),
+        Some(7),
+        "another message came back"
+    );
+    again.acker.ack().await.expect("ack on a live connection");
+}
+
+/// Acks racing the broker closing their connection: each returns within
+/// the answer timeout, whether or not it got out, and every message not
+/// acknowledged comes back. A request whose ack never returns holds its
+/// slot forever and, at SIGTERM, the whole shutdown deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_racing_a_closed_connection_all_return_and_nothing_is_lost() {
+    const N: u64 = 2000;
+    let _turn = TURN.lock().await;
+    let rabbit = Arc::new(tokio::task::spawn_blocking(LaneRabbit::start).await.unwrap());
+    let f = Fixture::new(Backend::Real, "racing-acks");
+    let broker = test_broker(&rabbit.amqp_url()).await;
+    let queue = f.q("in");
+    broker.declare(&queue, Durability::Durable).await.unwrap();
+    send_ids(&*broker, &queue, 0..N).await;
+    let mut consumer = broker.consume(&queue, N as u16).await.unwrap();
+    let mut deliveries = Vec::new();
+    while deliveries.len() < N as usize {
+        let delivery = tokio::time::timeout(FINISH, consumer.next())
+            .await
+            .expect("every delivery in time")
+            .expect("the consumer is open")
+            .expect("a delivery");
+        deliveries.push(delivery);
+    }
+
+    // The broker stops; meanwhile acks go out one every 5 ms (10 s in all),
+    // the first ones before it closes the connection, the last ones after.
+    let r = rabbit.clone();
+    let stopping = tokio::task::spawn_blocking(move || r.stop_app());
+    let limit = slingshot::broker::rabbitmq::ANSWER_TIMEOUT + Duration::from_secs(5);
+    let acking = tokio::spawn(async move {
+        let mut acks = Vec::new();
+        for delivery in deliveries {
+            acks.push(tokio::spawn(tokio::time::timeout(limit, delivery.acker.ack())));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut acked = 0u64;
+        let mut hung = 0u64;
+        for ack in acks {
+            match ack.await.expect("the ack task") {
+                Ok(Ok(())) => acked += 1,
+                Ok(Err(_)) => {}
+                Err(_) => hung += 1,
+            }
+        }
+        (acked, hung)
+    });
+    stopping.await.unwrap();
+    let (acked, hung) = acking.await.unwrap();
+    drop(consumer);
+    assert_eq!(hung, 0, "{hung} acks did not return within {limit:?}");
+    assert!(
+        acked < N,
+        "every ack got out before the broker stopped; nothing was raced"
+    );
+
+    let r = rabbit.clone();
+    tokio::task::spawn_blocking(move || r.start_app()).await.unwrap();
+    let back = Instant::now();
+    let ready = loop {
+        if let Ok(ready) = broker.ready_count(&queue).await {
+            break ready;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "no queue count within 60 s of the broker's start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    publish(&format!(
+        "racing-acks: {acked} of {N} acks got out before the broker stopped; {ready} messages back"
+    ));
+    assert!(
+        acked + ready >= N,
+        "messages lost: {acked} acknowledged, {ready} back, of {N}"
+    );
 }

@@ -150,22 +150,44 @@ pub(crate) struct RabbitAcker {
     pub(crate) session: Option<Arc<Session>>,
 }
 
+impl RabbitAcker {
+    /// Waits for an ack or reject, bounded: lapin answers `Ok(false)` when
+    /// the delivery's channel had already ended, and nothing was sent. Past
+    /// [`ANSWER_TIMEOUT`] the frame never left (a connection lost at that
+    /// very moment can leave lapin's promise pending forever): the
+    /// connection is given up, and the broker delivers the message again.
+    async fn settle(
+        &self,
+        op: &'static str,
+        settling: impl std::future::Future<Output = lapin::Result<bool>>,
+    ) -> Result<(), BrokerError> {
+        match tokio::time::timeout(ANSWER_TIMEOUT, settling).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(BrokerError::Disconnected(format!(
+                "{op}: the delivery's channel had closed; the broker delivers it again"
+            ))),
+            Ok(Err(e)) => Err(BrokerError::Disconnected(format!("{op}: {e}"))),
+            Err(_) => {
+                if let Some(session) = &self.session {
+                    session.give_up("a delivery not settled within the answer timeout");
+                }
+                Err(BrokerError::Disconnected(format!(
+                    "{op}: not sent within {ANSWER_TIMEOUT:?}; the broker delivers it again"
+                )))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Acker for RabbitAcker {
     async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(|e| BrokerError::Disconnected(format!("ack: {e}")))
+        self.settle("ack", self.acker.ack(BasicAckOptions::default())).await
     }
 
     async fn reject(self: Box<Self>, requeue: bool) -> Result<(), BrokerError> {
-        self.acker
-            .reject(BasicRejectOptions { requeue })
+        self.settle("reject", self.acker.reject(BasicRejectOptions { requeue }))
             .await
-            .map(drop)
-            .map_err(|e| BrokerError::Disconnected(format!("reject: {e}")))
     }
 
     fn is_live(&self) -> bool {
