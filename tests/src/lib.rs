@@ -7,6 +7,7 @@
 //! [`Backend`], so the embedded implementations and the real services are
 //! held to the same behaviour.
 
+pub mod backends;
 pub mod cluster;
 pub mod database;
 pub mod fault_report;

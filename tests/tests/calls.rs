@@ -62,32 +62,7 @@ fn p_right(request: u64) -> Vec<(u64, &'static str)> {
     vec![(request, "nowhere")]
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Embedded).await
-            })*
-        }
-        #[cfg(feature = "services")]
-        mod real {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Real).await
-            })*
-        }
-        #[cfg(feature = "services")]
-        mod quorum {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Quorum).await
-            })*
-        }
-    };
-}
-
-on_every_backend!(
+slingshot_tests::on_every_backend!(
     a_call_returns_the_routes_and_objects_of_its_request,
     a_call_to_a_failing_service_returns_the_dead_letter_failure,
     a_call_nobody_picks_up_times_out_and_its_request_never_runs,

@@ -68,32 +68,8 @@ fn ev_bad_name(_request: u64, context: &RequestContext) -> Result<Vec<(u64, bool
     Ok(vec![])
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Embedded, 1_000).await
-            })*
-        }
-        #[cfg(feature = "services")]
-        mod real {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Real, 2_000).await
-            })*
-        }
-        #[cfg(feature = "services")]
-        mod quorum {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Quorum, 3_000).await
-            })*
-        }
-    };
-}
-
-on_every_backend!(two_subscribers_receive_every_event_they_asked_for);
+// Each backend sends its own IDs (base 1,000, 2,000, 3,000): the services record events by ID, in one process.
+slingshot_tests::on_every_backend!(with [embedded: Embedded(1_000), real: Real(2_000), quorum: Quorum(3_000)] two_subscribers_receive_every_event_they_asked_for);
 
 fn endpoints(f: &Fixture) -> serde_json::Value {
     let exchange = f.q("events");

@@ -184,33 +184,7 @@ async fn select_numbers(runtime: &slingshot::Runtime, sql: String) -> Vec<i64> {
 
 // ---- the suite, once per backend ----------------------------------------
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Embedded).await
-            })*
-        }
-        #[cfg(feature = "services")]
-        mod real {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Real).await
-            })*
-        }
-        /// RabbitMQ with quorum queues.
-        #[cfg(feature = "services")]
-        mod quorum {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Quorum).await
-            })*
-        }
-    };
-}
-
-on_every_backend!(
+slingshot_tests::on_every_backend!(
     cases_match_by_kind_and_value_and_fan_out,
     staged_files_are_uploaded_only_after_success,
     unacked_messages_are_redelivered,

@@ -60,25 +60,8 @@ fn ty_report(request: u64, read_file: &ReadFileFn, write_file: &WriteFileFn) -> 
     Ok(vec![(request, true)])
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Embedded, 1_000).await
-            })*
-        }
-        #[cfg(feature = "services")]
-        mod real {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(slingshot_tests::Backend::Real, 2_000).await
-            })*
-        }
-    };
-}
-
-on_every_backend!(a_typed_pipeline_checks_its_documents_before_process_runs);
+// Each backend its own request IDs (base 1,000, 2,000); no quorum run: queues play no part in typing.
+slingshot_tests::on_every_backend!(with [embedded: Embedded(1_000), real: Real(2_000)] a_typed_pipeline_checks_its_documents_before_process_runs);
 
 fn header(message: &Message, name: &str) -> String {
     match message.headers.get(name) {
