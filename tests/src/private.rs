@@ -277,6 +277,7 @@ impl PrivateRabbit4 {
         let lock = InstanceLock::acquire("rabbit4");
         // A node left over by a crashed run would hold the port.
         let _ = crate::rabbitmq4::rabbitmqctl(Self::NODE).arg("stop").output();
+        Self::await_gone(None);
         let base = root.join("var/tmp");
         for dir in leftover_dirs_in(&base, "rabbit4") {
             remove_leftover(&dir);
@@ -338,27 +339,79 @@ impl PrivateRabbit4 {
             .arg(format!("RABBITMQ_CONF_ENV_FILE={inside}/rabbitmq-env.conf"))
             .arg("rabbitmq-server")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Self::output_file(dir))
+            .stderr(Self::output_file(dir))
             .spawn()
             .expect("start a private RabbitMQ 4 node (chroot rabbitmq-server)")
+    }
+
+    /// Where `rabbitmq-server`'s own output goes (appended, start after start):
+    /// what it says before its log file exists, such as why it would not boot.
+    fn output_file(dir: &tempfile::TempDir) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("server.out"))
+            .map_or_else(|_| Stdio::null(), Stdio::from)
+    }
+
+    /// The last lines of the server's output and of its log, for a failure
+    /// message: the directory goes with the node.
+    fn last_words(&self) -> String {
+        let tail = |path: PathBuf| {
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({e})"));
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(30);
+            format!("--- {}:\n{}", path.display(), lines[from..].join("\n"))
+        };
+        let log = self.dir.path().join("log").join(format!("{}.log", Self::NODE));
+        format!("{}\n{}", tail(self.dir.path().join("server.out")), tail(log))
     }
 
     /// Stops the node and starts it again, on its data, with `conf` and
     /// `advanced` in place of its configuration (see [`Self::start_with`]).
     pub fn restart_with(&mut self, conf: &str, advanced: Option<&str>) {
+        let vm = self.vm_pid();
         self.stop();
         let _ = self.child.wait();
+        Self::await_gone(vm);
         self.child = Self::configure_and_spawn(&self.root, &self.dir, conf, advanced);
         self.await_startup();
+    }
+
+    /// The node's Erlang VM, from its pid file.
+    fn vm_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    /// Waits until a stopped node is gone: its VM exited, its name left
+    /// epmd and its ports closed. `rabbitmqctl stop` may return before
+    /// that, and the next node must not race the old one for its name,
+    /// ports or files.
+    fn await_gone(vm: Option<u32>) {
+        wait_until(
+            "the stopped RabbitMQ 4 node to be gone",
+            Duration::from_secs(60),
+            || {
+                let exited = vm.is_none_or(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                let name = Self::NODE.split('@').next().unwrap_or(Self::NODE);
+                let registered = crate::rabbitmq4::in_root("env")
+                    .args(["ERL_EPMD_PORT=4370", "epmd", "-names"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("name {name} ")));
+                exited && !registered && !port_open(Self::PORT) && !port_open(Self::DIST_PORT)
+            },
+        );
     }
 
     fn await_startup(&mut self) {
         wait_until("private RabbitMQ 4 node", Duration::from_secs(120), || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "the private RabbitMQ 4 node exited with {status}; see {}",
-                    self.dir.path().join("log").display()
+                    "the private RabbitMQ 4 node exited with {status} while starting:\n{}",
+                    self.last_words()
                 );
             }
             crate::rabbitmq4::rabbitmqctl(Self::NODE)
