@@ -151,11 +151,11 @@ pub(crate) struct RabbitAcker {
 }
 
 impl RabbitAcker {
-    /// Waits for an ack or reject, bounded: lapin answers `Ok(false)` when
-    /// the delivery's channel had already ended, and nothing was sent. Past
-    /// [`ANSWER_TIMEOUT`] the frame never left (a connection lost at that
-    /// very moment can leave lapin's promise pending forever): the
-    /// connection is given up, and the broker delivers the message again.
+    /// Waits for an ack or reject, and says whether it was sent: lapin
+    /// answers `Ok(false)` when the delivery's channel had already ended,
+    /// and sends nothing. Past [`ANSWER_TIMEOUT`] (a broker that stopped
+    /// reading, or a promise lapin never resolved) it counts as not sent:
+    /// the connection is given up, and the broker delivers the message again.
     async fn settle(
         &self,
         op: &'static str,
