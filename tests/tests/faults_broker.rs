@@ -369,6 +369,47 @@ async fn a_refused_dead_letter_is_retried_with_backoff_not_by_running_process_ag
     assert_eq!(outcome.lost, 0);
 }
 
+/// A private node of the lane's broker with `ids` published to a durable
+/// queue of its own, every one of them delivered to one consumer and held
+/// unacknowledged.
+struct Held {
+    rabbit: Arc<LaneRabbit>,
+    broker: Arc<dyn Broker>,
+    queue: String,
+    consumer: Box<dyn slingshot::broker::Consumer>,
+    deliveries: Vec<slingshot::broker::Delivery>,
+    _f: Fixture,
+}
+
+async fn held(prefix: &str, ids: std::ops::Range<u64>) -> Held {
+    let rabbit = Arc::new(tokio::task::spawn_blocking(LaneRabbit::start).await.unwrap());
+    let f = Fixture::new(Backend::Real, prefix);
+    let broker = test_broker(&rabbit.amqp_url()).await;
+    let queue = f.q("in");
+    broker.declare(&queue, Durability::Durable).await.unwrap();
+    let n = ids.end - ids.start;
+    send_ids(&*broker, &queue, ids).await;
+    let prefetch = u16::try_from(n).expect("a prefetch for every ID");
+    let mut consumer = broker.consume(&queue, prefetch).await.unwrap();
+    let mut deliveries = Vec::new();
+    while (deliveries.len() as u64) < n {
+        let delivery = tokio::time::timeout(FINISH, consumer.next())
+            .await
+            .expect("every delivery in time")
+            .expect("the consumer is open")
+            .expect("a delivery");
+        deliveries.push(delivery);
+    }
+    Held {
+        rabbit,
+        broker,
+        queue,
+        consumer,
+        deliveries,
+        _f: f,
+    }
+}
+
 /// An ack for a delivery whose connection the broker closed was never sent:
 /// it must fail, within the answer timeout, so that the request is not
 /// counted as done; and the broker must deliver the message again. (lapin
@@ -376,18 +417,15 @@ async fn a_refused_dead_letter_is_retried_with_backoff_not_by_running_process_ag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_after_the_broker_closed_the_connection_fails_and_the_message_comes_back() {
     let _turn = TURN.lock().await;
-    let rabbit = Arc::new(tokio::task::spawn_blocking(LaneRabbit::start).await.unwrap());
-    let f = Fixture::new(Backend::Real, "late-ack");
-    let broker = test_broker(&rabbit.amqp_url()).await;
-    let queue = f.q("in");
-    broker.declare(&queue, Durability::Durable).await.unwrap();
-    send_ids(&*broker, &queue, 7..8).await;
-    let mut consumer = broker.consume(&queue, 1).await.unwrap();
-    let delivery = tokio::time::timeout(FINISH, consumer.next())
-        .await
-        .expect("a delivery in time")
-        .expect("the consumer is open")
-        .expect("a delivery");
+    let Held {
+        rabbit,
+        broker,
+        queue,
+        consumer,
+        mut deliveries,
+        _f,
+    } = held("late-ack", 7..8).await;
+    let delivery = deliveries.pop().expect("one delivery");
 
     let r = rabbit.clone();
     tokio::task::spawn_blocking(move || r.stop_app()).await.unwrap();
@@ -439,22 +477,14 @@ async fn an_ack_after_the_broker_closed_the_connection_fails_and_the_message_com
 async fn acks_racing_a_closed_connection_all_return_and_nothing_is_lost() {
     const N: u64 = 2000;
     let _turn = TURN.lock().await;
-    let rabbit = Arc::new(tokio::task::spawn_blocking(LaneRabbit::start).await.unwrap());
-    let f = Fixture::new(Backend::Real, "racing-acks");
-    let broker = test_broker(&rabbit.amqp_url()).await;
-    let queue = f.q("in");
-    broker.declare(&queue, Durability::Durable).await.unwrap();
-    send_ids(&*broker, &queue, 0..N).await;
-    let mut consumer = broker.consume(&queue, N as u16).await.unwrap();
-    let mut deliveries = Vec::new();
-    while deliveries.len() < N as usize {
-        let delivery = tokio::time::timeout(FINISH, consumer.next())
-            .await
-            .expect("every delivery in time")
-            .expect("the consumer is open")
-            .expect("a delivery");
-        deliveries.push(delivery);
-    }
+    let Held {
+        rabbit,
+        broker,
+        queue,
+        consumer,
+        deliveries,
+        _f,
+    } = held("racing-acks", 0..N).await;
 
     // The broker stops; meanwhile acks go out one every 5 ms (10 s in all),
     // the first ones before it closes the connection, the last ones after.
